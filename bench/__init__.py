@@ -1,0 +1,1 @@
+"""lockbench's bench: runner, cluster runtimes, history store, checker and CLI."""

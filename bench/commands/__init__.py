@@ -1,0 +1,1 @@
+"""One module per ``lockbench`` subcommand; each defines ``register(subparsers)``."""

@@ -1,0 +1,280 @@
+"""The history: the contract between running a test and checking it (see docs/history.md).
+
+A history is a sequence of operations written as JSON Lines, one op per line. Every client
+operation appears as an ``invoke`` followed by exactly one completion of the same process:
+``ok`` (it happened), ``fail`` (it certainly did not happen) or ``info`` (unknown). Nemesis
+actions and cluster observations use the process ``"nemesis"``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, TypeAlias
+
+OpType: TypeAlias = Literal["invoke", "ok", "fail", "info"]
+Process: TypeAlias = int | str
+OP_TYPES: frozenset[str] = frozenset({"invoke", "ok", "fail", "info"})
+NEMESIS: str = "nemesis"
+REQUIRED_FIELDS: tuple[str, ...] = ("index", "time", "process", "type", "f")
+OPTIONAL_FIELDS: tuple[str, ...] = ("node", "error", "session")
+
+
+class HistoryError(ValueError):
+    """A history line that cannot be read; carries the file and the line number."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One history record. ``extra`` keeps any field this version does not know."""
+
+    index: int
+    time: int
+    process: Process
+    type: OpType
+    f: str
+    key: str | None = None
+    value: Any = None
+    node: str | None = None
+    error: str | None = None
+    session: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_client(self) -> bool:
+        return isinstance(self.process, int)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "time": self.time,
+            "process": self.process,
+            "type": self.type,
+            "f": self.f,
+            "key": self.key,
+            "value": self.value,
+        }
+        if self.node is not None:
+            out["node"] = self.node
+        if self.error is not None:
+            out["error"] = self.error
+        if self.session is not None:
+            out["session"] = self.session
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Op:
+        """Build an op from a decoded line; raises ValueError naming the bad field."""
+        for name in REQUIRED_FIELDS:
+            if name not in obj:
+                raise ValueError(f"missing field {name!r}")
+        index, t, process, typ, f = (obj[n] for n in REQUIRED_FIELDS)
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ValueError(f"index must be a non-negative integer, got {index!r}")
+        if not isinstance(t, int) or isinstance(t, bool):
+            raise ValueError(f"time must be integer nanoseconds, got {t!r}")
+        if isinstance(process, bool) or not isinstance(process, int | str):
+            raise ValueError(f"process must be an integer or 'nemesis', got {process!r}")
+        if typ not in OP_TYPES:
+            raise ValueError(f"type must be one of invoke/ok/fail/info, got {typ!r}")
+        if not isinstance(f, str) or not f:
+            raise ValueError(f"f must be a non-empty string, got {f!r}")
+        key = obj.get("key")
+        if key is not None and not isinstance(key, str):
+            raise ValueError(f"key must be a string or null, got {key!r}")
+        known = set(REQUIRED_FIELDS) | set(OPTIONAL_FIELDS) | {"key", "value"}
+        extra = {k: v for k, v in obj.items() if k not in known}
+        return cls(
+            index=index,
+            time=t,
+            process=process,
+            type=typ,
+            f=f,
+            key=key,
+            value=obj.get("value"),
+            node=_optional_str(obj, "node"),
+            error=_optional_str(obj, "error"),
+            session=_optional_str(obj, "session"),
+            extra=extra,
+        )
+
+
+def _optional_str(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+class HistoryWriter:
+    """Appends ops to a JSON Lines file as they happen, so a killed bench leaves a valid prefix.
+
+    Thread-safe; indices and times are assigned here so they are increasing in file order.
+    Each line is flushed to the OS on write (cheap); ``close`` fsyncs.
+    """
+
+    def __init__(self, path: Path, *, start_ns: int | None = None) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._next_index = 0
+        self.start_ns = time.monotonic_ns() if start_ns is None else start_ns
+
+    def now(self) -> int:
+        """Nanoseconds since the test started, on the monotonic clock."""
+        return time.monotonic_ns() - self.start_ns
+
+    def append(
+        self,
+        process: Process,
+        type: OpType,
+        f: str,
+        key: str | None = None,
+        value: Any = None,
+        **optional: Any,
+    ) -> Op:
+        with self._lock:
+            op = Op(
+                index=self._next_index,
+                time=self.now(),
+                process=process,
+                type=type,
+                f=f,
+                key=key,
+                value=value,
+                node=optional.pop("node", None),
+                error=optional.pop("error", None),
+                session=optional.pop("session", None),
+                extra=optional,
+            )
+            self._file.write(json.dumps(op.to_json(), separators=(",", ":"), default=str) + "\n")
+            self._file.flush()
+            self._next_index += 1
+            return op
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file.closed:
+                return
+            self._file.flush()
+            import os
+
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> HistoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadProblem:
+    """Something wrong found while reading leniently (for reports of damaged runs)."""
+
+    line: int
+    reason: str
+
+
+def iter_history_lines(lines: Iterable[str], source: str = "<history>") -> Iterator[Op]:
+    """Decode JSON Lines strictly; the first bad line raises HistoryError with its number."""
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HistoryError(source, number, f"not valid JSON ({exc.msg}); truncated?") from exc
+        if not isinstance(obj, dict):
+            raise HistoryError(source, number, "a history line must be a JSON object")
+        try:
+            yield Op.from_json(obj)
+        except ValueError as exc:
+            raise HistoryError(source, number, str(exc)) from exc
+
+
+def read_history(path: Path) -> list[Op]:
+    """Read a whole history strictly (the checker's view)."""
+    with path.open(encoding="utf-8") as fh:
+        return list(iter_history_lines(fh, str(path)))
+
+
+def read_history_lenient(path: Path) -> tuple[list[Op], list[ReadProblem]]:
+    """Read what can be read and list the rest (the report's view of a damaged run)."""
+    ops: list[Op] = []
+    problems: list[ReadProblem] = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                ops.extend(iter_history_lines([raw], str(path)))
+            except HistoryError as exc:
+                problems.append(ReadProblem(number, exc.reason))
+    return ops, problems
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An invocation paired with its completion (None if the history ends first)."""
+
+    invoke: Op
+    completion: Op | None
+
+    @property
+    def outcome(self) -> OpType | None:
+        return None if self.completion is None else self.completion.type
+
+    @property
+    def process(self) -> Process:
+        return self.invoke.process
+
+
+class PairingError(ValueError):
+    """A completion without an invocation, or an invocation while one is pending."""
+
+
+def pair_calls(history: Sequence[Op], *, client_only: bool = True) -> list[Call]:
+    """Pair each invoke with the next completion of the same process, in history order.
+
+    Raises PairingError naming the op index for a completion with nothing pending or a second
+    invoke by a process that has an operation in flight. With ``client_only`` nemesis records
+    are skipped (they are invoke/info pairs too, but not operations on the system under test).
+    """
+    pending: dict[Process, Op] = {}
+    calls: list[Call | None] = []
+    slot: dict[Process, int] = {}
+    for op in history:
+        if client_only and not op.is_client:
+            continue
+        if op.type == "invoke":
+            if op.process in pending:
+                raise PairingError(
+                    f"op {op.index}: process {op.process} invoked {op.f} while op "
+                    f"{pending[op.process].index} is still pending"
+                )
+            pending[op.process] = op
+            slot[op.process] = len(calls)
+            calls.append(None)
+        else:
+            inv = pending.pop(op.process, None)
+            if inv is None:
+                raise PairingError(
+                    f"op {op.index}: {op.type} completion of {op.f} by process {op.process} "
+                    "without an invocation"
+                )
+            calls[slot.pop(op.process)] = Call(inv, op)
+    for process, inv in pending.items():
+        calls[slot[process]] = Call(inv, None)
+    return [c for c in calls if c is not None]

@@ -1,0 +1,303 @@
+"""The bench's small protocols (after Jepsen's db/client/nemesis/checker/generator).
+
+A test is plain data (a YAML file) that names one implementation of each. Implementations live in
+their own modules: runtimes in ``bench.cluster``, backends in ``bench.backends``, faults in
+``nemesis``, workloads in ``workloads``, checkers in ``bench.checker``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+from bench.history import Op
+
+# ---------------------------------------------------------------------------------------------
+# Nodes and clusters
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a command run on a node returned."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class NodeError(RuntimeError):
+    """A command or transfer on a node failed; the message names the node and the cause."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(f"{node}: {message}")
+        self.node = node
+
+
+@runtime_checkable
+class Node(Protocol):
+    """One machine of the cluster, reached the way the runtime reaches it (SSH for real ones)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> str:
+        """The address other nodes and the control node use to reach this node's services."""
+        ...
+
+    @property
+    def data_dir(self) -> str:
+        """A directory on the node the bench owns (server data, logs, pidfiles, offset files)."""
+        ...
+
+    def run(self, command: str, *, timeout: float = 30.0, check: bool = True) -> CommandResult:
+        """Run a shell command on the node; with ``check`` a non-zero exit raises NodeError."""
+        ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+
+Fault: TypeAlias = Literal["partition", "kill", "pause", "clock", "netem"]
+
+
+@runtime_checkable
+class Cluster(Protocol):
+    """A set of nodes plus what the runtime can do to them."""
+
+    @property
+    def runtime(self) -> str: ...
+
+    @property
+    def nodes(self) -> Sequence[Node]: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The faults this runtime can inject (a subset of the Fault names)."""
+        ...
+
+    def node(self, name: str) -> Node: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends and their clients
+
+
+class ClientError(Exception):
+    """Base of errors a lock client reports to the runner."""
+
+
+class DefiniteFailure(ClientError):
+    """The operation certainly did not take effect: recorded as ``fail``."""
+
+
+class Indeterminate(ClientError):
+    """The operation may or may not have taken effect: recorded as ``info``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A successful acquire: the fencing token (None for backends that have none)."""
+
+    lock: str
+    token: int | None
+    session: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerInfo:
+    """Who holds a lock as read from one node (holders are session ids)."""
+
+    lock: str
+    holders: tuple[str, ...]
+    token: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LockEvent:
+    """One watch notification, in the service's order."""
+
+    revision: int
+    kind: Literal["acquired", "released", "expired"]
+    lock: str
+    session: str | None
+    token: int | None
+
+
+class LockClient(Protocol):
+    """One logical client process's connection to a lock service (asyncio)."""
+
+    @property
+    def session(self) -> str | None: ...
+
+    async def acquire(self, lock: str, *, timeout: float, shared: bool = False) -> Grant: ...
+
+    async def release(self, lock: str) -> None: ...
+
+    async def owner(self, lock: str, *, node: str | None = None) -> OwnerInfo: ...
+
+    def watch(self, prefix: str, *, from_revision: int = 0) -> AsyncIterator[LockEvent]: ...
+
+    async def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A lock service the bench can deploy, fault and talk to."""
+
+    name: str
+
+    def deploy(self, cluster: Cluster) -> None:
+        """Install the service on every node (idempotent)."""
+        ...
+
+    def start(self, node: Node) -> None: ...
+
+    def stop(self, node: Node) -> None: ...
+
+    def kill(self, node: Node) -> None:
+        """kill -9 the service's process on the node."""
+        ...
+
+    def pause(self, node: Node) -> None: ...
+
+    def resume(self, node: Node) -> None: ...
+
+    def wipe(self, node: Node) -> None: ...
+
+    def leader(self, cluster: Cluster) -> str | None:
+        """The current leader's node name, if the service has one and it is known."""
+        ...
+
+    def log_files(self, node: Node) -> Sequence[str]: ...
+
+    async def open_client(
+        self, cluster: Cluster, node: Node, *, ttl: float, process: int
+    ) -> LockClient: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkers
+
+Verdict: TypeAlias = Literal["valid", "invalid", "unknown"]
+VERDICT_RANK: Mapping[str, int] = {"valid": 0, "unknown": 1, "invalid": 2}
+
+
+def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
+    """Jepsen's composition: invalid beats unknown beats valid (no checkers means valid)."""
+    worst: Verdict = "valid"
+    for v in verdicts:
+        if VERDICT_RANK[v] > VERDICT_RANK[worst]:
+            worst = v
+    return worst
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One thing that went wrong, with the ops that show it and a sentence that explains it."""
+
+    kind: str
+    explanation: str
+    op_indices: tuple[int, ...] = ()
+    key: str | None = None
+    processes: tuple[int | str, ...] = ()
+    time_start: int | None = None
+    time_end: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "explanation": self.explanation,
+            "op_indices": list(self.op_indices),
+            "key": self.key,
+            "processes": list(self.processes),
+            "time_start": self.time_start,
+            "time_end": self.time_end,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A checker's verdict. ``window`` is the op-index range of a counterexample, if any."""
+
+    checker: str
+    verdict: Verdict
+    anomalies: tuple[Anomaly, ...] = ()
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    window: tuple[int, int] | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checker": self.checker,
+            "verdict": self.verdict,
+            "anomalies": [a.to_json() for a in self.anomalies],
+            "stats": dict(self.stats),
+            "window": list(self.window) if self.window else None,
+            "reason": self.reason,
+        }
+
+
+class Checker(Protocol):
+    """Reads only the history, so it can run later, elsewhere, on histories from other tools."""
+
+    name: str
+
+    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Nemeses and workloads
+
+
+@dataclass(frozen=True, slots=True)
+class FaultAction:
+    """What a nemesis did: recorded as the value of its history record."""
+
+    f: str
+    description: Mapping[str, Any]
+
+
+class Nemesis(Protocol):
+    """Injects and heals one family of faults. ``heal`` must be safe to call at any time."""
+
+    name: str
+
+    def setup(self, cluster: Cluster) -> None: ...
+
+    def invoke(self, f: str, target: Any) -> FaultAction: ...
+
+    def heal(self) -> FaultAction | None: ...
+
+    def teardown(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """An operation a workload's generator asks a process to perform."""
+
+    f: str
+    key: str | None
+    value: Any = None
+
+
+class Workload(Protocol):
+    """Generates operations and performs them with a client; names its default checkers."""
+
+    name: str
+    default_checkers: Sequence[str]
+
+    def next_op(self, process: int) -> Invocation | None:
+        """The next op for a process, or None when that process is done."""
+        ...
+
+    async def perform(self, client: LockClient, op: Invocation) -> Any:
+        """Run the op; the return value is recorded as the ok value. Raise ClientError otherwise."""
+        ...

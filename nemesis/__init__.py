@@ -1,0 +1,1 @@
+"""Faults injected into a cluster over SSH: partitions, kills, pauses, clock skew, netem."""

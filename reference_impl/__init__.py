@@ -1,0 +1,1 @@
+"""The reference lock server: Raft-replicated sessions, locks, fencing tokens and watches."""

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Set up lockbench on this machine: system packages (when root on Debian/Ubuntu) and a virtual
+# environment in .venv with the project installed in editable mode. Idempotent: a second run only
+# checks. Says what it could not install and which part of the bench that disables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT_DIR=$(pwd)
+VENV="${LOCKBENCH_VENV:-$ROOT_DIR/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+# package -> what it enables (the bench degrades gracefully without the optional ones)
+declare -A APT_PURPOSE=(
+  [iproute2]="network-namespace clusters and tc netem faults"
+  [iptables]="partition faults"
+  [openssh-server]="sshd on every netns node"
+  [openssh-client]="ssh-keygen for per-cluster keys"
+  [faketime]="clock-skew faults (libfaketime)"
+  [etcd-server]="the etcd backend"
+  [redis-server]="the Redis and Redlock backends"
+  [zookeeper]="the ZooKeeper backend"
+  [chromium]="browser tests of the HTML reports"
+  [prometheus]="promtool checks of the alerting rules"
+)
+APT_PACKAGES=(iproute2 iptables openssh-server openssh-client faketime etcd-server redis-server zookeeper chromium prometheus)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+install_system_packages() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "not root on Debian/Ubuntu: skipping system packages (root-only tests will skip)"
+    return 0
+  fi
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "system packages already installed"
+    return 0
+  fi
+  say "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || say "apt-get update failed; trying with the current package lists"
+  # Package scripts must not start their services (redis, etcd, zookeeper): the bench starts its own.
+  local guard_created=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    guard_created=1
+  fi
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/lockbench-apt.log 2>&1; then
+    say "bulk install failed; installing one by one"
+    for pkg in "${missing[@]}"; do
+      apt-get install -y -qq --no-install-recommends "$pkg" >>/tmp/lockbench-apt.log 2>&1 \
+        || say "could not install $pkg: disables ${APT_PURPOSE[$pkg]} (see /tmp/lockbench-apt.log)"
+    done
+  fi
+  [ "$guard_created" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  mkdir -p /run/sshd
+}
+
+report_missing_tools() {
+  local tool purpose
+  for spec in "ip:iproute2" "iptables:iptables" "sshd:openssh-server" "ssh-keygen:openssh-client" \
+              "faketime:faketime" "etcd:etcd-server" "redis-server:redis-server" \
+              "chromium:chromium" "promtool:prometheus"; do
+    tool=${spec%%:*}; purpose=${APT_PURPOSE[${spec#*:}]}
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+      say "missing $tool: disables $purpose"
+    fi
+  done
+  if [ ! -e /usr/share/zookeeper/bin/zkServer.sh ]; then
+    say "missing zookeeper: disables ${APT_PURPOSE[zookeeper]}"
+  fi
+}
+
+create_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating virtual environment in $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.lockbench-installed" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c 'import bench, reference_impl' 2>/dev/null; then
+    say "project already installed in $VENV"
+    return 0
+  fi
+  say "installing lockbench into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+}
+
+install_system_packages
+report_missing_tools
+create_venv
+say "done: run .venv/bin/lockbench --help"
