@@ -9,6 +9,7 @@ actions and cluster observations use the process ``"nemesis"``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -168,8 +169,6 @@ class HistoryWriter:
             if self._file.closed:
                 return
             self._file.flush()
-            import os
-
             os.fsync(self._file.fileno())
             self._file.close()
 
