@@ -1,0 +1,59 @@
+"""Cluster runtimes: netns, local, ssh and vagrant nodes behind one Node/Cluster interface.
+
+``open_cluster(inventory)`` is the only way the rest of the bench gets at nodes; runtimes differ
+only in how their inventory is made (``netns_up``, ``local_up``, ``vagrant_up``, by hand for ssh)
+and in which faults they can inject (``capabilities``).
+"""
+
+from __future__ import annotations
+
+from bench.cluster.daemon import find_local_libfaketime
+from bench.cluster.handle import ALL_FAULTS, ClusterHandle, ClusterNode, require_capabilities
+from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_inventory
+from bench.cluster.local_node import LocalNode
+from bench.cluster.ssh_node import NodeUnreachable, SshNode
+
+# What each runtime can do to its nodes. The local runtime has no partitions (its nodes share
+# one loopback) and has clock faults only where libfaketime is installed.
+RUNTIME_CAPABILITIES: dict[str, frozenset[str]] = {
+    "netns": ALL_FAULTS,
+    "ssh": ALL_FAULTS,
+    "vagrant": ALL_FAULTS,
+    "local": frozenset({"kill", "pause"}),
+}
+
+
+def runtime_capabilities(runtime: str) -> frozenset[str]:
+    """The faults a runtime can inject on this machine."""
+    capabilities = RUNTIME_CAPABILITIES[runtime]
+    if runtime == "local" and find_local_libfaketime() is not None:
+        capabilities = capabilities | {"clock"}
+    return capabilities
+
+
+def open_cluster(inventory: Inventory) -> ClusterHandle:
+    """Live nodes for an inventory. SSH connections open lazily, on a node's first command."""
+    nodes: list[ClusterNode]
+    if inventory.runtime == "local":
+        nodes = [LocalNode(spec) for spec in inventory.nodes]
+    else:
+        nodes = [SshNode(spec, inventory.known_hosts) for spec in inventory.nodes]
+    return ClusterHandle(inventory, nodes, runtime_capabilities(inventory.runtime))
+
+
+__all__ = [
+    "ALL_FAULTS",
+    "RUNTIME_CAPABILITIES",
+    "ClusterHandle",
+    "ClusterNode",
+    "Inventory",
+    "LocalNode",
+    "NodeSpec",
+    "NodeUnreachable",
+    "SshNode",
+    "load_inventory",
+    "open_cluster",
+    "require_capabilities",
+    "runtime_capabilities",
+    "save_inventory",
+]

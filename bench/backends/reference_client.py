@@ -1,0 +1,162 @@
+"""The bench's LockClient for lockd: an adapter over ``reference_impl.client.AsyncLockClient``.
+
+It maps the client library's errors onto the history's outcomes: ``DefiniteError`` (not holder,
+acquire timed out in the queue, session expired, bad request) becomes ``DefiniteFailure`` ->
+``fail``; ``IndeterminateError`` (unavailable, request timeout, connection lost) becomes
+``Indeterminate`` -> ``info``. After a lost session the next acquire opens a fresh one, as an
+application would, so a process can go on after a stall or a long partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from bench.protocols import DefiniteFailure, Grant, Indeterminate, LockEvent, OwnerInfo
+
+T = TypeVar("T")
+# The client library's own per-request timeout; the runner's per-op timeout bounds the whole op.
+REQUEST_TIMEOUT_S = 2.0
+
+
+async def open_reference_client(
+    endpoints: list[str],
+    preferred: str,
+    *,
+    ttl: float,
+    process: int,
+    node_endpoints: Mapping[str, str] | None = None,
+) -> ReferenceLockClient:
+    """Open a session on lockd, trying ``preferred`` (this process's node) first.
+
+    ``node_endpoints`` maps node names to client endpoints, for reads from a named node (the
+    follower-read workload); without it a node must be given as ``host:port``.
+    """
+    order = [preferred, *(e for e in endpoints if e != preferred)]
+    client = ReferenceLockClient(order, ttl=ttl, process=process, node_endpoints=node_endpoints)
+    await client.connect()
+    return client
+
+
+class ReferenceLockClient:
+    """One logical process's session with lockd (implements bench.protocols.LockClient)."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        ttl: float,
+        process: int,
+        node_endpoints: Mapping[str, str] | None = None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.ttl = ttl
+        self.process = process
+        self.node_endpoints = dict(node_endpoints or {})
+        self._client: Any = None
+
+    async def connect(self) -> None:
+        from reference_impl.client.async_client import AsyncLockClient
+
+        self._client = await _mapped(
+            lambda: AsyncLockClient.connect(
+                self.endpoints,
+                ttl=self.ttl,
+                timeout=REQUEST_TIMEOUT_S,
+                client_id=f"lockbench-p{self.process}-{uuid.uuid4().hex[:8]}",
+            )
+        )
+
+    @property
+    def session(self) -> str | None:
+        return None if self._client is None else self._client.session_id
+
+    async def _live(self) -> Any:
+        """The client, reconnected first when its session is known lost."""
+        if self._client is None or not self._client.session_alive():
+            old = self._client
+            await self.connect()
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close()
+        return self._client
+
+    async def acquire(self, lock: str, *, timeout: float, shared: bool = False) -> Grant:
+        client = await self._live()
+        lease = await _mapped(lambda: client.acquire(lock, timeout=timeout, shared=shared))
+        return Grant(lock, int(lease.token), str(lease.session_id))
+
+    async def release(self, lock: str) -> None:
+        client = self._require()
+        await _mapped(lambda: client.release(lock))
+
+    async def owner(self, lock: str, *, node: str | None = None) -> OwnerInfo:
+        client = self._require()
+        endpoint = None if node is None else self._endpoint_of(node)
+        owner = await _mapped(lambda: client.owner(lock, endpoint=endpoint))
+        holders = tuple(str(h.session) for h in owner.holders)
+        return OwnerInfo(lock, holders, owner.token)
+
+    def _endpoint_of(self, node: str) -> str:
+        if node in self.node_endpoints:
+            return self.node_endpoints[node]
+        if ":" in node:
+            return node
+        raise DefiniteFailure(f"no client endpoint known for node {node!r}")
+
+    async def watch(self, prefix: str, *, from_revision: int = 0) -> AsyncIterator[LockEvent]:
+        client = self._require()
+        stream = client.watch(prefix, from_revision=from_revision)
+        try:
+            while True:
+                try:
+                    event = await _mapped(stream.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield LockEvent(event.revision, event.kind, event.name, event.session, event.token)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+    async def stall(self, seconds: float) -> None:
+        """Suspend keepalives for ``seconds``, like a process frozen by a long GC pause.
+
+        The session expires on the service meanwhile; the held locks go to other processes.
+        Uses the client library's keepalive task, the one place where heartbeats are sent.
+        """
+        client = self._require()
+        task = getattr(client, "_keepalive_task", None)
+        if task is None:
+            raise DefiniteFailure("this reference client has no keepalive task to suspend")
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await asyncio.sleep(seconds)
+        if client.session_alive():
+            client._keepalive_task = asyncio.get_running_loop().create_task(
+                client._keepalive_loop()
+            )
+
+    def _require(self) -> Any:
+        if self._client is None:
+            raise DefiniteFailure("the client is not connected")
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+async def _mapped(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a client-library call, mapping its errors onto fail (definite) and info (unknown)."""
+    from reference_impl.client.errors import DefiniteError, IndeterminateError
+
+    try:
+        return await call()
+    except DefiniteError as exc:
+        raise DefiniteFailure(f"{type(exc).__name__}: {exc}") from exc
+    except IndeterminateError as exc:
+        raise Indeterminate(f"{type(exc).__name__}: {exc}") from exc

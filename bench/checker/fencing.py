@@ -1,0 +1,151 @@
+"""Fencing: tokens are unique and increase with real-time grant order per lock, and the resource
+never accepted a token lower than one it had already accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.checker.options import CheckOptions
+from bench.checker.resource import accesses
+from bench.history import Call, Op, pair_calls
+from bench.protocols import Anomaly, CheckResult
+
+MAX_REPORTED = 20
+
+
+def _granted_token(call: Call) -> int | None:
+    if call.invoke.f != "acquire" or call.outcome != "ok" or call.completion is None:
+        return None
+    if isinstance(call.invoke.value, dict) and call.invoke.value.get("shared"):
+        return None  # shared holders may legitimately share a token
+    token = call.completion.value
+    return token if isinstance(token, int) and not isinstance(token, bool) else None
+
+
+def _anomaly(kind: str, explanation: str, calls: Sequence[Call]) -> Anomaly:
+    indices: set[int] = set()
+    for c in calls:
+        indices.add(c.invoke.index)
+        if c.completion is not None:
+            indices.add(c.completion.index)
+    return Anomaly(
+        kind=kind,
+        explanation=explanation,
+        op_indices=tuple(sorted(indices)),
+        key=calls[0].invoke.key,
+        processes=tuple(dict.fromkeys(c.process for c in calls)),
+        time_start=min(c.invoke.time for c in calls),
+        time_end=max((c.completion.time for c in calls if c.completion), default=None),
+    )
+
+
+def grant_order_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:
+    """Duplicate tokens, and grants whose token is not above every grant completed before them."""
+    out: list[Anomaly] = []
+    # Sweep in history order: at B's invocation remember the highest token completed so far; at
+    # B's completion its token must be higher.
+    events: list[tuple[int, int, Call]] = []
+    grants = 0
+    for call in calls:
+        if _granted_token(call) is not None:
+            assert call.completion is not None
+            events.append((call.invoke.index, 0, call))
+            events.append((call.completion.index, 1, call))
+            grants += 1
+    events.sort(key=lambda e: (e[0], e[1]))
+    best: dict[str | None, tuple[int, Call]] = {}
+    bound: dict[int, tuple[int, Call]] = {}
+    seen: dict[tuple[str | None, int], Call] = {}
+    for _, is_completion, call in events:
+        key = call.invoke.key
+        if not is_completion:
+            if key in best:
+                bound[call.invoke.index] = best[key]
+            continue
+        token = _granted_token(call)
+        assert token is not None
+        earlier = seen.get((key, token))
+        if earlier is not None:
+            out.append(
+                _anomaly(
+                    "duplicate-token",
+                    f"processes {earlier.process} and {call.process} were both granted "
+                    f"{key!r} with token {token}; a token must identify one grant",
+                    [earlier, call],
+                )
+            )
+        else:
+            seen[(key, token)] = call
+        before = bound.get(call.invoke.index)
+        if before is not None and token < before[0]:
+            out.append(
+                _anomaly(
+                    "token-order",
+                    f"process {call.process} was granted {key!r} with token {token} after "
+                    f"process {before[1].process}'s grant with token {before[0]} had completed; "
+                    "tokens must increase in real-time grant order",
+                    [before[1], call],
+                )
+            )
+        if key not in best or token > best[key][0]:
+            best[key] = (token, call)
+    return out, grants
+
+
+def stale_acceptance_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:
+    """Accesses the resource accepted with a token below one it had accepted earlier."""
+    out: list[Anomaly] = []
+    by_key: dict[str | None, list[Any]] = {}
+    accepted = [a for a in accesses(calls) if a.accepted and a.token is not None]
+    for access in accepted:
+        by_key.setdefault(access.key, []).append(access)
+    for key, items in by_key.items():
+        items.sort(key=lambda a: a.resource_time)
+        highest = None
+        for access in items:
+            if highest is not None and access.token < highest.token:
+                out.append(
+                    _anomaly(
+                        "stale-token-accepted",
+                        f"the resource accepted process {access.process}'s "
+                        f"{access.call.invoke.f} on {key!r} with token {access.token} after "
+                        f"accepting token {highest.token} from process {highest.process}",
+                        [highest.call, access.call],
+                    )
+                )
+            if highest is None or access.token > highest.token:
+                highest = access
+    return out, len(accepted)
+
+
+class FencingChecker:
+    """``fencing``: token uniqueness and order per lock, and the resource's acceptance order."""
+
+    name = "fencing"
+
+    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
+        CheckOptions.from_mapping(options)
+        calls = pair_calls(history)
+        order, grants = grant_order_anomalies(calls)
+        stale, accepted = stale_acceptance_anomalies(calls)
+        anomalies = order + stale
+        refused = sum(
+            1
+            for c in calls
+            if c.completion is not None
+            and c.outcome == "fail"
+            and c.completion.error == "stale-token"
+        )
+        return CheckResult(
+            self.name,
+            "invalid" if anomalies else "valid",
+            anomalies=tuple(anomalies[:MAX_REPORTED]),
+            stats={
+                "grants_with_tokens": grants,
+                "accepted_accesses_with_tokens": accepted,
+                "refused_stale_accesses": refused,
+                "anomalies": len(anomalies),
+            },
+        )

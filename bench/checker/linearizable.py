@@ -1,0 +1,275 @@
+"""The linearizability checker: split the history per key, search each key, explain a failure.
+
+Keys are independent (P-compositionality: a history is linearizable iff every key's sub-history
+is), so each is searched on its own and the check stops at the first key that is not. A failure is
+explained by the smallest window of that key's history that is non-linearizable from every state
+the key could have been in when the window opened.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.checker.budget import Budget, BudgetExceeded
+from bench.checker.models import MODELS, Model, ModelError, make_model
+from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
+from bench.checker.options import CheckOptions
+from bench.checker.wgl import search
+from bench.errors import ConfigError
+from bench.history import Call, Op, Process
+from bench.protocols import Anomaly, CheckResult
+
+# Window minimisation tries at most this many start points (each a small search) before falling
+# back to the whole key history; enough for any window a person would want to read.
+MAX_WINDOW_STARTS = 200
+# Anomalies list at most this many ops; a report cannot draw more usefully.
+MAX_ANOMALY_OPS = 64
+
+
+def infer_model(history: Sequence[Op]) -> str:
+    """A model for histories that do not name one: locks if there are acquires, else registers."""
+    fs = {op.f for op in history if op.is_client}
+    if "acquire" in fs:
+        tokens = any(
+            op.f == "acquire" and op.type == "ok" and isinstance(op.value, int) for op in history
+        )
+        return "fenced-mutex" if tokens else "owned-mutex"
+    if "cas" in fs:
+        return "cas-register"
+    return "register"
+
+
+def resolve_model(name: str | None, history: Sequence[Op], options: CheckOptions) -> Model:
+    chosen = name or infer_model(history)
+    try:
+        return make_model(chosen, options)
+    except KeyError:
+        raise ConfigError(
+            f"unknown model {chosen!r}; choose one of {', '.join(sorted(MODELS))}"
+        ) from None
+
+
+def ops_by_key(history: Sequence[Op], model: Model) -> dict[str | None, list[LinOp]]:
+    """Each key's operations as the model sees them (session expiries added for lock models)."""
+    try:
+        by_key, all_calls = calls_by_key(history, model.operations)
+        end_index = history[-1].index if history else 0
+        end_time = history[-1].time if history else 0
+        out: dict[str | None, list[LinOp]] = {}
+        expiry_points = None
+        for key, calls in by_key.items():
+            ops: list[LinOp] = []
+            for call in calls:
+                converted = model.convert(call)
+                if converted is not None:
+                    conv, required = converted
+                    ops.append(lin_op(call, conv, required=required))
+            if model.is_lock and model.options.crashed_holders == "release":
+                if expiry_points is None:
+                    expiry_points = session_expiries(all_calls, end_index, end_time)
+                ops.extend(_expiries_for_key(calls, expiry_points))
+            out[key] = ops
+        return out
+    except ModelError as exc:
+        raise ConfigError(f"history does not fit model {model.name}: {exc}") from exc
+
+
+def _expiries_for_key(
+    calls: Sequence[Call], expiry_points: Mapping[Process, Sequence[LinOp]]
+) -> list[LinOp]:
+    """The expiries of processes that may hold this key's lock at the expiry point: their last
+    call on the key before it was an acquire that did not fail, or a release that did not
+    succeed. Attaching only these keeps the search from trying hopeless expiries."""
+    mine: dict[Process, list[Call]] = {}
+    for call in calls:
+        if call.process in expiry_points:
+            mine.setdefault(call.process, []).append(call)
+    out: list[LinOp] = []
+    for process, own in mine.items():
+        starts = [c.invoke.index for c in own]
+        for expiry in expiry_points[process]:
+            last = bisect.bisect_right(starts, expiry.invoke_index) - 1
+            if last < 0:
+                continue
+            previous = own[last]
+            may_hold = (previous.invoke.f == "acquire" and previous.outcome != "fail") or (
+                previous.invoke.f == "release" and previous.outcome != "ok"
+            )
+            if may_hold:
+                out.append(expiry)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFailure:
+    key: str | None
+    ops: tuple[LinOp, ...]
+    stuck: LinOp
+    window_ops: tuple[LinOp, ...]
+
+
+def check_linearizable(
+    history: Sequence[Op],
+    options: CheckOptions,
+    *,
+    checker: str = "linearizable",
+    model_name: str | None = None,
+    budget: Budget | None = None,
+) -> CheckResult:
+    """Search every key; invalid at the first key that fails, unknown if the budget runs out."""
+    started = time.monotonic()
+    model = resolve_model(model_name or options.model, history, options)
+    budget = budget or Budget.start(options.time_budget_s, options.memory_budget_mb)
+    keys = ops_by_key(history, model)
+    stats: dict[str, Any] = {"model": model.name, "keys": len(keys), "keys_checked": 0}
+    total_steps = 0
+    largest_cache = 0
+    for key in sorted(keys, key=lambda k: len(keys[k])):
+        ops = keys[key]
+        try:
+            outcome = search(ops, model.step, model.initial(), budget, f"checking key {key!r}")
+        except BudgetExceeded as exc:
+            stats.update(steps=total_steps, seconds=round(time.monotonic() - started, 3))
+            return CheckResult(
+                checker,
+                "unknown",
+                stats=stats,
+                reason=f"{exc.reason} ({stats['keys_checked']} of {len(keys)} keys checked)",
+            )
+        total_steps += outcome.steps
+        largest_cache = max(largest_cache, outcome.cache_size)
+        stats["keys_checked"] += 1
+        if not outcome.linearizable:
+            assert outcome.stuck is not None
+            failure = _explain(key, ops, ops[outcome.stuck], model, options, budget)
+            stats.update(
+                steps=total_steps,
+                largest_cache=largest_cache,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return _invalid(checker, model, failure, stats)
+    stats.update(
+        ops=sum(len(v) for v in keys.values()),
+        steps=total_steps,
+        largest_cache=largest_cache,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return CheckResult(checker, "valid", stats=stats)
+
+
+def _explain(
+    key: str | None,
+    ops: Sequence[LinOp],
+    stuck: LinOp,
+    model: Model,
+    options: CheckOptions,
+    budget: Budget,
+) -> KeyFailure:
+    assert stuck.ret is not None
+    end = stuck.ret
+    # Without a smaller proof, the window is everything up to the point no order got past.
+    window = tuple(
+        op if op.ret is not None and op.ret <= end else _optional(op) for op in ops if op.call < end
+    )
+    if options.minimize_window:
+        # Out of budget while minimising: keep the whole key history as the window.
+        with contextlib.suppress(BudgetExceeded):
+            window = smallest_window(ops, stuck, model, budget) or window
+    return KeyFailure(key, tuple(ops), stuck, window)
+
+
+def smallest_window(
+    ops: Sequence[LinOp], stuck: LinOp, model: Model, budget: Budget
+) -> tuple[LinOp, ...] | None:
+    """The latest-starting window ending at ``stuck``'s completion that no start state explains.
+
+    A window keeps the ops invoked inside it, with ops that complete after its end made optional,
+    and every optional op still open when it starts (an info op may take effect inside it).
+    """
+    assert stuck.ret is not None
+    end = stuck.ret
+    starts = sorted({op.call for op in ops if op.call <= stuck.call and op.ret is not None})
+    for start in reversed(starts[-MAX_WINDOW_STARTS:]):
+        sub: list[LinOp] = []
+        for op in ops:
+            if start <= op.call < end:
+                sub.append(op if op.ret is not None and op.ret <= end else _optional(op))
+            elif op.call < start and (op.ret is None or op.ret > start) and op.call < end:
+                sub.append(_optional(op))
+        if all(
+            not search(sub, model.step, state, budget, "minimising the counterexample").linearizable
+            for state in model.candidate_states(sub)
+        ):
+            return tuple(sorted(sub, key=lambda o: o.call))
+    return None
+
+
+def _optional(op: LinOp) -> LinOp:
+    if op.ret is None:
+        return op
+    return LinOp(
+        op.process,
+        op.call,
+        None,
+        op.f,
+        op.arg,
+        op.out,
+        op.known,
+        op.invoke_index,
+        op.completion_index,
+        op.time_start,
+        op.time_end,
+        op.failed,
+    )
+
+
+def _invalid(
+    checker: str, model: Model, failure: KeyFailure, stats: Mapping[str, Any]
+) -> CheckResult:
+    stuck = failure.stuck
+    window = failure.window_ops
+    assert stuck.completion_index is not None
+    first = min(op.invoke_index for op in window if op.call >= _window_start(window, stuck))
+    indices = sorted({op.invoke_index for op in window} | {stuck.completion_index})
+    explanation = (
+        f"{stuck.describe()} (ops {stuck.invoke_index}-{stuck.completion_index}) cannot be "
+        f"linearized on key {failure.key!r} under the {model.name} model: no order of the "
+        f"{len(window)} ops in the window that respects real time explains its result"
+    )
+    anomaly = Anomaly(
+        kind="nonlinearizable",
+        explanation=explanation,
+        op_indices=tuple(indices[-MAX_ANOMALY_OPS:]),
+        key=failure.key,
+        processes=tuple(sorted({op.process for op in window}, key=str)),
+        time_start=min(op.time_start for op in window),
+        time_end=stuck.time_end,
+    )
+    result_stats = dict(stats)
+    result_stats["window_ops"] = len(window)
+    return CheckResult(
+        checker,
+        "invalid",
+        anomalies=(anomaly,),
+        stats=result_stats,
+        window=(first, stuck.completion_index),
+    )
+
+
+def _window_start(window: Sequence[LinOp], stuck: LinOp) -> int:
+    required = [op.call for op in window if op.ret is not None]
+    return min(required) if required else stuck.call
+
+
+class LinearizableChecker:
+    """``linearizable``: the whole history against one model (``model`` option, else inferred)."""
+
+    name = "linearizable"
+
+    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
+        return check_linearizable(history, CheckOptions.from_mapping(options))

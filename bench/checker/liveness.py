@@ -1,0 +1,151 @@
+"""Liveness: after a holder dies or stalls, a waiter gets the lock within TTL + failover + margin.
+
+A holder "dies" when its process is retired (an ``info`` op while it held or may have held the
+lock) and "stalls" when it invokes ``stall`` while holding. From that moment the service may keep
+the lock for one session TTL, plus the time a failover takes, plus a stated margin; a waiter still
+waiting after that deadline, with no grant to anyone else in between, is a liveness failure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.checker.options import CheckOptions
+from bench.history import Call, Op, Process, pair_calls
+from bench.protocols import Anomaly, CheckResult
+
+NS = 1_000_000_000
+MAX_REPORTED = 20
+
+
+@dataclass(frozen=True, slots=True)
+class HolderLoss:
+    """The moment a holder stopped being able to release: its death or its stall."""
+
+    key: str | None
+    process: Process
+    cause: str  # "crashed" or "stalled"
+    time: int
+    op: Call
+
+
+def holder_losses(calls: Sequence[Call]) -> list[HolderLoss]:
+    """Stalls and crashes of processes that held (or may have held) a lock at that moment."""
+    holding: dict[Process, dict[str | None, Call]] = {}
+    out: list[HolderLoss] = []
+    events: list[tuple[int, Call]] = []
+    for call in calls:
+        events.append((call.invoke.index, call))
+        if call.completion is not None:
+            events.append((call.completion.index, call))
+    events.sort(key=lambda e: e[0])
+    for index, call in events:
+        p = call.process
+        f = call.invoke.f
+        at_completion = call.completion is not None and index == call.completion.index
+        if not at_completion:
+            if f == "stall":
+                for key in holding.get(p, {}):
+                    out.append(HolderLoss(key, p, "stalled", call.invoke.time, call))
+            continue
+        assert call.completion is not None
+        if f == "acquire" and call.outcome in ("ok", "info"):
+            holding.setdefault(p, {})[call.invoke.key] = call
+        elif f == "release" and call.outcome == "ok":
+            holding.get(p, {}).pop(call.invoke.key, None)
+        if call.outcome == "info":
+            for key in holding.pop(p, {}):
+                out.append(HolderLoss(key, p, "crashed", call.completion.time, call))
+    return out
+
+
+class LivenessChecker:
+    """``liveness``: needs the ``ttl`` option (seconds); ``failover`` and ``margin`` default."""
+
+    name = "liveness"
+
+    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
+        opts = CheckOptions.from_mapping(options)
+        calls = pair_calls(history)
+        losses = holder_losses(calls)
+        if not losses:
+            return CheckResult(self.name, "valid", stats={"holder_losses": 0})
+        if opts.ttl is None:
+            return CheckResult(
+                self.name,
+                "unknown",
+                stats={"holder_losses": len(losses)},
+                reason="liveness needs the ttl option (the service's session TTL in seconds)",
+            )
+        allowance = int((opts.ttl + opts.failover + opts.margin) * NS)
+        end_time = history[-1].time if history else 0
+        acquires: dict[str | None, list[Call]] = {}
+        for call in calls:
+            if call.invoke.f == "acquire":
+                acquires.setdefault(call.invoke.key, []).append(call)
+        anomalies: list[Anomaly] = []
+        latencies: list[float] = []
+        unchecked = 0
+        for loss in losses:
+            deadline = loss.time + allowance
+            if deadline > end_time:
+                unchecked += 1
+                continue
+            others = [c for c in acquires.get(loss.key, []) if c.process != loss.process]
+            grants = [
+                c.completion.time
+                for c in others
+                if c.outcome == "ok" and c.completion is not None and c.completion.time >= loss.time
+            ]
+            first_grant = min(grants, default=None)
+            if first_grant is not None and first_grant <= deadline:
+                latencies.append((first_grant - loss.time) / NS)
+                continue
+            waiting = [
+                c
+                for c in others
+                if c.invoke.time <= deadline
+                and (c.completion is None or c.completion.time > deadline)
+            ]
+            if not waiting:
+                unchecked += 1
+                continue
+            waiter = waiting[0]
+            late = (
+                "never"
+                if first_grant is None
+                else f"only {(first_grant - loss.time) / NS:.3f} s later"
+            )
+            anomalies.append(
+                Anomaly(
+                    kind="lock-not-granted",
+                    explanation=(
+                        f"process {loss.process} {loss.cause} holding {loss.key!r} and process "
+                        f"{waiter.process} was still waiting {allowance / NS:g} s later "
+                        f"(ttl + failover + margin); the lock was granted {late}"
+                    ),
+                    op_indices=(loss.op.invoke.index, waiter.invoke.index),
+                    key=loss.key,
+                    processes=(loss.process, waiter.process),
+                    time_start=loss.time,
+                    time_end=deadline,
+                )
+            )
+        stats: dict[str, Any] = {
+            "holder_losses": len(losses),
+            "recovered": len(latencies),
+            "not_checkable": unchecked,
+            "allowance_s": allowance / NS,
+        }
+        if latencies:
+            stats["recovery_median_s"] = round(statistics.median(latencies), 6)
+            stats["recovery_max_s"] = round(max(latencies), 6)
+        return CheckResult(
+            self.name,
+            "invalid" if anomalies else "valid",
+            anomalies=tuple(anomalies[:MAX_REPORTED]),
+            stats=stats,
+        )

@@ -1,0 +1,159 @@
+"""Read a history for checking, from lockbench JSON Lines or a Jepsen/Knossos EDN file, and
+validate it: every problem is a HistoryError naming the file and the line.
+
+Validation is what the checkers rely on: completions pair with invocations of the same op, and
+every client op is one the history format defines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.checker.edn import EdnError, Keyword, Symbol, read_forms, to_json
+from bench.history import NEMESIS, OP_TYPES, HistoryError, Op, Process
+
+# Client operations defined by docs/history.md.
+CLIENT_OPS = frozenset(
+    {
+        "acquire",
+        "release",
+        "owner",
+        "read",
+        "write",
+        "cas",
+        "watch",
+        "stall",
+        "res-enter",
+        "res-read",
+        "res-write",
+        "res-exit",
+        "final-read",
+    }
+)
+
+
+def load_history(path: Path) -> list[Op]:
+    """Read and validate ``path`` (``.edn`` or content starting with ``{:``/``[{`` is EDN)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HistoryError(str(path), 0, f"cannot read the history: {exc}") from exc
+    if path.suffix == ".edn" or text.lstrip().startswith(("{:", "[{", "#jepsen")):
+        ops, lines = _read_edn(text, str(path))
+    else:
+        ops, lines = _read_jsonl(text, str(path))
+    validate(ops, lines, str(path))
+    return ops
+
+
+def _read_jsonl(text: str, source: str) -> tuple[list[Op], list[int]]:
+    ops: list[Op] = []
+    lines: list[int] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise HistoryError(source, number, f"not valid JSON ({exc.msg}); truncated?") from exc
+        if not isinstance(obj, dict):
+            raise HistoryError(source, number, "a history line must be a JSON object")
+        try:
+            ops.append(Op.from_json(obj))
+        except ValueError as exc:
+            raise HistoryError(source, number, str(exc)) from exc
+        lines.append(number)
+    return ops, lines
+
+
+def _read_edn(text: str, source: str) -> tuple[list[Op], list[int]]:
+    try:
+        forms = list(read_forms(text))
+    except EdnError as exc:
+        raise HistoryError(source, exc.line, exc.reason) from exc
+    if len(forms) == 1 and isinstance(forms[0][1], tuple):
+        # Knossos-style: one vector of op maps. Ops get the vector's line (maps carry none).
+        line = forms[0][0]
+        forms = [(line, item) for item in forms[0][1]]
+    ops: list[Op] = []
+    lines: list[int] = []
+    for position, (line, form) in enumerate(forms):
+        if not isinstance(form, dict):
+            raise HistoryError(source, line, f"expected an op map, got {to_json(form)!r}")
+        ops.append(_edn_op(form, position, line, source))
+        lines.append(line)
+    return ops, lines
+
+
+def _edn_op(form: Mapping[Any, Any], position: int, line: int, source: str) -> Op:
+    fields = {str(k.name if isinstance(k, Keyword | Symbol) else k): v for k, v in form.items()}
+    typ = to_json(fields.get("type"))
+    if typ not in OP_TYPES:
+        raise HistoryError(source, line, f":type must be :invoke/:ok/:fail/:info, got {typ!r}")
+    f = to_json(fields.get("f"))
+    if not isinstance(f, str) or not f:
+        raise HistoryError(source, line, f":f must be a keyword, got {f!r}")
+    raw_process = fields.get("process")
+    process: Process
+    if isinstance(raw_process, int) and not isinstance(raw_process, bool):
+        process = raw_process
+    elif isinstance(raw_process, Keyword | Symbol | str):
+        name = to_json(raw_process)
+        process = NEMESIS if name == "nemesis" else name
+    else:
+        raise HistoryError(
+            source, line, f":process must be an integer or :nemesis, got {raw_process!r}"
+        )
+    time = fields.get("time", position)
+    if not isinstance(time, int) or isinstance(time, bool):
+        raise HistoryError(source, line, f":time must be integer nanoseconds, got {time!r}")
+    key = to_json(fields.get("key"))
+    error = fields.get("error")
+    return Op(
+        index=position,
+        time=time,
+        process=process,
+        type=typ,
+        f=f,
+        key=None if key is None else str(key),
+        value=to_json(fields.get("value")),
+        node=None if fields.get("node") is None else str(to_json(fields["node"])),
+        error=None if error is None else str(to_json(error)),
+    )
+
+
+def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> None:
+    """Known client ops; each completion pairs with a pending invocation of the same op."""
+    pending: dict[Process, Op] = {}
+    for op, line in zip(ops, lines, strict=True):
+        if not op.is_client:
+            continue
+        if op.f not in CLIENT_OPS:
+            raise HistoryError(
+                source, line, f"unknown op {op.f!r}; known ops: {', '.join(sorted(CLIENT_OPS))}"
+            )
+        if op.type == "invoke":
+            if op.process in pending:
+                raise HistoryError(
+                    source,
+                    line,
+                    f"process {op.process} invoked {op.f} while its {pending[op.process].f} "
+                    "is still pending",
+                )
+            pending[op.process] = op
+            continue
+        invoked = pending.pop(op.process, None)
+        if invoked is None:
+            raise HistoryError(
+                source, line, f"{op.type} of {op.f} by process {op.process} without an invocation"
+            )
+        if invoked.f != op.f:
+            raise HistoryError(
+                source,
+                line,
+                f"{op.type} of {op.f} by process {op.process} completes an invocation of "
+                f"{invoked.f}",
+            )

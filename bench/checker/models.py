@@ -1,0 +1,270 @@
+"""Sequential specifications the linearizability search checks histories against.
+
+A model is a small object, after Porcupine's: an initial state and ``step(state, op)`` that returns
+the next state or ``ILLEGAL``. States are hashable so the search can memoise them. The semantics are
+Jepsen's (docs/checkers.md): fail = did not happen, info = may have happened at any time after its
+invocation or never, and a read's result is in its ok completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, Final
+
+from bench.checker.operations import SESSION_EXPIRY, Conversion, LinOp, freeze
+from bench.checker.options import CheckOptions
+from bench.history import Call
+
+
+class ModelError(ValueError):
+    """A history op the model cannot interpret (wrong value shape); names the op index."""
+
+
+class _Illegal:
+    """The one value ``step`` returns for a transition the specification forbids."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ILLEGAL"
+
+
+ILLEGAL: Final = _Illegal()
+# A holder or value from before a window that is checked on its own (window minimisation).
+OUTSIDE: Final = "<from before the window>"
+
+
+class Model:
+    """Base: how calls become model inputs, and the sequential specification."""
+
+    name: str = ""
+    operations: frozenset[str] = frozenset()
+    is_lock: bool = False
+
+    def __init__(self, options: CheckOptions) -> None:
+        self.options = options
+
+    def initial(self) -> Hashable:
+        return None
+
+    def convert(self, call: Call) -> tuple[Conversion, bool] | None:
+        """The model input for a call and whether it must be linearized; None drops the call."""
+        raise NotImplementedError
+
+    def step(self, state: Hashable, op: LinOp) -> Hashable:
+        raise NotImplementedError
+
+    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        """Every state a window cut out of a longer history could start in (up to equivalence)."""
+        raise NotImplementedError
+
+
+class _LockModel(Model):
+    operations = frozenset({"acquire", "release"})
+    is_lock = True
+
+    def convert(self, call: Call) -> tuple[Conversion, bool] | None:
+        f = call.invoke.f
+        value = call.invoke.value
+        if f == "acquire" and isinstance(value, dict) and value.get("shared"):
+            raise ModelError(
+                f"op {call.invoke.index}: shared acquires are outside the mutex models; "
+                "check this history with the lock checkers only"
+            )
+        if call.outcome == "fail":
+            return None
+        if call.outcome == "ok":
+            assert call.completion is not None
+            token = call.completion.value if f == "acquire" else None
+            if token is not None and (not isinstance(token, int) or isinstance(token, bool)):
+                raise ModelError(
+                    f"op {call.completion.index}: acquire's ok value must be an integer "
+                    f"fencing token or null, got {token!r}"
+                )
+            return Conversion(f, None, token, True), True
+        return Conversion(f, None, None, False), False
+
+    def holders(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        seen: dict[Hashable, None] = {None: None, OUTSIDE: None}
+        for op in ops:
+            seen[op.process] = None
+        return list(seen)
+
+
+class MutexModel(_LockModel):
+    """Knossos' mutex: acquire needs it free, release needs it held (by anyone).
+
+    The state remembers who acquired last only so a session expiry can tell whether it was that
+    process's lock that expired; releases stay ownerless, as in Knossos.
+    """
+
+    name = "mutex"
+
+    def step(self, state: Hashable, op: LinOp) -> Hashable:
+        f = op.f
+        if f == "acquire":
+            return op.process if state is None else ILLEGAL
+        if f == "release":
+            return None if state is not None else ILLEGAL
+        if f == SESSION_EXPIRY:
+            return None if state == op.process else ILLEGAL
+        return ILLEGAL
+
+    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        return self.holders(ops)
+
+
+class OwnedMutexModel(_LockModel):
+    """A mutex with an owner: a release by a process that does not hold the lock is illegal."""
+
+    name = "owned-mutex"
+
+    def step(self, state: Hashable, op: LinOp) -> Hashable:
+        f = op.f
+        if f == "acquire":
+            return op.process if state is None else ILLEGAL
+        if f == "release" or f == SESSION_EXPIRY:
+            return None if state == op.process else ILLEGAL
+        return ILLEGAL
+
+    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        return self.holders(ops)
+
+
+class FencedMutexModel(_LockModel):
+    """An owned mutex whose grants carry tokens greater than every earlier grant's.
+
+    State: (holder, highest token granted so far). An acquire whose token is unknown (info, or a
+    backend without tokens) constrains nothing.
+    """
+
+    name = "fenced-mutex"
+
+    def initial(self) -> Hashable:
+        return (None, None)
+
+    def step(self, state: Hashable, op: LinOp) -> Hashable:
+        pair: tuple[Any, Any] = state  # type: ignore[assignment]
+        holder, last = pair
+        f = op.f
+        if f == "acquire":
+            if holder is not None:
+                return ILLEGAL
+            token = op.out
+            if token is None:
+                return (op.process, last)
+            if last is not None and token <= last:
+                return ILLEGAL
+            return (op.process, token)
+        if f == "release" or f == SESSION_EXPIRY:
+            return (None, last) if holder == op.process else ILLEGAL
+        return ILLEGAL
+
+    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        # The lowest "highest token so far" (none) allows the most; checking it covers the rest.
+        return [(h, None) for h in self.holders(ops)]
+
+
+class RegisterModel(Model):
+    """A read/write register (Knossos' register); ``initial_value`` is its value before the test."""
+
+    name = "register"
+    operations = frozenset({"read", "write"})
+    allows_cas = False
+
+    def initial(self) -> Hashable:
+        return freeze(self.options.initial_value)
+
+    def convert(self, call: Call) -> tuple[Conversion, bool] | None:
+        f = call.invoke.f
+        outcome = call.outcome
+        if f == "read":
+            if outcome != "ok":
+                return None  # a read that failed or is unknown changes nothing
+            assert call.completion is not None
+            return Conversion("read", None, freeze(call.completion.value), True), True
+        if f == "write":
+            if outcome == "fail":
+                return None
+            arg = freeze(call.invoke.value)
+            return Conversion("write", arg, arg, outcome == "ok"), outcome == "ok"
+        if f == "cas":
+            if not self.allows_cas:
+                raise ModelError(
+                    f"op {call.invoke.index}: the register model has no cas; "
+                    "use --model cas-register"
+                )
+            value = call.invoke.value
+            if not isinstance(value, list | tuple) or len(value) != 2:
+                raise ModelError(
+                    f"op {call.invoke.index}: a cas value must be [old, new], got {value!r}"
+                )
+            arg = (freeze(value[0]), freeze(value[1]))
+            if outcome == "fail":
+                if not self.options.failed_cas_observed:
+                    return None
+                return Conversion("cas", arg, None, True, failed=True), True
+            return Conversion("cas", arg, arg, outcome == "ok"), outcome == "ok"
+        return None
+
+    def step(self, state: Hashable, op: LinOp) -> Hashable:
+        f = op.f
+        if f == "read":
+            if op.out == state or (op.out is None and self.options.knossos_nil_reads):
+                return state
+            return ILLEGAL
+        if f == "write":
+            return op.arg
+        if f == "cas":
+            cas: tuple[Any, Any] = op.arg  # type: ignore[assignment]
+            old, new = cas
+            if op.failed:
+                return state if state != old else ILLEGAL
+            return new if state == old else ILLEGAL
+        return ILLEGAL
+
+    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        seen: dict[Hashable, None] = {self.initial(): None, OUTSIDE: None}
+        for op in ops:
+            if op.f == "cas":
+                cas: tuple[Any, Any] = op.arg  # type: ignore[assignment]
+                old, new = cas
+                seen[old] = None
+                seen[new] = None
+            elif op.f == "write":
+                seen[op.arg] = None
+            elif op.known:
+                seen[op.out] = None
+        return list(seen)
+
+
+class CasRegisterModel(RegisterModel):
+    """Knossos' cas-register: read, write, and cas with [old, new]."""
+
+    name = "cas-register"
+    operations = frozenset({"read", "write", "cas"})
+    allows_cas = True
+
+
+class KeyValueModel(CasRegisterModel):
+    """A cas-register per key: the search checks each key on its own (P-compositionality)."""
+
+    name = "kv"
+
+
+MODELS: Final[dict[str, type[Model]]] = {
+    m.name: m
+    for m in (
+        MutexModel,
+        OwnedMutexModel,
+        FencedMutexModel,
+        RegisterModel,
+        CasRegisterModel,
+        KeyValueModel,
+    )
+}
+
+
+def make_model(name: str, options: CheckOptions) -> Model:
+    """The model called ``name``; raises KeyError for an unknown name (callers word the error)."""
+    return MODELS[name](options)

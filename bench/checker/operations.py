@@ -1,0 +1,156 @@
+"""Turn a history into the per-key operations a linearizability model checks.
+
+Positions are history indices times two, so real-time order is the order the history recorded
+(no ties), and a synthetic op placed "just after" a record gets the odd position in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.history import Call, Op, Process, pair_calls
+
+# The synthetic operation that stands for a lock service releasing a lock on its own: the
+# session of a crashed or stalled holder expired. It is optional, like an info op.
+SESSION_EXPIRY = "session-expiry"
+
+
+@dataclass(frozen=True, slots=True)
+class LinOp:
+    """One operation as the search sees it.
+
+    ``ret`` is None for ops that may take effect at any time after ``call`` or never (info ops,
+    unfinished ops, session expiries); ``known`` says whether ``out`` is the op's real result.
+    """
+
+    process: Process
+    call: int
+    ret: int | None
+    f: str
+    arg: Hashable
+    out: Hashable
+    known: bool
+    invoke_index: int
+    completion_index: int | None
+    time_start: int
+    time_end: int | None
+    failed: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.ret is not None
+
+    def describe(self) -> str:
+        outcome = "failed" if self.failed else ("ok" if self.known else "info")
+        if self.f == SESSION_EXPIRY:
+            return f"session expiry of process {self.process}"
+        parts = [f"process {self.process} {self.f}"]
+        if self.arg is not None:
+            parts.append(repr(_thaw(self.arg)))
+        parts.append(f"-> {_thaw(self.out)!r} ({outcome})" if self.known else f"({outcome})")
+        return " ".join(parts)
+
+
+def freeze(value: Any) -> Hashable:
+    """JSON values made hashable, so model states can be memoised."""
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, dict):
+        return ("__map__", tuple(sorted((str(k), freeze(v)) for k, v in value.items())))
+    if isinstance(value, set | frozenset):
+        return ("__set__", tuple(sorted((freeze(v) for v in value), key=repr)))
+    return value  # type: ignore[no-any-return]
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        if len(value) == 2 and value[0] == "__map__":
+            return {k: _thaw(v) for k, v in value[1]}
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """How the calls of a history map to model inputs (filled in by each model)."""
+
+    f: str
+    arg: Hashable
+    out: Hashable
+    known: bool
+    failed: bool = False
+
+
+def calls_by_key(
+    history: Sequence[Op], operations: frozenset[str]
+) -> tuple[dict[str | None, list[Call]], list[Call]]:
+    """Pair calls and group those the model understands by key; also return every client call."""
+    calls = pair_calls(history)
+    by_key: dict[str | None, list[Call]] = {}
+    for call in calls:
+        if call.invoke.f in operations:
+            by_key.setdefault(call.invoke.key, []).append(call)
+    return by_key, calls
+
+
+def lin_op(call: Call, conv: Conversion, *, required: bool) -> LinOp:
+    """Build the search's view of a call; optional ops get no return position."""
+    comp = call.completion
+    return LinOp(
+        process=call.process,
+        call=call.invoke.index * 2,
+        ret=comp.index * 2 if (required and comp is not None) else None,
+        f=conv.f,
+        arg=conv.arg,
+        out=conv.out,
+        known=conv.known,
+        invoke_index=call.invoke.index,
+        completion_index=None if comp is None else comp.index,
+        time_start=call.invoke.time,
+        time_end=None if comp is None else comp.time,
+        failed=conv.failed,
+    )
+
+
+def session_expiries(
+    all_calls: Sequence[Call], end_index: int, end_time: int
+) -> dict[Process, list[LinOp]]:
+    """Optional releases, per process, for holders whose session may expire without a release.
+
+    A process that is retired (its last op is ``info`` or unfinished) may hold any lock it ever
+    acquired, so its session may expire at any time after that op's completion (or the end of the
+    history). A process that ``stall``s stops heartbeating, so the same holds from the stall's
+    invocation. Callers attach these to the keys the process acquired; an expiry of a process that
+    does not hold the lock is illegal in every lock model, so extra ones cost only search time.
+    """
+    out: dict[Process, list[LinOp]] = {}
+    for call in all_calls:
+        p = call.process
+        if call.invoke.f == "stall":
+            point = call.invoke
+            out.setdefault(p, []).append(_expiry(p, point.index * 2 + 1, point.index, point.time))
+        elif call.outcome == "info":
+            assert call.completion is not None
+            point = call.completion
+            out.setdefault(p, []).append(_expiry(p, point.index * 2 + 1, point.index, point.time))
+        elif call.outcome is None:
+            out.setdefault(p, []).append(_expiry(p, end_index * 2 + 1, end_index, end_time))
+    return out
+
+
+def _expiry(process: Process, position: int, index: int, time: int) -> LinOp:
+    return LinOp(
+        process=process,
+        call=position,
+        ret=None,
+        f=SESSION_EXPIRY,
+        arg=None,
+        out=None,
+        known=False,
+        invoke_index=index,
+        completion_index=None,
+        time_start=time,
+        time_end=None,
+    )

@@ -1,0 +1,282 @@
+"""Daemons on nodes, managed only through ``Node.run`` so every runtime and backend shares it.
+
+A daemon ``name`` on a node has a pidfile ``{data_dir}/{name}.pid`` and a log
+``{data_dir}/{name}.log`` (stdout and stderr, appended). It is started in its own session
+(``setsid``) so it outlives the SSH command that started it, and, unless asked otherwise, under
+libfaketime with a per-node offset file ``{data_dir}/faketime.offset`` that the clock nemesis
+rewrites (``+0`` at start; see MACHINE-NOTES: monotonic clocks are left alone).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bench.cluster.parallel import on_each_node
+from bench.errors import ClusterError
+from bench.protocols import Cluster, Node
+
+log = logging.getLogger(__name__)
+
+FAKETIME_OFFSET_FILE = "faketime.offset"
+# Where distributions put libfaketime (Debian/Ubuntu multiarch first).
+FAKETIME_LIBRARY_GLOBS: tuple[str, ...] = (
+    "/usr/lib/*/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+    "/usr/lib64/faketime/libfaketime.so.1",
+)
+# How long a daemon must stay alive after start before we call it started (when no ready port).
+STARTUP_GRACE_S = 0.3
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class DaemonError(ClusterError):
+    """A daemon could not be started or stopped; names the node, the daemon and the cause."""
+
+
+def find_local_libfaketime() -> str | None:
+    """libfaketime on this machine, if installed (decides the local runtime's clock capability)."""
+    for pattern in FAKETIME_LIBRARY_GLOBS:
+        for match in sorted(glob.glob(pattern)):
+            return match
+    return None
+
+
+def pidfile_path(node: Node, name: str) -> str:
+    return f"{node.data_dir}/{name}.pid"
+
+
+def log_path(node: Node, name: str) -> str:
+    return f"{node.data_dir}/{name}.log"
+
+
+def offset_path(node: Node) -> str:
+    """The libfaketime offset file the clock nemesis writes (e.g. ``+12`` or ``-3.5``)."""
+    return f"{node.data_dir}/{FAKETIME_OFFSET_FILE}"
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"daemon name {name!r} must match {_NAME.pattern}")
+
+
+# Shell fragment: sets $pid to the live (not zombie) pid from $pidfile, or fails.
+_LIVE_PID = (
+    'live_pid() { pid=$(cat "$pidfile" 2>/dev/null) || return 1; [ -n "$pid" ] || return 1; '
+    'kill -0 "$pid" 2>/dev/null || return 1; '
+    '! grep -q "^State:[[:space:]]*Z" "/proc/$pid/status" 2>/dev/null; }'
+)
+
+
+def start_daemon(
+    node: Node,
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    faketime: bool = True,
+    ready_port: int | None = None,
+    ready_timeout: float = 15.0,
+) -> int:
+    """Start ``argv`` as daemon ``name`` on the node; returns its pid.
+
+    Refuses if it is already running, if the program is missing, if ``ready_port`` is already
+    taken, or if it dies on start (the log's tail is in the error). With ``ready_port`` it waits
+    until the port on ``node.address`` accepts connections.
+    """
+    _check_name(name)
+    if not argv:
+        raise ValueError("start_daemon needs a command")
+    where = f"{node.name}: daemon {name}"
+    variables = dict(env or {})
+    data_dir = shlex.quote(node.data_dir)
+    pidfile = shlex.quote(pidfile_path(node, name))
+    logfile = shlex.quote(log_path(node, name))
+    program = shlex.quote(argv[0])
+    lines = [
+        _LIVE_PID,
+        f"pidfile={pidfile}",
+        f"mkdir -p {data_dir}",
+        'if live_pid; then echo "ALREADY $pid"; exit 0; fi',
+        f"command -v {program} >/dev/null 2>&1 || {{ echo MISSING; exit 0; }}",
+    ]
+    if ready_port is not None:
+        probe = f"/dev/tcp/{node.address}/{ready_port}"
+        lines.append(f"if (exec 3<>{probe}) 2>/dev/null; then echo TAKEN; exit 0; fi")
+    if faketime:
+        globs = " ".join(FAKETIME_LIBRARY_GLOBS)
+        lines += [
+            "lib=",
+            f'for f in {globs}; do if [ -e "$f" ]; then lib=$f; break; fi; done',
+            '[ -n "$lib" ] || { echo NOFAKETIME; exit 0; }',
+            f"offset={shlex.quote(offset_path(node))}",
+            '[ -s "$offset" ] || echo +0 > "$offset"',
+        ]
+        variables.update(
+            {
+                "FAKETIME_TIMESTAMP_FILE": offset_path(node),
+                "FAKETIME_CACHE_DURATION": "1",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            }
+        )
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(variables.items()))
+    preload = '"LD_PRELOAD=$lib"' if faketime else ""
+    command = " ".join(shlex.quote(a) for a in argv)
+    lines += [
+        f"cd {data_dir}",
+        f'echo "=== start $(date -u +%FT%TZ): "{shlex.quote(command)} >> {logfile}',
+        f"setsid env {assignments} {preload} {command} >> {logfile} 2>&1 < /dev/null &",
+        "pid=$!",
+        'echo "$pid" > "$pidfile"',
+    ]
+    if ready_port is not None:
+        tries = max(1, int(ready_timeout / 0.1))
+        lines += [
+            f"for i in $(seq {tries}); do",
+            "  live_pid || { echo DIED; exit 0; }",
+            f'  if (exec 3<>{probe}) 2>/dev/null; then echo "STARTED $pid"; exit 0; fi',
+            "  sleep 0.1",
+            "done",
+            'echo "NOTREADY $pid"',
+        ]
+    else:
+        lines += [
+            f"sleep {STARTUP_GRACE_S}",
+            'if live_pid; then echo "STARTED $pid"; else echo DIED; fi',
+        ]
+    result = node.run("\n".join(lines), timeout=ready_timeout + 15)
+    words = result.stdout.split()
+    status = words[-2] if len(words) >= 2 and words[-2] in ("STARTED", "NOTREADY") else None
+    last = words[-1] if words else ""
+    if status == "STARTED":
+        return int(last)
+    if len(words) >= 2 and words[-2] == "ALREADY":
+        raise DaemonError(f"{where} is already running (pid {last}); stop it first")
+    if last == "MISSING":
+        raise DaemonError(f"{where}: program {argv[0]} not found on the node (not deployed?)")
+    if last == "TAKEN":
+        raise DaemonError(
+            f"{where}: port {ready_port} on {node.address} is already taken by another process"
+        )
+    if last == "NOFAKETIME":
+        raise DaemonError(
+            f"{where}: libfaketime not found on the node (install the faketime package; "
+            "it is needed for clock faults)"
+        )
+    tail = node.run(f"tail -n 15 {logfile}", check=False).stdout.strip()
+    if status == "NOTREADY":
+        stop_daemon(node, name)
+        raise DaemonError(
+            f"{where}: port {ready_port} not open after {ready_timeout} s; stopped it. "
+            f"Log tail:\n{tail}"
+        )
+    node.run(f"rm -f {pidfile}", check=False)
+    raise DaemonError(
+        f"{where} exited right after start. Log tail ({log_path(node, name)}):\n{tail}"
+    )
+
+
+def daemon_pid(node: Node, name: str) -> int | None:
+    """The daemon's pid if it runs (a paused daemon runs); None otherwise."""
+    _check_name(name)
+    script = (
+        f'{_LIVE_PID}\npidfile={shlex.quote(pidfile_path(node, name))}\nlive_pid && echo "$pid"'
+    )
+    out = node.run(script, check=False).stdout.strip()
+    return int(out) if out.isdigit() else None
+
+
+def signal_daemon(node: Node, name: str, sig: str) -> bool:
+    """Send ``sig`` (KILL, STOP, CONT, TERM, ...) by pidfile; False if it was not running."""
+    _check_name(name)
+    if not sig.isalnum():
+        raise ValueError(f"bad signal name {sig!r}")
+    script = (
+        f"{_LIVE_PID}\npidfile={shlex.quote(pidfile_path(node, name))}\n"
+        f'live_pid && kill -{sig.upper()} "$pid" && echo SENT'
+    )
+    return node.run(script, check=False).stdout.strip() == "SENT"
+
+
+def kill_daemon(node: Node, name: str, *, timeout: float = 5.0) -> bool:
+    """kill -9 by pidfile and wait until the process is gone; False if it was not running."""
+    _check_name(name)
+    tries = max(1, int(timeout / 0.02))
+    script = "\n".join(
+        [
+            _LIVE_PID,
+            f"pidfile={shlex.quote(pidfile_path(node, name))}",
+            "live_pid || exit 0",
+            'kill -KILL "$pid" && echo SENT',
+            f"for i in $(seq {tries}); do live_pid || exit 0; sleep 0.02; done",
+            'echo "STILL $pid"',
+        ]
+    )
+    out = node.run(script, timeout=timeout + 10).stdout
+    if "STILL" in out:
+        raise DaemonError(f"{node.name}: daemon {name} survived SIGKILL for {timeout} s")
+    return "SENT" in out
+
+
+def stop_daemon(node: Node, name: str, *, timeout: float = 5.0) -> None:
+    """TERM (and CONT, in case it is paused), then KILL after ``timeout``; removes the pidfile."""
+    _check_name(name)
+    tries = max(1, int(timeout / 0.05))
+    script = "\n".join(
+        [
+            _LIVE_PID,
+            f"pidfile={shlex.quote(pidfile_path(node, name))}",
+            "if live_pid; then",
+            '  kill -TERM "$pid"; kill -CONT "$pid" 2>/dev/null',
+            f"  for i in $(seq {tries}); do live_pid || break; sleep 0.05; done",
+            '  if live_pid; then kill -KILL "$pid"; echo KILLED; fi',
+            "  for i in $(seq 40); do live_pid || break; sleep 0.05; done",
+            "fi",
+            'live_pid && { echo "STILL $pid"; exit 0; }',
+            'rm -f "$pidfile"',
+        ]
+    )
+    result = node.run(script, timeout=timeout + 10)
+    if "STILL" in result.stdout:
+        raise DaemonError(f"{node.name}: daemon {name} survived SIGKILL ({result.stdout.strip()})")
+    if "KILLED" in result.stdout:
+        log.info("%s: daemon %s ignored TERM for %.1f s; killed", node.name, name, timeout)
+
+
+def _fetch_node_logs(node: Node, dest: Path) -> list[Path]:
+    listing = node.run(f"ls -1 {shlex.quote(node.data_dir)}/*.log 2>/dev/null || true", check=False)
+    fetched: list[Path] = []
+    for remote in listing.stdout.split():
+        local = dest / node.name / Path(remote).name
+        node.get(remote, local)
+        fetched.append(local)
+    return fetched
+
+
+def fetch_logs(cluster: Cluster, dest: Path) -> list[Path]:
+    """Copy every node's ``{data_dir}/*.log`` to ``dest/<node>/``, all nodes in parallel."""
+    per_node = on_each_node(
+        "fetching logs", cluster.nodes, lambda node: _fetch_node_logs(node, dest)
+    )
+    return [path for node in cluster.nodes for path in per_node[node.name]]
+
+
+def kill_all_daemons(node: Node) -> list[str]:
+    """kill -9 every live daemon with a pidfile in the node's data_dir; returns what it killed."""
+    script = "\n".join(
+        [
+            _LIVE_PID,
+            f"for pidfile in {shlex.quote(node.data_dir)}/*.pid; do",
+            '  [ -e "$pidfile" ] || continue',
+            '  if live_pid; then kill -KILL "$pid" && echo "$(basename "$pidfile" .pid) $pid"; fi',
+            '  rm -f "$pidfile"',
+            "done",
+        ]
+    )
+    out = node.run(script, check=False).stdout
+    return [f"{node.name}: daemon {line}" for line in out.splitlines() if line.strip()]

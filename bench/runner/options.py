@@ -1,0 +1,138 @@
+"""Typed options from plain data: a YAML mapping becomes a frozen dataclass or a named error.
+
+Test files are plain data; every section that has options (the test itself, each workload) is a
+frozen dataclass, and this module checks a mapping against its fields: unknown keys, wrong types
+and out-of-range values become an ``OptionError`` naming the key, which the config loader turns
+into a ConfigError naming the file too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+
+class OptionError(ValueError):
+    """A bad option: ``key`` is its dotted path (e.g. ``workload_options.locks``)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def parse_options(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") -> T:
+    """Build ``cls`` (a dataclass) from ``data``, checking keys and types of every field."""
+    prefix = f"{where}." if where else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise OptionError(where or "options", f"must be a mapping, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(str(k) for k in data if k not in fields)
+    if unknown:
+        raise OptionError(
+            f"{prefix}{unknown[0]}", f"unknown key; known keys: {', '.join(sorted(fields))}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        values[name] = coerce(value, hints[name], f"{prefix}{name}")
+    try:
+        return cls(**values)
+    except OptionError as exc:
+        if prefix and not exc.key.startswith(prefix):
+            raise OptionError(f"{prefix}{exc.key}", exc.reason) from None
+        raise
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint, converting lists to tuples and ints to floats."""
+    origin = get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        errors = []
+        for option in get_args(hint):
+            try:
+                return coerce(value, option, key)
+            except OptionError as exc:
+                errors.append(exc.reason)
+        raise OptionError(key, f"expected {_describe(hint)}, got {_kind(value)} {value!r}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise OptionError(key, f"expected null, got {_kind(value)}")
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value in get_args(hint):
+            return value
+        choices = ", ".join(repr(c) for c in get_args(hint))
+        raise OptionError(key, f"must be one of {choices}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise OptionError(key, f"expected true or false, got {_kind(value)} {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise OptionError(key, f"expected an integer, got {_kind(value)} {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise OptionError(key, f"expected a number, got {_kind(value)} {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise OptionError(key, f"expected a string, got {_kind(value)} {value!r}")
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise OptionError(key, f"expected a list, got {_kind(value)} {value!r}")
+        item_hint = args[0] if args else Any
+        return tuple(coerce(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise OptionError(key, f"expected a mapping, got {_kind(value)} {value!r}")
+        if any(not isinstance(k, str) for k in value):
+            raise OptionError(key, "mapping keys must be strings")
+        return dict(value)
+    raise TypeError(f"parse_options: unsupported type hint {hint!r} for {key}")
+
+
+def _describe(hint: Any) -> str:
+    names = []
+    for option in get_args(hint):
+        if option is type(None):
+            names.append("null")
+        else:
+            names.append(getattr(option, "__name__", str(option)))
+    return " or ".join(names)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def require(condition: bool, key: str, reason: str) -> None:
+    """For ``__post_init__`` range checks: raise OptionError(key, reason) unless condition."""
+    if not condition:
+        raise OptionError(key, reason)

@@ -1,0 +1,239 @@
+"""Clock faults through libfaketime: bump, strobe, drift and reset a node's wall clock.
+
+Servers on a node run under libfaketime reading ``{data_dir}/faketime.offset`` (see
+bench.cluster.daemon), re-read at most once a second. A bump rewrites that file; a strobe or a
+drift runs a small driver on the node (nemesis/clock_driver.py) that keeps rewriting it for the
+fault's duration. The host clock is never stepped: netns nodes share it with everything else.
+
+Offsets are written as signed seconds with microseconds (``+0.500000``): libfaketime reads a plain
+number as seconds and a suffix ``m`` as *minutes*, so milliseconds must never carry a unit.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.cluster.daemon import FAKETIME_LIBRARY_GLOBS, offset_path
+from bench.protocols import Cluster, FaultAction, Node
+from nemesis.fault import FaultTarget, HealError
+from nemesis.remote import (
+    NemesisActionError,
+    NodeLocks,
+    error_messages,
+    on_nodes,
+    raise_first,
+    run_checked,
+    start_helper,
+    stop_helper,
+)
+from nemesis.spec import MAX_CLOCK_OFFSET_MS, ClockOptions
+
+DRIVER_SOURCE = (Path(__file__).with_name("clock_driver.py")).read_text(encoding="utf-8")
+# The driver may outlive the fault's window by this much before it stops by itself.
+DRIVER_GRACE_SECONDS = 10.0
+
+
+def format_offset(offset_ms: float) -> str:
+    """The offset file's text for libfaketime, e.g. ``+0.500000`` for 500 ms."""
+    return f"{offset_ms / 1000.0:+.6f}"
+
+
+def parse_offset(text: str) -> float:
+    """Milliseconds from the offset file's text (as written by this module or the driver)."""
+    stripped = text.strip()
+    return float(stripped) * 1000.0 if stripped else 0.0
+
+
+def write_offset_command(node: Node, offset_ms: float) -> str:
+    """Replace the offset file atomically (libfaketime must never read a half-written file)."""
+    path = shlex.quote(offset_path(node))
+    temporary = shlex.quote(offset_path(node) + ".tmp")
+    return (
+        f"mkdir -p {shlex.quote(node.data_dir)} && "
+        f"printf '%s\\n' {shlex.quote(format_offset(offset_ms))} > {temporary} && "
+        f"mv -f {temporary} {path}"
+    )
+
+
+def clamp(offset_ms: float) -> float:
+    return max(-MAX_CLOCK_OFFSET_MS, min(MAX_CLOCK_OFFSET_MS, offset_ms))
+
+
+class ClockNemesis:
+    """Implements bench.protocols.Nemesis for one ``clock`` entry of the test file.
+
+    ``offsets`` is shared by every clock entry of a run: the offset last written per node, so
+    successive bumps without reset accumulate as they would on a real clock.
+    """
+
+    name = "clock"
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        options: ClockOptions,
+        index: int,
+        locks: NodeLocks,
+        offsets: dict[str, float],
+    ) -> None:
+        self.cluster = cluster
+        self.options = options
+        self.helper = f"clock-{index}"
+        self.locks = locks
+        self.offsets = offsets
+        self.touched: set[str] = set()
+        self.driving: set[str] = set()
+
+    def setup(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def invoke(self, f: str, target: object) -> FaultAction:
+        if f == "start-clock":
+            if not isinstance(target, FaultTarget):
+                raise TypeError("start-clock needs a FaultTarget")
+            return self._start(target)
+        if f == "stop-clock":
+            return self._stop()
+        raise ValueError(f"clock nemesis cannot {f!r}")
+
+    def _write(self, name: str, offset_ms: float) -> None:
+        node = self.cluster.node(name)
+        with self.locks.lock(name):
+            run_checked(node, write_offset_command(node, offset_ms), "writing the clock offset")
+        self.offsets[name] = offset_ms
+
+    def _start(self, target: FaultTarget) -> FaultAction:
+        options = self.options
+        nodes = [self.cluster.node(n) for n in target.nodes]
+        self.touched.update(target.nodes)
+        description: dict[str, object] = {"mode": options.mode, "nodes": list(target.nodes)}
+        if options.mode in ("bump", "reset"):
+            new = {
+                n: clamp(self.offsets.get(n, 0.0) + options.offset_ms)
+                if options.mode == "bump"
+                else 0.0
+                for n in target.nodes
+            }
+            raise_first(on_nodes(nodes, lambda node: self._write(node.name, new[node.name])))
+            description["offsets_ms"] = new
+            if options.mode == "bump":
+                description["delta_ms"] = options.offset_ms
+            return FaultAction("start-clock", description)
+        seconds = target.hold_seconds + DRIVER_GRACE_SECONDS
+        bases = {n: self.offsets.get(n, 0.0) for n in target.nodes}
+
+        def drive(node: Node) -> int:
+            base = bases[node.name]
+            value = options.offset_ms if options.mode == "strobe" else options.rate
+            args = [options.mode, offset_path(node), f"{base:.3f}", f"{value:.6f}"]
+            args += [f"{options.period_ms:.0f}", f"{seconds:.1f}"]
+            with self.locks.lock(node.name):
+                return start_helper(node, self.helper, DRIVER_SOURCE, args)
+
+        self.driving.update(target.nodes)
+        pids = raise_first(on_nodes(nodes, drive))
+        description.update({"base_ms": bases, "period_ms": options.period_ms, "pids": pids})
+        if options.mode == "strobe":
+            description["flip_ms"] = options.offset_ms
+        else:
+            description["rate"] = options.rate
+        return FaultAction("start-clock", description)
+
+    def _stop_drivers(self) -> list[str]:
+        driving = sorted(self.driving)
+
+        def stop(node: Node) -> None:
+            with self.locks.lock(node.name):
+                stop_helper(node, self.helper)
+                result = node.run(f"cat {shlex.quote(offset_path(node))}", check=False)
+            if result.ok:
+                self.offsets[node.name] = parse_offset(result.stdout)
+
+        results = on_nodes([self.cluster.node(n) for n in driving], stop)
+        self.driving = {n for n, r in results.items() if isinstance(r, Exception)}
+        return error_messages(results)
+
+    def _stop(self) -> FaultAction:
+        errors = self._stop_drivers()
+        touched = sorted(self.touched)
+        description: dict[str, object] = {"mode": self.options.mode, "nodes": touched}
+        if self.options.reset_on_stop and self.options.mode != "reset":
+            nodes = [self.cluster.node(n) for n in touched]
+            errors += error_messages(on_nodes(nodes, lambda node: self._write(node.name, 0.0)))
+            description["offsets_ms"] = dict.fromkeys(touched, 0.0)
+        else:
+            description["offsets_ms"] = {n: self.offsets.get(n, 0.0) for n in touched}
+            description["kept"] = True
+        self.touched = set()
+        if errors:
+            raise NemesisActionError("; ".join(errors))
+        return FaultAction("stop-clock", description)
+
+    def heal(self) -> FaultAction | None:
+        """Stop drivers and put every node this entry touched back on the real time."""
+        errors = self._stop_drivers()
+        touched = sorted(self.touched | {n for n, v in self.offsets.items() if v})
+        nodes = [self.cluster.node(n) for n in touched]
+        errors += error_messages(on_nodes(nodes, lambda node: self._write(node.name, 0.0)))
+        if errors:
+            raise HealError(errors)
+        self.touched = set()
+        if not touched:
+            return None
+        reset = dict.fromkeys(touched, 0.0)
+        return FaultAction("stop-clock", {"nodes": touched, "offsets_ms": reset})
+
+    def teardown(self) -> None:
+        self.heal()
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """Measured node clocks: offset from the control node, and half the round trip as the bound."""
+
+    offsets_ms: Mapping[str, float]
+    uncertainty_ms: Mapping[str, float]
+
+    def to_json(self) -> dict[str, dict[str, float]]:
+        return {
+            "offsets_ms": {k: round(v, 3) for k, v in sorted(self.offsets_ms.items())},
+            "uncertainty_ms": {k: round(v, 3) for k, v in sorted(self.uncertainty_ms.items())},
+        }
+
+
+def probe_time_command(node: Node) -> str:
+    """Print the node's time as its servers see it: under libfaketime when they run under it."""
+    globs = " ".join(FAKETIME_LIBRARY_GLOBS)
+    offset = shlex.quote(offset_path(node))
+    return (
+        f'lib=; for f in {globs}; do if [ -e "$f" ]; then lib=$f; break; fi; done; '
+        f'if [ -n "$lib" ] && [ -s {offset} ]; then '
+        f'LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE={offset} FAKETIME_NO_CACHE=1 date +%s.%N; '
+        "else date +%s.%N; fi"
+    )
+
+
+def measure_clock_offsets(cluster: Cluster) -> ClockReading:
+    """Ask every node its time (in parallel) and compare with the control node's clock.
+
+    The node's answer is taken to be the middle of the command's round trip, so the error is at
+    most half the round trip, which is recorded beside each offset.
+    """
+
+    def ask(node: Node) -> tuple[float, float]:
+        command = probe_time_command(node)
+        before = time.time()
+        result = run_checked(node, command, "reading the clock")
+        after = time.time()
+        node_time = float(result.stdout.strip().splitlines()[-1])
+        return (node_time - (before + after) / 2) * 1000.0, (after - before) * 500.0
+
+    readings = raise_first(on_nodes(list(cluster.nodes), ask))
+    return ClockReading(
+        offsets_ms={n: r[0] for n, r in readings.items()},
+        uncertainty_ms={n: r[1] for n, r in readings.items()},
+    )

@@ -1,0 +1,345 @@
+"""The nemesis schedule: when each fault of the test file starts and stops, and the final heal.
+
+Each entry of the ``nemesis:`` list runs on its own timeline (entries compose by running side by
+side). Times and choices come from RNGs seeded with ``(seed, entry, purpose)``, so the same seed
+replays the same schedule, and fault windows do not shift when, say, a leader answer differs.
+Every action is recorded as a nemesis ``invoke``/``info`` pair saying exactly what was done (see
+docs/history.md); the runner guarantees ``heal_all`` runs at the end, on Ctrl-C or on a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.protocols import Backend, Cluster, FaultAction, Nemesis
+from nemesis import shapes
+from nemesis.clock import ClockNemesis, measure_clock_offsets
+from nemesis.fault import FaultTarget, HealError
+from nemesis.heal import heal_cluster
+from nemesis.netem import NetemNemesis
+from nemesis.partition import PartitionNemesis
+from nemesis.process import ProcessFault, ProcessNemesis
+from nemesis.remote import NodeLocks
+from nemesis.spec import (
+    ClockOptions,
+    ClusterFacts,
+    ExplicitSchedule,
+    IntervalSchedule,
+    NemesisSpec,
+    NetemOptions,
+    PartitionOptions,
+    ProcessOptions,
+    RandomSchedule,
+    Schedule,
+    parse_specs,
+)
+from nemesis.targets import resolve_target
+
+log = logging.getLogger(__name__)
+
+Record = Callable[[str, str, Any], None]
+# How long heal_all waits for a fault command already running on a node to finish, so that a
+# fault applied after the heal cannot survive it.
+INFLIGHT_WAIT_SECONDS = 60.0
+# Heal order: let paused servers answer first, then reconnect the network, then fix clocks, and
+# restart killed servers last, into a healed cluster.
+HEAL_ORDER: tuple[str, ...] = ("pause", "partition", "netem", "clock", "kill")
+
+
+def fault_windows(schedule: Schedule, rng: random.Random) -> Iterator[tuple[float, float]]:
+    """``(start, stop)`` seconds from the start of the run, in order; endless unless explicit."""
+    if isinstance(schedule, ExplicitSchedule):
+        yield from schedule.windows
+        return
+    if isinstance(schedule, IntervalSchedule):
+        quiet = schedule.interval - schedule.duration
+        cycle = 0
+        while True:
+            start = cycle * schedule.interval + quiet
+            yield start, start + schedule.duration
+            cycle += 1
+    assert isinstance(schedule, RandomSchedule)
+    previous_stop = 0.0
+    while True:
+        start = previous_stop + rng.uniform(*schedule.gap)
+        previous_stop = start + rng.uniform(*schedule.duration)
+        yield start, previous_stop
+
+
+def entry_rng(seed: int, index: int, purpose: str) -> random.Random:
+    """A string seed is hashed with SHA-512 by ``random``: stable across runs and platforms."""
+    return random.Random(f"lockbench:{seed}:{index}:{purpose}")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWindow:
+    index: int
+    fault: str
+    start: float
+    stop: float
+
+
+def plan(specs: Sequence[NemesisSpec], seed: int, horizon: float) -> list[PlannedWindow]:
+    """Every fault window starting before ``horizon`` seconds, as the runner will use them."""
+    out: list[PlannedWindow] = []
+    for spec in specs:
+        for start, stop in fault_windows(spec.schedule, entry_rng(seed, spec.index, "schedule")):
+            if start >= horizon:
+                break
+            out.append(PlannedWindow(spec.index, spec.fault, start, stop))
+    return sorted(out, key=lambda w: (w.start, w.index))
+
+
+class NemesisRunner:
+    """Runs the test file's ``nemesis:`` list against a cluster and heals everything at the end."""
+
+    def __init__(
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        cluster: Cluster,
+        backend: Backend,
+        *,
+        seed: int,
+        record: Callable[[str, str, Any], None],
+    ) -> None:
+        self.raw_specs = list(specs)
+        self.cluster = cluster
+        self.backend = backend
+        self.seed = seed
+        self.record = record
+        self.specs: tuple[NemesisSpec, ...] | None = None
+        self.nemeses: dict[int, Nemesis] = {}
+        self.locks = NodeLocks()
+        self.clock_offsets: dict[str, float] = {}
+        self._inflight = 0
+        self._inflight_changed = threading.Condition()
+        self._closed = False
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Parse the entries against this cluster; raises ConfigError before anything starts."""
+        if self.specs is not None:
+            return
+        nodes = list(self.cluster.nodes)
+        facts = ClusterFacts(
+            runtime=self.cluster.runtime,
+            node_names=tuple(node.name for node in nodes),
+            addresses={node.name: node.address for node in nodes},
+            capabilities=frozenset(self.cluster.capabilities),
+        )
+        specs = parse_specs(self.raw_specs, facts)
+        self.nemeses = {spec.index: self._build(spec) for spec in specs}
+        self.specs = specs
+
+    def _build(self, spec: NemesisSpec) -> Nemesis:
+        options = spec.options
+        if isinstance(options, PartitionOptions):
+            return PartitionNemesis(self.cluster, f"lockbench-{spec.index}", self.locks)
+        if isinstance(options, ProcessOptions):
+            fault: ProcessFault = "kill" if spec.fault == "kill" else "pause"
+            return ProcessNemesis(fault, self.cluster, self.backend, self.locks)
+        if isinstance(options, ClockOptions):
+            return ClockNemesis(self.cluster, options, spec.index, self.locks, self.clock_offsets)
+        assert isinstance(options, NetemOptions)
+        rng = entry_rng(self.seed, spec.index, "netem")
+        return NetemNemesis(self.cluster, options, spec.index, self.locks, rng)
+
+    # -- the schedule --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start and stop faults on each entry's timeline until ``stop`` is set.
+
+        When ``stop`` is set, faults that are on are stopped (and recorded) before this returns.
+        Cancelled instead (Ctrl-C), it returns at once; the caller's ``heal_all`` cleans up.
+        """
+        self.validate()
+        assert self.specs is not None
+        if any(spec.fault == "clock" for spec in self.specs):
+            await asyncio.to_thread(self._record_clocks)
+        started = asyncio.get_running_loop().time()
+        tasks = [
+            asyncio.create_task(self._timeline(spec, started, stop), name=spec.label)
+            for spec in self.specs
+        ]
+        try:
+            if tasks:
+                await asyncio.gather(*tasks)
+            else:
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _timeline(self, spec: NemesisSpec, started: float, stop: asyncio.Event) -> None:
+        windows = fault_windows(spec.schedule, entry_rng(self.seed, spec.index, "schedule"))
+        choices = entry_rng(self.seed, spec.index, "targets")
+        for start, end in windows:
+            if await _wait_until(started + start, stop):
+                return
+            hold = end - start
+            target = await asyncio.to_thread(self._resolve, spec, choices, hold)
+            applied = await self._act(spec, f"start-{spec.fault}", target)
+            stopped = await _wait_until(started + end, stop)
+            if applied:
+                await self._act(spec, f"stop-{spec.fault}", None)
+            if stopped:
+                return
+
+    def _resolve(self, spec: NemesisSpec, rng: random.Random, hold: float) -> FaultTarget | str:
+        """The target of one start, or the reason there is none (no leader known)."""
+        names = [node.name for node in self.cluster.nodes]
+        options = spec.options
+        if isinstance(options, PartitionOptions):
+            grudge = self._grudge(options, names, rng)
+            if grudge is None:
+                return "no leader known"
+            return FaultTarget(nodes=tuple(sorted(grudge)), grudge=grudge, hold_seconds=hold)
+        if isinstance(options, NetemOptions) and options.links:
+            nodes = tuple(sorted({n for link in options.links for n in link}))
+            return FaultTarget(nodes=nodes, hold_seconds=hold)
+        nodes = resolve_target(options.target, names, rng, self._leader)
+        if not nodes:
+            return "no leader known"
+        return FaultTarget(nodes=nodes, hold_seconds=hold)
+
+    def _grudge(
+        self, options: PartitionOptions, names: list[str], rng: random.Random
+    ) -> dict[str, frozenset[str]] | None:
+        shape = options.shape
+        if shape == "halves":
+            return shapes.random_halves(names, rng)
+        if shape == "majority-minority":
+            assert options.minority_size is not None
+            return shapes.majority_minority(names, rng, options.minority_size)
+        if shape == "majorities-ring":
+            return shapes.majorities_ring(names, rng)
+        if shape == "bridge":
+            return shapes.bridge(names, rng)
+        if shape == "grudge":
+            return shapes.explicit(options.grudge)
+        target = options.target if shape == "isolate-one" else None
+        if target is None:
+            victim = self._leader()
+        else:
+            chosen = resolve_target(target, names, rng, self._leader)
+            victim = chosen[0] if chosen else None
+        return shapes.isolate(names, victim) if victim in names else None
+
+    def _leader(self) -> str | None:
+        try:
+            leader = self.backend.leader(self.cluster)
+        except Exception as exc:
+            log.warning("nemesis: asking the backend for the leader failed: %s", exc)
+            leader = None
+        self._safe_record("info", "leader", {"leader": leader})
+        return leader
+
+    async def _act(self, spec: NemesisSpec, f: str, target: FaultTarget | str | None) -> bool:
+        """Record invoke, apply in a thread, record info. True if the fault may be on now."""
+        intent: dict[str, Any] = {"nemesis": spec.index}
+        if isinstance(target, FaultTarget):
+            intent["nodes"] = list(target.nodes)
+        if isinstance(spec.options, PartitionOptions) and f.startswith("start"):
+            intent["shape"] = spec.options.shape
+        self._safe_record("invoke", f, intent)
+        if isinstance(target, str):
+            self._safe_record("info", f, {**intent, "skipped": target})
+            return False
+        try:
+            action = await asyncio.to_thread(self._apply, spec, f, target)
+        except Exception as exc:
+            log.warning("nemesis: %s %s failed: %s", spec.label, f, exc)
+            self._safe_record("info", f, {**intent, "error": str(exc)})
+            return f.startswith("start")
+        self._safe_record("info", f, {"nemesis": spec.index, **action.description})
+        if spec.fault == "clock":
+            await asyncio.to_thread(self._record_clocks)
+        return True
+
+    def _apply(self, spec: NemesisSpec, f: str, target: FaultTarget | None) -> FaultAction:
+        with self._inflight_changed:
+            if self._closed:
+                raise RuntimeError("the nemesis is healing; no new faults")
+            self._inflight += 1
+        try:
+            return self.nemeses[spec.index].invoke(f, target)
+        finally:
+            with self._inflight_changed:
+                self._inflight -= 1
+                self._inflight_changed.notify_all()
+
+    def _record_clocks(self) -> None:
+        try:
+            reading = measure_clock_offsets(self.cluster)
+        except Exception as exc:
+            log.warning("nemesis: measuring node clocks failed: %s", exc)
+            return
+        self._safe_record("info", "clock", reading.to_json())
+
+    def _safe_record(self, type_: str, f: str, value: Any) -> None:
+        """A history that can no longer be written must not stop faults from being healed."""
+        try:
+            self.record(type_, f, value)
+        except Exception as exc:
+            log.warning("nemesis: could not record %s %s: %s", type_, f, exc)
+
+    # -- healing -------------------------------------------------------------------------------
+
+    def heal_all(self) -> list[str]:
+        """Undo every fault (this run's, then a sweep of every node); never raises."""
+        errors: list[str] = []
+        try:
+            with self._inflight_changed:
+                self._closed = True
+                deadline = time.monotonic() + INFLIGHT_WAIT_SECONDS
+                while self._inflight and time.monotonic() < deadline:
+                    self._inflight_changed.wait(timeout=max(0.0, deadline - time.monotonic()))
+                if self._inflight:
+                    errors.append(f"{self._inflight} fault command(s) still running after heal")
+            ordered = sorted(self.nemeses.items(), key=lambda item: _heal_rank(item[1].name))
+            for index, nemesis in ordered:
+                try:
+                    action = nemesis.heal()
+                except HealError as exc:
+                    errors.extend(exc.errors)
+                    continue
+                except Exception as exc:
+                    errors.append(f"nemesis[{index}] ({nemesis.name}): heal failed: {exc}")
+                    continue
+                if action is not None:
+                    self._safe_record("invoke", action.f, {"nemesis": index, "heal": True})
+                    value = {"nemesis": index, "heal": True, **action.description}
+                    self._safe_record("info", action.f, value)
+            errors.extend(heal_cluster(self.cluster, self.backend))
+            if any(nemesis.name == "clock" for nemesis in self.nemeses.values()):
+                self.clock_offsets.clear()
+                self._record_clocks()
+        except Exception as exc:
+            errors.append(f"heal_all: {exc}")
+        return errors
+
+
+def _heal_rank(fault: str) -> int:
+    return HEAL_ORDER.index(fault) if fault in HEAL_ORDER else len(HEAL_ORDER)
+
+
+async def _wait_until(deadline: float, stop: asyncio.Event) -> bool:
+    """Sleep until the loop time ``deadline``; True if ``stop`` was set first (or already)."""
+    delay = deadline - asyncio.get_running_loop().time()
+    if stop.is_set():
+        return True
+    if delay <= 0:
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,187 @@
+"""Raft messages between replicas over TCP: length-prefixed, CRC-checked frames.
+
+One outbound connection per peer, fed by a bounded queue (Raft tolerates loss, so a full queue
+drops the message instead of growing without bound) and re-established with exponential backoff.
+Inbound connections are read frame by frame; a malformed frame is logged and the connection
+dropped, never raised into the node.
+
+Frame: ``u32 length | u32 crc32(payload) | payload``, payload = codec.encode_message(msg). A
+connection opens with ``PEER_MAGIC`` so a stray client is told apart from a corrupted stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+
+from reference_impl.raft.codec import decode_message, encode_message
+from reference_impl.raft.errors import RaftProtocolError
+from reference_impl.raft.limits import MAX_MESSAGE_BYTES
+from reference_impl.raft.metrics import ReplicaMetrics
+from reference_impl.raft.types import Message, NodeId
+
+logger = logging.getLogger(__name__)
+
+PEER_MAGIC = b"LBRAFT1\n"
+FRAME_HEADER = struct.Struct(">II")
+DEFAULT_QUEUE_SIZE = 4096
+"""Messages waiting for one peer; at 4096 a peer that is gone costs at most a few MiB."""
+RECONNECT_MIN_SECONDS = 0.05
+RECONNECT_MAX_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 1.0
+HANDSHAKE_TIMEOUT_SECONDS = 5.0
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+class PeerTransport:
+    """Sends messages to peers and hands received ones to ``on_message``."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        peers: Mapping[NodeId, tuple[str, int]],
+        on_message: Callable[[Message], None],
+        metrics: ReplicaMetrics,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self._node_id = node_id
+        self._address = peers[node_id]
+        self._peers = {peer: address for peer, address in peers.items() if peer != node_id}
+        self._on_message = on_message
+        self._metrics = metrics
+        self._queues: dict[NodeId, asyncio.Queue[Message]] = {
+            peer: asyncio.Queue(queue_size) for peer in self._peers
+        }
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inbound: set[asyncio.Task[None]] = set()
+        self._rng = random.Random()
+
+    async def start(self) -> None:
+        host, port = self._address
+        self._server = await asyncio.start_server(self._serve_inbound, host, port)
+        for peer in self._peers:
+            self._tasks.append(asyncio.create_task(self._send_loop(peer), name=f"send-{peer}"))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in [*self._tasks, *self._inbound]:
+            task.cancel()
+        for task in [*self._tasks, *self._inbound]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        self._tasks = []
+
+    def send(self, msg: Message) -> None:
+        queue = self._queues.get(msg.dst)
+        if queue is None:
+            logger.error("%s: no peer %r to send %s to", self._node_id, msg.dst, type(msg).__name__)
+            return
+        try:
+            queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self._metrics.messages_dropped += 1
+
+    # -----------------------------------------------------------------------------------------
+
+    async def _send_loop(self, peer: NodeId) -> None:
+        host, port = self._peers[peer]
+        queue = self._queues[peer]
+        delay = RECONNECT_MIN_SECONDS
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_SECONDS
+                )
+            except (OSError, TimeoutError) as error:
+                logger.debug(
+                    "%s: cannot reach %s at %s:%d: %s", self._node_id, peer, host, port, error
+                )
+                self._discard_stale(queue)
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                continue
+            delay = RECONNECT_MIN_SECONDS
+            try:
+                writer.write(PEER_MAGIC)
+                while True:
+                    batch = [await queue.get()]
+                    while not queue.empty() and len(batch) < 256:
+                        batch.append(queue.get_nowait())
+                    frames = []
+                    for msg in batch:
+                        try:
+                            frames.append(encode_frame(encode_message(msg)))
+                        except RaftProtocolError as error:
+                            logger.error("%s: cannot encode %r: %s", self._node_id, msg, error)
+                    writer.write(b"".join(frames))
+                    await writer.drain()
+                    self._metrics.messages_sent += len(frames)
+            except (OSError, ConnectionError) as error:
+                logger.info("%s: connection to %s lost: %s", self._node_id, peer, error)
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    @staticmethod
+    def _discard_stale(queue: asyncio.Queue[Message]) -> None:
+        """Messages for a peer we cannot reach are stale by the time it is back; Raft resends."""
+        while not queue.empty():
+            queue.get_nowait()
+
+    async def _serve_inbound(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inbound.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            magic = await asyncio.wait_for(
+                reader.readexactly(len(PEER_MAGIC)), HANDSHAKE_TIMEOUT_SECONDS
+            )
+            if magic != PEER_MAGIC:
+                raise RaftProtocolError(f"bad connection preamble {magic!r}")
+            while True:
+                header = await reader.readexactly(FRAME_HEADER.size)
+                length, crc = FRAME_HEADER.unpack(header)
+                if length > MAX_MESSAGE_BYTES:
+                    raise RaftProtocolError(f"frame of {length} bytes exceeds MAX_MESSAGE_BYTES")
+                payload = await reader.readexactly(length)
+                if zlib.crc32(payload) != crc:
+                    raise RaftProtocolError("frame CRC mismatch")
+                msg = decode_message(payload)
+                self._metrics.messages_received += 1
+                self._on_message(msg)
+        except RaftProtocolError as error:
+            self._metrics.malformed_frames += 1
+            logger.warning(
+                "%s: malformed data from %s, dropping the connection: %s",
+                self._node_id,
+                peer,
+                error,
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError):
+            pass
+        except asyncio.CancelledError:
+            # stop() cancels us; returning normally keeps asyncio's stream callback from
+            # logging the cancellation as an error (it calls task.exception()).
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._inbound.discard(task)

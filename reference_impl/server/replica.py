@@ -1,0 +1,496 @@
+"""The asyncio shell around the Raft core: one replica of a replicated state machine.
+
+It owns the clock (a tick every ``tick_seconds``), the disk (RaftStorage, fsync in a worker
+thread) and the network (PeerTransport), and drives the core through its Ready contract. Everything
+that arrives while an fsync is in flight (proposals, peer messages, ticks) waits in the inbox and
+goes into the next Ready together: that is the group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from reference_impl.raft.config import RaftConfig
+from reference_impl.raft.core import RaftNode
+from reference_impl.raft.errors import (
+    NotLeader,
+    ProposalDropped,
+    ProposalTimeout,
+    RaftConfigError,
+    RaftError,
+    ReadIndexTimeout,
+)
+from reference_impl.raft.metrics import ReplicaMetrics
+from reference_impl.raft.types import EntryKind, Message, NodeId, ReadState, Ready, Role
+from reference_impl.server.peer_transport import PeerTransport
+from reference_impl.storage.raft_storage import RaftStorage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SNAPSHOT_EVERY = 10_000
+"""Applied entries between automatic snapshots (etcd's default --snapshot-count is 10,000)."""
+
+
+class StateMachine(Protocol):
+    """What the replica replicates. ``apply`` must be deterministic: every replica applies the same
+    entries in the same order and must reach the same state and results."""
+
+    def apply(self, index: int, data: bytes) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes, index: int) -> None: ...
+
+
+class LeadershipTransferFailed(RaftError):
+    """The target did not become leader in time; the old leader may or may not still lead."""
+
+
+class ReplicaStopped(RaftError):
+    """The replica was stopped (or not started) while the request was pending."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposal:
+    data: bytes
+    future: asyncio.Future[Any]
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    ctx: bytes
+    future: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    target: NodeId
+    future: asyncio.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingProposal:
+    term: int
+    future: asyncio.Future[Any]
+    started: float
+
+
+_Input = _Tick | _Proposal | _Read | _Transfer | Message
+_TICK = _Tick()
+
+
+class Replica:
+    """One member of a Raft group on this host. See docs/raft.md."""
+
+    def __init__(
+        self,
+        node_id: str,
+        peers: Mapping[str, tuple[str, int]],
+        data_dir: Path,
+        state_machine: StateMachine,
+        *,
+        config: RaftConfig | None = None,
+        tick_seconds: float = 0.05,
+        fsync: bool = True,
+        on_leader_change: Callable[[str | None, int], None] | None = None,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        unsafe_no_fsync: bool = False,
+        unsafe_no_check_quorum: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        if node_id not in peers:
+            raise RaftConfigError(f"peers must include this node {node_id!r} with its peer port")
+        if tick_seconds <= 0:
+            raise RaftConfigError(f"tick_seconds must be positive, got {tick_seconds}")
+        if snapshot_every < 1:
+            raise RaftConfigError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        if config is None:
+            config = RaftConfig(node_id, tuple(sorted(peers)))
+        if config.node_id != node_id or set(config.voters) != set(peers):
+            raise RaftConfigError(
+                f"config is for {config.node_id!r} with voters {list(config.voters)}, but the "
+                f"replica is {node_id!r} with peers {sorted(peers)}"
+            )
+        if unsafe_no_check_quorum and not config.unsafe_no_check_quorum:
+            config = RaftConfig(
+                **{
+                    **{name: getattr(config, name) for name in RaftConfig.__dataclass_fields__},
+                    "unsafe_no_check_quorum": True,
+                }
+            )
+        self._id = node_id
+        self._peers = dict(peers)
+        self._config = config
+        self._state_machine = state_machine
+        self._tick_seconds = tick_seconds
+        self._snapshot_every = snapshot_every
+        self._on_leader_change = on_leader_change
+        self._rng = rng or random.Random()
+        self._storage = RaftStorage(Path(data_dir), fsync=fsync and not unsafe_no_fsync)
+        self.metrics = ReplicaMetrics()
+        self._node: RaftNode | None = None
+        self._transport: PeerTransport | None = None
+        self._inbox: deque[_Input] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._applied = 0
+        self._last_snapshot_index = 0
+        self._leader: NodeId | None = None
+        self._term = 0
+        self._role = Role.FOLLOWER
+        self._proposals: dict[int, _PendingProposal] = {}
+        self._reads: dict[bytes, tuple[asyncio.Future[None], float]] = {}
+        self._reads_waiting_apply: list[tuple[int, asyncio.Future[None], float]] = []
+        self._read_ids = itertools.count(1)
+        self._leader_changed = asyncio.Event()
+
+    # -----------------------------------------------------------------------------------------
+    # State
+
+    @property
+    def id(self) -> NodeId:
+        return self._id
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def leader_id(self) -> NodeId | None:
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._role is Role.LEADER
+
+    @property
+    def commit_index(self) -> int:
+        return self._node.commit_index if self._node else 0
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -----------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Load durable state, restore the state machine, listen, and start ticking."""
+        if self._running:
+            return
+        restored = await asyncio.to_thread(self._storage.load)
+        if restored.snapshot is not None:
+            meta = restored.snapshot.meta
+            self._state_machine.restore(restored.snapshot.data, meta.index)
+            self._applied = meta.index
+            self._last_snapshot_index = meta.index
+        self._node = RaftNode(self._config, restored, self._rng)
+        self._term = self._node.term
+        self._transport = PeerTransport(self._id, self._peers, self._deliver, self.metrics)
+        await self._transport.start()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"raft-{self._id}"),
+            asyncio.create_task(self._tick_loop(), name=f"tick-{self._id}"),
+        ]
+        logger.info(
+            "%s: started at term %d, %d entries, applied %d",
+            self._id,
+            self._node.term,
+            self._node.last_index,
+            self._applied,
+        )
+
+    async def stop(self) -> None:
+        """Stop ticking and talking; pending requests fail with ReplicaStopped."""
+        if not self._running:
+            return
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._transport is not None:
+            await self._transport.stop()
+        self._fail_everything(ReplicaStopped(f"{self._id} stopped"))
+        self._storage.close()
+
+    # -----------------------------------------------------------------------------------------
+    # Requests
+
+    async def propose(self, data: bytes, *, timeout: float) -> Any:
+        """Replicate ``data`` and return what ``state_machine.apply`` returned for it.
+
+        Raises NotLeader when this replica is not the leader (nothing was proposed),
+        ProposalDropped or ProposalTimeout when the outcome is unknown (indeterminate).
+        """
+        self._require_running()
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader, self._id)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._post(_Proposal(data, future, time.perf_counter()))
+        self.metrics.proposals += 1
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.metrics.proposals_failed += 1
+            raise ProposalTimeout(
+                f"{self._id}: proposal not applied within {timeout:.3f}s; it may still commit"
+            ) from None
+        except RaftError:
+            self.metrics.proposals_failed += 1
+            raise
+
+    async def linearizable_read(self, *, timeout: float) -> None:
+        """Return once this replica's state machine reflects every write that completed before
+        the call (ReadIndex; on a follower the leader is asked for the index)."""
+        self._require_running()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ctx = f"{self._id}:{next(self._read_ids)}".encode()
+        self._post(_Read(ctx, future))
+        self.metrics.reads += 1
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.metrics.reads_failed += 1
+            raise ReadIndexTimeout(
+                f"{self._id}: read index not confirmed within {timeout:.3f}s (leader "
+                f"{self._leader or 'unknown'})"
+            ) from None
+        except RaftError:
+            self.metrics.reads_failed += 1
+            raise
+
+    async def transfer_leadership(self, target: str, *, timeout: float | None = None) -> None:
+        """Hand leadership to ``target`` and wait until this replica sees it lead."""
+        self._require_running()
+        if timeout is None:
+            timeout = 4 * self._config.election_ticks_max * self._tick_seconds
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._post(_Transfer(target, future))
+        deadline = time.monotonic() + timeout
+        await asyncio.wait_for(future, timeout)
+        while self._leader != target:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LeadershipTransferFailed(
+                    f"{target} did not become leader within {timeout:.2f}s (leader is "
+                    f"{self._leader or 'unknown'})"
+                )
+            self._leader_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._leader_changed.wait(), remaining)
+
+    # -----------------------------------------------------------------------------------------
+    # The loop
+
+    def _require_running(self) -> None:
+        if not self._running:
+            raise ReplicaStopped(f"replica {self._id} is not running")
+
+    def _post(self, item: _Input) -> None:
+        self._inbox.append(item)
+        self._wake.set()
+
+    def _deliver(self, msg: Message) -> None:
+        self._post(msg)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_seconds)
+            self._post(_TICK)
+
+    async def _run(self) -> None:
+        node = self._node
+        assert node is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._inbox:
+                self._handle_input(node, self._inbox.popleft())
+            while node.has_ready():
+                await self._handle_ready(node, node.ready())
+
+    def _handle_input(self, node: RaftNode, item: _Input) -> None:
+        if isinstance(item, _Tick):
+            node.tick()
+        elif isinstance(item, _Proposal):
+            if item.future.done():
+                return
+            try:
+                index = node.propose(item.data)
+            except RaftError as error:
+                item.future.set_exception(error)
+                return
+            self._proposals[index] = _PendingProposal(node.term, item.future, item.started)
+        elif isinstance(item, _Read):
+            try:
+                node.read_index(item.ctx)
+            except RaftError as error:
+                if not item.future.done():
+                    item.future.set_exception(error)
+                return
+            self._reads[item.ctx] = (item.future, time.perf_counter())
+        elif isinstance(item, _Transfer):
+            try:
+                node.transfer_leadership(item.target)
+            except (RaftError, ValueError) as error:
+                if not item.future.done():
+                    item.future.set_exception(error)
+                return
+            if not item.future.done():
+                item.future.set_result(None)
+        else:
+            node.step(item)
+
+    async def _handle_ready(self, node: RaftNode, ready: Ready) -> None:
+        if ready.snapshot is not None or ready.hard_state is not None or ready.entries:
+            stats = await asyncio.to_thread(
+                self._storage.save, ready.hard_state, ready.entries, ready.snapshot
+            )
+            self.metrics.fsyncs += 1
+            self.metrics.records_persisted += stats.records
+            self.metrics.fsync_seconds.observe(stats.fsync_seconds)
+            self.metrics.records_per_fsync.observe(stats.records)
+        transport = self._transport
+        assert transport is not None
+        for msg in ready.messages:
+            transport.send(msg)
+        self._observe_role(ready)
+        if ready.snapshot is not None:
+            meta = ready.snapshot.meta
+            self._state_machine.restore(ready.snapshot.data, meta.index)
+            self._applied = meta.index
+            self._last_snapshot_index = meta.index
+            self.metrics.snapshots_installed += 1
+            self._fail_proposals_up_to(meta.index)
+        for entry in ready.committed:
+            result = None
+            if entry.kind is EntryKind.NORMAL:
+                result = self._state_machine.apply(entry.index, entry.data)
+            self._applied = entry.index
+            pending = self._proposals.pop(entry.index, None)
+            if pending is not None and not pending.future.done():
+                if pending.term == entry.term:
+                    pending.future.set_result(result)
+                    self.metrics.proposal_seconds.observe(time.perf_counter() - pending.started)
+                else:
+                    pending.future.set_exception(
+                        ProposalDropped(
+                            f"entry {entry.index} was replaced by a later leader: not committed"
+                        )
+                    )
+        self._accept_read_states(ready.read_states)
+        self._release_reads()
+        node.advance(ready)
+        if self._applied - self._last_snapshot_index >= self._snapshot_every:
+            await self._take_snapshot(node)
+
+    async def _take_snapshot(self, node: RaftNode) -> None:
+        index = self._applied
+        snapshot = node.compact(index, self._state_machine.snapshot())
+        await asyncio.to_thread(self._storage.save, None, (), snapshot)
+        self._last_snapshot_index = index
+        self.metrics.snapshots_taken += 1
+        logger.info("%s: snapshot at index %d", self._id, index)
+
+    def _observe_role(self, ready: Ready) -> None:
+        was_leader = self._role is Role.LEADER
+        if ready.role is Role.CANDIDATE and self._role is not Role.CANDIDATE:
+            self.metrics.elections_started += 1
+        self._role = ready.role
+        changed = ready.leader != self._leader or ready.term != self._term
+        leader_changed = ready.leader != self._leader
+        self._leader = ready.leader
+        self._term = ready.term
+        if was_leader and ready.role is not Role.LEADER:
+            self._fail_proposals_up_to(None)
+        if leader_changed:
+            self.metrics.leader_changes += 1
+            self._fail_reads(NotLeader(ready.leader, self._id))
+            self._leader_changed.set()
+        if changed and self._on_leader_change is not None:
+            try:
+                self._on_leader_change(ready.leader, ready.term)
+            except Exception:
+                logger.exception("%s: on_leader_change callback failed", self._id)
+
+    def _accept_read_states(self, read_states: tuple[ReadState, ...]) -> None:
+        for read_state in read_states:
+            pending = self._reads.pop(read_state.ctx, None)
+            if pending is not None:
+                future, started = pending
+                self._reads_waiting_apply.append((read_state.index, future, started))
+
+    def _release_reads(self) -> None:
+        if not self._reads_waiting_apply:
+            return
+        still_waiting = []
+        for index, future, started in self._reads_waiting_apply:
+            if index <= self._applied:
+                if not future.done():
+                    future.set_result(None)
+                    self.metrics.read_seconds.observe(time.perf_counter() - started)
+            else:
+                still_waiting.append((index, future, started))
+        self._reads_waiting_apply = still_waiting
+
+    def _fail_proposals_up_to(self, index: int | None) -> None:
+        for proposal_index in list(self._proposals):
+            if index is None or proposal_index <= index:
+                pending = self._proposals.pop(proposal_index)
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        ProposalDropped(
+                            f"{self._id} lost leadership before entry {proposal_index} applied; "
+                            "it may still commit"
+                        )
+                    )
+
+    def _fail_reads(self, error: RaftError) -> None:
+        for future, _ in self._reads.values():
+            if not future.done():
+                future.set_exception(error)
+        self._reads = {}
+
+    def _fail_everything(self, error: RaftError) -> None:
+        for pending in self._proposals.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._proposals = {}
+        self._fail_reads(error)
+        for _, future, _ in self._reads_waiting_apply:
+            if not future.done():
+                future.set_exception(error)
+        self._reads_waiting_apply = []
+        for item in self._inbox:
+            if isinstance(item, _Proposal | _Read | _Transfer) and not item.future.done():
+                item.future.set_exception(error)
+        self._inbox.clear()

@@ -1,0 +1,556 @@
+"""The lock service on one node: client requests in, Raft proposals and reads out.
+
+``LockService`` sits between the client connections and the Replica. It is the Replica's state
+machine (it wraps ``LockStateMachine`` so it hears every apply and restore) and it runs the
+leader's timers: session expiry on the monotonic clock (with a fresh TTL for every live session
+when this node becomes leader), try-acquire timeouts and lock-delays. Each timer's decision is
+committed as a log entry, so replicas never disagree about time.
+
+Writes are served by the leader only; followers answer ``not-leader`` with the leader's client
+address (redirect, docs/protocol.md). Reads (owner, check_token) are served by any node after a
+ReadIndex round (``Replica.linearizable_read``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from reference_impl.raft.errors import (
+    NotLeader,
+    ProposalDropped,
+    ProposalTimeout,
+    RaftError,
+    ReadIndexTimeout,
+)
+from reference_impl.server.config import ServerConfig
+from reference_impl.server.metrics import Registry
+from reference_impl.service.commands import (
+    Acquire,
+    CancelWait,
+    CloseSession,
+    Command,
+    EndLockDelay,
+    ExpireSession,
+    OpenSession,
+    Release,
+    encode_command,
+)
+from reference_impl.service.events import RevisionCompacted, WatchEvent
+from reference_impl.service.outcome import Outcome
+from reference_impl.service.protocol import (
+    E_ACQUIRE_TIMEOUT,
+    E_BAD_REQUEST,
+    E_COMPACTED,
+    E_NOT_LEADER,
+    E_SESSION_EXPIRED,
+    E_TIMEOUT,
+    E_UNAVAILABLE,
+    Request,
+)
+from reference_impl.service.state_machine import LockStateMachine
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 5.0  # per proposal / read; the client retries elsewhere after it
+EXPIRY_SCAN_SECONDS = 0.1
+
+
+class RequestFailed(Exception):
+    """A request that ends with an error reply (code from docs/protocol.md)."""
+
+    def __init__(self, code: str, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.leader = leader
+
+
+class ReplicaLike(Protocol):
+    """The part of ``reference_impl.server.replica.Replica`` the service uses."""
+
+    async def propose(self, data: bytes, *, timeout: float) -> Any: ...
+
+    async def linearizable_read(self, *, timeout: float) -> None: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    @property
+    def commit_index(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Subscriber:
+    """One watch: events under ``prefix`` go to ``send``; ``next_revision`` is the next owed."""
+
+    prefix: str
+    send: Callable[[WatchEvent | None, RequestFailed | None], None]
+    next_revision: int
+
+
+class LockService:
+    def __init__(self, config: ServerConfig, registry: Registry) -> None:
+        self.config = config
+        self.machine = LockStateMachine(
+            event_log_capacity=config.event_log_capacity,
+            unsafe_reuse_tokens=config.is_unsafe("reuse-tokens"),
+        )
+        self.machine.observers.append(self)
+        self.replica: ReplicaLike | None = None
+        self.wallclock_expiry = config.is_unsafe("wallclock-expiry")
+        self.clock: Callable[[], float] = time.time if self.wallclock_expiry else time.monotonic
+        self.deadlines: dict[str, float] = {}
+        self.expiring: set[str] = set()
+        self.waiters: dict[tuple[str, str], asyncio.Future[int]] = {}
+        self.cancel_timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.delay_timers: dict[str, asyncio.Task[None]] = {}
+        self.subscribers: list[Subscriber] = []
+        self.leading = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._define_metrics(registry)
+
+    def _define_metrics(self, registry: Registry) -> None:
+        self.requests = registry.counter(
+            "lockd_requests_total", "Client requests by op and result code.", ("op", "result")
+        )
+        self.acquire_seconds = registry.histogram(
+            "lockd_acquire_seconds", "Time from an acquire request to its grant (uncontended)."
+        )
+        self.expiries = registry.counter(
+            "lockd_session_expiries_total", "Expiry entries this node proposed as leader."
+        )
+        self.leader_changes = registry.counter(
+            "lockd_leader_changes_total", "Leader changes this node observed."
+        )
+        stats = self.machine.stats
+        gauge = registry.gauge
+        gauge("lockd_sessions", "Live sessions.", lambda: stats().sessions)
+        gauge("lockd_locks_held", "Locks with a holder.", lambda: stats().locks_held)
+        gauge("lockd_waiters", "Queued acquire requests.", lambda: stats().waiters)
+        gauge("lockd_watchers", "Open watches on this node.", lambda: len(self.subscribers))
+        gauge("lockd_watch_revision", "Newest watch revision.", lambda: stats().last_revision)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def attach(self, replica: ReplicaLike) -> None:
+        self.replica = replica
+
+    async def start(self) -> None:
+        self._expiry_task = asyncio.get_running_loop().create_task(self._expiry_loop())
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *self.cancel_timers.values(), *self.delay_timers.values()]
+        if self._expiry_task is not None:
+            tasks.append(self._expiry_task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._fail_waiters(RequestFailed(E_UNAVAILABLE, "the server is shutting down"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the Replica's StateMachine -----------------------------------------------------------
+
+    def apply(self, index: int, data: bytes) -> Outcome:
+        return self.machine.apply(index, data)
+
+    def snapshot(self) -> bytes:
+        return self.machine.snapshot()
+
+    def restore(self, data: bytes, index: int) -> None:
+        self.machine.restore(data, index)
+        now = self.clock()
+        self.deadlines = {}
+        for session in self.machine.sessions.values():
+            base = session.opened_wall_time if self.wallclock_expiry else now
+            self.deadlines[session.id] = base + session.ttl
+        # Waiters whose state vanished with the restore are told to retry; watches catch up.
+        for key in list(self.waiters):
+            session_id, name = key
+            if name not in self.machine.sessions.get(session_id, _NO_SESSION).waiting:
+                self._resolve_waiter(key, error=RequestFailed(E_TIMEOUT, "state restored; retry"))
+        for subscriber in list(self.subscribers):
+            self._catch_up(subscriber)
+
+    # -- StateObserver (called while entries apply; never blocks) ------------------------------
+
+    def granted(self, session: str, name: str, token: int) -> None:
+        self._resolve_waiter((session, name), token=token)
+
+    def wait_ended(self, session: str, name: str, reason: str) -> None:
+        if reason == "timeout":
+            error = RequestFailed(E_ACQUIRE_TIMEOUT, f"{name}: timed out in the queue")
+        elif reason == "withdrawn":
+            error = RequestFailed(E_ACQUIRE_TIMEOUT, f"{name}: the session withdrew the request")
+        else:
+            error = RequestFailed(E_SESSION_EXPIRED, f"session {session} {reason}")
+        self._resolve_waiter((session, name), error=error)
+
+    def session_opened(self, session: str, ttl: float, wall_time: float) -> None:
+        base = wall_time if self.wallclock_expiry else self.clock()
+        self.deadlines[session] = base + ttl
+
+    def session_ended(self, session: str, reason: str) -> None:
+        self.deadlines.pop(session, None)
+        self.expiring.discard(session)
+
+    def lock_delayed(self, name: str) -> None:
+        if self.leading:
+            self._arm_lock_delay(name)
+
+    def event(self, event: WatchEvent) -> None:
+        for subscriber in list(self.subscribers):
+            if event.revision < subscriber.next_revision:
+                continue
+            if event.name.startswith(subscriber.prefix):
+                subscriber.send(event, None)
+            subscriber.next_revision = event.revision + 1
+
+    # -- leadership ---------------------------------------------------------------------------
+
+    def leader_changed(self, leader: str | None, term: int) -> None:
+        """Called by the Replica whenever the known leader changes."""
+        self.leader_changes.inc()
+        was_leading = self.leading
+        self.leading = leader == self.config.id
+        if self.leading and not was_leading:
+            log.info("leader in term %d: fresh TTL for %d sessions", term, len(self.deadlines))
+            if not self.wallclock_expiry:
+                now = self.clock()
+                for session in self.machine.sessions.values():
+                    self.deadlines[session.id] = now + session.ttl
+            self.expiring.clear()
+            for lock in self.machine.locks.values():
+                if lock.delayed:
+                    self._arm_lock_delay(lock.name)
+        elif was_leading and not self.leading:
+            hint = self.leader_endpoint(leader)
+            self._fail_waiters(
+                RequestFailed(E_NOT_LEADER, "leadership moved; retry on the leader", leader=hint)
+            )
+            for task in [*self.cancel_timers.values(), *self.delay_timers.values()]:
+                task.cancel()
+            self.cancel_timers.clear()
+            self.delay_timers.clear()
+
+    def leader_endpoint(self, leader: str | None = None) -> str | None:
+        if leader is None and self.replica is not None:
+            leader = self.replica.leader_id
+        member = self.config.members.get(leader) if leader else None
+        return member.client_endpoint if member else None
+
+    def _require_replica(self) -> ReplicaLike:
+        if self.replica is None:
+            raise RequestFailed(E_UNAVAILABLE, "the node is starting")
+        return self.replica
+
+    def _require_leader(self) -> ReplicaLike:
+        replica = self._require_replica()
+        if not replica.is_leader:
+            raise RequestFailed(
+                E_NOT_LEADER,
+                f"{self.config.id} is not the leader; send writes to the leader",
+                leader=self.leader_endpoint(),
+            )
+        return replica
+
+    # -- timers (leader only) -----------------------------------------------------------------
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SCAN_SECONDS)
+            if not self.leading or self.replica is None or not self.replica.is_leader:
+                continue
+            now = self.clock()
+            for session, deadline in list(self.deadlines.items()):
+                if deadline <= now and session not in self.expiring:
+                    self.expiring.add(session)
+                    self.expiries.inc()
+                    lock_delay = self.config.lock_delay_ms / 1000.0
+                    self._spawn(self._propose_quietly(ExpireSession(session, lock_delay), session))
+
+    async def _propose_quietly(self, command: Command, expiring: str | None = None) -> None:
+        replica = self.replica
+        if replica is None:
+            return
+        try:
+            await replica.propose(encode_command(command), timeout=REQUEST_TIMEOUT)
+        except RaftError as exc:
+            log.info("leader-issued %s not committed: %s", type(command).__name__, exc)
+            if expiring is not None:
+                self.expiring.discard(expiring)
+
+    def _arm_lock_delay(self, name: str) -> None:
+        if name in self.delay_timers:
+            return
+
+        async def end_delay() -> None:
+            try:
+                await asyncio.sleep(self.config.lock_delay_ms / 1000.0)
+                await self._propose_quietly(EndLockDelay(name))
+            finally:
+                self.delay_timers.pop(name, None)
+
+        self.delay_timers[name] = asyncio.get_running_loop().create_task(end_delay())
+
+    def _arm_cancel(self, key: tuple[str, str], timeout: float) -> None:
+        if key in self.cancel_timers:
+            return
+
+        async def cancel() -> None:
+            try:
+                await asyncio.sleep(timeout)
+                await self._propose_quietly(CancelWait(*key))
+            finally:
+                self.cancel_timers.pop(key, None)
+
+        self.cancel_timers[key] = asyncio.get_running_loop().create_task(cancel())
+
+    def _resolve_waiter(
+        self, key: tuple[str, str], *, token: int | None = None, error: RequestFailed | None = None
+    ) -> None:
+        future = self.waiters.pop(key, None)
+        timer = self.cancel_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(token if token is not None else 0)
+
+    def _fail_waiters(self, error: RequestFailed) -> None:
+        for key in list(self.waiters):
+            self._resolve_waiter(key, error=error)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def _propose(self, command: Command) -> Outcome:
+        replica = self._require_leader()
+        try:
+            data = encode_command(command)
+            outcome: Outcome = await replica.propose(data, timeout=REQUEST_TIMEOUT)
+        except NotLeader as exc:
+            raise RequestFailed(
+                E_NOT_LEADER, str(exc), leader=self.leader_endpoint(exc.leader)
+            ) from exc
+        except (ProposalTimeout, ProposalDropped) as exc:
+            raise RequestFailed(E_TIMEOUT, f"outcome unknown: {exc}") from exc
+        except RaftError as exc:
+            raise RequestFailed(E_UNAVAILABLE, str(exc)) from exc
+        if outcome.status == "error":
+            raise RequestFailed(outcome.error or E_BAD_REQUEST, outcome.message)
+        return outcome
+
+    async def _read_barrier(self) -> None:
+        replica = self._require_replica()
+        if self.config.is_unsafe("stale-follower-reads") and not replica.is_leader:
+            return
+        try:
+            await replica.linearizable_read(timeout=REQUEST_TIMEOUT)
+        except NotLeader as exc:
+            raise RequestFailed(
+                E_NOT_LEADER, str(exc), leader=self.leader_endpoint(exc.leader)
+            ) from exc
+        except (ReadIndexTimeout, RaftError) as exc:
+            raise RequestFailed(E_UNAVAILABLE, f"read not confirmed: {exc}") from exc
+
+    async def handle(self, request: Request) -> Any:
+        """Serve one non-streaming request; raises RequestFailed for an error reply."""
+        args = request.args
+        op = request.op
+        if op == "open_session":
+            outcome = await self._propose(
+                OpenSession(args["client_id"], args["seq"], float(args["ttl"]), time.time())
+            )
+            return {"session": outcome.session, "ttl": float(args["ttl"])}
+        if op == "keepalive":
+            return await self._keepalive(args["session"])
+        if op == "close_session":
+            await self._propose(CloseSession(args["client_id"], args["seq"], args["session"]))
+            return {}
+        if op == "acquire":
+            return await self._acquire(args)
+        if op == "release":
+            outcome = await self._propose(
+                Release(args["client_id"], args["seq"], args["session"], args["name"])
+            )
+            return {"withdrawn": bool(outcome.message)}
+        if op == "owner":
+            await self._read_barrier()
+            view = self.machine.owner(args["name"])
+            return {
+                "holders": [
+                    {"session": h.session, "token": h.token, "shared": h.shared, "value": h.value}
+                    for h in view.holders
+                ],
+                "token": view.token,
+                "waiters": list(view.waiters),
+                "delayed": view.delayed,
+            }
+        if op == "check_token":
+            await self._read_barrier()
+            return {"valid": self.machine.check_token(args["name"], args["token"])}
+        if op == "status":
+            return self.status()
+        if op == "members":
+            return self.members()
+        raise RequestFailed(E_BAD_REQUEST, f"op {op!r} is not served here")
+
+    async def _keepalive(self, session_id: str) -> dict[str, Any]:
+        replica = self._require_leader()
+        session = self.machine.sessions.get(session_id)
+        if session is None or session_id in self.expiring:
+            raise RequestFailed(E_SESSION_EXPIRED, f"session {session_id} expired")
+        self.deadlines[session_id] = self.clock() + session.ttl
+        # Confirm leadership after receipt: a leader elected later starts a fresh TTL that ends
+        # after this receipt's TTL, so the client's safe deadline stays safe.
+        await self._read_barrier()
+        if not replica.is_leader:
+            raise RequestFailed(E_NOT_LEADER, "leadership moved", leader=self.leader_endpoint())
+        if session_id not in self.machine.sessions or session_id in self.expiring:
+            raise RequestFailed(E_SESSION_EXPIRED, f"session {session_id} expired")
+        return {"ttl": session.ttl}
+
+    async def _acquire(self, args: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        timeout: float | None = args.get("timeout")
+        command = Acquire(
+            args["client_id"],
+            args["seq"],
+            args["session"],
+            args["name"],
+            bool(args.get("shared", False)),
+            wait=timeout != 0,
+            value=str(args.get("value", "")),
+        )
+        if self.config.is_unsafe("grant-before-commit"):
+            early = self._grant_before_commit(command)
+            if early is not None:
+                return early
+        outcome = await self._propose(command)
+        if outcome.status == "ok" and outcome.token is not None:
+            self.acquire_seconds.observe(time.monotonic() - started)
+            return {"token": outcome.token, "session": command.session}
+        if outcome.status == "busy":
+            raise RequestFailed(E_ACQUIRE_TIMEOUT, f"{command.name} is held (try-acquire)")
+        # Queued: wait for the grant (or the leader's cancel at the timeout).
+        key = (command.session, command.name)
+        session = self.machine.sessions.get(command.session)
+        if session is None:
+            raise RequestFailed(E_SESSION_EXPIRED, f"session {command.session} expired")
+        lock = self.machine.locks.get(command.name)
+        holder = lock.holders.get(command.session) if lock else None
+        if holder is not None:  # granted between apply and now (a retried request)
+            return {"token": holder.token, "session": command.session}
+        if command.name not in session.waiting:
+            raise RequestFailed(E_ACQUIRE_TIMEOUT, f"{command.name}: no longer queued")
+        future = self.waiters.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self.waiters[key] = future
+        if timeout is not None and self.leading:
+            self._arm_cancel(key, float(timeout))
+        token = await asyncio.shield(future)
+        return {"token": token, "session": command.session}
+
+    def _grant_before_commit(self, command: Acquire) -> dict[str, Any] | None:
+        """--unsafe-grant-before-commit: answer from local state and commit in the background."""
+        replica = self._require_leader()
+        if command.session not in self.machine.sessions:
+            return None
+        lock = self.machine.locks.get(command.name)
+        if lock is not None and not lock.compatible(command.shared):
+            return None
+        self._spawn(self._propose_quietly(command))
+        return {"token": replica.commit_index + 1, "session": command.session}
+
+    # -- watches ------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        prefix: str,
+        from_revision: int,
+        send: Callable[[WatchEvent | None, RequestFailed | None], None],
+    ) -> tuple[Subscriber, int]:
+        """Register a watch and replay its backlog; returns it and the current revision.
+
+        Synchronous on purpose: no entry can apply between the backlog and the registration.
+        """
+        current = self.machine.events.last_revision
+        start = from_revision if from_revision > 0 else current + 1
+        try:
+            backlog = list(self.machine.watch_backlog(prefix, start))
+        except RevisionCompacted as exc:
+            raise RequestFailed(E_COMPACTED, str(exc)) from exc
+        subscriber = Subscriber(prefix, send, max(start, current + 1))
+        for event in backlog:
+            send(event, None)
+        self.subscribers.append(subscriber)
+        return subscriber, current
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with contextlib.suppress(ValueError):
+            self.subscribers.remove(subscriber)
+
+    def _catch_up(self, subscriber: Subscriber) -> None:
+        """After a snapshot restore, deliver what the subscriber missed (or say it is gone)."""
+        try:
+            events = list(self.machine.watch_backlog(subscriber.prefix, subscriber.next_revision))
+        except RevisionCompacted as exc:
+            self.unsubscribe(subscriber)
+            subscriber.send(None, RequestFailed(E_COMPACTED, str(exc)))
+            return
+        for event in events:
+            subscriber.send(event, None)
+        subscriber.next_revision = self.machine.events.last_revision + 1
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        replica = self.replica
+        return {
+            "id": self.config.id,
+            "role": str(getattr(getattr(replica, "role", None), "value", "starting")),
+            "term": int(getattr(replica, "term", 0) or 0),
+            "leader": replica.leader_id if replica else None,
+            "leader_endpoint": self.leader_endpoint(),
+            "commit_index": int(getattr(replica, "commit_index", 0) or 0),
+            "applied_index": int(getattr(replica, "applied_index", 0) or 0),
+            "unsafe": sorted(self.config.unsafe),
+        }
+
+    def members(self) -> list[dict[str, Any]]:
+        leader = self.replica.leader_id if self.replica else None
+        return [
+            {
+                "id": node_id,
+                "client_endpoint": member.client_endpoint,
+                "http": f"{member.host}:{member.http_port}",
+                "leader": node_id == leader,
+            }
+            for node_id, member in self.config.members.items()
+        ]
+
+
+class _NoSession:
+    waiting: frozenset[str] = frozenset()
+
+
+_NO_SESSION: Any = _NoSession()

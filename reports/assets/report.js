@@ -1,0 +1,92 @@
+// lockbench report: draws the embedded figures and makes anomaly links zoom the timeline.
+// Figures are JSON in <script type="application/json" data-figure-for="DIV_ID"> elements, so the
+// page stays one self-contained file. window.lockbenchReady is true once every figure is drawn.
+(function () {
+  "use strict";
+  window.lockbenchReady = false;
+  window.lockbenchErrors = [];
+
+  function drawAll() {
+    var specs = document.querySelectorAll("script[data-figure-for]");
+    var pending = [];
+    specs.forEach(function (node) {
+      var target = document.getElementById(node.getAttribute("data-figure-for"));
+      var spec = JSON.parse(node.textContent);
+      var config = spec.config || {};
+      pending.push(
+        Plotly.newPlot(target, spec.data, spec.layout, config).catch(function (err) {
+          window.lockbenchErrors.push(String(err));
+          throw err;
+        })
+      );
+    });
+    return Promise.all(pending);
+  }
+
+  function zoomTimeline(start, end) {
+    var timeline = document.getElementById("fig-timeline");
+    if (!timeline || !timeline.layout) {
+      return;
+    }
+    var pad = Math.max((end - start) * 0.5, 0.05);
+    Plotly.relayout(timeline, { "xaxis.range": [start - pad, end + pad] });
+  }
+
+  function wireAnomalyLinks() {
+    document.querySelectorAll("a.jump").forEach(function (link) {
+      link.addEventListener("click", function () {
+        var start = parseFloat(link.getAttribute("data-start"));
+        var end = parseFloat(link.getAttribute("data-end"));
+        document.querySelectorAll("li.anomaly.selected").forEach(function (li) {
+          li.classList.remove("selected");
+        });
+        var item = link.closest("li.anomaly");
+        if (item) {
+          item.classList.add("selected");
+        }
+        zoomTimeline(start, end);
+        // the href (#timeline) scrolls the timeline into view
+      });
+    });
+    document.querySelectorAll("button.reset-zoom").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var target = document.getElementById(button.getAttribute("data-target"));
+        if (target) {
+          Plotly.relayout(target, { "xaxis.autorange": true });
+        }
+      });
+    });
+  }
+
+  function filterChecks() {
+    var box = document.getElementById("only-failing");
+    if (!box) {
+      return;
+    }
+    box.addEventListener("change", function () {
+      document.querySelectorAll("tr.check.verdict-valid").forEach(function (row) {
+        row.style.display = box.checked ? "none" : "";
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    wireAnomalyLinks();
+    filterChecks();
+    drawAll().then(
+      function () {
+        window.lockbenchReady = true;
+        var hash = window.location.hash;
+        if (hash.indexOf("#anomaly-") === 0) {
+          var link = document.querySelector(hash + " a.jump");
+          if (link) {
+            link.click();
+          }
+        }
+      },
+      function () {
+        window.lockbenchReady = true;
+      }
+    );
+  });
+})();

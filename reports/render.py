@@ -1,0 +1,380 @@
+"""The per-run HTML report: one self-contained file that explains what happened and why.
+
+``render_report(run_dir)`` writes ``run_dir/report.html``; ``build_report_html`` returns the same
+page as a string (``lockbench serve`` uses it for runs that have no report yet, without writing).
+plotly.js is embedded once, inline, so the page works offline from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from bench.history import Op
+from reports import analysis, figures
+from reports.page import asset, document, esc, inline_script, json_script
+from reports.run_dir import REPORT_FILE, TEST_FILE, RunData, fields_of, load_run
+
+# Lock charts beyond this many locks (the busiest first) are left out, with a note saying so.
+MAX_LOCK_CHARTS = 6
+# Holds (and, separately, resource accesses) drawn across all lock charts together; past it each
+# chart thins its own share, keeping refused accesses, unknown holds and anomaly ops. With the
+# timeline and latency caps this keeps a report near 8 MB however long the run (plotly.js is 4.9).
+LOCK_POINT_BUDGET = 20_000
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("checkers", "Checkers"),
+    ("anomalies", "Anomalies"),
+    ("timeline", "Timeline"),
+    ("locks", "Locks"),
+    ("latency", "Latency"),
+    ("roles", "Cluster roles"),
+    ("clock", "Clocks"),
+    ("config", "Configuration"),
+    ("files", "Files"),
+)
+
+
+def render_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` for a run directory (damaged ones included)."""
+    page = build_report_html(run_dir)
+    out = run_dir / REPORT_FILE
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def build_report_html(run_dir: Path) -> str:
+    started = time.perf_counter()
+    data = load_run(run_dir)
+    body = _Report(data).body()
+    head = inline_script(get_plotlyjs())
+    summary = fields_of(data)
+    title = f"lockbench {summary['verdict'].upper()}: {data.name} {summary['time']}"
+    elapsed = time.perf_counter() - started
+    footer = f'<p class="note">Report generated in {elapsed:.2f} s by lockbench.</p></main>'
+    return document(title, head, body + footer + inline_script(asset("report.js")))
+
+
+def _figure_div(div_id: str, fig: Any) -> str:
+    spec = pio.to_json(fig, validate=False)
+    config = json.dumps(figures.PLOT_CONFIG)
+    payload = '{"config":' + config + "," + spec.lstrip()[1:]
+    return f'<div class="plot" id="{esc(div_id)}"></div>' + json_script(
+        payload, data_figure_for=div_id
+    )
+
+
+class _Report:
+    """Builds the sections of one report from a RunData (one instance per page)."""
+
+    def __init__(self, data: RunData) -> None:
+        self.data = data
+        self.end = data.duration_s
+        self.calls = analysis.calls_frame(data.calls, self.end)
+        self.times = analysis.op_times(data.ops)
+        self.faults = analysis.fault_windows(data.ops, self.end)
+        self.keep = analysis.anomaly_indices(data.results)
+        self.counterexamples = analysis.counterexample_windows(data.results, self.times)
+        self.anomaly_windows: list[analysis.TimeWindow] = []
+        for result in data.results:
+            for anomaly in result.anomalies:
+                span = analysis.anomaly_span(anomaly, self.times)
+                if span is not None:
+                    self.anomaly_windows.append(analysis.TimeWindow(*span, anomaly.kind))
+
+    def body(self) -> str:
+        parts = [self.banner(), self.nav(), "<main>", self.problems()]
+        parts += [
+            self.checkers(),
+            self.anomalies(),
+            self.timeline(),
+            self.locks(),
+            self.latency(),
+            self.roles(),
+            self.clock(),
+            self.config(),
+            self.files(),
+        ]
+        return "".join(parts)
+
+    def banner(self) -> str:
+        summary = fields_of(self.data)
+        verdict = summary["verdict"]
+        ops = int((self.calls["f"] != "final-read").sum()) if not self.calls.empty else 0
+        facts = [
+            summary["name"],
+            summary["time"],
+            f"backend {summary['backend']}",
+            f"workload {summary['workload']}",
+            f"nemesis {summary['nemesis']}",
+            f"seed {self.data.seed if self.data.seed is not None else 'unknown'}",
+            f"{ops} ops",
+            f"{self.end:.1f} s",
+        ]
+        headline = {
+            "valid": "VALID: no checker found an anomaly",
+            "invalid": "INVALID: anomalies found",
+            "unknown": "UNKNOWN: a checker could not decide",
+            "unchecked": "UNCHECKED: no results.json",
+        }[verdict]
+        return (
+            f'<header class="banner verdict-{esc(verdict)}" id="verdict"><h1>{esc(headline)}</h1>'
+            f"<p>{' · '.join(esc(f) for f in facts)}</p></header>"
+        )
+
+    def nav(self) -> str:
+        links = "".join(f'<a href="#{key}">{esc(label)}</a>' for key, label in SECTIONS)
+        return f'<nav class="sections">{links}</nav>'
+
+    def problems(self) -> str:
+        if not self.data.problems:
+            return ""
+        items = "".join(f"<li>{esc(p)}</li>" for p in self.data.problems)
+        return (
+            '<section id="problems"><h2>What is missing</h2><div class="problems">'
+            f"<p>This run directory is incomplete; the report shows what is there.</p>"
+            f"<ul>{items}</ul></div></section>"
+        )
+
+    def checkers(self) -> str:
+        results = self.data.results
+        if not results:
+            return (
+                '<section id="checkers"><h2>Checkers</h2>'
+                '<p class="empty">No checker results.</p></section>'
+            )
+        rows = []
+        for r in results:
+            window = f"ops {r.window[0]} to {r.window[1]}" if r.window else ""
+            stats = esc(json.dumps(dict(r.stats), default=str)) if r.stats else ""
+            rows.append(
+                f'<tr class="check verdict-{esc(r.verdict)}"><td>{esc(r.checker)}</td>'
+                f'<td class="verdict">{esc(r.verdict)}</td><td>{len(r.anomalies)}</td>'
+                f"<td>{esc(window)}</td><td>{esc(r.reason or '')}</td>"
+                f'<td class="stats">{stats}</td></tr>'
+            )
+        return (
+            '<section id="checkers"><h2>Checkers</h2>'
+            '<label class="note"><input type="checkbox" id="only-failing"> only checkers that '
+            "did not pass</label><table><thead><tr><th>checker</th><th>verdict</th>"
+            "<th>anomalies</th><th>counterexample</th><th>reason</th><th>stats</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></section>"
+        )
+
+    def anomalies(self) -> str:
+        items = []
+        number = 0
+        for result in self.data.results:
+            for anomaly in result.anomalies:
+                number += 1
+                span = analysis.anomaly_span(anomaly, self.times)
+                if span is None:
+                    link = '<span class="meta">(no time recorded: not on the timeline)</span>'
+                else:
+                    link = (
+                        f'<a class="jump" href="#timeline" data-start="{span[0]:.6f}" '
+                        f'data-end="{span[1]:.6f}">show on timeline ({span[0]:.3f} s to '
+                        f"{span[1]:.3f} s)</a>"
+                    )
+                meta = [f"checker {result.checker}"]
+                if anomaly.key:
+                    meta.append(f"lock {anomaly.key}")
+                if anomaly.processes:
+                    meta.append("processes " + ", ".join(str(p) for p in anomaly.processes))
+                if anomaly.op_indices:
+                    shown = ", ".join(str(i) for i in anomaly.op_indices[:12])
+                    more = "…" if len(anomaly.op_indices) > 12 else ""
+                    meta.append(f"ops {shown}{more}")
+                items.append(
+                    f'<li class="anomaly" id="anomaly-{number}"><span class="kind">'
+                    f"{esc(anomaly.kind)}</span>: {esc(anomaly.explanation)}<br>"
+                    f'<span class="meta">{esc(" · ".join(meta))}</span> {link}</li>'
+                )
+        if not items:
+            verdict = self.data.verdict
+            text = "No anomalies." if verdict else "No anomalies known: the run was not checked."
+            return (
+                f'<section id="anomalies"><h2>Anomalies</h2><p class="empty">{text}</p></section>'
+            )
+        return (
+            f'<section id="anomalies"><h2>Anomalies ({number})</h2>'
+            f'<ol class="anomalies">{"".join(items)}</ol></section>'
+        )
+
+    def _no_ops(self, section: str, title: str) -> str:
+        return (
+            f'<section id="{section}"><h2>{esc(title)}</h2>'
+            '<p class="empty">No operations to show (see what is missing above).</p></section>'
+        )
+
+    def timeline(self) -> str:
+        if self.calls.empty:
+            return self._no_ops("timeline", "Timeline")
+        shown = analysis.thin_calls(self.calls, self.keep, analysis.MAX_PLOTTED_CALLS)
+        note = (
+            f"All {len(self.calls)} calls shown."
+            if len(shown) == len(self.calls)
+            else f"Showing {len(shown)} of {len(self.calls)} calls: past "
+            f"{analysis.MAX_PLOTTED_CALLS:,} calls the ok calls are thinned evenly; every "
+            "fail, info and pending call and every op an anomaly names is kept."
+        )
+        fig = figures.timeline_figure(
+            shown,
+            self.faults,
+            self.counterexamples,
+            self.anomaly_windows,
+            self._anomaly_points(),
+        )
+        return (
+            '<section id="timeline"><h2>Timeline</h2>'
+            f'<p class="note">{esc(note)} Shaded: fault windows. Red outline: counterexample; '
+            "dotted: anomalies. Drag to zoom, double-click to reset. "
+            '<button class="reset-zoom" data-target="fig-timeline">reset zoom</button></p>'
+            f"{_figure_div('fig-timeline', fig)}</section>"
+        )
+
+    def _anomaly_points(self) -> pd.DataFrame:
+        by_index: dict[int, Op] = {op.index: op for op in self.data.ops if op.index in self.keep}
+        named = {i for r in self.data.results for a in r.anomalies for i in a.op_indices}
+        rows = [
+            (by_index[i].time / analysis.NS_PER_S, by_index[i].process, i)
+            for i in sorted(named)
+            if i in by_index and by_index[i].is_client
+        ]
+        return pd.DataFrame(rows, columns=["time", "process", "index"])
+
+    def locks(self) -> str:
+        if self.calls.empty:
+            return self._no_ops("locks", "Locks")
+        ttl = self.data.test.get("ttl")
+        holds = analysis.lock_holds(
+            self.calls, float(ttl) if isinstance(ttl, int | float) else None
+        )
+        accesses = analysis.resource_accesses(self.calls)
+        if holds.empty and accesses.empty:
+            return (
+                '<section id="locks"><h2>Locks</h2><p class="empty">No acquire or resource '
+                "operations in this history.</p></section>"
+            )
+        counts = pd.concat([holds["key"], accesses["key"]]).value_counts()
+        locks = sorted(counts.index[:MAX_LOCK_CHARTS])
+        parts = ['<section id="locks"><h2>Locks</h2>']
+        if len(counts) > MAX_LOCK_CHARTS:
+            parts.append(
+                f'<p class="note">Showing the {MAX_LOCK_CHARTS} busiest of {len(counts)} locks.</p>'
+            )
+        for n, lock in enumerate(locks):
+            lock_holds = holds[holds["key"] == lock]
+            lock_access = accesses[accesses["key"] == lock]
+            total_holds, total_access = len(lock_holds), len(lock_access)
+            must = (~lock_holds["certain"] | lock_holds["index"].isin(self.keep)).to_numpy()
+            share = LOCK_POINT_BUDGET // len(locks)
+            lock_holds = analysis.thin_rows(lock_holds, must, share)
+            must = (~lock_access["accepted"] | lock_access["index"].isin(self.keep)).to_numpy()
+            lock_access = analysis.thin_rows(lock_access, must, share)
+            windows = self._anomaly_windows_for(lock)
+            refused = int((~lock_access["accepted"]).sum())
+            thinned = len(lock_holds) < total_holds or len(lock_access) < total_access
+            note = (
+                f"; drawn: {len(lock_holds)} holds and {len(lock_access)} accesses (thinned "
+                f"evenly past {share:,} each, keeping every refused access, unknown hold and "
+                "anomaly op)"
+                if thinned
+                else ""
+            )
+            parts.append(
+                f'<h3 id="lock-{n}">{esc(lock)}</h3><p class="note">{total_holds} holds, '
+                f"{total_access} resource accesses, {refused} refused{esc(note)}.</p>"
+            )
+            fig = figures.lock_figure(lock, lock_holds, lock_access, self.faults, windows)
+            parts.append(_figure_div(f"fig-lock-{n}", fig))
+        parts.append("</section>")
+        return "".join(parts)
+
+    def _anomaly_windows_for(self, lock: str) -> list[analysis.TimeWindow]:
+        out = []
+        for result in self.data.results:
+            for anomaly in result.anomalies:
+                span = analysis.anomaly_span(anomaly, self.times)
+                if span is not None and anomaly.key in (lock, None):
+                    out.append(analysis.TimeWindow(*span, anomaly.kind))
+        return out
+
+    def latency(self) -> str:
+        if self.calls.empty:
+            return self._no_ops("latency", "Latency and throughput")
+        bucket = analysis.bucket_seconds(max(self.end, 1e-3))
+        percentiles = analysis.latency_percentiles(self.calls, bucket)
+        rates = analysis.throughput(self.calls, bucket)
+        shown = analysis.thin_calls(self.calls, self.keep, analysis.MAX_PLOTTED_CALLS)
+        note = "Percentile lines and throughput use every call" + (
+            f"; the scatter shows {len(shown)} of {len(self.calls)} calls (all non-ok kept)."
+            if len(shown) < len(self.calls)
+            else "."
+        )
+        fig = figures.latency_figure(shown, percentiles, rates, bucket, self.faults)
+        return (
+            f'<section id="latency"><h2>Latency and throughput</h2><p class="note">{esc(note)}'
+            f"</p>{_figure_div('fig-latency', fig)}</section>"
+        )
+
+    def roles(self) -> str:
+        spans = analysis.leader_spans(self.data.ops, self.end)
+        if not spans:
+            return (
+                '<section id="roles"><h2>Cluster roles</h2><p class="empty">No leader '
+                "observations in the history (the backend reports no leader, or the observer "
+                "did not run).</p></section>"
+            )
+        gaps = analysis.failover_gaps(spans)
+        nodes = self.data.test.get("nodes")
+        node_names = [str(n) for n in nodes] if isinstance(nodes, list) else []
+        fig = figures.roles_figure(spans, gaps, self.faults, node_names)
+        summary = "; ".join(text for _, _, text in gaps) or "no failover"
+        return (
+            f'<section id="roles"><h2>Cluster roles</h2><p class="note">{esc(summary)}</p>'
+            f"{_figure_div('fig-roles', fig)}</section>"
+        )
+
+    def clock(self) -> str:
+        offsets = analysis.clock_offsets(self.data.ops)
+        if offsets.empty:
+            return (
+                '<section id="clock"><h2>Clocks</h2><p class="empty">No clock offsets recorded '
+                "(the clock nemesis did not run).</p></section>"
+            )
+        fig = figures.clock_figure(offsets, self.faults)
+        return f'<section id="clock"><h2>Clocks</h2>{_figure_div("fig-clock", fig)}</section>'
+
+    def config(self) -> str:
+        path = self.data.run_dir / TEST_FILE
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        seed = self.data.seed
+        seed_line = (
+            f"Seed: <b>{esc(seed)}</b> (rerun with the same test file and seed to replay the "
+            "fault schedule and the workload)."
+            if seed is not None
+            else "Seed: unknown."
+        )
+        body = f"<pre>{esc(text)}</pre>" if text else '<p class="empty">No test.yaml.</p>'
+        return f'<section id="config"><h2>Configuration</h2><p>{seed_line}</p>{body}</section>'
+
+    def files(self) -> str:
+        links = [_file_link(name) for name in self.data.other_files]
+        node_links = [_file_link(name) for name in self.data.node_logs]
+        nodes = f"<h3>Node logs</h3><ul>{''.join(node_links)}</ul>" if node_links else ""
+        missing = "" if node_links else '<p class="empty">No node logs.</p>'
+        return (
+            f'<section id="files"><h2>Files</h2><ul>{"".join(links)}</ul>{nodes}{missing}</section>'
+        )
+
+
+def _file_link(relative: str) -> str:
+    return f'<li><a href="{esc(relative)}">{esc(relative)}</a></li>'

@@ -1,0 +1,133 @@
+"""The search engine agrees with a brute-force oracle on thousands of small random histories.
+
+Histories are random interleavings of invocations and completions (ok/fail/info, unfinished ops,
+retired processes), so most are not linearizable and both answers are exercised. Set
+LOCKBENCH_LONG=1 for ten times more examples.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from checker_brute_force import brute_force_linearizable
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.checker.linearizable import check_linearizable, ops_by_key
+from bench.checker.models import make_model
+from bench.checker.options import CheckOptions
+from bench.checker.wgl import search
+from bench.history import Op
+
+EXAMPLES = 10000 if os.environ.get("LOCKBENCH_LONG") else 1000
+PROPERTY_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _lock_op(draw: Any, outcome: str) -> tuple[str, Any, Any]:
+    f = draw(st.sampled_from(["acquire", "acquire", "release"]))
+    token = draw(st.integers(1, 4)) if f == "acquire" else None
+    return f, None, token
+
+
+def _register_op(draw: Any, outcome: str, cas: bool) -> tuple[str, Any, Any]:
+    fs = ["read", "write", "cas"] if cas else ["read", "write"]
+    f = draw(st.sampled_from(fs))
+    if f == "read":
+        return f, None, draw(st.sampled_from([None, 0, 1, 2]))
+    if f == "write":
+        v = draw(st.integers(0, 2))
+        return f, v, v
+    pair = [draw(st.sampled_from([None, 0, 1, 2])), draw(st.integers(0, 2))]
+    return f, pair, pair
+
+
+@st.composite
+def histories(draw: Any, kind: str, keys: int = 1, max_calls: int = 6) -> list[Op]:
+    """A random well-formed history of up to ``max_calls`` calls by up to 3 live processes."""
+    calls = draw(st.integers(1, max_calls))
+    live = list(range(draw(st.integers(1, 3))))
+    next_process = len(live)
+    pending: dict[int, tuple[str, Any, Any, str]] = {}
+    ops: list[Op] = []
+    started = 0
+    while started < calls or pending:
+        choices = [p for p in live if p in pending or started < calls]
+        if not choices or draw(st.integers(0, 9)) == 0 and started >= calls:
+            break  # leave the rest unfinished
+        p = draw(st.sampled_from(choices))
+        key = f"k{draw(st.integers(0, keys - 1))}" if p not in pending else pending[p][3]
+        if p not in pending:
+            outcome = draw(st.sampled_from(["ok", "ok", "ok", "fail", "info"]))
+            if kind == "lock":
+                f, arg, result = _lock_op(draw, outcome)
+            else:
+                f, arg, result = _register_op(draw, outcome, cas=kind != "register")
+            pending[p] = (f, result, outcome, key)
+            ops.append(Op(len(ops), len(ops), p, "invoke", f, key, arg))
+            started += 1
+            continue
+        f, result, outcome, key = pending.pop(p)
+        value = result if outcome == "ok" else None
+        ops.append(Op(len(ops), len(ops), p, outcome, f, key, value))  # type: ignore[arg-type]
+        if outcome == "info":
+            live.remove(p)
+            live.append(next_process)
+            next_process += 1
+    return ops
+
+
+def _agree(history: list[Op], options: CheckOptions) -> None:
+    model = make_model(options.model or "", options)
+    for ops in ops_by_key(history, model).values():
+        expected = brute_force_linearizable(ops, model.step, model.initial())
+        got = search(ops, model.step, model.initial(), None).linearizable
+        assert got == expected, (history, ops)
+    whole = check_linearizable(history, options)
+    every_key = all(
+        brute_force_linearizable(ops, model.step, model.initial())
+        for ops in ops_by_key(history, model).values()
+    )
+    assert whole.verdict == ("valid" if every_key else "invalid")
+
+
+@pytest.mark.parametrize("model", ["mutex", "owned-mutex", "fenced-mutex"])
+@pytest.mark.parametrize("crashed_holders", ["release", "hold"])
+def test_lock_models_agree_with_brute_force(model: str, crashed_holders: str) -> None:
+    options = CheckOptions(model=model, crashed_holders=crashed_holders)  # type: ignore[arg-type]
+
+    @PROPERTY_SETTINGS
+    @given(histories("lock", keys=2, max_calls=7))
+    def run(history: list[Op]) -> None:
+        _agree(history, options)
+
+    run()
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "switches"),
+    [
+        ("register", "register", {}),
+        ("register", "register", {"knossos_nil_reads": True}),
+        ("cas-register", "cas", {}),
+        ("cas-register", "cas", {"failed_cas_observed": True}),
+        ("kv", "cas", {"knossos_nil_reads": True}),
+    ],
+)
+def test_register_models_agree_with_brute_force(
+    model: str, kind: str, switches: dict[str, bool]
+) -> None:
+    options = CheckOptions(model=model, **switches)  # type: ignore[arg-type]
+
+    @PROPERTY_SETTINGS
+    @given(histories(kind, keys=2 if model == "kv" else 1, max_calls=7))
+    def run(history: list[Op]) -> None:
+        _agree(history, options)
+
+    run()

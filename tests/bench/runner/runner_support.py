@@ -1,0 +1,44 @@
+"""Helpers for the runner's tests: ports in this task's range, quick memory-backend tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Task W's loopback ports (tests/…/runner, docs/running.md): 127.0.0.1:19000-19999.
+PORT_RANGE = range(19000, 20000)
+
+
+def free_port() -> int:
+    """A port in this task's range that nothing listens on right now."""
+    for port in PORT_RANGE:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 127.0.0.1:19000-19999")
+
+
+def write_test_file(directory: Path, name: str = "quick", **keys: Any) -> Path:
+    """A memory-backend test file (fast, no cluster) with ``keys`` overriding the defaults."""
+    data: dict[str, Any] = {
+        "name": name,
+        "backend": "memory",
+        "workload": "mutex",
+        "workload_options": {"locks": 2, "hold": 0.002, "think": 0.002},
+        "time_limit": 1.0,
+        "concurrency": 6,
+        "op_timeout": 1.0,
+        "ttl": 1.0,
+        "seed": 11,
+        "resource_port": free_port(),
+    }
+    data.update(keys)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

@@ -1,0 +1,72 @@
+"""A Backend for the probe server: real processes to kill, pause and read the clock of.
+
+It lets the nemesis tests observe process and clock faults on any runtime before (and besides)
+the reference lock server; it has no leader, as the probe servers do not form a cluster.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.cluster.daemon import daemon_pid, log_path, signal_daemon, start_daemon, stop_daemon
+from bench.protocols import Cluster, Node
+
+PROBE_SERVER = Path(__file__).with_name("nemesis_probe_server.py")
+DAEMON = "probe"
+BASE_PORT = 7790
+
+
+def probe_port(node: Node) -> int:
+    offset = getattr(getattr(node, "spec", None), "port_offset", 0)
+    return BASE_PORT + int(offset)
+
+
+def read_probe_time(node: Node, timeout: float = 2.0) -> tuple[float, float]:
+    """Connect from the control node: (the probe's clock minus ours in ms, the round trip in ms)."""
+    before = time.time()
+    with socket.create_connection((node.address, probe_port(node)), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        data = sock.makefile().readline()
+    after = time.time()
+    return (float(data) - (before + after) / 2) * 1000.0, (after - before) * 1000.0
+
+
+class ProbeBackend:
+    """The fault half of bench.protocols.Backend for the probe server (it serves no locks)."""
+
+    name = "probe"
+
+    def deploy(self, cluster: Cluster) -> None:
+        """Nothing to install: nodes share this machine's filesystem (netns, local)."""
+
+    def start(self, node: Node) -> None:
+        argv = [sys.executable, str(PROBE_SERVER), node.address, str(probe_port(node))]
+        start_daemon(node, DAEMON, argv, ready_port=probe_port(node))
+
+    def stop(self, node: Node) -> None:
+        stop_daemon(node, DAEMON)
+
+    def kill(self, node: Node) -> None:
+        signal_daemon(node, DAEMON, "KILL")
+
+    def pause(self, node: Node) -> None:
+        signal_daemon(node, DAEMON, "STOP")
+
+    def resume(self, node: Node) -> None:
+        signal_daemon(node, DAEMON, "CONT")
+
+    def wipe(self, node: Node) -> None:
+        node.run(f"rm -f {log_path(node, DAEMON)}", check=False)
+
+    def leader(self, cluster: Cluster) -> str | None:
+        return None
+
+    def log_files(self, node: Node) -> Sequence[str]:
+        return [log_path(node, DAEMON)]
+
+    def running(self, node: Node) -> bool:
+        return daemon_pid(node, DAEMON) is not None

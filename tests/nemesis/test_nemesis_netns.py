@@ -1,0 +1,281 @@
+"""Each fault observed from the outside on a real netns cluster (sshd per node), and each heal.
+
+Probe servers (nemesis_probe_server.py, under libfaketime) run on every node; the tests connect
+between namespaces for partitions and netem, from the control node for clocks. Namespaces use the
+prefix ``lbn`` and the subnet 10.77.2.0/24 (this suite's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
+
+from bench.cluster import ClusterHandle
+from bench.cluster.daemon import daemon_pid
+from bench.cluster.testing import netns_cluster
+from bench.protocols import Node
+from nemesis import shapes
+from nemesis.clock import ClockNemesis, measure_clock_offsets
+from nemesis.fault import FaultTarget
+from nemesis.heal import heal_cluster
+from nemesis.netem import NetemNemesis
+from nemesis.partition import PartitionNemesis
+from nemesis.remote import NodeLocks
+from nemesis.spec import ClockOptions, NetemOptions, TargetSpec
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and iptables"),
+]
+
+HERE = Path(__file__).parent
+NAMES = ("n1", "n2", "n3", "n4", "n5")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    backend = ProbeBackend()
+    with netns_cluster(
+        tmp_path_factory.mktemp("nemesis"), prefix="lbn", subnet="10.77.2.0/24"
+    ) as handle:
+        try:
+            for node in handle.nodes:
+                backend.start(node)
+            yield handle
+        finally:
+            heal_cluster(handle, backend)
+            for node in handle.nodes:
+                backend.stop(node)
+
+
+@pytest.fixture
+def healed(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
+    """Every test starts and ends on a healed cluster with all probes up."""
+    backend = ProbeBackend()
+    try:
+        yield cluster
+    finally:
+        assert heal_cluster(cluster, backend) == []
+        for node in cluster.nodes:
+            if not backend.running(node):
+                backend.start(node)
+
+
+# Runs on a node: connect to each peer's probe port in parallel; prints {peer: ok or error}.
+_CONNECT_ALL = """
+import json, socket, sys, threading, time
+out = {}
+def go(peer, port):
+    start = time.monotonic()
+    try:
+        socket.create_connection((peer, port), timeout=float(sys.argv[1])).close()
+        out[peer] = round((time.monotonic() - start) * 1000.0, 3)
+    except OSError as exc:
+        out[peer] = type(exc).__name__
+threads = [threading.Thread(target=go, args=(p, int(port))) for p, port in
+           (a.split(":") for a in sys.argv[2:])]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps(out))
+"""
+
+
+def _connects(cluster: ClusterHandle, source: Node, timeout: float = 0.7) -> dict[str, object]:
+    """What ``source`` gets when it connects to every other node (ms, or the error's name)."""
+    import shlex
+
+    peers = [n for n in cluster.nodes if n.name != source.name]
+    args = " ".join(f"{p.address}:{probe_port(p)}" for p in peers)
+    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(_CONNECT_ALL)} {timeout} {args}"
+    answers = json.loads(source.run(command).stdout)
+    by_address = {p.address: p.name for p in peers}
+    return {by_address[address]: value for address, value in answers.items()}
+
+
+def _reachability(cluster: ClusterHandle) -> dict[tuple[str, str], bool]:
+    results: dict[tuple[str, str], bool] = {}
+    lock = threading.Lock()
+
+    def probe(node: Node) -> None:
+        answers = _connects(cluster, node)
+        with lock:
+            for peer, value in answers.items():
+                results[(node.name, peer)] = isinstance(value, float)
+
+    threads = [threading.Thread(target=probe, args=(n,)) for n in cluster.nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.parametrize("shape", ["majority-minority", "majorities-ring", "bridge"])
+def test_partitioned_nodes_cannot_reach_their_peers_until_healed(
+    healed: ClusterHandle, shape: str
+) -> None:
+    cluster = healed
+    rng = random.Random(shape)
+    grudge = {
+        "majority-minority": lambda: shapes.majority_minority(NAMES, rng, 2),
+        "majorities-ring": lambda: shapes.majorities_ring(NAMES, rng),
+        "bridge": lambda: shapes.bridge(NAMES, rng),
+    }[shape]()
+    nemesis = PartitionNemesis(cluster, "lockbench-test", NodeLocks())
+    action = nemesis.invoke("start-partition", FaultTarget(grudge=grudge))
+    assert set(action.description["rules"]) == {n for n, g in grudge.items() if g}
+    seen = _reachability(cluster)
+    expected = {(a, b): shapes.reachable(grudge, a, b) for a, b in seen}
+    assert seen == expected
+    nemesis.invoke("stop-partition", None)
+    assert all(_reachability(cluster).values())
+    # The chain stays (empty) after a stop; a heal removes it and the jump from INPUT.
+    nemesis.invoke("start-partition", FaultTarget(grudge=grudge))
+    assert heal_cluster(cluster) == []
+    assert all(_reachability(cluster).values())
+    for node in cluster.nodes:
+        assert "LOCKBENCH" not in node.run("iptables -w -S").stdout
+
+
+def test_a_bumped_node_reports_the_bumped_time_and_reset_restores_it(
+    healed: ClusterHandle,
+) -> None:
+    cluster = healed
+    offsets: dict[str, float] = {}
+    options = ClockOptions(mode="bump", target=TargetSpec("nodes", None, ("n2",)), offset_ms=-700)
+    nemesis = ClockNemesis(cluster, options, 0, NodeLocks(), offsets)
+    nemesis.invoke("start-clock", FaultTarget(nodes=("n2",)))
+    time.sleep(1.2)  # the probe's libfaketime re-reads its offset file once a second
+    probe_offset, round_trip = read_probe_time(cluster.node("n2"))
+    assert abs(probe_offset + 700) < 100 + round_trip
+    assert abs(read_probe_time(cluster.node("n1"))[0]) < 100 + round_trip
+    measured = measure_clock_offsets(cluster)
+    assert abs(measured.offsets_ms["n2"] + 700) < 100 + measured.uncertainty_ms["n2"]
+    nemesis.invoke("stop-clock", None)
+    time.sleep(1.2)
+    probe_offset, round_trip = read_probe_time(cluster.node("n2"))
+    assert abs(probe_offset) < 100 + round_trip
+
+
+def test_a_strobed_clock_flips_between_its_two_offsets(healed: ClusterHandle) -> None:
+    cluster = healed
+    options = ClockOptions(
+        mode="strobe", target=TargetSpec("nodes", None, ("n3",)), offset_ms=600, period_ms=1000
+    )
+    nemesis = ClockNemesis(cluster, options, 1, NodeLocks(), {})
+    nemesis.invoke("start-clock", FaultTarget(nodes=("n3",), hold_seconds=10))
+    samples = []
+    for _ in range(14):
+        samples.append(read_probe_time(cluster.node("n3"))[0])
+        time.sleep(0.25)
+    nemesis.invoke("stop-clock", None)
+    assert any(abs(s - 600) < 150 for s in samples), samples
+    assert any(abs(s) < 150 for s in samples), samples
+
+
+def _median_connect_ms(cluster: ClusterHandle, source: str, destination: str) -> float:
+    times = []
+    for _ in range(5):
+        value = _connects(cluster, cluster.node(source), timeout=2.0)[destination]
+        assert isinstance(value, float), value
+        times.append(value)
+    return sorted(times)[len(times) // 2]
+
+
+def test_netem_delay_shows_in_measured_round_trips_and_heal_removes_it(
+    healed: ClusterHandle,
+) -> None:
+    cluster = healed
+    baseline = _median_connect_ms(cluster, "n2", "n1")
+    options = NetemOptions(target=TargetSpec("nodes", None, ("n1",)), delay_ms=60, jitter_ms=5)
+    nemesis = NetemNemesis(cluster, options, 0, NodeLocks(), random.Random(1))
+    action = nemesis.invoke("start-netem", FaultTarget(nodes=("n1",), hold_seconds=30))
+    assert action.description["links"]["n1"] == ["n2", "n3", "n4", "n5"]
+    delayed = _median_connect_ms(cluster, "n2", "n1")
+    untouched = _median_connect_ms(cluster, "n2", "n3")
+    assert baseline < 20 and untouched < 20, (baseline, untouched)
+    assert 50 <= delayed - baseline <= 120, (baseline, delayed)
+    assert heal_cluster(cluster) == []
+    assert _median_connect_ms(cluster, "n2", "n1") < 20
+
+
+def test_netem_total_loss_per_link_blocks_only_that_link(healed: ClusterHandle) -> None:
+    cluster = healed
+    options = NetemOptions(target=TargetSpec("all"), links=(("n4", "n5"),), loss=1.0)
+    nemesis = NetemNemesis(cluster, options, 3, NodeLocks(), random.Random(2))
+    nemesis.invoke("start-netem", FaultTarget(nodes=("n4", "n5"), hold_seconds=30))
+    from_n4 = _connects(cluster, cluster.node("n4"))
+    assert not isinstance(from_n4["n5"], float)
+    assert all(isinstance(from_n4[peer], float) for peer in ("n1", "n2", "n3"))
+    nemesis.invoke("stop-netem", None)
+    assert isinstance(_connects(cluster, cluster.node("n4"))["n5"], float)
+
+
+def _process_state(node: Node) -> str:
+    pid = daemon_pid(node, "probe")
+    if pid is None:
+        return "gone"
+    status = node.run(f"grep '^State:' /proc/{pid}/status").stdout.split()
+    return status[1] if len(status) > 1 else "?"
+
+
+def test_sigint_during_a_schedule_with_every_fault_on_leaves_nothing_behind(
+    healed: ClusterHandle, tmp_path: Path
+) -> None:
+    cluster = healed
+    records = tmp_path / "records.jsonl"
+    inventory = cluster.inventory.cluster_dir / "inventory.yaml"
+    harness = subprocess.Popen(
+        [sys.executable, str(HERE / "nemesis_sigint_harness.py"), str(inventory), str(records)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wanted = {f"start-{f}" for f in ("partition", "kill", "pause", "clock", "netem")}
+        deadline = time.monotonic() + 60
+        done: set[str] = set()
+        while time.monotonic() < deadline and not wanted <= done and harness.poll() is None:
+            time.sleep(0.2)
+            if records.exists():
+                lines = [json.loads(x) for x in records.read_text().splitlines() if x.strip()]
+                done = {r["f"] for r in lines if r["type"] == "info" and "error" not in r["value"]}
+        assert wanted <= done, (done, harness.poll())
+        # Every fault is on: check that from the outside before interrupting.
+        assert _process_state(cluster.node("n1")) == "gone"
+        assert _process_state(cluster.node("n2")) == "T"
+        assert "LOCKBENCH" in cluster.node("n3").run("iptables -w -S").stdout
+        harness.send_signal(signal.SIGINT)
+        out, err = harness.communicate(timeout=90)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+    assert harness.returncode == 130, err
+    assert json.loads(out.strip().splitlines()[-1]) == {"heal_errors": []}, err
+    for node in cluster.nodes:
+        rules = node.run("iptables -w -S").stdout
+        assert "LOCKBENCH" not in rules and "NFQUEUE" not in rules, (node.name, rules)
+        leftovers = node.run(f"ls {node.data_dir}").stdout.split()
+        assert not [f for f in leftovers if f.startswith("lockbench-") and f.endswith(".pid")]
+        helpers = node.run("ps -eo args", check=False).stdout
+        assert not [
+            line
+            for line in helpers.splitlines()
+            if "lockbench-helper" in line and node.data_dir in line
+        ], helpers
+        offset = node.run(f"cat {node.data_dir}/faketime.offset").stdout.strip()
+        assert float(offset) == 0.0, (node.name, offset)
+        assert _process_state(node) in ("S", "R"), node.name
+    assert all(_reachability(cluster).values())

@@ -1,0 +1,71 @@
+"""Synthetic store directories (valid, invalid, damaged, without history) and a headless browser."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from report_support import SampleStore
+
+from reports.synthetic import SyntheticRunSpec, write_synthetic_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags from the machine notes: no network side channels, fresh profile (playwright makes one).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
+    root = tmp_path_factory.mktemp("store")
+    common: dict[str, Any] = {"seconds": 30.0, "concurrency": 4}
+    valid = write_synthetic_run(
+        root,
+        SyntheticRunSpec(
+            kind="valid", test_name="mutex-fenced", started=datetime(2026, 11, 20, 9), **common
+        ),
+    )
+    invalid = write_synthetic_run(
+        root,
+        SyntheticRunSpec(
+            kind="invalid", test_name="mutex-unfenced", started=datetime(2026, 11, 22, 9), **common
+        ),
+    )
+    damaged = write_synthetic_run(
+        root,
+        SyntheticRunSpec(
+            kind="damaged", test_name="mutex-crashed", started=datetime(2026, 11, 21, 9), **common
+        ),
+    )
+    no_history = root / "mutex-crashed" / "20261119T090000"
+    shutil.copytree(damaged, no_history)
+    (no_history / "history.jsonl").unlink()
+    return SampleStore(root, valid, invalid, damaged, no_history)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian chromium is not installed (/usr/bin/chromium): scripts/setup.sh adds it"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright (dev extra) drives the browser tests"
+    )
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
