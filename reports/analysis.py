@@ -106,8 +106,8 @@ def calls_frame(calls: Sequence[Call], end_time: float) -> pd.DataFrame:
             "inv_index": inv_index,
             "done_index": done_index,
             "error": error,
-            "invoke_value": invoke_value,
-            "result": result,
+            "invoke_value": pd.Series(invoke_value, dtype=object),
+            "result": pd.Series(result, dtype=object),
         }
     )
     frame["latency_ms"] = (frame["t1"] - frame["t0"]) * 1000.0

@@ -68,59 +68,66 @@ def _repeat_rows(values: np.ndarray) -> np.ndarray:
 
 def shade_faults(fig: go.Figure, faults: Sequence[FaultWindow]) -> None:
     """Shade each fault window across the whole figure and label it at the top."""
+    shapes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     for window in faults:
         colour = FAULT_COLOURS.get(window.fault, "#8c564b")
-        fig.add_shape(
-            type="rect",
-            xref="x",
-            yref="paper",
-            x0=window.start,
-            x1=window.end,
-            y0=0,
-            y1=1,
-            fillcolor=colour,
-            opacity=0.13,
-            line_width=0,
-            layer="below",
+        shapes.append(_band(window.start, window.end, colour, 0.13, layer="below"))
+        notes.append(
+            _note((window.start + window.end) / 2, 1, window.label, colour, yanchor="bottom")
         )
-        fig.add_annotation(
-            x=(window.start + window.end) / 2,
-            y=1,
-            xref="x",
-            yref="paper",
-            yanchor="bottom",
-            text=window.label,
-            showarrow=False,
-            font={"size": 10, "color": colour},
-        )
+    _add_layout_items(fig, shapes, notes)
 
 
 def highlight_windows(fig: go.Figure, windows: Sequence[TimeWindow], *, dash: str) -> None:
+    shapes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     for window in windows:
-        fig.add_shape(
-            type="rect",
-            xref="x",
-            yref="paper",
-            x0=window.start,
-            x1=max(window.end, window.start + 1e-3),
-            y0=0,
-            y1=1,
-            fillcolor=COUNTEREXAMPLE_COLOUR,
-            opacity=0.10,
-            line={"color": COUNTEREXAMPLE_COLOUR, "width": 2, "dash": dash},
-        )
-        fig.add_annotation(
-            x=window.start,
-            y=0,
-            xref="x",
-            yref="paper",
-            yanchor="bottom",
-            xanchor="left",
-            text=window.label,
-            showarrow=False,
-            font={"size": 10, "color": COUNTEREXAMPLE_COLOUR},
-            bgcolor="rgba(255,255,255,0.7)",
-        )
+        band = _band(window.start, max(window.end, window.start + 1e-3), COUNTEREXAMPLE_COLOUR, 0.1)
+        band["line"] = {"color": COUNTEREXAMPLE_COLOUR, "width": 2, "dash": dash}
+        shapes.append(band)
+        note = _note(window.start, 0, window.label, COUNTEREXAMPLE_COLOUR, yanchor="bottom")
+        notes.append({**note, "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)"})
+    _add_layout_items(fig, shapes, notes)
+
+
+def _band(x0: float, x1: float, colour: str, opacity: float, **more: Any) -> dict[str, Any]:
+    """A full-height rectangle over a time span (yref paper spans every subplot)."""
+    return {
+        "type": "rect",
+        "xref": "x",
+        "yref": "paper",
+        "x0": x0,
+        "x1": x1,
+        "y0": 0,
+        "y1": 1,
+        "fillcolor": colour,
+        "opacity": opacity,
+        "line": {"width": 0},
+        **more,
+    }
+
+
+def _note(x: float, y: float, text: str, colour: str, **more: Any) -> dict[str, Any]:
+    return {
+        "x": x,
+        "y": y,
+        "xref": "x",
+        "yref": "paper",
+        "text": text,
+        "showarrow": False,
+        "font": {"size": 10, "color": colour},
+        **more,
+    }
+
+
+def _add_layout_items(
+    fig: go.Figure, shapes: list[dict[str, Any]], notes: list[dict[str, Any]]
+) -> None:
+    """Append shapes and annotations in one update (add_shape per item is quadratic)."""
+    fig.update_layout(
+        shapes=[*fig.layout.shapes, *shapes], annotations=[*fig.layout.annotations, *notes]
+    )
 
 
 def _base_layout(fig: go.Figure, title: str, height: int) -> None:
@@ -413,31 +420,12 @@ def roles_figure(
             hovertemplate="%{text}<extra></extra>",
         )
     )
-    for start, end, text in gaps:
-        fig.add_shape(
-            type="rect",
-            xref="x",
-            yref="paper",
-            x0=start,
-            x1=end,
-            y0=0,
-            y1=1,
-            fillcolor="#444",
-            opacity=0.18,
-            line_width=0,
-        )
-        fig.add_annotation(
-            x=end,
-            y=0.02,
-            xref="x",
-            yref="paper",
-            xanchor="left",
-            yanchor="bottom",
-            text=text,
-            showarrow=False,
-            font={"size": 10},
-            bgcolor="rgba(255,255,255,0.8)",
-        )
+    shapes = [_band(start, end, "#444", 0.18) for start, end, _ in gaps]
+    notes = [
+        {**_note(end, 0.02, text, "#222", xanchor="left", yanchor="bottom"), "bgcolor": "white"}
+        for _, end, text in gaps
+    ]
+    _add_layout_items(fig, shapes, notes)
     shade_faults(fig, faults)
     _base_layout(fig, "Cluster roles: leader over time (grey: no leader known)", 300)
     fig.update_yaxes(

@@ -28,8 +28,8 @@ NS_PER_S = 1_000_000_000
 ACQUIRE_TIMEOUT_S = 2.0
 OP_TIMEOUT_S = 1.0
 SESSION_TTL_S = 2.0
-FAULT_PERIOD_S = 12.0
-FAULT_FIRST_S = 5.0
+FAULT_PERIOD_S = 7.0
+FAULT_FIRST_S = 2.0
 FAULT_CYCLE: tuple[str, ...] = ("partition", "kill", "pause", "clock")
 FAULT_LENGTH_S: dict[str, float] = {"partition": 5.0, "kill": 4.0, "pause": 3.0, "clock": 6.0}
 

@@ -49,8 +49,13 @@ UNSAFE_SWITCHES = frozenset({"no-exclusion"})
 EventKind = Literal["acquired", "released", "expired"]
 
 
-class SessionExpired(DefiniteFailure):
-    """The session's TTL ran out; the service released its locks."""
+class SessionExpired(Indeterminate):
+    """The session's TTL ran out; the service released its locks.
+
+    Unknown (``info``), not ``fail``: the locks went away at a time the client cannot know, so
+    the process must be treated as crashed (retired), exactly as the checkers model a holder
+    whose outcome is unknown.
+    """
 
 
 class NotHolder(DefiniteFailure):

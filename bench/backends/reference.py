@@ -28,9 +28,8 @@ from bench.cluster.daemon import (
     start_daemon,
     stop_daemon,
 )
-from bench.cluster.deploy import deploy_project, node_program, write_node_file
-from bench.cluster.parallel import on_each_node
-from bench.errors import ClusterError, ConfigError
+from bench.cluster.deploy import Wheel, deploy_project, node_program, write_node_file
+from bench.errors import ConfigError
 from bench.protocols import Cluster, LockClient, Node
 
 CLIENT_PORT = 7000
@@ -135,8 +134,12 @@ class ReferenceBackend:
 
     name = "reference"
 
-    def __init__(self, options: ReferenceOptions | None = None) -> None:
+    def __init__(
+        self, options: ReferenceOptions | None = None, *, wheel: Wheel | None = None
+    ) -> None:
+        """``wheel``: deploy this prebuilt wheel instead of building the current tree."""
         self.options = options or ReferenceOptions()
+        self.wheel = wheel
         self._use_faketime = True
 
     @classmethod
@@ -146,15 +149,12 @@ class ReferenceBackend:
     def deploy(self, cluster: Cluster) -> None:
         """Install the project on every node and write each node's lockd config."""
         self._use_faketime = "clock" in cluster.capabilities
-        deploy_project(cluster)
 
         def configure(node: Node) -> None:
-            lockd = node_program(node, "lockd")
-            if not node.run(f"test -x {shlex.quote(lockd)}", check=False).ok:
-                raise ClusterError(f"{node.name}: {lockd} missing after installation")
-            write_node_file(node, config_path(node), lockd_config(cluster, node, self.options))
+            text = lockd_config(cluster, node, self.options)
+            write_node_file(node, config_path(node), text, require=[node_program(node, "lockd")])
 
-        on_each_node("configuring lockd", cluster.nodes, configure)
+        deploy_project(cluster, self.wheel, configure)
 
     def start(self, node: Node) -> None:
         argv = [

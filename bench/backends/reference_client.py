@@ -1,9 +1,13 @@
 """The bench's LockClient for lockd: an adapter over ``reference_impl.client.AsyncLockClient``.
 
 It maps the client library's errors onto the history's outcomes: ``DefiniteError`` (not holder,
-acquire timed out in the queue, session expired, bad request) becomes ``DefiniteFailure`` ->
-``fail``; ``IndeterminateError`` (unavailable, request timeout, connection lost) becomes
-``Indeterminate`` -> ``info``. After a lost session the next acquire opens a fresh one, as an
+acquire timed out in the queue, bad request) becomes ``DefiniteFailure`` -> ``fail``;
+``IndeterminateError`` (unavailable, request timeout, connection lost) becomes ``Indeterminate``
+-> ``info``. ``SessionExpired`` is the exception: although the library files it as definite (the
+request itself had no effect), the session's locks were released by the service at a time the
+client cannot know, and an acquire may even have been granted just before the session was
+found lost. Recording it as ``info`` retires the process, which is how the checkers model a
+holder that lost its locks. After a lost session the next acquire opens a fresh one, as an
 application would, so a process can go on after a stall or a long partition.
 """
 
@@ -152,10 +156,12 @@ class ReferenceLockClient:
 
 async def _mapped(call: Callable[[], Awaitable[T]]) -> T:
     """Run a client-library call, mapping its errors onto fail (definite) and info (unknown)."""
-    from reference_impl.client.errors import DefiniteError, IndeterminateError
+    from reference_impl.client.errors import DefiniteError, IndeterminateError, SessionExpired
 
     try:
         return await call()
+    except SessionExpired as exc:
+        raise Indeterminate(f"{type(exc).__name__}: {exc}") from exc
     except DefiniteError as exc:
         raise DefiniteFailure(f"{type(exc).__name__}: {exc}") from exc
     except IndeterminateError as exc:

@@ -169,7 +169,7 @@ class RegisterModel(Model):
     """A read/write register (Knossos' register); ``initial_value`` is its value before the test."""
 
     name = "register"
-    operations = frozenset({"read", "write"})
+    operations = frozenset({"read", "write", "cas"})  # cas only to name it in an error
     allows_cas = False
 
     def initial(self) -> Hashable:

@@ -33,6 +33,21 @@ def _anomaly(kind: str, explanation: str, calls: Sequence[Call], key: str | None
     )
 
 
+def _sessions(changes: Sequence[Call]) -> dict[int, str | None]:
+    """The session of each grant and release, by invocation index. Releases often do not carry
+    one, so a release takes the session of its process's latest grant of that lock."""
+    latest: dict[tuple[Any, str | None], str | None] = {}
+    out: dict[int, str | None] = {}
+    for change in sorted(changes, key=lambda c: c.invoke.index):
+        assert change.completion is not None
+        slot = (change.process, change.invoke.key)
+        own = change.completion.session or change.invoke.session
+        if change.invoke.f == "acquire":
+            latest[slot] = own
+        out[change.invoke.index] = own or latest.get(slot)
+    return out
+
+
 def _events(call: Call) -> list[dict[str, Any]]:
     value = call.completion.value if call.completion is not None else None
     return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
@@ -50,6 +65,7 @@ class WatchesChecker:
         lock_changes = [
             c for c in calls if c.invoke.f in ("acquire", "release") and c.outcome == "ok"
         ]
+        sessions = _sessions(lock_changes)
         anomalies: list[Anomaly] = []
         by_revision: dict[int, tuple[dict[str, Any], Call]] = {}
         checked_events = 0
@@ -105,7 +121,7 @@ class WatchesChecker:
                         )
                     )
                 seen.add(identity)
-            anomalies.extend(self._missing(watch, prefix, stream, lock_changes))
+            anomalies.extend(self._missing(watch, prefix, stream, lock_changes, sessions))
         stats = {"watches": len(watches), "events": checked_events, "anomalies": len(anomalies)}
         return CheckResult(
             self.name,
@@ -116,7 +132,11 @@ class WatchesChecker:
 
     @staticmethod
     def _missing(
-        watch: Call, prefix: str, stream: Sequence[dict[str, Any]], changes: Sequence[Call]
+        watch: Call,
+        prefix: str,
+        stream: Sequence[dict[str, Any]],
+        changes: Sequence[Call],
+        sessions: Mapping[int, str | None],
     ) -> list[Anomaly]:
         """Changes made entirely while the watch ran that its stream lacks or misorders."""
         assert watch.completion is not None
@@ -136,7 +156,7 @@ class WatchesChecker:
             ):
                 continue
             kind = "acquired" if change.invoke.f == "acquire" else "released"
-            session = change.completion.session or change.invoke.session
+            session = sessions.get(change.invoke.index)
             position = positions.get((kind, lock, session))
             if position is None:
                 out.append(

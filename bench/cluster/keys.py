@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,12 +54,13 @@ def known_hosts_line(address: str, port: int, public_key_file: Path) -> str:
 def scan_host_key(name: str, address: str, port: int) -> str:
     """Fetch a host's key (trust on first use, at ``cluster up``) as a known_hosts line."""
     try:
-        transport = paramiko.Transport((address, port))
+        sock = socket.create_connection((address, port), timeout=SCAN_TIMEOUT_S)
     except OSError as exc:
         raise ClusterError(
             f"{name} ({address}:{port}): unreachable while recording its host key: "
             f"{exc.strerror or exc}"
         ) from exc
+    transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = SCAN_TIMEOUT_S
         transport.start_client(timeout=SCAN_TIMEOUT_S)

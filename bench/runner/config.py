@@ -151,7 +151,12 @@ def _overridden(key: str, overrides: Mapping[str, Any]) -> bool:
 
 
 def _resolve(config: TestConfig) -> TestConfig:
-    """Fill in what 'auto' and null mean for this machine: runtime and seed."""
+    """Fill in what 'auto' and null mean for this machine: runtime and seed.
+
+    ``runtime: auto`` is netns when root, else local; on the local runtime faults it cannot
+    inject (partitions: its nodes share one loopback) are dropped with a warning, so the
+    default test still runs, with fewer faults, for a user without root.
+    """
     changes: dict[str, Any] = {}
     if config.seed is None:
         changes["seed"] = random.SystemRandom().randrange(2**31)
@@ -161,9 +166,29 @@ def _resolve(config: TestConfig) -> TestConfig:
             changes["runtime"] = "ssh"  # replaced by the inventory's own runtime when opened
         elif runtimes == ("none",):
             changes["runtime"] = "none"
+        elif os.geteuid() == 0:
+            changes["runtime"] = "netns"
         else:
-            changes["runtime"] = "netns" if os.geteuid() == 0 else "local"
+            changes["runtime"] = "local"
+            changes["nemesis"] = _faults_local_can_do(config.nemesis)
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def _faults_local_can_do(nemesis: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:
+    try:
+        from bench.cluster import runtime_capabilities
+    except ImportError:
+        return nemesis
+    possible = runtime_capabilities("local")
+    kept = tuple(spec for spec in nemesis if spec.get("fault") in possible)
+    dropped = sorted({str(spec.get("fault")) for spec in nemesis} - possible)
+    if dropped:
+        log.warning(
+            "runtime auto chose local (not root): skipping %s faults it cannot inject; "
+            "run as root for the netns runtime",
+            ", ".join(dropped),
+        )
+    return kept
 
 
 def _validate_parts(config: TestConfig) -> None:

@@ -241,7 +241,8 @@ class TestRun:
                 entry = {"wall_time": time.time(), "type": type, "f": f, "value": value}
                 nemesis_log.write(json.dumps(entry, default=str) + "\n")
                 nemesis_log.flush()
-            if f.startswith("start-"):
+            skipped = isinstance(value, Mapping) and "skipped" in value
+            if f.startswith("start-") and type == "info" and not skipped:
                 self.stats.active_faults[f.removeprefix("start-")] = value
             elif f.startswith("stop-") and type == "info":
                 self.stats.active_faults.pop(f.removeprefix("stop-"), None)
@@ -312,6 +313,8 @@ class TestRun:
             stop=self.stop,
             rate=config.rate,
         )
+        if isinstance(history, HistoryWriter | CountingHistory):
+            history.start_ns = time.monotonic_ns()  # time 0 is the start of the test proper
         loop = asyncio.get_running_loop()
         timer = loop.call_later(config.time_limit, self.stop.set)
         observer_stop = asyncio.Event()
@@ -387,6 +390,7 @@ class TestRun:
             self.errors.append(f"nemesis failed: {exc}")
         log.info("healing every fault")
         heal_errors = await asyncio.to_thread(nemesis.heal_all)
+        self.stats.active_faults.clear()
         for error in heal_errors:
             log.error("heal: %s", error)
             self.errors.append(f"heal: {error}")

@@ -69,6 +69,7 @@ class Owner:
     holders: tuple[Holder, ...]
     token: int | None
     waiters: tuple[str, ...] = ()
+    revision: int = 0  # the watch revision this read reflects: watch from revision + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +299,9 @@ class AsyncLockClient:
                 )
             except ServerError as exc:
                 if exc.code == "not-leader":
-                    self._leader = exc.leader if exc.leader in self.endpoints else None
+                    self._leader = exc.leader
+                    if exc.leader is not None and exc.leader not in self.endpoints:
+                        self.endpoints.append(exc.leader)  # discovered a member
                     last = Unavailable(f"{endpoint}: {exc.message}")
                     if self._leader is None:
                         await asyncio.sleep(RETRY_BACKOFF_SECONDS)
@@ -380,7 +383,13 @@ class AsyncLockClient:
         holders = tuple(
             Holder(h["session"], h["token"], h["shared"], h["value"]) for h in result["holders"]
         )
-        return Owner(name, holders, result["token"], tuple(result.get("waiters", ())))
+        return Owner(
+            name,
+            holders,
+            result["token"],
+            tuple(result.get("waiters", ())),
+            int(result.get("revision", 0)),
+        )
 
     async def check_token(self, name: str, token: int, *, endpoint: str | None = None) -> bool:
         """Whether ``token`` is still a current holder's token of ``name`` (CheckSequencer)."""
@@ -472,9 +481,11 @@ class AsyncLockClient:
     async def observe(self, election: str) -> AsyncIterator[Holder | None]:
         """The current leader of ``election``, then every change of it."""
         name = ELECTION_PREFIX + election
-        status = await self.leader(election)
+        owner = await self.owner(name)
+        status = owner.holders[0] if owner.holders else None
         yield status
-        async for event in self.watch(name):
+        # Watch from just after the read, so no change between the two is missed.
+        async for event in self.watch(name, from_revision=owner.revision + 1):
             if event.name != name:
                 continue
             current = await self.leader(election)

@@ -88,6 +88,14 @@ class Connection:
             if exc.code == "auth":
                 raise AuthError(f"{endpoint}: {exc.message}") from exc
             raise ConnectionLost(f"{endpoint}: hello refused: {exc}") from exc
+        except ConnectionLost as exc:
+            await connection.close()
+            if ssl is None:
+                raise ConnectionLost(
+                    f"{endpoint}: the server closed the connection during hello; if its client "
+                    "port uses TLS, connect with ssl=<SSLContext>"
+                ) from exc
+            raise
         except LockServiceError:
             await connection.close()
             raise

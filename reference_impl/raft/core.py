@@ -718,7 +718,7 @@ class RaftNode:
             return
         if self._replicate_pending or self._commit_broadcast_pending:
             for peer in self._peers:
-                sent = self._send_append(peer)
+                sent = self._replicate_to(peer)
                 if not sent and self._commit_broadcast_pending:
                     self._send_commit(peer)
             self._replicate_pending = False
@@ -764,6 +764,15 @@ class RaftNode:
                 self._read_round,
             )
         )
+
+    def _replicate_to(self, peer: NodeId) -> bool:
+        """Send as many appends as the follower's window allows (pipelining); True if any."""
+        sent = False
+        for _ in range(self._config.max_inflight):
+            if not self._send_append(peer):
+                break
+            sent = True
+        return sent
 
     def _send_append(
         self, peer: NodeId, *, allow_empty: bool = False, ignore_pause: bool = False
@@ -860,7 +869,7 @@ class RaftNode:
         if self._lead_transferee == peer and progress.match == self._log.last_index:
             logger.info("%s: %s is up to date, sending TimeoutNow", self._id, peer)
             self._send(TimeoutNow(self._id, peer, self._term))
-        self._send_append(peer)
+        self._replicate_to(peer)
 
     def _on_append_reject(self, peer: NodeId, progress: Progress, msg: AppendResponse) -> None:
         if progress.state is ReplicationState.SNAPSHOT:

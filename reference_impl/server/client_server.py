@@ -126,22 +126,28 @@ class _Connection:
         while not self.closed:
             data = await reader.read(READ_CHUNK)
             if not data:
-                # Half-closed by the client: answer what is in flight, then close.
-                if self.tasks:
-                    await asyncio.wait(list(self.tasks), timeout=EOF_GRACE_SECONDS)
-                    await self._drain_quietly()
+                await self._finish_in_flight()  # half-closed by the client
                 return
             try:
-                messages = decoder.feed(data)
+                for message in decoder.feed(data):
+                    self._dispatch(message)
+                if decoder.error is not None:
+                    raise decoder.error
             except ProtocolError as exc:
+                # Frames before the broken one were dispatched by feed(); answer them first.
                 self.server.protocol_errors.inc()
+                await self._finish_in_flight()
                 self.send(error_response(0, E_PROTOCOL, str(exc)))
                 await self._drain_quietly()
                 return
-            for message in messages:
-                self._dispatch(message)
             if self.writer.transport.get_write_buffer_size() > 0:
                 await self._drain_quietly()
+
+    async def _finish_in_flight(self) -> None:
+        """Let requests already received finish (bounded) before the connection closes."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=EOF_GRACE_SECONDS)
+        await self._drain_quietly()
 
     async def _drain_quietly(self) -> None:
         with contextlib.suppress(ConnectionError, OSError):

@@ -31,7 +31,15 @@ from reference_impl.raft.errors import (
     ReadIndexTimeout,
 )
 from reference_impl.raft.metrics import ReplicaMetrics
-from reference_impl.raft.types import EntryKind, Message, NodeId, ReadState, Ready, Role
+from reference_impl.raft.types import (
+    EntryKind,
+    HardState,
+    Message,
+    NodeId,
+    ReadState,
+    Ready,
+    Role,
+)
 from reference_impl.server.peer_transport import PeerTransport
 from reference_impl.storage.raft_storage import RaftStorage
 
@@ -160,6 +168,7 @@ class Replica:
         self._reads_waiting_apply: list[tuple[int, asyncio.Future[None], float]] = []
         self._read_ids = itertools.count(1)
         self._leader_changed = asyncio.Event()
+        self._persisted_hard_state = HardState()
 
     # -----------------------------------------------------------------------------------------
     # State
@@ -209,6 +218,7 @@ class Replica:
             self._state_machine.restore(restored.snapshot.data, meta.index)
             self._applied = meta.index
             self._last_snapshot_index = meta.index
+        self._persisted_hard_state = restored.hard_state
         self._node = RaftNode(self._config, restored, self._rng)
         self._term = self._node.term
         self._transport = PeerTransport(self._id, self._peers, self._deliver, self.metrics)
@@ -371,7 +381,7 @@ class Replica:
             node.step(item)
 
     async def _handle_ready(self, node: RaftNode, ready: Ready) -> None:
-        if ready.snapshot is not None or ready.hard_state is not None or ready.entries:
+        if ready.snapshot is not None or ready.entries or self._must_sync(ready.hard_state):
             stats = await asyncio.to_thread(
                 self._storage.save, ready.hard_state, ready.entries, ready.snapshot
             )
@@ -379,6 +389,11 @@ class Replica:
             self.metrics.records_persisted += stats.records
             self.metrics.fsync_seconds.observe(stats.fsync_seconds)
             self.metrics.records_per_fsync.observe(stats.records)
+        elif ready.hard_state is not None:
+            # Only the commit index moved: write it, but do not wait for the disk.
+            self._storage.save(ready.hard_state, (), sync=False)
+        if ready.hard_state is not None:
+            self._persisted_hard_state = ready.hard_state
         transport = self._transport
         assert transport is not None
         for msg in ready.messages:
@@ -412,6 +427,13 @@ class Replica:
         node.advance(ready)
         if self._applied - self._last_snapshot_index >= self._snapshot_every:
             await self._take_snapshot(node)
+
+    def _must_sync(self, hard_state: HardState | None) -> bool:
+        """Term and vote must be on disk before messages that depend on them; commit need not."""
+        if hard_state is None:
+            return False
+        previous = self._persisted_hard_state
+        return hard_state.term != previous.term or hard_state.vote != previous.vote
 
     async def _take_snapshot(self, node: RaftNode) -> None:
         index = self._applied

@@ -403,6 +403,7 @@ class LockService:
                 "token": view.token,
                 "waiters": list(view.waiters),
                 "delayed": view.delayed,
+                "revision": self.machine.events.last_revision,
             }
         if op == "check_token":
             await self._read_barrier()

@@ -10,7 +10,8 @@ The encoding is compact JSON: deterministic to decode, easy to read in a WAL dum
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
 
 MAX_NAME_BYTES = 256  # etcd and ZooKeeper allow more; 256 keeps frames and snapshots small
@@ -98,6 +99,9 @@ _TYPES: dict[str, type[Any]] = {
 _TAGS: dict[type[Any], str] = {cls: tag for tag, cls in _TYPES.items()}
 
 
+_FORBIDDEN_IN_NAMES = re.compile("[\x00-\x1f\ud800-\udfff]")  # controls, lone surrogates
+
+
 def validate_name(name: object, what: str = "lock name") -> str:
     """A lock or prefix name: a non-empty string of at most MAX_NAME_BYTES without controls."""
     if not isinstance(name, str):
@@ -106,7 +110,7 @@ def validate_name(name: object, what: str = "lock name") -> str:
         raise CommandError(f"{what} must not be empty")
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise CommandError(f"{what} is longer than {MAX_NAME_BYTES} bytes")
-    if any(ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF for c in name):
+    if _FORBIDDEN_IN_NAMES.search(name):
         raise CommandError(f"{what} contains control or surrogate characters")
     return name
 
@@ -119,9 +123,15 @@ def validate_ttl(ttl: object) -> float:
     return float(ttl)
 
 
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _TAGS
+}
+
+
 def encode_command(command: Command) -> bytes:
-    body = asdict(command)
-    body["op"] = _TAGS[type(command)]
+    cls = type(command)
+    body: dict[str, Any] = {name: getattr(command, name) for name in _FIELDS[cls]}
+    body["op"] = _TAGS[cls]
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 

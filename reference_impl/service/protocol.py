@@ -73,46 +73,64 @@ class ProtocolError(Exception):
 
 
 def encode_frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    # ASCII-escaped: any str (even a lone surrogate echoed in a message) encodes.
+    body = json.dumps(message, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}", fatal=False)
     return HEADER.pack(len(body)) + body
 
 
 class FrameDecoder:
-    """Accumulates bytes and yields complete JSON objects; broken once it raised a fatal error."""
+    """Accumulates bytes and returns complete JSON objects.
+
+    When framing breaks, the frames decoded before the broken one are still returned; the
+    decoder is then ``broken`` and every later ``feed`` raises the fatal ProtocolError.
+    """
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
-        self.broken = False
+        self.error: ProtocolError | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.error is not None
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        if self.broken:
-            raise ProtocolError("connection already failed to frame", fatal=True)
+        if self.error is not None:
+            raise self.error
         self._buffer += data
         messages: list[dict[str, Any]] = []
-        while len(self._buffer) >= HEADER.size:
-            (length,) = HEADER.unpack_from(self._buffer)
-            if length == 0 or length > self.max_frame_bytes:
-                self.broken = True
-                raise ProtocolError(
-                    f"frame length {length} outside 1..{self.max_frame_bytes}", fatal=True
-                )
-            if len(self._buffer) < HEADER.size + length:
-                break
-            body = bytes(self._buffer[HEADER.size : HEADER.size + length])
-            del self._buffer[: HEADER.size + length]
-            try:
-                message = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                self.broken = True
-                raise ProtocolError(f"frame is not UTF-8 JSON: {exc}", fatal=True) from exc
-            if not isinstance(message, dict):
-                self.broken = True
-                raise ProtocolError("frame is not a JSON object", fatal=True)
-            messages.append(message)
+        try:
+            while len(self._buffer) >= HEADER.size:
+                message = self._next()
+                if message is None:
+                    break
+                messages.append(message)
+        except ProtocolError as exc:
+            self.error = exc
+            self._buffer.clear()
+            if not messages:
+                raise
         return messages
+
+    def _next(self) -> dict[str, Any] | None:
+        (length,) = HEADER.unpack_from(self._buffer)
+        if length == 0 or length > self.max_frame_bytes:
+            raise ProtocolError(
+                f"frame length {length} outside 1..{self.max_frame_bytes}", fatal=True
+            )
+        if len(self._buffer) < HEADER.size + length:
+            return None
+        body = bytes(self._buffer[HEADER.size : HEADER.size + length])
+        del self._buffer[: HEADER.size + length]
+        try:
+            message = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(f"frame is not UTF-8 JSON: {exc}", fatal=True) from exc
+        if not isinstance(message, dict):
+            raise ProtocolError("frame is not a JSON object", fatal=True)
+        return message
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +181,17 @@ def _check_arg(op: str, key: str, kind: str, value: Any) -> None:
         if not isinstance(value, str):
             raise bad(f"must be a string, got {type(value).__name__}")
         limit = {"client_id": MAX_CLIENT_ID_BYTES, "session": 32, "value": MAX_VALUE_BYTES}
-        if len(value.encode("utf-8", "surrogatepass")) > limit.get(kind, MAX_VALUE_BYTES):
+        if len(value) * 4 > limit.get(kind, MAX_VALUE_BYTES) and len(
+            value.encode("utf-8", "surrogatepass")
+        ) > limit.get(kind, MAX_VALUE_BYTES):
             raise bad("is too long")
         if kind in ("client_id", "session") and not value:
             raise bad("must not be empty")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise bad("contains surrogate characters (not valid UTF-8)") from exc
     elif kind in ("seq", "revision"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(f"must be an integer, got {type(value).__name__}")
@@ -189,7 +214,7 @@ def _check_arg(op: str, key: str, kind: str, value: Any) -> None:
         try:
             validate_name(value, "prefix" if kind == "prefix" else "name")
         except CommandError as exc:
-            raise bad(str(exc).split(" ", 2)[-1]) from exc
+            raise ProtocolError(f"{op}: argument {key!r}: {exc}", fatal=False) from exc
     elif kind == "ttl":
         try:
             validate_ttl(value)

@@ -111,12 +111,16 @@ class RaftStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
+        *,
+        sync: bool = True,
     ) -> SaveStats:
         """Make ``snapshot``, ``entries`` and ``hard_state`` durable (a Ready's worth).
 
         Entries replace any stored entries at the same or higher index (a conflicting suffix is
         truncated). Without a snapshot this is one append and one fsync; with one, the snapshot
-        file and a compacted WAL are each written atomically.
+        file and a compacted WAL are each written atomically. ``sync=False`` skips the fsync; it
+        is safe only when nothing but the commit index changed (as in etcd's MustSync): a lost
+        commit index is recomputed from the leader.
         """
         if self._fd is None:
             raise RuntimeError("RaftStorage.save called before load()")
@@ -128,7 +132,7 @@ class RaftStorage:
         buffer = self._encode_batch(hard_state, entries)
         _write_all(self._fd, buffer)
         records = len(entries) + (hard_state is not None)
-        return SaveStats(records, len(buffer), self._sync(self._fd))
+        return SaveStats(records, len(buffer), self._sync(self._fd) if sync else 0.0)
 
     # -----------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 // lockbench report: draws the embedded figures and makes anomaly links zoom the timeline.
-// Figures are JSON in <script type="application/json" data-figure-for="DIV_ID"> elements, so the
+// Figures are JSON in non-executed script elements naming their target div, so the
 // page stays one self-contained file. window.lockbenchReady is true once every figure is drawn.
 (function () {
   "use strict";

@@ -83,7 +83,7 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
             if started <= {f for t, f, _ in records if t == "info"}:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.2)  # libfaketime re-reads the offset file once a second
+        await asyncio.sleep(2.2)  # libfaketime re-reads the offset file every 2 s
         seen["n1"] = await asyncio.to_thread(_answers, n1)
         seen["n3"] = await asyncio.to_thread(_answers, n3)
         seen["n2"] = await asyncio.to_thread(read_probe_time, n2)
@@ -102,7 +102,7 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
 
     # Stopping the schedule undid everything: restarted, resumed, clock back.
     assert _answers(n1) and _answers(n3) and backend.running(n1)
-    threading.Event().wait(1.2)  # the server's libfaketime re-reads the reset offset
+    threading.Event().wait(2.2)  # the server's libfaketime re-reads the reset offset
     assert abs(read_probe_time(n2)[0]) < 200
 
     infos = {f: v for t, f, v in records if t == "info"}

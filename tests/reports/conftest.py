@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="session")
 def sample_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
     root = tmp_path_factory.mktemp("store")
-    common: dict[str, Any] = {"seconds": 30.0, "concurrency": 4}
+    common: dict[str, Any] = {"seconds": 32.0, "concurrency": 4}
     valid = write_synthetic_run(
         root,
         SyntheticRunSpec(
@@ -52,6 +52,20 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
     shutil.copytree(damaged, no_history)
     (no_history / "history.jsonl").unlink()
     return SampleStore(root, valid, invalid, damaged, no_history)
+
+
+@pytest.fixture(scope="session")
+def report_pages(sample_store: SampleStore) -> dict[str, str]:
+    """Each sample run's report, rendered once per session (render_report writes report.html)."""
+    from reports.render import render_report
+
+    runs = {
+        "valid": sample_store.valid,
+        "invalid": sample_store.invalid,
+        "damaged": sample_store.damaged,
+        "no_history": sample_store.no_history,
+    }
+    return {kind: render_report(run).read_text(encoding="utf-8") for kind, run in runs.items()}
 
 
 @pytest.fixture(scope="session")

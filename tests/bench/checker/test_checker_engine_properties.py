@@ -59,7 +59,7 @@ def histories(draw: Any, kind: str, keys: int = 1, max_calls: int = 6) -> list[O
     started = 0
     while started < calls or pending:
         choices = [p for p in live if p in pending or started < calls]
-        if not choices or draw(st.integers(0, 9)) == 0 and started >= calls:
+        if not choices or (draw(st.integers(0, 9)) == 0 and started >= calls):
             break  # leave the rest unfinished
         p = draw(st.sampled_from(choices))
         key = f"k{draw(st.integers(0, keys - 1))}" if p not in pending else pending[p][3]

@@ -25,11 +25,15 @@ def leftovers(prefix: str, cluster_dir: Path) -> list[str]:
     """Namespaces, links, processes and iptables rules that a cluster ``prefix`` left behind."""
     found: list[str] = []
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [f"netns {line.split()[0]}" for line in namespaces.splitlines()
-              if line.startswith(f"{prefix}-")]
+    found += [
+        f"netns {line.split()[0]}"
+        for line in namespaces.splitlines()
+        if line.startswith(f"{prefix}-")
+    ]
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
-              if f" {prefix}-" in line]
+    found += [
+        f"link {line.split(':')[1].strip()}" for line in links.splitlines() if f" {prefix}-" in line
+    ]
     rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
     found += [f"rule {line}" for line in rules.splitlines() if f"{prefix}-" in line]
     marker = str(cluster_dir)

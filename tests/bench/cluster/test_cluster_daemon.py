@@ -41,7 +41,7 @@ def test_daemon_lifecycle_pidfile_and_refusals(netns: ClusterHandle) -> None:
         assert node.run(f"cat {node.data_dir}/web.pid").stdout.strip() == str(pid)
         with pytest.raises(DaemonError, match=f"n1: daemon web is already running \\(pid {pid}\\)"):
             start_daemon(node, "web", argv)
-        with pytest.raises(DaemonError, match="port 7000 on 10.77.1.11 is already taken"):
+        with pytest.raises(DaemonError, match=r"port 7000 on 10\.77\.1\.11 is already taken"):
             start_daemon(node, "web2", argv, ready_port=7000)
         assert daemon_pid(node, "web2") is None
         # served over the bridge to another namespace
@@ -62,7 +62,7 @@ def test_start_fails_clearly_for_missing_program_and_early_exit(netns: ClusterHa
     node = netns.node("n2")
     with pytest.raises(DaemonError, match="n2: daemon ghost: program /opt/none/ghostd not found"):
         start_daemon(node, "ghost", ["/opt/none/ghostd"])
-    with pytest.raises(DaemonError, match="exited right after start(.|\n)*bad flag"):
+    with pytest.raises(DaemonError, match=r"exited right after start(.|\n)*bad flag"):
         # with a ready port the start waits for the port or the exit: no race with a slow start
         start_daemon(node, "quitter", ["bash", "-c", "echo bad flag >&2; exit 2"], ready_port=7999)
     assert daemon_pid(node, "quitter") is None

@@ -80,14 +80,16 @@ def test_wrong_key_and_closed_port_are_named_errors(netns_cluster_dir: Path) -> 
         )
     with pytest.raises(NodeUnreachable, match=r"n1 .*:2\): cannot connect"):
         SshNode(dataclasses.replace(spec, ssh_port=2), inventory.known_hosts).run("true")
-    with pytest.raises(NodeUnreachable, match="key file .* not found"):
+    with pytest.raises(NodeUnreachable, match=r"key file .* not found"):
         SshNode(dataclasses.replace(spec, key_file="/nonexistent/key"), None).run("true")
 
 
-def test_up_refuses_a_second_cluster_on_the_same_subnet(netns_cluster_dir: Path, tmp_path: Path) -> None:
+def test_up_refuses_a_second_cluster_on_the_same_subnet(
+    netns_cluster_dir: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ClusterError, match="already"):
         netns_up(tmp_path / "second", prefix=PREFIX, subnet=SUBNET)
-    with pytest.raises(ClusterError, match="subnet 10.77.1.0/24 is already in use"):
+    with pytest.raises(ClusterError, match=r"subnet 10\.77\.1\.0/24 is already in use"):
         netns_up(tmp_path / "third", prefix=f"{PREFIX}x", subnet=SUBNET)
     assert not (tmp_path / "second").exists() or not any((tmp_path / "second").iterdir())
     assert leftovers(f"{PREFIX}x", tmp_path / "third") == []
@@ -145,6 +147,6 @@ def test_failed_up_removes_what_it_made_before_raising(
 
     monkeypatch.setattr(netns, "_wait_for_ports", no_sshd)
     cluster_dir = tmp_path / "failing"
-    with pytest.raises(ClusterError, match="sshd did not start on 10.77.1.13"):
+    with pytest.raises(ClusterError, match=r"sshd did not start on 10\.77\.1\.13"):
         netns_up(cluster_dir, prefix=PREFIX, subnet=SUBNET)
     assert leftovers(PREFIX, cluster_dir) == []

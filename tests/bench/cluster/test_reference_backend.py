@@ -59,14 +59,21 @@ def test_lockd_config_follows_the_contract(tmp_path: Path) -> None:
 
 def test_local_nodes_get_ports_shifted_by_their_offset(tmp_path: Path) -> None:
     nodes = tuple(
-        NodeSpec(name=f"n{i}", address="127.0.0.1", data_dir=str(tmp_path / f"n{i}"),
-                 port_offset=10 * (i - 1))
+        NodeSpec(
+            name=f"n{i}",
+            address="127.0.0.1",
+            data_dir=str(tmp_path / f"n{i}"),
+            port_offset=10 * (i - 1),
+        )
         for i in range(1, 3)
     )
     cluster = open_cluster(Inventory("local", nodes, tmp_path, None))
     members = yaml.safe_load(lockd_config(cluster, cluster.node("n1"), ReferenceOptions()))
     assert members["members"]["n2"] == {
-        "host": "127.0.0.1", "peer_port": 7011, "client_port": 7010, "http_port": 7090
+        "host": "127.0.0.1",
+        "peer_port": 7011,
+        "client_port": 7010,
+        "http_port": 7090,
     }
 
 

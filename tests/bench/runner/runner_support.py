@@ -30,7 +30,7 @@ def write_test_file(directory: Path, name: str = "quick", **keys: Any) -> Path:
         "name": name,
         "backend": "memory",
         "workload": "mutex",
-        "workload_options": {"locks": 2, "hold": 0.002, "think": 0.002},
+        "workload_options": {"locks": 2, "hold": 0.002, "think": 0.002, "acquire_timeout": 0.5},
         "time_limit": 1.0,
         "concurrency": 6,
         "op_timeout": 1.0,

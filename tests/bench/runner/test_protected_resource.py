@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runner_support import free_port
 
 from bench.protocols import DefiniteFailure
 from bench.runner.resource import RefusedAccess, ResourceClient, ResourceServer, ResourceState
-from runner_support import free_port
 
 
 def serve(mode: str, log_path: Path, scenario: Any) -> Any:

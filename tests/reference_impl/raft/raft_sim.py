@@ -13,6 +13,7 @@ ReadIndex answers; at the end the group must heal and converge with every acknow
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import random
@@ -36,7 +37,9 @@ from reference_impl.raft.types import (
     Snapshot,
 )
 
-REPLAY_COMMAND = "LOCKBENCH_SEED={seed} pytest tests/reference_impl/raft/test_raft_simulation.py -k replay"
+REPLAY_COMMAND = (
+    "LOCKBENCH_SEED={seed} pytest tests/reference_impl/raft/test_raft_simulation.py -k replay"
+)
 
 
 class SimulationFailure(AssertionError):
@@ -237,7 +240,8 @@ class Simulation:
         self.applied: dict[int, str] = {}
         self.acked: dict[str, int] = {}
         self.max_acked = 0
-        self.pending_proposals: dict[tuple[NodeId, int], tuple[int, str]] = {}
+        self.pending_proposals: dict[tuple[NodeId, int], tuple[int, str, int]] = {}
+        self.commit_latencies_ms: list[int] = []
         self.pending_reads: dict[bytes, int] = {}
         self.reads_answered = 0
         self.proposal_counter = 0
@@ -295,12 +299,15 @@ class Simulation:
         # drain; give up only when nothing progresses for settle_ms (or after a hard cap).
         hard_deadline = self.now + 60_000
         last_progress = self.now
-        slowest = -1
+        shape: tuple[tuple[int, int], ...] = ()
         while not self._converged():
             self._run_until(self.now + 250)
-            applied = min(n.machine.applied for n in self.nodes.values())
-            if applied > slowest:
-                slowest, last_progress = applied, self.now
+            new_shape = tuple(
+                (n.node.commit_index, n.node.last_index) if n.node else (-1, -1)
+                for n in self.nodes.values()
+            )
+            if new_shape != shape:
+                shape, last_progress = new_shape, self.now
             if self.now - last_progress > self.options.settle_ms or self.now > hard_deadline:
                 states = {
                     n.id: (n.node.role.value, n.node.term, n.node.commit_index, n.machine.applied)
@@ -338,9 +345,7 @@ class Simulation:
         sim_node.machine = RecordingStateMachine()
         if restored.snapshot is not None:
             sim_node.machine.restore(restored.snapshot.data, restored.snapshot.meta.index)
-        sim_node.node = RaftNode(
-            sim_node.config, restored, random.Random(self.rng.getrandbits(32))
-        )
+        sim_node.node = RaftNode(sim_node.config, restored, random.Random(self.rng.getrandbits(32)))
         sim_node.busy = None
         sim_node.inbox.clear()
         sim_node.checked_commit = 0
@@ -388,10 +393,8 @@ class Simulation:
             except NotLeader:
                 self.pending_reads.pop(item[1], None)
         elif isinstance(item, tuple) and item[0] == "transfer":
-            try:
+            with contextlib.suppress(NotLeader):
                 node.transfer_leadership(item[1])
-            except NotLeader:
-                pass
         else:
             node.step(item)
 
@@ -402,7 +405,7 @@ class Simulation:
             index = node.propose(data.encode("latin-1"))
         except (NotLeader, ProposalDropped):
             return
-        self.pending_proposals[(sim_node.id, index)] = (node.term, data)
+        self.pending_proposals[(sim_node.id, index)] = (node.term, data, self.now)
 
     def _pump(self, sim_node: SimNode) -> None:
         node = sim_node.node
@@ -461,7 +464,9 @@ class Simulation:
         if ready.role is Role.LEADER:
             holder = self.leaders.setdefault(ready.term, sim_node.id)
             if holder != sim_node.id:
-                self.fail(f"election safety: {holder} and {sim_node.id} both lead term {ready.term}")
+                self.fail(
+                    f"election safety: {holder} and {sim_node.id} both lead term {ready.term}"
+                )
             if (sim_node.id, ready.term) not in self.leaders_checked:
                 self.leaders_checked.add((sim_node.id, ready.term))
                 self.note(f"{sim_node.id} leads term {ready.term}")
@@ -509,9 +514,7 @@ class Simulation:
 
     def _apply(self, sim_node: SimNode, node: RaftNode, entry: Entry) -> None:
         if entry.index != sim_node.machine.applied + 1:
-            self.fail(
-                f"{sim_node.id} applied {entry.index} right after {sim_node.machine.applied}"
-            )
+            self.fail(f"{sim_node.id} applied {entry.index} right after {sim_node.machine.applied}")
         sim_node.machine.apply(entry)
         command = sim_node.machine.commands[-1]
         known = self.applied.setdefault(entry.index, command)
@@ -522,11 +525,12 @@ class Simulation:
             )
         pending = self.pending_proposals.pop((sim_node.id, entry.index), None)
         if pending is not None:
-            term, data = pending
+            term, data, proposed_at = pending
             if term == entry.term and entry.kind is EntryKind.NORMAL:
                 if command != data:
                     self.fail(f"{sim_node.id}: proposal {data!r} applied as {command!r}")
                 self.acked[data] = entry.index
+                self.commit_latencies_ms.append(self.now - proposed_at)
                 self.max_acked = max(self.max_acked, entry.index)
 
     # -----------------------------------------------------------------------------------------
@@ -615,3 +619,122 @@ class Simulation:
             for b in side_b:
                 self.blocked.add((a, b))
                 self.blocked.add((b, a))
+
+
+# ---------------------------------------------------------------------------------------------
+# A hand-driven cluster for the rule-by-rule tests
+
+
+class ManualCluster:
+    """Nodes whose Readys are handled at once (persist, send, apply); messages wait in
+    ``outbox`` until a test delivers them, so a test controls exactly who hears what."""
+
+    def __init__(self, size: int = 3, seed: int = 1, **config: Any) -> None:
+        self.ids = tuple(f"n{i}" for i in range(1, size + 1))
+        self.config = config
+        self.rng = random.Random(seed)
+        self.storages = {node_id: MemoryStorage() for node_id in self.ids}
+        self.machines: dict[NodeId, RecordingStateMachine] = {}
+        self.nodes: dict[NodeId, RaftNode] = {}
+        self.outbox: list[Message] = []
+        self.read_states: dict[NodeId, list[tuple[bytes, int]]] = {i: [] for i in self.ids}
+        self.down: set[NodeId] = set()
+        self.cut: set[tuple[NodeId, NodeId]] = set()
+        for node_id in self.ids:
+            self.start(node_id)
+
+    def start(self, node_id: NodeId) -> RaftNode:
+        restored = self.storages[node_id].restore()
+        machine = RecordingStateMachine()
+        if restored.snapshot is not None:
+            machine.restore(restored.snapshot.data, restored.snapshot.meta.index)
+        self.machines[node_id] = machine
+        config = RaftConfig(node_id, self.ids, **self.config)
+        node = RaftNode(config, restored, random.Random(self.rng.getrandbits(32)))
+        self.nodes[node_id] = node
+        self.down.discard(node_id)
+        return node
+
+    def crash(self, node_id: NodeId) -> None:
+        self.storages[node_id].crash(self.rng)
+        self.down.add(node_id)
+
+    def process(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        while node.has_ready():
+            ready = node.ready()
+            storage = self.storages[node_id]
+            storage.write(ready)
+            storage.fsync()
+            self.outbox.extend(ready.messages)
+            machine = self.machines[node_id]
+            if ready.snapshot is not None:
+                machine.restore(ready.snapshot.data, ready.snapshot.meta.index)
+            for entry in ready.committed:
+                machine.apply(entry)
+            self.read_states[node_id].extend((r.ctx, r.index) for r in ready.read_states)
+            node.advance(ready)
+
+    def process_all(self) -> None:
+        for node_id in self.ids:
+            if node_id not in self.down:
+                self.process(node_id)
+
+    def tick(self, node_id: NodeId, times: int = 1) -> None:
+        for _ in range(times):
+            self.nodes[node_id].tick()
+        self.process(node_id)
+
+    def tick_all(self, times: int = 1) -> None:
+        for _ in range(times):
+            for node_id in self.ids:
+                if node_id not in self.down:
+                    self.nodes[node_id].tick()
+            self.process_all()
+            self.deliver()
+
+    def isolate(self, node_id: NodeId) -> None:
+        for other in self.ids:
+            if other != node_id:
+                self.cut.add((node_id, other))
+                self.cut.add((other, node_id))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def deliver(
+        self, accept: Callable[[Message], bool] | None = None, *, rounds: int = 1000
+    ) -> list[Message]:
+        """Deliver queued messages (and what they cause) until quiet; returns what was dropped."""
+        dropped: list[Message] = []
+        for _ in range(rounds):
+            if not self.outbox:
+                break
+            batch, self.outbox = self.outbox, []
+            for msg in batch:
+                if (
+                    msg.dst in self.down
+                    or (msg.src, msg.dst) in self.cut
+                    or (accept is not None and not accept(msg))
+                ):
+                    dropped.append(msg)
+                    continue
+                self.nodes[msg.dst].step(msg)
+                self.process(msg.dst)
+        return dropped
+
+    def elect(self, node_id: NodeId) -> RaftNode:
+        """Make ``node_id`` campaign now (as if its timer fired) and deliver until quiet."""
+        node = self.nodes[node_id]
+        timeout = node.config.election_ticks_max
+        for _ in range(timeout):
+            node.tick()
+            if node.role is not Role.FOLLOWER:
+                break
+        self.process(node_id)
+        self.deliver()
+        return node
+
+    def leader(self) -> RaftNode | None:
+        leaders = [n for i, n in self.nodes.items() if i not in self.down and n.role is Role.LEADER]
+        return max(leaders, key=lambda n: n.term) if leaders else None

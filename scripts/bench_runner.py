@@ -1,0 +1,126 @@
+"""Runner throughput: 50 client processes on the in-process memory backend, pinned to one core.
+
+Measures completed ops/s of the runner's client path (bench.runner.process: invoke, perform
+under the per-op timeout, completion, workload update) with the history written to disk as in a
+real run, and the same with a sink that only counts, to show what writing the history costs.
+Trials alternate between the two so machine noise hits both alike; medians are printed.
+
+    python scripts/bench_runner.py [--seconds 3] [--trials 3] [--processes 50] [--resource]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.backends.memory import MemoryBackend
+from bench.history import HistoryWriter
+from bench.runner.cluster_setup import InProcessCluster
+from bench.runner.options import parse_options
+from bench.runner.process import ClientDriver, ClientProcess, HistorySink, RunStats
+from bench.runner.resource import ResourceClient, ResourceServer
+from bench.runner.test_run import CountingHistory
+from workloads.base import WorkloadContext
+from workloads.mutex import MutexOptions, MutexWorkload
+
+
+async def one_trial(
+    history: HistorySink, seconds: float, processes: int, use_resource: bool, tmp: Path
+) -> float:
+    """Ops completed per second over ``seconds`` of driving."""
+    server: ResourceServer | None = None
+    resource: ResourceClient | None = None
+    if use_resource:
+        server = ResourceServer("fenced", None)
+        await server.start("127.0.0.1", 0)
+        resource = ResourceClient(*server.address)
+    options = parse_options(
+        MutexOptions,
+        {"locks": 200, "hold": 0.0, "think": 0.0, "use_resource": use_resource},
+    )
+    workload = MutexWorkload(options, WorkloadContext(1, processes, 10.0, ("bench",), resource))
+    backend = MemoryBackend()
+    cluster = InProcessCluster(tmp / "node")
+    stats = RunStats()
+    stop = asyncio.Event()
+    driver = ClientDriver(
+        workload=workload,
+        backend=backend,
+        cluster=cluster,
+        history=history,
+        stats=stats,
+        concurrency=processes,
+        op_timeout=5.0,
+        ttl=10.0,
+        stop=stop,
+    )
+    clients = [ClientProcess(driver, slot) for slot in range(processes)]
+    loop = asyncio.get_running_loop()
+    loop.call_later(seconds, stop.set)
+    started = time.perf_counter()
+    await asyncio.gather(*(c.run() for c in clients))
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in clients))
+    backend.stop(cluster.nodes[0])
+    if resource is not None and server is not None:
+        await resource.close()
+        await server.stop()
+    return stats.completed / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=50)
+    parser.add_argument("--resource", action="store_true", help="critical sections touch it")
+    parser.add_argument("--cpu", type=int, default=0, help="the core to pin to")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    written: list[float] = []
+    counted: list[float] = []
+    lines = 0
+    with tempfile.TemporaryDirectory(prefix="lbr-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        for trial in range(args.trials):
+            for write in (True, False) if trial % 2 == 0 else (False, True):
+                if write:
+                    path = tmp / f"history-{trial}.jsonl"
+                    writer = HistoryWriter(path)
+                    rate = asyncio.run(
+                        one_trial(writer, args.seconds, args.processes, args.resource, tmp)
+                    )
+                    writer.close()
+                    lines = sum(1 for _ in path.open())
+                    written.append(rate)
+                else:
+                    rate = asyncio.run(
+                        one_trial(
+                            CountingHistory(), args.seconds, args.processes, args.resource, tmp
+                        )
+                    )
+                    counted.append(rate)
+    with_history = statistics.median(written)
+    without = statistics.median(counted)
+    cost = 1 - with_history / without
+    resource = "with" if args.resource else "without"
+    print(
+        f"runner, memory backend, {args.processes} processes, one core (cpu {args.cpu}), "
+        f"mutex {resource} the protected resource, {args.trials} trials x {args.seconds:g} s"
+    )
+    print(f"  ops/s with history written : median {with_history:,.0f}  {_fmt(written)}")
+    print(f"  ops/s with history counted : median {without:,.0f}  {_fmt(counted)}")
+    print(f"  history writing cost       : {cost:.1%} of throughput (last history: {lines} lines)")
+
+
+def _fmt(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:,.0f}" for v in values) + ")"
+
+
+if __name__ == "__main__":
+    main()

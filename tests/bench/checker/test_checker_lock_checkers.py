@@ -1,0 +1,320 @@
+"""The lock checkers on histories that contain each anomaly, and on ones that do not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from checker_histories import MS, history
+
+from bench.checker import available_checkers, run_checkers
+from bench.errors import ConfigError
+from bench.history import Op
+
+S = 1_000_000_000
+
+
+def check(name: str, ops: list[Op], **options: Any) -> Any:
+    verdict, results = run_checkers(ops, [name], options)
+    assert verdict == results[name].verdict
+    return results[name]
+
+
+def access(process: int, f: str, token: int, rtime: int, *, accepted: bool = True) -> list[Any]:
+    arg: dict[str, Any] = {"token": token}
+    result: dict[str, Any] = {"accepted": accepted, "resource_time": rtime}
+    if f == "res-write":
+        arg["value"] = result["value"] = 1
+    completion = (process, "ok" if accepted else "fail", f, "L", result)
+    if not accepted:
+        result["highest"] = token + 1
+        completion = (process, "fail", f, "L", result, {"error": "stale-token"})
+    return [(process, "invoke", f, "L", arg), completion]
+
+
+def section(process: int, token: int, start: int, end: int) -> list[Any]:
+    return [*access(process, "res-enter", token, start), *access(process, "res-exit", token, end)]
+
+
+# --- mutual exclusion ---------------------------------------------------------------------
+
+
+def test_mutual_exclusion_finds_critical_sections_overlapping_on_the_resource_clock() -> None:
+    ops = history(*section(0, 1, 100, 300), *section(1, 2, 200, 400))
+    result = check("mutual-exclusion", ops)
+    assert result.verdict == "invalid"
+    (anomaly,) = result.anomalies
+    assert anomaly.kind == "overlapping-critical-sections"
+    assert set(anomaly.processes) == {0, 1}
+
+
+def test_mutual_exclusion_accepts_sections_one_after_another() -> None:
+    ops = history(*section(0, 1, 100, 200), *section(1, 2, 300, 400), *section(0, 3, 500, 600))
+    assert check("mutual-exclusion", ops).verdict == "valid"
+
+
+def test_mutual_exclusion_ignores_refused_accesses_of_a_stale_holder() -> None:
+    ops = history(
+        *access(0, "res-enter", 1, 100),
+        *section(1, 2, 200, 400),
+        *access(0, "res-exit", 1, 300, accepted=False),
+    )
+    assert check("mutual-exclusion", ops).verdict == "valid"
+
+
+def test_mutual_exclusion_runs_the_owned_mutex_model_on_the_lock_ops() -> None:
+    ops = history(
+        (0, "invoke", "acquire", "L", None),
+        (0, "ok", "acquire", "L", None),
+        (1, "invoke", "acquire", "L", None),
+        (1, "ok", "acquire", "L", None),
+    )
+    result = check("mutual-exclusion", ops)
+    assert result.verdict == "invalid"
+    assert result.anomalies[0].kind == "nonlinearizable"
+
+
+# --- fencing ------------------------------------------------------------------------------
+
+
+def grant(process: int, token: int) -> list[Any]:
+    return [
+        (process, "invoke", "acquire", "L", {"timeout": 1, "shared": False}),
+        (process, "ok", "acquire", "L", token, {"session": f"s{process}"}),
+    ]
+
+
+def release(process: int) -> list[Any]:
+    return [(process, "invoke", "release", "L", None), (process, "ok", "release", "L", None)]
+
+
+def test_fencing_accepts_increasing_tokens() -> None:
+    ops = history(*grant(0, 3), *release(0), *grant(1, 7), *release(1))
+    assert check("fencing", ops).verdict == "valid"
+
+
+def test_fencing_finds_a_token_lower_than_an_earlier_grant() -> None:
+    ops = history(*grant(0, 7), *release(0), *grant(1, 3))
+    result = check("fencing", ops)
+    assert result.verdict == "invalid"
+    assert [a.kind for a in result.anomalies] == ["token-order"]
+    assert result.anomalies[0].processes == (0, 1)
+
+
+def test_fencing_finds_a_token_granted_twice() -> None:
+    ops = history(
+        (0, "invoke", "acquire", "L", None),
+        (1, "invoke", "acquire", "L", None),
+        (0, "ok", "acquire", "L", 4),
+        (1, "ok", "acquire", "L", 4),
+    )
+    result = check("fencing", ops)
+    assert [a.kind for a in result.anomalies] == ["duplicate-token"]
+
+
+def test_fencing_finds_the_resource_accepting_a_lower_token() -> None:
+    ops = history(*access(0, "res-write", 5, 100), *access(1, "res-write", 4, 200))
+    result = check("fencing", ops)
+    assert [a.kind for a in result.anomalies] == ["stale-token-accepted"]
+
+
+def test_fencing_counts_refusals_without_flagging_them() -> None:
+    ops = history(*access(0, "res-write", 5, 100), *access(1, "res-write", 4, 200, accepted=False))
+    result = check("fencing", ops)
+    assert result.verdict == "valid"
+    assert result.stats["refused_stale_accesses"] == 1
+
+
+# --- lost updates -------------------------------------------------------------------------
+
+
+def counter_history(writes: int, final: int | None, info_writes: int = 0) -> list[Op]:
+    records: list[Any] = []
+    for i in range(writes):
+        records += access(i % 3, "res-write", i + 1, 100 * (i + 1))
+    for i in range(info_writes):
+        records += [(10 + i, "invoke", "res-write", "L", {"token": 99, "value": 1})]
+        records += [(10 + i, "info", "res-write", "L", None)]
+    if final is not None:
+        records += [(0, "invoke", "final-read", "L", None)]
+        records += [(0, "ok", "final-read", "L", {"value": final, "resource_time": 10**6})]
+    return history(*records)
+
+
+@pytest.mark.parametrize(
+    ("writes", "final", "info", "expected"),
+    [
+        (3, 3, 0, "valid"),
+        (3, 2, 0, "invalid"),
+        (3, 4, 1, "valid"),
+        (3, 5, 1, "invalid"),
+        (3, None, 0, "unknown"),
+    ],
+)
+def test_lost_updates_compares_the_final_value_with_acknowledged_increments(
+    writes: int, final: int | None, info: int, expected: str
+) -> None:
+    result = check("lost-updates", counter_history(writes, final, info))
+    assert result.verdict == expected
+    if expected == "invalid":
+        assert result.anomalies[0].kind in ("lost-update", "phantom-update")
+
+
+# --- liveness -----------------------------------------------------------------------------
+
+
+def crashed_holder_history(waiter_done_s: float, granted: bool) -> list[Op]:
+    return history(
+        (0, "invoke", "acquire", "L", None, {"time": 0}),
+        (0, "ok", "acquire", "L", 1, {"time": 1 * MS}),
+        (0, "invoke", "owner", "L", None, {"time": 2 * MS}),
+        (0, "info", "owner", "L", None, {"time": 1 * S}),
+        (1, "invoke", "acquire", "L", None, {"time": int(1.5 * S)}),
+        (
+            1,
+            "ok" if granted else "fail",
+            "acquire",
+            "L",
+            2 if granted else None,
+            {"time": int(waiter_done_s * S)},
+        ),
+        (2, "invoke", "read", "x", None, {"time": 30 * S}),
+        (2, "ok", "read", "x", None, {"time": 30 * S + 1}),
+    )
+
+
+def test_liveness_accepts_a_grant_within_ttl_failover_and_margin() -> None:
+    result = check("liveness", crashed_holder_history(5.0, True), ttl=3, failover=1, margin=1)
+    assert result.verdict == "valid"
+    assert result.stats["recovered"] == 1
+    assert result.stats["recovery_max_s"] == pytest.approx(4.0)
+
+
+def test_liveness_flags_a_waiter_still_waiting_after_the_allowance() -> None:
+    result = check("liveness", crashed_holder_history(9.0, True), ttl=3, failover=1, margin=1)
+    assert result.verdict == "invalid"
+    (anomaly,) = result.anomalies
+    assert anomaly.kind == "lock-not-granted" and anomaly.processes == (0, 1)
+
+
+def test_liveness_is_unknown_without_a_ttl() -> None:
+    result = check("liveness", crashed_holder_history(5.0, True))
+    assert result.verdict == "unknown"
+    assert "ttl" in (result.reason or "")
+
+
+def test_liveness_watches_stalled_holders_too() -> None:
+    ops = history(
+        (0, "invoke", "acquire", "L", None, {"time": 0}),
+        (0, "ok", "acquire", "L", 1, {"time": 1}),
+        (0, "invoke", "stall", None, {"seconds": 20}, {"time": 2}),
+        (1, "invoke", "acquire", "L", None, {"time": 3}),
+        (1, "ok", "acquire", "L", 2, {"time": 12 * S}),
+        (0, "ok", "stall", None, {"seconds": 20}, {"time": 20 * S}),
+    )
+    result = check("liveness", ops, ttl=5, failover=1, margin=1)
+    assert result.verdict == "invalid"
+    assert "stalled" in result.anomalies[0].explanation
+
+
+# --- availability -------------------------------------------------------------------------
+
+
+def test_availability_measures_each_fault_window_and_the_longest_gap() -> None:
+    records: list[Any] = []
+    t = 0
+    for i in range(10):  # one ok op every 100 ms for a second
+        records += [
+            (0, "invoke", "read", "x", None, {"time": t}),
+            (0, "ok", "read", "x", i, {"time": t + 1}),
+        ]
+        t += 100 * MS
+    records += [("nemesis", "invoke", "start-kill", None, {"node": "n1"}, {"time": t})]
+    records += [("nemesis", "info", "start-kill", None, {"node": "n1"}, {"time": t + 1})]
+    records += [
+        (1, "invoke", "read", "x", None, {"time": t + 2}),
+        (1, "info", "read", "x", None, {"time": t + 2 * S}),
+    ]
+    records += [
+        (2, "invoke", "read", "x", None, {"time": t + 2 * S + 1}),
+        (2, "ok", "read", "x", 1, {"time": t + 3 * S}),
+    ]
+    records += [("nemesis", "invoke", "stop-kill", None, {"node": "n1"}, {"time": t + 4 * S})]
+    records += [("nemesis", "info", "stop-kill", None, {"node": "n1"}, {"time": t + 4 * S + 1})]
+    ops = history(*records)
+    result = check("availability", ops)
+    assert result.verdict == "valid"
+    (window,) = result.stats["windows"]
+    assert window["fault"] == "kill"
+    assert window["ops"] == 2 and window["ok"] == 1
+    assert window["success_fraction"] == 0.5
+    assert window["longest_gap_s"] == pytest.approx(3.0, abs=0.01)
+    assert window["first_success_after_s"] == pytest.approx(3.0, abs=0.01)
+    strict = check("availability", ops, max_gap=2)
+    assert strict.verdict == "invalid"
+    assert strict.anomalies[0].kind == "unavailable"
+
+
+# --- watches ------------------------------------------------------------------------------
+
+
+def event(revision: int, kind: str, session: str, token: int) -> dict[str, Any]:
+    return {"revision": revision, "kind": kind, "lock": "L", "session": session, "token": token}
+
+
+def watched(events: list[dict[str, Any]]) -> list[Op]:
+    return history(
+        (9, "invoke", "watch", None, {"prefix": "L", "from_revision": 0}),
+        *grant(0, 1),
+        *release(0),
+        *grant(1, 2),
+        (9, "ok", "watch", None, events),
+    )
+
+
+GOOD_STREAM = [
+    event(1, "acquired", "s0", 1),
+    event(2, "released", "s0", 1),
+    event(3, "acquired", "s1", 2),
+]
+
+
+def test_watches_accept_a_complete_ordered_stream() -> None:
+    assert check("watches", watched(GOOD_STREAM)).verdict == "valid"
+
+
+@pytest.mark.parametrize(
+    ("stream", "kind"),
+    [
+        (GOOD_STREAM[:2], "watch-missed-event"),
+        ([*GOOD_STREAM, GOOD_STREAM[0]], "watch-duplicate"),
+        ([GOOD_STREAM[1], GOOD_STREAM[0], GOOD_STREAM[2]], "watch-out-of-order"),
+    ],
+)
+def test_watches_find_missing_duplicate_and_misordered_events(
+    stream: list[dict[str, Any]], kind: str
+) -> None:
+    result = check("watches", watched(stream))
+    assert result.verdict == "invalid"
+    assert kind in {a.kind for a in result.anomalies}
+
+
+# --- composition --------------------------------------------------------------------------
+
+
+def test_run_checkers_composes_invalid_over_unknown_over_valid() -> None:
+    ops = crashed_holder_history(9.0, True)
+    verdict, results = run_checkers(ops, ["fencing", "liveness"], {})
+    assert results["fencing"].verdict == "valid"
+    assert results["liveness"].verdict == "unknown"
+    assert verdict == "unknown"
+    verdict, _ = run_checkers(ops, ["fencing", "liveness"], {"ttl": 3, "failover": 1, "margin": 1})
+    assert verdict == "invalid"
+
+
+def test_unknown_checker_and_unknown_option_are_config_errors() -> None:
+    assert "linearizable" in available_checkers() and len(available_checkers()) == 7
+    with pytest.raises(ConfigError, match="unknown checker"):
+        run_checkers([], ["linearisable"], {})
+    with pytest.raises(ConfigError, match="unknown checker option"):
+        run_checkers([], ["fencing"], {"tll": 3})

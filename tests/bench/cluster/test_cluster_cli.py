@@ -1,0 +1,68 @@
+"""`lockbench cluster` up/deploy/status/down on the local runtime (no root needed)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.backends.reference import ReferenceBackend
+from bench.cluster import load_inventory, open_cluster
+from bench.commands import cluster as cluster_command
+from bench.errors import BenchError
+
+PORT_OFFSET = 15500  # node ports land in 22500-22620
+
+
+def lockbench_cluster(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="lockbench")
+    cluster_command.register(parser.add_subparsers())
+    args = parser.parse_args(["cluster", *argv])
+    code: int = args.func(args)
+    return code
+
+
+def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = ["--dir", str(tmp_path / "c")]
+    try:
+        assert (
+            lockbench_cluster(
+                "up", "--runtime", "local", "--port-offset", str(PORT_OFFSET), *target
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        assert "local cluster up" in out and "cannot inject: partition, netem" in out
+
+        assert lockbench_cluster("status", *target) == 0
+        assert capsys.readouterr().out.count("nothing running") == 5
+
+        assert lockbench_cluster("deploy", "--start", *target) == 0
+        assert "started reference on n1, n2, n3, n4, n5" in capsys.readouterr().out
+        with open_cluster(load_inventory(tmp_path / "c" / "inventory.yaml")) as cluster:
+            backend = ReferenceBackend()
+            deadline = time.monotonic() + 30
+            while backend.leader(cluster) is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert backend.leader(cluster) is not None
+
+        assert lockbench_cluster("status", *target) == 0
+        assert len(re.findall(r"lockd pid \d+ running", capsys.readouterr().out)) == 5
+    finally:
+        lockbench_cluster("down", *target)
+    out = capsys.readouterr().out
+    assert len(re.findall(r"removed process \d+ \(n\d/lockd\)", out)) == 5
+    assert not (tmp_path / "c").exists()
+
+
+def test_status_of_a_missing_cluster_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match=r"no cluster in .* \(run `lockbench cluster up` first\)"):
+        lockbench_cluster("status", "--dir", str(tmp_path / "none"))
+
+
+def test_ssh_runtime_needs_an_inventory(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="--runtime ssh needs --inventory"):
+        lockbench_cluster("up", "--runtime", "ssh", "--dir", str(tmp_path / "s"))

@@ -1,0 +1,56 @@
+"""The local runtime: nodes are directories with port offsets; faults it lacks are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.cluster import open_cluster, require_capabilities
+from bench.cluster.daemon import daemon_pid, find_local_libfaketime, start_daemon
+from bench.cluster.local import local_down, local_up
+from bench.errors import ClusterError, ConfigError
+from bench.protocols import Cluster
+from tests.bench.cluster.conftest import LOCAL_BASE_OFFSET
+
+
+def test_local_nodes_share_loopback_with_distinct_ports_and_dirs(tmp_path: Path) -> None:
+    inventory = local_up(tmp_path / "c", base_offset=LOCAL_BASE_OFFSET)
+    try:
+        assert [n.port_offset for n in inventory.nodes] == [15000, 15010, 15020, 15030, 15040]
+        assert {n.address for n in inventory.nodes} == {"127.0.0.1"}
+        assert len({n.data_dir for n in inventory.nodes}) == 5
+        assert all(Path(n.data_dir).is_dir() for n in inventory.nodes)
+        with pytest.raises(ClusterError, match="already holds a cluster"):
+            local_up(tmp_path / "c")
+    finally:
+        local_down(tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_local_runtime_refuses_faults_it_cannot_inject(tmp_path: Path) -> None:
+    with open_cluster(local_up(tmp_path / "c", base_offset=LOCAL_BASE_OFFSET)) as cluster:
+        assert isinstance(cluster, Cluster)
+        assert {"kill", "pause"} <= cluster.capabilities
+        assert ("clock" in cluster.capabilities) == (find_local_libfaketime() is not None)
+        require_capabilities(cluster, ["kill", "pause"])
+        with pytest.raises(ConfigError, match="local runtime cannot inject netem, partition"):
+            require_capabilities(cluster, ["kill", "partition", "netem"])
+    local_down(tmp_path / "c")
+
+
+def test_local_down_kills_daemons_and_removes_node_dirs(tmp_path: Path) -> None:
+    with open_cluster(local_up(tmp_path / "c", base_offset=LOCAL_BASE_OFFSET)) as cluster:
+        node = cluster.node("n2")
+        port = 22010 + 900  # inside this suite's 22000-22999 range
+        argv = ["python3", "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+        pid = start_daemon(node, "web", argv, faketime=False, ready_port=port)
+        assert daemon_pid(node, "web") == pid
+    removed = local_down(tmp_path / "c")
+    assert f"process {pid} (n2/web)" in removed
+    assert (
+        not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    )
+    assert not (tmp_path / "c").exists()
+    assert os.path.exists(tmp_path)

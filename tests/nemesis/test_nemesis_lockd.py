@@ -1,0 +1,104 @@
+"""Faults against the reference lock server on a netns cluster, judged by lockd's own Raft.
+
+An isolated leader is replaced by the majority, a paused leader is replaced, and after each heal
+the whole cluster follows one leader again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.backends.reference import ReferenceBackend, fetch_status
+from bench.cluster import ClusterHandle
+from bench.cluster.deploy import build_wheel
+from bench.cluster.testing import netns_cluster
+from nemesis import shapes
+from nemesis.fault import FaultTarget
+from nemesis.heal import heal_cluster
+from nemesis.partition import PartitionNemesis
+from nemesis.process import ProcessNemesis
+from nemesis.remote import NodeLocks, on_nodes
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and iptables"),
+]
+ELECTION_TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def lockd_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ClusterHandle, ReferenceBackend]]:
+    backend = ReferenceBackend.from_options({"tick_ms": 50})
+    backend.wheel = build_wheel()
+    with netns_cluster(
+        tmp_path_factory.mktemp("nemesis-lockd"), prefix="lbn", subnet="10.77.2.0/24"
+    ) as cluster:
+        try:
+            backend.deploy(cluster)
+            on_nodes(list(cluster.nodes), backend.start)
+            yield cluster, backend
+        finally:
+            heal_cluster(cluster, backend)
+            on_nodes(list(cluster.nodes), backend.stop)
+
+
+def _new_leader(backend: ReferenceBackend, cluster: ClusterHandle, old: str | None) -> str:
+    deadline = time.monotonic() + ELECTION_TIMEOUT_S
+    while time.monotonic() < deadline:
+        leader = backend.leader(cluster)
+        if leader is not None and leader != old:
+            return leader
+        time.sleep(0.2)
+    raise AssertionError(f"no leader other than {old} within {ELECTION_TIMEOUT_S} s")
+
+
+def _agreed_leader(cluster: ClusterHandle) -> str:
+    """Wait until every node names the same leader (the cluster is whole again)."""
+    deadline = time.monotonic() + ELECTION_TIMEOUT_S
+    views: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        statuses = on_nodes(list(cluster.nodes), fetch_status)
+        views = {n: (s.get("leader") if isinstance(s, dict) else None) for n, s in statuses.items()}
+        if len(set(views.values())) == 1 and None not in views.values():
+            return str(next(iter(views.values())))
+        time.sleep(0.2)
+    raise AssertionError(f"nodes do not agree on a leader: {views}")
+
+
+def test_an_isolated_leader_is_replaced_by_the_majority_and_heal_reunites(
+    lockd_cluster: tuple[ClusterHandle, ReferenceBackend],
+) -> None:
+    cluster, backend = lockd_cluster
+    old = _new_leader(backend, cluster, None)
+    names = [n.name for n in cluster.nodes]
+    nemesis = PartitionNemesis(cluster, "lockbench-test", NodeLocks())
+    nemesis.invoke("start-partition", FaultTarget(grudge=shapes.isolate(names, old)))
+    try:
+        replacement = _new_leader(backend, cluster, old)
+        status = fetch_status(cluster.node(replacement))
+        assert status is not None and status.get("role") == "leader"
+    finally:
+        assert heal_cluster(cluster) == []
+    assert _agreed_leader(cluster) in names
+
+
+def test_a_paused_leader_is_replaced_and_resume_rejoins(
+    lockd_cluster: tuple[ClusterHandle, ReferenceBackend],
+) -> None:
+    cluster, backend = lockd_cluster
+    old = _agreed_leader(cluster)
+    nemesis = ProcessNemesis("pause", cluster, backend, NodeLocks())
+    nemesis.invoke("start-pause", FaultTarget(nodes=(old,)))
+    try:
+        assert fetch_status(cluster.node(old)) is None  # a stopped process answers nothing
+        assert _new_leader(backend, cluster, old) != old
+    finally:
+        nemesis.invoke("stop-pause", None)
+    assert _agreed_leader(cluster) != ""
+    assert fetch_status(cluster.node(old)) is not None

@@ -1,0 +1,190 @@
+"""Real Replica instances on loopback (ports 18000-18999): they elect a leader, replicate,
+serve linearizable reads on followers, survive the leader's stop, hand over leadership,
+snapshot automatically, and shrug off garbage on the peer port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reference_impl.raft.errors import NotLeader
+from reference_impl.server.peer_transport import PEER_MAGIC, encode_frame
+from reference_impl.server.replica import Replica
+
+
+class CounterMachine:
+    """A deterministic state machine: a list of applied commands; apply returns its length."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.restored_from: int | None = None
+
+    def apply(self, index: int, data: bytes) -> Any:
+        self.commands.append(data.decode())
+        return len(self.commands)
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.commands).encode()
+
+    def restore(self, data: bytes, index: int) -> None:
+        self.commands = json.loads(data)
+        self.restored_from = index
+
+
+class Group:
+    def __init__(self, root: Path, size: int, base_port: int, **options: Any) -> None:
+        self.root = root
+        self.peers = {f"n{i}": ("127.0.0.1", base_port + i) for i in range(1, size + 1)}
+        self.options = options
+        self.machines = {node_id: CounterMachine() for node_id in self.peers}
+        self.replicas = {node_id: self._make(node_id) for node_id in self.peers}
+
+    def _make(self, node_id: str) -> Replica:
+        return Replica(
+            node_id, self.peers, self.root / node_id, self.machines[node_id], **self.options
+        )
+
+    def recreate(self, node_id: str) -> Replica:
+        self.machines[node_id] = CounterMachine()
+        self.replicas[node_id] = self._make(node_id)
+        return self.replicas[node_id]
+
+    async def leader(self, timeout: float = 5.0, exclude: str | None = None) -> Replica:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = [
+                r for r in self.replicas.values() if r.running and r.is_leader and r.id != exclude
+            ]
+            if len(leaders) == 1:
+                return leaders[0]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no single leader within {timeout}s")
+
+
+async def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(group: Group) -> AsyncIterator[Group]:
+    try:
+        for replica in group.replicas.values():
+            await replica.start()
+        yield group
+    finally:
+        for replica in group.replicas.values():
+            await replica.stop()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 60))
+
+
+def test_three_replicas_elect_replicate_and_survive_the_leaders_stop(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(Group(tmp_path, 3, 18000)) as group:
+            leader = await group.leader()
+            results = await asyncio.gather(
+                *(leader.propose(f"c{i}".encode(), timeout=5) for i in range(200))
+            )
+            assert sorted(results) == list(range(1, 201))
+            await _eventually(lambda: all(len(m.commands) == 200 for m in group.machines.values()))
+            assert len({tuple(m.commands) for m in group.machines.values()}) == 1
+            follower = next(r for r in group.replicas.values() if not r.is_leader)
+            with pytest.raises(NotLeader):
+                await follower.propose(b"nope", timeout=1)
+            await follower.linearizable_read(timeout=2)
+            assert follower.applied_index >= leader.commit_index - 1
+            old_id = leader.id
+            stopped_at = time.monotonic()
+            await leader.stop()
+            new_leader = await group.leader(timeout=5, exclude=old_id)
+            failover = time.monotonic() - stopped_at
+            assert failover < 3.0, f"failover took {failover:.2f}s"
+            assert await new_leader.propose(b"after", timeout=5) == 201
+            restarted = group.recreate(old_id)
+            await restarted.start()
+            await _eventually(lambda: group.machines[old_id].commands[-1:] == ["after"])
+            assert group.machines[old_id].commands == group.machines[new_leader.id].commands
+
+    run(scenario)
+
+
+def test_five_replicas_transfer_leadership_and_read_on_every_follower(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        changes: list[tuple[str | None, int]] = []
+        async with running(
+            Group(
+                tmp_path, 5, 18010, on_leader_change=lambda who, term: changes.append((who, term))
+            )
+        ) as group:
+            leader = await group.leader()
+            await leader.propose(b"x", timeout=5)
+            target = next(r for r in group.replicas.values() if r is not leader)
+            await leader.transfer_leadership(target.id)
+            assert (await group.leader()).id == target.id
+            assert await target.propose(b"y", timeout=5) == 2
+            for replica in group.replicas.values():
+                await replica.linearizable_read(timeout=3)
+                assert group.machines[replica.id].commands[:2] == ["x", "y"]
+            assert any(leader_id == target.id for leader_id, _ in changes)
+            assert target.metrics.elections_started >= 1
+
+    run(scenario)
+
+
+def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        group = Group(tmp_path, 3, 18020, snapshot_every=50)
+        async with running(group):
+            leader = await group.leader()
+            for batch in range(4):
+                await asyncio.gather(
+                    *(leader.propose(f"b{batch}-{i}".encode(), timeout=5) for i in range(40))
+                )
+            await _eventually(lambda: all(len(m.commands) == 160 for m in group.machines.values()))
+            assert all(r.metrics.snapshots_taken >= 1 for r in group.replicas.values())
+            follower = next(r for r in group.replicas.values() if not r.is_leader)
+            await follower.stop()
+            restarted = group.recreate(follower.id)
+            await restarted.start()
+            machine = group.machines[follower.id]
+            assert machine.restored_from is not None and machine.restored_from >= 50
+            await _eventually(lambda: len(machine.commands) == 160)
+            assert machine.commands == group.machines[leader.id].commands
+
+    run(scenario)
+
+
+def test_garbage_on_the_peer_port_drops_the_connection_not_the_node(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(Group(tmp_path, 3, 18030)) as group:
+            leader = await group.leader()
+            host, port = group.peers[leader.id]
+            for garbage in (
+                b"GET / HTTP/1.1\r\n\r\n",
+                PEER_MAGIC + b"\x00\x00\x00\x04\x00\x00\x00\x00abcd",  # bad CRC
+                PEER_MAGIC + encode_frame(b"\x01\x63nonsense"),  # bad message
+                PEER_MAGIC + b"\xff\xff\xff\xff\x00\x00\x00\x00",  # absurd length
+            ):
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(garbage)
+                await writer.drain()
+                assert await asyncio.wait_for(reader.read(), 5) == b"", "connection closed"
+                writer.close()
+            assert leader.metrics.malformed_frames == 4
+            assert leader.is_leader
+            assert await leader.propose(b"still fine", timeout=5) >= 1
+
+    run(scenario)

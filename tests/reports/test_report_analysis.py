@@ -1,0 +1,135 @@
+"""The report's analysis turns a history into fault windows, roles, holds and accesses correctly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from report_support import SampleStore, write_history
+
+from bench.history import pair_calls, read_history
+from reports import analysis
+from reports.run_dir import load_run
+
+
+def _nemesis(f: str, value: object = None, typ: str = "info") -> dict[str, object]:
+    return {"process": "nemesis", "type": typ, "f": f, "key": None, "value": value}
+
+
+def test_fault_windows_pair_start_and_stop_and_name_partition_sides(tmp_path: Path) -> None:
+    grudge = {"n1": ["n3", "n4", "n5"], "n2": ["n3", "n4", "n5"], "n3": ["n1", "n2"]}
+    grudge |= {"n4": ["n1", "n2"], "n5": ["n1", "n2"]}
+    write_history(
+        tmp_path,
+        [
+            _nemesis("start-partition", {"grudge": grudge}, "invoke"),
+            _nemesis("start-partition", {"grudge": grudge}),
+            _nemesis("start-kill", {"nodes": ["n3"]}),
+            _nemesis("stop-partition", None),
+            _nemesis("stop-kill", None),
+            _nemesis("start-pause", {"nodes": ["n2"]}),
+        ],
+    )
+    ops = read_history(tmp_path / "history.jsonl")
+    windows = analysis.fault_windows(ops, end_time=1.0)
+    assert [(w.fault, w.start, w.end, w.healed) for w in windows] == [
+        ("partition", 0.001, 0.003, True),
+        ("kill", 0.002, 0.004, True),
+        ("pause", 0.005, 1.0, False),
+    ]
+    assert windows[0].targets == "n1,n2 | n3,n4,n5"
+    assert "not healed" in windows[2].label
+
+
+def test_leader_spans_and_failover_gaps(tmp_path: Path) -> None:
+    write_history(
+        tmp_path,
+        [
+            _nemesis("leader", {"leader": "n1", "term": 1}),
+            _nemesis("leader", {"leader": "n1", "term": 1}),
+            _nemesis("leader", {"leader": None, "term": 1}),
+            _nemesis("leader", {"leader": None, "term": 1}),
+            _nemesis("leader", {"leader": "n4", "term": 2}),
+        ],
+        step_ns=500_000_000,
+    )
+    ops = read_history(tmp_path / "history.jsonl")
+    spans = analysis.leader_spans(ops, end_time=3.0)
+    assert [(s.leader, s.term, s.start, s.end) for s in spans] == [
+        ("n1", 1, 0.0, 1.0),
+        (None, 1, 1.0, 2.0),
+        ("n4", 2, 2.0, 3.0),
+    ]
+    assert analysis.failover_gaps(spans) == [(1.0, 2.0, "failover 1.00 s: n1 → n4")]
+
+
+def test_lock_holds_carry_tokens_and_unknown_acquires_are_possible_holds(tmp_path: Path) -> None:
+    write_history(
+        tmp_path,
+        [
+            {"process": 0, "type": "invoke", "f": "acquire", "key": "a"},
+            {"process": 0, "type": "ok", "f": "acquire", "key": "a", "value": 41},
+            {"process": 1, "type": "invoke", "f": "acquire", "key": "a"},
+            {"process": 0, "type": "invoke", "f": "release", "key": "a"},
+            {"process": 0, "type": "ok", "f": "release", "key": "a"},
+            {"process": 1, "type": "info", "f": "acquire", "key": "a", "error": "timeout"},
+        ],
+    )
+    ops = read_history(tmp_path / "history.jsonl")
+    calls = analysis.calls_frame(pair_calls(ops), end_time=0.005)
+    holds = analysis.lock_holds(calls, ttl_s=2.0)
+    certain = holds[holds["certain"]].iloc[0]
+    assert (certain["process"], certain["token"], certain["start"], certain["end"]) == (
+        0,
+        41,
+        0.001,
+        0.004,
+    )
+    possible = holds[~holds["certain"]].iloc[0]
+    assert possible["process"] == 1 and possible["start"] == 0.002
+    assert possible["end"] == 0.005 + 2.0
+
+
+def test_fenced_resource_refusals_are_found(sample_store: SampleStore) -> None:
+    data = load_run(sample_store.valid)
+    calls = analysis.calls_frame(data.calls, data.duration_s)
+    accesses = analysis.resource_accesses(calls)
+    refused = accesses[~accesses["accepted"]]
+    assert len(refused) == 2, "the stalled holder's late write and exit are refused"
+    highest_before = accesses[accesses["accepted"] & (accesses["time"] < refused["time"].min())]
+    lock = refused["key"].iloc[0]
+    assert refused["token"].max() < highest_before[highest_before["key"] == lock]["token"].max()
+
+
+def test_thinning_keeps_every_failure_and_anomaly_op(sample_store: SampleStore) -> None:
+    data = load_run(sample_store.invalid)
+    calls = analysis.calls_frame(data.calls, data.duration_s)
+    keep = analysis.anomaly_indices(data.results)
+    thinned = analysis.thin_calls(calls, keep, limit=2_000)
+    assert len(thinned) <= 2_000 + int((calls["outcome"] != "ok").sum()) + len(keep)
+    assert len(thinned) < len(calls)
+    assert set(calls[calls["outcome"] != "ok"]["inv_index"]) <= set(thinned["inv_index"])
+    named = {i for r in data.results for a in r.anomalies for i in a.op_indices}
+    shown = set(thinned["inv_index"]) | set(thinned["done_index"])
+    assert named <= shown
+    assert np.all(np.diff(thinned["inv_index"].to_numpy()) > 0), "still in history order"
+
+
+def test_percentiles_and_throughput_use_round_buckets(sample_store: SampleStore) -> None:
+    data = load_run(sample_store.valid)
+    calls = analysis.calls_frame(data.calls, data.duration_s)
+    bucket = analysis.bucket_seconds(data.duration_s)
+    assert bucket in analysis.NICE_BUCKETS_S
+    percentiles = analysis.latency_percentiles(calls, bucket)
+    assert (percentiles["p50"] <= percentiles["p95"]).all()
+    assert (percentiles["p95"] <= percentiles["p99"]).all()
+    rates = analysis.throughput(calls, bucket)
+    completed = int(calls["outcome"].isin(["ok", "fail", "info"]).sum())
+    assert round(float(rates[["ok", "fail", "info"]].sum().sum()) * bucket) == completed
+
+
+def test_clock_offsets_are_read_from_clock_observations(sample_store: SampleStore) -> None:
+    data = load_run(sample_store.valid)
+    offsets = analysis.clock_offsets(data.ops)
+    assert set(offsets["node"]) == {"n1", "n2", "n3", "n4", "n5"}
+    assert offsets["offset_ms"].abs().max() > 100, "the skewed node shows its offset"

@@ -1,0 +1,110 @@
+"""The report page states the verdict, every checker and anomaly, and works offline."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from report_support import SampleStore
+
+from reports.run_dir import load_run
+
+
+def _figures(page: str) -> dict[str, dict[str, object]]:
+    found = re.findall(
+        r'<script type="application/json" data-figure-for="([^"]+)">(.*?)</script>', page, re.S
+    )
+    return {name: json.loads(body.replace("<\\/", "</")) for name, body in found}
+
+
+def test_invalid_report_explains_each_anomaly_with_a_timeline_link(
+    sample_store: SampleStore, report_pages: dict[str, str]
+) -> None:
+    page = report_pages["invalid"]
+    data = load_run(sample_store.invalid)
+    assert "INVALID" in page
+    for result in data.results:
+        assert f"<td>{result.checker}</td>" in page
+        for anomaly in result.anomalies:
+            assert html.escape(anomaly.explanation) in page
+            assert anomaly.time_start is not None
+            assert f'data-start="{anomaly.time_start / 1e9:.6f}"' in page
+    assert page.count('class="jump" href="#timeline"') == sum(
+        len(r.anomalies) for r in data.results
+    )
+
+
+def test_plotly_is_embedded_once_and_nothing_is_fetched(report_pages: dict[str, str]) -> None:
+    page = report_pages["valid"]
+    assert page.count("plotly.js v") <= 2, "the library banner appears once (plus its licence)"
+    assert len(re.findall(r"<script>/\*\*\s*\n?\s*\* plotly\.js", page)) <= 1
+    assert not re.search(r'<script[^>]+src="http', page), "no script loaded from the network"
+    assert not re.search(r'<link[^>]+href="http', page)
+
+
+def test_report_has_every_figure_with_fault_shading(report_pages: dict[str, str]) -> None:
+    page = report_pages["valid"]
+    figures = _figures(page)
+    assert {"fig-timeline", "fig-latency", "fig-roles", "fig-clock"} <= set(figures)
+    assert any(name.startswith("fig-lock-") for name in figures)
+    timeline = figures["fig-timeline"]
+    layout = timeline["layout"]
+    assert isinstance(layout, dict)
+    labels = [a["text"] for a in layout["annotations"]]
+    assert any(label.startswith("partition:") for label in labels)
+    assert any(label.startswith("kill:") for label in labels)
+    roles_layout = figures["fig-roles"]["layout"]
+    assert isinstance(roles_layout, dict)
+    assert any("failover" in a["text"] for a in roles_layout["annotations"])
+
+
+def test_counterexample_window_is_highlighted(report_pages: dict[str, str]) -> None:
+    page = report_pages["invalid"]
+    layout = _figures(page)["fig-timeline"]["layout"]
+    assert isinstance(layout, dict)
+    assert any("counterexample" in a["text"] for a in layout["annotations"])
+
+
+def test_damaged_run_report_says_what_is_missing(report_pages: dict[str, str]) -> None:
+    page = report_pages["damaged"]
+    assert "What is missing" in page
+    assert "truncated" in page and "results.json is missing" in page
+    assert "UNCHECKED" in page
+    assert "fig-timeline" in _figures(page), "what could be read is still drawn"
+
+
+def test_run_without_history_gets_a_report_without_figures(report_pages: dict[str, str]) -> None:
+    page = report_pages["no_history"]
+    assert "history.jsonl is missing" in page
+    assert "No operations to show" in page
+    assert _figures(page) == {}
+
+
+def test_report_links_node_logs_and_raw_history(report_pages: dict[str, str]) -> None:
+    page = report_pages["valid"]
+    assert '<a href="history.jsonl">' in page
+    assert '<a href="nodes/n1/lockd.log">' in page
+    assert "Seed: <b>7</b>" in page
+
+
+def test_lockbench_report_command_writes_the_report(sample_store: SampleStore) -> None:
+    target = sample_store.invalid / "report.html"
+    target.unlink(missing_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "report", str(sample_store.invalid)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert target.is_file() and str(target) in proc.stdout
+
+
+def test_lockbench_report_on_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    from bench.cli import main
+
+    assert main(["report", str(tmp_path / "nope")]) == 2
