@@ -24,11 +24,12 @@ from nemesis.remote import (
     NemesisActionError,
     NodeLocks,
     error_messages,
+    helper_pidfile,
     on_nodes,
     raise_first,
     run_checked,
     start_helper,
-    stop_helper,
+    stop_helper_command,
 )
 from nemesis.spec import MAX_CLOCK_OFFSET_MS, ClockOptions
 
@@ -147,11 +148,11 @@ class ClockNemesis:
         driving = sorted(self.driving)
 
         def stop(node: Node) -> None:
+            command = stop_helper_command(helper_pidfile(node, self.helper))
+            command += f" && cat {shlex.quote(offset_path(node))}"
             with self.locks.lock(node.name):
-                stop_helper(node, self.helper)
-                result = node.run(f"cat {shlex.quote(offset_path(node))}", check=False)
-            if result.ok:
-                self.offsets[node.name] = parse_offset(result.stdout)
+                result = run_checked(node, command, "stopping the clock driver")
+            self.offsets[node.name] = parse_offset(result.stdout)
 
         results = on_nodes([self.cluster.node(n) for n in driving], stop)
         self.driving = {n for n, r in results.items() if isinstance(r, Exception)}
@@ -175,10 +176,18 @@ class ClockNemesis:
 
     def heal(self) -> FaultAction | None:
         """Stop drivers and put every node this entry touched back on the real time."""
-        errors = self._stop_drivers()
-        touched = sorted(self.touched | {n for n, v in self.offsets.items() if v})
-        nodes = [self.cluster.node(n) for n in touched]
-        errors += error_messages(on_nodes(nodes, lambda node: self._write(node.name, 0.0)))
+        touched = sorted(self.touched | self.driving | {n for n, v in self.offsets.items() if v})
+
+        def reset_node(node: Node) -> None:
+            command = stop_helper_command(helper_pidfile(node, self.helper)) + " && "
+            command += write_offset_command(node, 0.0)
+            with self.locks.lock(node.name):
+                run_checked(node, command, "stopping the clock driver and resetting the clock")
+            self.offsets[node.name] = 0.0
+
+        results = on_nodes([self.cluster.node(n) for n in touched], reset_node)
+        errors = error_messages(results)
+        self.driving = {n for n, r in results.items() if isinstance(r, Exception)}
         if errors:
             raise HealError(errors)
         self.touched = set()
@@ -193,47 +202,64 @@ class ClockNemesis:
 
 @dataclass(frozen=True, slots=True)
 class ClockReading:
-    """Measured node clocks: offset from the control node, and half the round trip as the bound."""
+    """Measured node clocks.
+
+    ``offsets_ms``: the node's clock as its servers see it (under libfaketime) minus the node's
+    system clock, both read on the node within a few milliseconds: the injected offset, exactly.
+    ``system_offsets_ms``: the node's system clock minus the control node's, taken at the middle
+    of the command's round trip; ``uncertainty_ms`` (half that round trip) bounds its error.
+    """
 
     offsets_ms: Mapping[str, float]
+    system_offsets_ms: Mapping[str, float]
     uncertainty_ms: Mapping[str, float]
 
     def to_json(self) -> dict[str, dict[str, float]]:
+        def rounded(values: Mapping[str, float]) -> dict[str, float]:
+            return {k: round(v, 3) for k, v in sorted(values.items())}
+
         return {
-            "offsets_ms": {k: round(v, 3) for k, v in sorted(self.offsets_ms.items())},
-            "uncertainty_ms": {k: round(v, 3) for k, v in sorted(self.uncertainty_ms.items())},
+            "offsets_ms": rounded(self.offsets_ms),
+            "system_offsets_ms": rounded(self.system_offsets_ms),
+            "uncertainty_ms": rounded(self.uncertainty_ms),
         }
 
 
 def probe_time_command(node: Node) -> str:
-    """Print the node's time as its servers see it: under libfaketime when they run under it."""
+    """Print the system time, the time servers see (under libfaketime if they run under it),
+    and the system time again, one per line."""
     globs = " ".join(FAKETIME_LIBRARY_GLOBS)
     offset = shlex.quote(offset_path(node))
     return (
         f'lib=; for f in {globs}; do if [ -e "$f" ]; then lib=$f; break; fi; done; '
+        "date +%s.%N; "
         f'if [ -n "$lib" ] && [ -s {offset} ]; then '
         f'LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE={offset} FAKETIME_NO_CACHE=1 date +%s.%N; '
-        "else date +%s.%N; fi"
+        "else date +%s.%N; fi; date +%s.%N"
     )
 
 
 def measure_clock_offsets(cluster: Cluster) -> ClockReading:
-    """Ask every node its time (in parallel) and compare with the control node's clock.
+    """Ask every node its time (in parallel); see ClockReading for what is measured how."""
 
-    The node's answer is taken to be the middle of the command's round trip, so the error is at
-    most half the round trip, which is recorded beside each offset.
-    """
-
-    def ask(node: Node) -> tuple[float, float]:
+    def ask(node: Node) -> tuple[float, float, float]:
         command = probe_time_command(node)
         before = time.time()
         result = run_checked(node, command, "reading the clock")
         after = time.time()
-        node_time = float(result.stdout.strip().splitlines()[-1])
-        return (node_time - (before + after) / 2) * 1000.0, (after - before) * 500.0
+        system_before, served, system_after = (
+            float(x) for x in result.stdout.strip().splitlines()[-3:]
+        )
+        system = (system_before + system_after) / 2
+        return (
+            (served - system) * 1000.0,
+            (system - (before + after) / 2) * 1000.0,
+            (after - before) * 500.0,
+        )
 
     readings = raise_first(on_nodes(list(cluster.nodes), ask))
     return ClockReading(
         offsets_ms={n: r[0] for n, r in readings.items()},
-        uncertainty_ms={n: r[1] for n, r in readings.items()},
+        system_offsets_ms={n: r[1] for n, r in readings.items()},
+        uncertainty_ms={n: r[2] for n, r in readings.items()},
     )

@@ -30,11 +30,12 @@ from nemesis.remote import (
     NemesisActionError,
     NodeLocks,
     error_messages,
+    helper_pidfile,
     on_nodes,
     raise_first,
     run_checked,
     start_helper,
-    stop_helper,
+    stop_helper_command,
 )
 from nemesis.spec import NetemOptions
 
@@ -149,9 +150,10 @@ class NetemNemesis:
         active, self.active = self.active, {}
 
         def mend(node: Node) -> None:
+            command = apply_rules_command("-D", active[node.name]) + " && "
+            command += stop_helper_command(helper_pidfile(node, self.helper))
             with self.locks.lock(node.name):
-                run_checked(node, apply_rules_command("-D", active[node.name]), "removing rules")
-                stop_helper(node, self.helper)
+                run_checked(node, command, "removing the netem rules and shaper")
 
         results = on_nodes([self.cluster.node(n) for n in active], mend)
         self.active = {n: active[n] for n, r in results.items() if isinstance(r, Exception)}
@@ -166,9 +168,10 @@ class NetemNemesis:
         """Remove the whole netem chain and this entry's shapers on every node."""
 
         def remove(node: Node) -> None:
+            command = remove_chain_command(NETEM_HOOK) + "\n"
+            command += stop_helper_command(helper_pidfile(node, self.helper))
             with self.locks.lock(node.name):
-                run_checked(node, remove_chain_command(NETEM_HOOK), "removing the netem chain")
-                stop_helper(node, self.helper)
+                run_checked(node, command, "removing the netem chain and shaper")
 
         errors = error_messages(on_nodes(list(self.cluster.nodes), remove))
         if errors:

@@ -130,10 +130,6 @@ def _stop_helper_shell(pidfile_expr: str) -> str:
     )
 
 
-def stop_helper(node: Node, helper: str) -> None:
-    run_checked(node, stop_helper_command(helper_pidfile(node, helper)), f"stopping {helper}")
-
-
 def stop_all_helpers_command(data_dir: str) -> str:
     """Shell that stops every lockbench helper whose pidfile is in the data directory."""
     pattern = f"{shlex.quote(data_dir)}/{HELPER_PIDFILE_GLOB}"

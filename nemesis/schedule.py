@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,13 @@ Record = Callable[[str, str, Any], None]
 # How long heal_all waits for a fault command already running on a node to finish, so that a
 # fault applied after the heal cannot survive it.
 INFLIGHT_WAIT_SECONDS = 60.0
-# Heal order: let paused servers answer first, then reconnect the network, then fix clocks, and
-# restart killed servers last, into a healed cluster.
-HEAL_ORDER: tuple[str, ...] = ("pause", "partition", "netem", "clock", "kill")
+# Heal phases, in order: let paused servers answer first, then reconnect the network and fix the
+# clocks (independent, so in parallel), and restart killed servers last, into a healed cluster.
+HEAL_PHASES: tuple[frozenset[str], ...] = (
+    frozenset({"pause"}),
+    frozenset({"partition", "netem", "clock"}),
+    frozenset({"kill"}),
+)
 
 
 def fault_windows(schedule: Schedule, rng: random.Random) -> Iterator[tuple[float, float]]:
@@ -304,21 +309,15 @@ class NemesisRunner:
                     self._inflight_changed.wait(timeout=max(0.0, deadline - time.monotonic()))
                 if self._inflight:
                     errors.append(f"{self._inflight} fault command(s) still running after heal")
-            ordered = sorted(self.nemeses.items(), key=lambda item: _heal_rank(item[1].name))
-            for index, nemesis in ordered:
-                try:
-                    action = nemesis.heal()
-                except HealError as exc:
-                    errors.extend(exc.errors)
-                    continue
-                except Exception as exc:
-                    errors.append(f"nemesis[{index}] ({nemesis.name}): heal failed: {exc}")
-                    continue
-                if action is not None:
-                    self._safe_record("invoke", action.f, {"nemesis": index, "heal": True})
-                    value = {"nemesis": index, "heal": True, **action.description}
-                    self._safe_record("info", action.f, value)
+            for phase in HEAL_PHASES:
+                group = [(i, n) for i, n in self.nemeses.items() if n.name in phase]
+                if group:
+                    with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                        for found in pool.map(self._heal_one, group):
+                            errors.extend(found)
+            started = time.monotonic()
             errors.extend(heal_cluster(self.cluster, self.backend))
+            log.info("nemesis: swept every node in %.2f s", time.monotonic() - started)
             if any(nemesis.name == "clock" for nemesis in self.nemeses.values()):
                 self.clock_offsets.clear()
                 self._record_clocks()
@@ -326,9 +325,27 @@ class NemesisRunner:
             errors.append(f"heal_all: {exc}")
         return errors
 
-
-def _heal_rank(fault: str) -> int:
-    return HEAL_ORDER.index(fault) if fault in HEAL_ORDER else len(HEAL_ORDER)
+    def _heal_one(self, item: tuple[int, Nemesis]) -> list[str]:
+        index, nemesis = item
+        started = time.monotonic()
+        try:
+            action = nemesis.heal()
+        except HealError as exc:
+            return exc.errors
+        except Exception as exc:
+            return [f"nemesis[{index}] ({nemesis.name}): heal failed: {exc}"]
+        log.info(
+            "nemesis: healed nemesis[%d] (%s) in %.2f s",
+            index,
+            nemesis.name,
+            time.monotonic() - started,
+        )
+        if action is not None:
+            self._safe_record("invoke", action.f, {"nemesis": index, "heal": True})
+            self._safe_record(
+                "info", action.f, {"nemesis": index, "heal": True, **action.description}
+            )
+        return []
 
 
 async def _wait_until(deadline: float, stop: asyncio.Event) -> bool:

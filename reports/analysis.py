@@ -6,6 +6,7 @@ reads on an axis. Nothing here draws; ``reports.figures`` turns these frames int
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,11 +37,12 @@ class FaultWindow:
     end: float
     targets: str
     healed: bool
+    detail: str = ""
 
     @property
     def label(self) -> str:
         suffix = "" if self.healed else " (not healed)"
-        return f"{self.fault}: {self.targets}{suffix}" if self.targets else self.fault + suffix
+        return f"{self.fault} {self.targets}{suffix}" if self.targets else self.fault + suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,7 @@ def nemesis_records(ops: Iterable[Op]) -> list[Op]:
 
 def fault_windows(ops: Sequence[Op], end_time: float) -> list[FaultWindow]:
     """Pair each start-<fault> with the next stop-<fault>; an unpaired start runs to the end."""
-    open_faults: dict[str, tuple[float, str]] = {}
+    open_faults: dict[str, tuple[float, str, str]] = {}
     windows: list[FaultWindow] = []
     for op in nemesis_records(ops):
         if op.type != "info":
@@ -130,22 +132,23 @@ def fault_windows(ops: Sequence[Op], end_time: float) -> list[FaultWindow]:
         if op.f.startswith("start-"):
             fault = op.f.removeprefix("start-")
             if fault in open_faults:
-                start, targets = open_faults.pop(fault)
-                windows.append(FaultWindow(fault, start, t, targets, True))
-            open_faults[fault] = (t, describe_fault_targets(op.value))
+                start, targets, detail = open_faults.pop(fault)
+                windows.append(FaultWindow(fault, start, t, targets, True, detail))
+            detail = json.dumps(op.value, default=str)[:300]
+            open_faults[fault] = (t, describe_fault_targets(op.value), detail)
         elif op.f.startswith("stop-"):
             fault = op.f.removeprefix("stop-")
             if fault in open_faults:
-                start, targets = open_faults.pop(fault)
-                windows.append(FaultWindow(fault, start, t, targets, True))
-    for fault, (start, targets) in open_faults.items():
-        windows.append(FaultWindow(fault, start, max(end_time, start), targets, False))
+                start, targets, detail = open_faults.pop(fault)
+                windows.append(FaultWindow(fault, start, t, targets, True, detail))
+    for fault, (start, targets, detail) in open_faults.items():
+        windows.append(FaultWindow(fault, start, max(end_time, start), targets, False, detail))
     windows.sort(key=lambda w: w.start)
     return windows
 
 
 def describe_fault_targets(value: Any) -> str:
-    """Which nodes a fault hit, in a few words: partition sides, or the node list."""
+    """Which nodes a fault hit, in a few words: partition sides, or the nodes and the amount."""
     if not isinstance(value, Mapping):
         return ""
     grudge = value.get("grudge")
@@ -157,16 +160,14 @@ def describe_fault_targets(value: Any) -> str:
             )
             if side not in sides:
                 sides.append(side)
-        text = " | ".join(",".join(sorted(side)) for side in sides)
-        shape = value.get("shape")
-        return f"{shape} {text}" if shape else text
+        return " | ".join(",".join(sorted(side)) for side in sides)
     nodes = value.get("nodes")
     parts: list[str] = []
     if isinstance(nodes, Sequence) and not isinstance(nodes, str):
         parts.append(",".join(str(n) for n in nodes))
-    for detail in ("offset_ms", "delay_ms", "loss", "signal"):
-        if detail in value:
-            parts.append(f"{detail}={value[detail]}")
+    for detail, unit in (("offset_ms", " ms"), ("delay_ms", " ms"), ("loss", "")):
+        if isinstance(value.get(detail), int | float):
+            parts.append(f"{value[detail]:+g}{unit}" if unit else f"loss {value[detail]}")
     return " ".join(parts)
 
 
@@ -352,22 +353,35 @@ def anomaly_indices(results: Sequence[CheckResult]) -> set[int]:
 
 
 def thin_calls(calls: pd.DataFrame, keep_indices: set[int], limit: int) -> pd.DataFrame:
-    """At most about ``limit`` rows: all non-ok and anomaly calls, plus evenly spaced ok calls."""
+    """About ``limit`` rows in history order: every op an anomaly names, then as many fail/info/
+    pending calls as fit (evenly spaced if they do not all fit), then evenly spaced ok calls."""
     if len(calls) <= limit:
         return calls
-    must = (calls["outcome"] != "ok") | calls["inv_index"].isin(keep_indices)
-    must |= calls["done_index"].isin(keep_indices)
-    return thin_rows(calls, must.to_numpy(), limit).sort_values("inv_index")
+    named = calls["inv_index"].isin(keep_indices) | calls["done_index"].isin(keep_indices)
+    not_ok = (calls["outcome"] != "ok").to_numpy()
+    return thin_rows(calls, named.to_numpy(), limit, preferred=not_ok).sort_values("inv_index")
 
 
-def thin_rows(frame: pd.DataFrame, must_keep: np.ndarray, limit: int) -> pd.DataFrame:
-    """Every row flagged ``must_keep`` plus evenly spaced others, about ``limit`` rows in all."""
+def thin_rows(
+    frame: pd.DataFrame,
+    must_keep: np.ndarray,
+    limit: int,
+    preferred: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Rows flagged ``must_keep`` always; then ``preferred`` rows, then the others, each tier
+    thinned evenly to what room is left, for about ``limit`` rows in all."""
     if len(frame) <= limit:
         return frame
-    rest = frame[~must_keep]
+    tiers = [~must_keep] if preferred is None else [preferred & ~must_keep, ~preferred & ~must_keep]
+    kept = [frame[must_keep]]
     room = max(limit - int(must_keep.sum()), 0)
-    picks = np.unique(np.linspace(0, len(rest) - 1, room).astype(np.int64))
-    return pd.concat([frame[must_keep], rest.iloc[picks if room else picks[:0]]])
+    for tier in tiers:
+        rows = frame[tier]
+        take = min(room, len(rows))
+        picks = np.unique(np.linspace(0, len(rows) - 1, take).astype(np.int64))
+        kept.append(rows.iloc[picks[:take]])
+        room -= len(picks[:take])
+    return pd.concat(kept)
 
 
 def op_times(ops: Sequence[Op]) -> dict[int, float]:

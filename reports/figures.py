@@ -34,8 +34,10 @@ FAULT_COLOURS: dict[str, str] = {
 COUNTEREXAMPLE_COLOUR = "#e31a1c"
 # Above this many points a trace is drawn with WebGL (scattergl) instead of SVG.
 WEBGL_THRESHOLD = 4_000
-# Token labels are written on hold bars only up to this many holds per lock (hover otherwise).
+# Token labels are shown when at most this many holds are in view (zoom in to see them).
 MAX_TOKEN_LABELS = 300
+# Labels embedded per lock chart at most (every k-th hold past it; the hover always has the token).
+MAX_LABELLED_HOLDS = 6_000
 PLOT_CONFIG: dict[str, Any] = {"responsive": True, "displaylogo": False, "scrollZoom": True}
 
 
@@ -70,24 +72,29 @@ def shade_faults(fig: go.Figure, faults: Sequence[FaultWindow]) -> None:
     """Shade each fault window across the whole figure and label it at the top."""
     shapes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
-    for window in faults:
+    for n, window in enumerate(faults):
         colour = FAULT_COLOURS.get(window.fault, "#8c564b")
         shapes.append(_band(window.start, window.end, colour, 0.13, layer="below"))
-        notes.append(
-            _note((window.start + window.end) / 2, 1, window.label, colour, yanchor="bottom")
-        )
+        note = _note(window.start, 1, window.label, colour, yanchor="bottom", xanchor="left")
+        # alternate two heights so labels of neighbouring windows do not overlap
+        note |= {"yshift": 13 * (n % 2), "hovertext": window.detail or window.label}
+        notes.append(note)
     _add_layout_items(fig, shapes, notes)
 
 
-def highlight_windows(fig: go.Figure, windows: Sequence[TimeWindow], *, dash: str) -> None:
+def highlight_windows(
+    fig: go.Figure, windows: Sequence[TimeWindow], *, dash: str, labelled: bool = True
+) -> None:
+    """Outline time windows (counterexamples solid; anomalies dotted, unlabelled: listed above)."""
     shapes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
     for window in windows:
         band = _band(window.start, max(window.end, window.start + 1e-3), COUNTEREXAMPLE_COLOUR, 0.1)
         band["line"] = {"color": COUNTEREXAMPLE_COLOUR, "width": 2, "dash": dash}
         shapes.append(band)
-        note = _note(window.start, 0, window.label, COUNTEREXAMPLE_COLOUR, yanchor="bottom")
-        notes.append({**note, "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)"})
+        if labelled:
+            note = _note(window.start, 0, window.label, COUNTEREXAMPLE_COLOUR, yanchor="bottom")
+            notes.append({**note, "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)"})
     _add_layout_items(fig, shapes, notes)
 
 
@@ -134,7 +141,7 @@ def _base_layout(fig: go.Figure, title: str, height: int) -> None:
     fig.update_layout(
         title={"text": title, "x": 0, "font": {"size": 14}},
         height=height,
-        margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        margin={"l": 60, "r": 20, "t": 76, "b": 40},
         plot_bgcolor="white",
         legend={"orientation": "h", "y": -0.12},
         hovermode="closest",
@@ -193,7 +200,7 @@ def timeline_figure(
         )
     shade_faults(fig, faults)
     highlight_windows(fig, counterexamples, dash="solid")
-    highlight_windows(fig, anomaly_windows, dash="dot")
+    highlight_windows(fig, anomaly_windows, dash="dot", labelled=False)
     processes = calls["process"].nunique() if not calls.empty else 1
     _base_layout(
         fig, "Operations per process (invoke → completion)", min(220 + 16 * processes, 900)
@@ -230,6 +237,7 @@ def lock_figure(
         )
         tokens = part["token"].astype("float64").to_numpy()
         custom = _repeat_rows(np.column_stack([part["index"].to_numpy(), tokens]))
+        custom = custom.astype(np.float32)  # exact for indices and tokens below 2**24
         fig.add_trace(
             _scatter(
                 len(x),
@@ -247,22 +255,8 @@ def lock_figure(
             row=1,
             col=1,
         )
-        if certain and len(part) <= MAX_TOKEN_LABELS:
-            labels = part["token"].astype("string").fillna("?").to_numpy()
-            fig.add_trace(
-                go.Scatter(
-                    x=(part["start"] + part["end"]).to_numpy() / 2,
-                    y=part["process"].to_numpy(),
-                    mode="text",
-                    text=labels,
-                    textposition="top center",
-                    textfont={"size": 9},
-                    showlegend=False,
-                    hoverinfo="skip",
-                ),
-                row=1,
-                col=1,
-            )
+        if certain:
+            fig.add_trace(_token_labels(part), row=1, col=1)
     for (accepted, f), part in accesses.groupby(["accepted", "f"], sort=True):
         name = f"{f} accepted" if accepted else f"{f} refused (stale token)"
         fig.add_trace(
@@ -290,7 +284,7 @@ def lock_figure(
             col=1,
         )
     shade_faults(fig, faults)
-    highlight_windows(fig, anomaly_windows, dash="dot")
+    highlight_windows(fig, anomaly_windows, dash="dot", labelled=False)
     processes = holds["process"].nunique() if not holds.empty else 1
     title = f"Lock {lock}: holders above, resource accesses below (green accepted, red refused)"
     _base_layout(fig, title, min(380 + 14 * processes, 900))
@@ -298,6 +292,28 @@ def lock_figure(
     fig.update_yaxes(title_text="resource: token", row=2, col=1)
     fig.update_xaxes(title_text="seconds since start", row=2, col=1)
     return fig
+
+
+def _token_labels(holds: pd.DataFrame) -> go.Scatter:
+    """The fencing token written on each hold bar.
+
+    Shown from the start when there are at most MAX_TOKEN_LABELS holds; otherwise hidden, and
+    report.js shows it once the reader zooms in to that many (trace ``meta`` marks it).
+    """
+    labelled = holds.iloc[:: max(1, int(np.ceil(len(holds) / MAX_LABELLED_HOLDS)))]
+    return go.Scatter(
+        x=_f32((labelled["start"] + labelled["end"]) / 2),
+        y=labelled["process"].to_numpy(),
+        mode="text",
+        text=labelled["token"].astype("string").fillna("?").to_numpy(),
+        textposition="top center",
+        textfont={"size": 9},
+        name="token labels",
+        showlegend=False,
+        hoverinfo="skip",
+        visible=len(holds) <= MAX_TOKEN_LABELS,
+        meta="token-labels",
+    )
 
 
 def latency_figure(

@@ -26,7 +26,7 @@ MAX_LOCK_CHARTS = 6
 # Holds (and, separately, resource accesses) drawn across all lock charts together; past it each
 # chart thins its own share, keeping refused accesses, unknown holds and anomaly ops. With the
 # timeline and latency caps this keeps a report near 8 MB however long the run (plotly.js is 4.9).
-LOCK_POINT_BUDGET = 20_000
+LOCK_POINT_BUDGET = 12_000
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("checkers", "Checkers"),
     ("anomalies", "Anomalies"),
@@ -222,8 +222,8 @@ class _Report:
             f"All {len(self.calls)} calls shown."
             if len(shown) == len(self.calls)
             else f"Showing {len(shown)} of {len(self.calls)} calls: past "
-            f"{analysis.MAX_PLOTTED_CALLS:,} calls the ok calls are thinned evenly; every "
-            "fail, info and pending call and every op an anomaly names is kept."
+            f"{analysis.MAX_PLOTTED_CALLS:,} calls the timeline is thinned evenly. Every op an "
+            "anomaly names is kept, then fail/info/pending calls, then ok calls."
         )
         fig = figures.timeline_figure(
             shown,
@@ -274,24 +274,26 @@ class _Report:
             lock_holds = holds[holds["key"] == lock]
             lock_access = accesses[accesses["key"] == lock]
             total_holds, total_access = len(lock_holds), len(lock_access)
-            must = (~lock_holds["certain"] | lock_holds["index"].isin(self.keep)).to_numpy()
             share = LOCK_POINT_BUDGET // len(locks)
-            lock_holds = analysis.thin_rows(lock_holds, must, share)
-            must = (~lock_access["accepted"] | lock_access["index"].isin(self.keep)).to_numpy()
-            lock_access = analysis.thin_rows(lock_access, must, share)
+            must = lock_holds["index"].isin(self.keep).to_numpy()
+            unknown = (~lock_holds["certain"]).to_numpy()
+            lock_holds = analysis.thin_rows(lock_holds, must, share, preferred=unknown)
+            must = lock_access["index"].isin(self.keep).to_numpy()
+            refused = (~lock_access["accepted"]).to_numpy()
+            lock_access = analysis.thin_rows(lock_access, must, share, preferred=refused)
             windows = self._anomaly_windows_for(lock)
-            refused = int((~lock_access["accepted"]).sum())
+            refused_count = int(refused.sum())
             thinned = len(lock_holds) < total_holds or len(lock_access) < total_access
             note = (
                 f"; drawn: {len(lock_holds)} holds and {len(lock_access)} accesses (thinned "
-                f"evenly past {share:,} each, keeping every refused access, unknown hold and "
-                "anomaly op)"
+                f"evenly past {share:,} each; anomaly ops always kept, refused accesses and "
+                "unknown holds before the rest)"
                 if thinned
                 else ""
             )
             parts.append(
                 f'<h3 id="lock-{n}">{esc(lock)}</h3><p class="note">{total_holds} holds, '
-                f"{total_access} resource accesses, {refused} refused{esc(note)}.</p>"
+                f"{total_access} resource accesses, {refused_count} refused{esc(note)}.</p>"
             )
             fig = figures.lock_figure(lock, lock_holds, lock_access, self.faults, windows)
             parts.append(_figure_div(f"fig-lock-{n}", fig))
@@ -315,7 +317,8 @@ class _Report:
         rates = analysis.throughput(self.calls, bucket)
         shown = analysis.thin_calls(self.calls, self.keep, analysis.MAX_PLOTTED_CALLS)
         note = "Percentile lines and throughput use every call" + (
-            f"; the scatter shows {len(shown)} of {len(self.calls)} calls (all non-ok kept)."
+            f"; the scatter shows {len(shown)} of {len(self.calls)} calls (anomaly ops, then "
+            "non-ok calls, are kept first)."
             if len(shown) < len(self.calls)
             else "."
         )

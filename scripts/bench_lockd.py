@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from reference_impl.client.async_client import AsyncLockClient
-from reference_impl.client.connection import Connection
+from reference_impl.client.connection import Connection, ServerError
 from reference_impl.client.errors import LockServiceError
 from reference_impl.server.local_cluster import LocalCluster
 from reference_impl.service.commands import Acquire, OpenSession, encode_command
@@ -123,17 +123,41 @@ def rss_mib(pid: int) -> float:
 
 
 async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
-    leader = cluster.node(cluster.wait_for_leader())
-    connections = [await Connection.open(leader.endpoint, timeout=5.0) for _ in range(8)]
-    semaphore = asyncio.Semaphore(512)
+    endpoint = cluster.node(cluster.wait_for_leader()).endpoint
+    connections: list[Connection] = []
+    semaphore = asyncio.Semaphore(256)
     started = time.monotonic()
+    retries = 0
+
+    reconnecting = asyncio.Lock()
+
+    async def reconnect(stale: list[Connection]) -> None:
+        nonlocal endpoint, connections
+        async with reconnecting:
+            if stale is not connections:
+                return  # another task already reconnected
+            for connection in connections:
+                await connection.close()
+            endpoint = cluster.node(await asyncio.to_thread(cluster.wait_for_leader)).endpoint
+            connections = [await Connection.open(endpoint, timeout=5.0) for _ in range(8)]
+
+    await reconnect(connections)
 
     async def call(i: int, op: str, args: dict[str, object]) -> dict[str, object]:
+        """One write, retried with the same (client_id, seq) across leader changes."""
+        nonlocal retries
         async with semaphore:
-            result: dict[str, object] = await connections[i % len(connections)].call(
-                op, args, timeout=60.0
-            )
-            return result
+            while True:
+                current = connections
+                try:
+                    result: dict[str, object] = await current[i % len(current)].call(
+                        op, args, timeout=30.0
+                    )
+                    return result
+                except (ServerError, LockServiceError, TimeoutError):
+                    retries += 1
+                    await asyncio.sleep(0.2)
+                    await reconnect(current)
 
     opened = await asyncio.gather(
         *(call(i, "open_session", {"client_id": f"scale{i}", "seq": 1, "ttl": 3600})
@@ -152,7 +176,7 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
     print(
         f"scale: {sessions} sessions and {sessions * per_session} held locks loaded in "
         f"{loaded:.1f}s ({(sessions + sessions * per_session) / loaded:.0f} writes/s, "
-        "512 in flight)"
+        "256 in flight)"
     )
     for node in cluster.nodes:
         print(f"scale: {node.id} RSS {rss_mib(cluster.pid(node.id)):.0f} MiB")
@@ -177,7 +201,8 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
         f"scale: snapshot {len(data) / 2**20:.1f} MiB, serialise {t1 - t0:.2f}s, "
         f"restore {t2 - t1:.2f}s"
     )
-    follower = next(n for n in cluster.nodes if n.id != leader.id)
+    leader_id = await asyncio.to_thread(cluster.wait_for_leader)
+    follower = next(n for n in cluster.nodes if n.id != leader_id)
     cluster.kill(follower.id)
     cluster.start(follower.id)
     restarted = time.monotonic()
@@ -191,7 +216,7 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="bench_lockd_") as tmp,
-        LocalCluster(Path(tmp), size=5, base_port=BASE_PORT, fsync=True) as cluster,
+        LocalCluster(Path(args.dir or tmp), size=5, base_port=BASE_PORT, fsync=True) as cluster,
     ):
         cluster.start_all()
         await asyncio.sleep(0.5)
@@ -223,6 +248,7 @@ def main() -> int:
     parser.add_argument("--scale", action="store_true", help="also the sessions/locks scale run")
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--locks", type=int, default=100_000)
+    parser.add_argument("--dir", help="keep the cluster's data and logs here (default: a tmp dir)")
     asyncio.run(main_async(parser.parse_args()))
     return 0
 

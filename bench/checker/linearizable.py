@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from bench.checker.budget import Budget, BudgetExceeded
 from bench.checker.models import MODELS, Model, ModelError, make_model
 from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
 from bench.checker.options import CheckOptions
-from bench.checker.wgl import search
+from bench.checker.wgl import SearchOutcome, StepLimitReached, search
 from bench.errors import ConfigError
 from bench.history import Call, Op, Process
 from bench.protocols import Anomaly, CheckResult
@@ -27,6 +27,11 @@ from bench.protocols import Anomaly, CheckResult
 # Window minimisation tries at most this many start points (each a small search) before falling
 # back to the whole key history; enough for any window a person would want to read.
 MAX_WINDOW_STARTS = 200
+# The first step limit of a key's search, per op, before trying the relaxed refutation (valid
+# histories take 2-10 steps per op).
+FIRST_STEP_LIMIT_PER_OP = 40
+# A window search that needs more steps than this is treated as "no proof here".
+WINDOW_STEP_LIMIT = 50_000
 # Anomalies list at most this many ops; a report cannot draw more usefully.
 MAX_ANOMALY_OPS = 64
 
@@ -132,7 +137,7 @@ def check_linearizable(
     for key in sorted(keys, key=lambda k: len(keys[k])):
         ops = keys[key]
         try:
-            outcome = search(ops, model.step, model.initial(), budget, f"checking key {key!r}")
+            outcome, refuted = _search_or_refute(key, ops, model, budget)
         except BudgetExceeded as exc:
             stats.update(steps=total_steps, seconds=round(time.monotonic() - started, 3))
             return CheckResult(
@@ -144,6 +149,13 @@ def check_linearizable(
         total_steps += outcome.steps
         largest_cache = max(largest_cache, outcome.cache_size)
         stats["keys_checked"] += 1
+        if refuted is not None:
+            stats.update(
+                steps=total_steps,
+                refuted_by_window=True,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return _invalid(checker, model, refuted, stats)
         if not outcome.linearizable:
             assert outcome.stuck is not None
             failure = _explain(key, ops, ops[outcome.stuck], model, options, budget)
@@ -160,6 +172,41 @@ def check_linearizable(
         seconds=round(time.monotonic() - started, 3),
     )
     return CheckResult(checker, "valid", stats=stats)
+
+
+def _search_or_refute(
+    key: str | None, ops: Sequence[LinOp], model: Model, budget: Budget
+) -> tuple[SearchOutcome, KeyFailure | None]:
+    """The exact search, with a cheap refutation when it runs long.
+
+    Proving a long history non-linearizable makes the search exhaust every configuration before
+    the violation, and with pending info ops those include every subset of them. So the search
+    runs with a step limit; the first time it is reached, the relaxed search (info ops may take
+    effect more than once: no subsets) runs, and if even that finds no linearization the history
+    has none. Otherwise the exact search restarts with four times the limit (at most a third
+    more work in total) until it decides or the budget runs out.
+    """
+    limit = FIRST_STEP_LIMIT_PER_OP * len(ops) + 10_000
+    tried_relaxed = False
+    what = f"checking key {key!r}"
+    while True:
+        try:
+            return search(ops, model.step, model.initial(), budget, what, max_steps=limit), None
+        except StepLimitReached:
+            if not tried_relaxed:
+                tried_relaxed = True
+                relaxed = search(
+                    ops, model.step, model.initial(), budget, what, reuse_optional=True
+                )
+                if not relaxed.linearizable:
+                    assert relaxed.stuck is not None
+                    stuck = ops[relaxed.stuck]
+                    window = smallest_window(ops, stuck, model, budget)
+                    if window is None:
+                        end = stuck.ret
+                        window = tuple(op for op in ops if end is None or op.call < end)
+                    return relaxed, KeyFailure(key, tuple(ops), stuck, window)
+            limit *= 4
 
 
 def _explain(
@@ -184,7 +231,11 @@ def _explain(
 
 
 def smallest_window(
-    ops: Sequence[LinOp], stuck: LinOp, model: Model, budget: Budget
+    ops: Sequence[LinOp],
+    stuck: LinOp,
+    model: Model,
+    budget: Budget,
+    max_starts: int = MAX_WINDOW_STARTS,
 ) -> tuple[LinOp, ...] | None:
     """The latest-starting window ending at ``stuck``'s completion that no start state explains.
 
@@ -194,19 +245,35 @@ def smallest_window(
     assert stuck.ret is not None
     end = stuck.ret
     starts = sorted({op.call for op in ops if op.call <= stuck.call and op.ret is not None})
-    for start in reversed(starts[-MAX_WINDOW_STARTS:]):
+    earlier = [op for op in ops if op.call < end]
+    for start in reversed(starts[-max_starts:]):
         sub: list[LinOp] = []
         for op in ops:
             if start <= op.call < end:
                 sub.append(op if op.ret is not None and op.ret <= end else _optional(op))
             elif op.call < start and (op.ret is None or op.ret > start) and op.call < end:
                 sub.append(_optional(op))
+        states = model.candidate_states(sub, earlier)
         if all(
-            not search(sub, model.step, state, budget, "minimising the counterexample").linearizable
-            for state in model.candidate_states(sub)
-        ):
+            not _window_linearizable(sub, model, state, budget, True) for state in states
+        ) or all(not _window_linearizable(sub, model, state, budget, False) for state in states):
             return tuple(sorted(sub, key=lambda o: o.call))
     return None
+
+
+def _window_linearizable(
+    sub: Sequence[LinOp], model: Model, state: Hashable, budget: Budget, relaxed: bool
+) -> bool:
+    """Whether a window is linearizable from ``state`` (``relaxed``: info ops may repeat, a
+    cheaper and still sound refutation); a window too hard to decide quickly counts as
+    linearizable (no proof), so minimisation stays cheap."""
+    try:
+        what = "minimising the counterexample"
+        limit = WINDOW_STEP_LIMIT
+        outcome = search(sub, model.step, state, budget, what, limit, reuse_optional=relaxed)
+        return outcome.linearizable
+    except StepLimitReached:
+        return True
 
 
 def _optional(op: LinOp) -> LinOp:

@@ -54,8 +54,9 @@ class Model:
     def step(self, state: Hashable, op: LinOp) -> Hashable:
         raise NotImplementedError
 
-    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
-        """Every state a window cut out of a longer history could start in (up to equivalence)."""
+    def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
+        """Every state (up to equivalence) a window could start in, given the ops invoked before
+        it ends (``earlier``): minimising a counterexample must hold for all of them."""
         raise NotImplementedError
 
 
@@ -110,8 +111,8 @@ class MutexModel(_LockModel):
             return None if state == op.process else ILLEGAL
         return ILLEGAL
 
-    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
-        return self.holders(ops)
+    def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
+        return self.holders(window)
 
 
 class OwnedMutexModel(_LockModel):
@@ -127,8 +128,8 @@ class OwnedMutexModel(_LockModel):
             return None if state == op.process else ILLEGAL
         return ILLEGAL
 
-    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
-        return self.holders(ops)
+    def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
+        return self.holders(window)
 
 
 class FencedMutexModel(_LockModel):
@@ -160,9 +161,9 @@ class FencedMutexModel(_LockModel):
             return (None, last) if holder == op.process else ILLEGAL
         return ILLEGAL
 
-    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
+    def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
         # The lowest "highest token so far" (none) allows the most; checking it covers the rest.
-        return [(h, None) for h in self.holders(ops)]
+        return [(h, None) for h in self.holders(window)]
 
 
 class RegisterModel(Model):
@@ -223,18 +224,15 @@ class RegisterModel(Model):
             return new if state == old else ILLEGAL
         return ILLEGAL
 
-    def candidate_states(self, ops: Sequence[LinOp]) -> list[Hashable]:
-        seen: dict[Hashable, None] = {self.initial(): None, OUTSIDE: None}
-        for op in ops:
-            if op.f == "cas":
+    def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
+        # The register only ever holds its initial value or a value some op wrote.
+        seen: dict[Hashable, None] = {self.initial(): None}
+        for op in earlier:
+            if op.f == "cas" and not op.failed:
                 cas: tuple[Any, Any] = op.arg  # type: ignore[assignment]
-                old, new = cas
-                seen[old] = None
-                seen[new] = None
+                seen[cas[1]] = None
             elif op.f == "write":
                 seen[op.arg] = None
-            elif op.known:
-                seen[op.out] = None
         return list(seen)
 
 

@@ -13,8 +13,13 @@ are kept out of the list and tried only when the required ops are stuck: the can
 step are the same as in the textbook walk, but a long-dead info op is not retried after every
 single linearization (on a 10,000-op key with 1% info ops that alone is a 20x saving).
 
-The set of linearized ops is a frontier (every required op numbered below it is placed) plus
-small bitsets, so memoising it costs the same at op 10 and at op 10,000.
+Configurations are memoised with dominance: having placed fewer optional ops is never worse, so a
+configuration is pruned when one with the same required ops and state but a subset of its placed
+optional ops was explored. Without this a few dozen pending info writes make the search exponential
+before a violation can be proved.
+
+The set of linearized required ops is a frontier (every required op numbered below it is placed)
+plus small bitsets, so memoising it costs the same at op 10 and at op 10,000.
 """
 
 from __future__ import annotations
@@ -40,14 +45,32 @@ class SearchOutcome:
     stuck: int | None = None
 
 
+class StepLimitReached(Exception):
+    """The search took ``max_steps`` steps; ``stuck`` is the furthest blocking op so far."""
+
+    def __init__(self, stuck: int | None) -> None:
+        super().__init__(f"step limit reached (furthest blocking op {stuck})")
+        self.stuck = stuck
+
+
 def search(
     ops: Sequence[LinOp],
     step: Step,
     initial: Hashable,
     budget: Budget | None,
     what: str = "searching",
+    max_steps: int | None = None,
+    reuse_optional: bool = False,
 ) -> SearchOutcome:
-    """Decide whether ``ops`` (one key) is linearizable; may raise BudgetExceeded."""
+    """Decide whether ``ops`` (one key) is linearizable.
+
+    With ``reuse_optional`` an optional op may take effect any number of times. That admits more
+    histories than the real semantics, so "not linearizable" from it is a proof for the real
+    question too, and its search space has no subsets of optional ops: the cheap refutation.
+
+    Raises BudgetExceeded when the budget runs out, and StepLimitReached after ``max_steps``
+    steps (so a caller can try a cheaper refutation and come back with a larger limit).
+    """
     required_ops = sorted(
         (i for i, op in enumerate(ops) if op.ret is not None), key=lambda i: ops[i].call
     )
@@ -87,7 +110,11 @@ def search(
     required = [ops[i] for i in required_ops]
     optional = [ops[i] for i in optional_ops]
 
-    cache: set[tuple[int, int, int, Hashable]] = set()
+    # Memo: (frontier, above, state) -> the sets of placed optional ops explored with it. A
+    # configuration is skipped if an explored one placed a subset of its optional ops: that one
+    # had every choice this one has (the unplaced optional ops are a superset) and failed.
+    cache: dict[tuple[int, int, Hashable], list[int]] = {}
+    explored = 0
     # (node, state, frontier, above, placed_optional, optional index or -1 for a required op)
     stack: list[tuple[int, Hashable, int, int, int, int]] = []
     state = initial
@@ -102,8 +129,11 @@ def search(
     cursor = 0  # the next optional op to try at the current return entry
     while remaining:
         steps += 1
-        if budget is not None and steps % CHECK_EVERY_STEPS == 0:
-            budget.check(what)
+        if steps % CHECK_EVERY_STEPS == 0:
+            if budget is not None:
+                budget.check(what)
+            if max_steps is not None and steps > max_steps:
+                raise StepLimitReached(stuck)
         if not is_return[node]:
             number = number_of[node]
             new_state = step(state, required[number])
@@ -114,9 +144,14 @@ def search(
                     ones = (~new_above & (new_above + 1)).bit_length() - 1
                     new_above >>= ones
                     new_frontier += ones
-                entry = (new_frontier, new_above, placed, new_state)
-                if entry not in cache:
-                    cache.add(entry)
+                seen = cache.get((new_frontier, new_above, new_state))
+                fresh = seen is None or all(earlier & ~placed for earlier in seen)
+                if fresh:
+                    if seen is None:
+                        cache[(new_frontier, new_above, new_state)] = [placed]
+                    else:
+                        seen.append(placed)
+                    explored += 1
                     stack.append((node, state, frontier, above, placed, -1))
                     state, frontier, above = new_state, new_frontier, new_above
                     p, q = prv[node], nxt[node]
@@ -143,12 +178,18 @@ def search(
                 steps += 1
                 new_state = step(state, optional[j])
                 if new_state is not ILLEGAL:
-                    entry = (frontier, above, placed | bit, new_state)
-                    if entry not in cache:
-                        cache.add(entry)
+                    now = placed if reuse_optional else placed | bit
+                    seen = cache.get((frontier, above, new_state))
+                    fresh = seen is None or all(earlier & ~now for earlier in seen)
+                    if fresh:
+                        if seen is None:
+                            cache[(frontier, above, new_state)] = [now]
+                        else:
+                            seen.append(now)
+                        explored += 1
                         stack.append((node, state, frontier, above, placed, j))
                         state = new_state
-                        placed |= bit
+                        placed = now
                         node = nxt[0]
                         cursor = 0
                         advanced = True
@@ -160,7 +201,7 @@ def search(
             furthest = node  # nodes are numbered in real-time order
             stuck = required_ops[number_of[node]]
         if not stack:
-            return SearchOutcome(False, steps, len(cache), stuck)
+            return SearchOutcome(False, steps, explored, stuck)
         node, state, frontier, above, placed, j = stack.pop()
         if j >= 0:
             cursor = j + 1  # resume the optional ops at the same return entry
@@ -174,4 +215,4 @@ def search(
         prv[nxt[node]] = node
         node = nxt[node]
         cursor = 0
-    return SearchOutcome(True, steps, len(cache))
+    return SearchOutcome(True, steps, explored)

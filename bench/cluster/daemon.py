@@ -251,7 +251,7 @@ def stop_daemon(node: Node, name: str, *, timeout: float = 5.0) -> None:
 def _fetch_node_logs(node: Node, dest: Path) -> list[Path]:
     listing = node.run(f"ls -1 {shlex.quote(node.data_dir)}/*.log 2>/dev/null || true", check=False)
     fetched: list[Path] = []
-    for remote in listing.stdout.split():
+    for remote in listing.stdout.splitlines():
         local = dest / node.name / Path(remote).name
         node.get(remote, local)
         fetched.append(local)

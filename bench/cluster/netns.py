@@ -204,7 +204,7 @@ def netns_up(
     """
     cluster_dir = cluster_dir.resolve()
     state = _plan(prefix, subnet, nodes)
-    if (cluster_dir / STATE_FILE).exists():
+    if (cluster_dir / STATE_FILE).exists() or (cluster_dir / INVENTORY_FILE).exists():
         raise ClusterError(
             f"{cluster_dir} already holds a netns cluster (or a half-finished one): "
             "run `lockbench cluster down` first"

@@ -7,6 +7,7 @@ command through ``sudo -n`` so the same commands (iptables, kill) work on Vagran
 
 from __future__ import annotations
 
+import logging
 import shlex
 import threading
 import uuid
@@ -21,6 +22,8 @@ from bench.errors import ClusterError
 from bench.protocols import CommandResult, NodeError
 
 CONNECT_TIMEOUT_S = 10
+# paramiko logs every connect and authentication at INFO: noise in the bench's log.
+logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
 class NodeUnreachable(ClusterError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from bench.cluster.runtimes import (
     load_cluster_inventory,
 )
 from bench.cluster.status import cluster_status
-from bench.errors import EXIT_CLUSTER
+from bench.errors import EXIT_CLUSTER, BenchError
+from bench.protocols import Backend
 
 RUNTIMES = ("netns", "local", "vagrant", "ssh")
 
@@ -115,9 +117,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"{time.monotonic() - started:.1f} s"
         )
         if args.start:
-            on_each_node(f"starting {backend.name}", cluster.nodes, backend.start)
+            _start_everywhere(backend, cluster)
             print(f"started {backend.name} on {', '.join(n.name for n in cluster.nodes)}")
     return 0
+
+
+def _start_everywhere(backend: Backend, cluster: ClusterHandle) -> None:
+    """Start on every node; if any node fails, stop the others too: nothing half-started."""
+    try:
+        on_each_node(f"starting {backend.name}", cluster.nodes, backend.start)
+    except BenchError:
+        for node in cluster.nodes:
+            with contextlib.suppress(Exception):
+                backend.stop(node)
+        raise
 
 
 def cmd_heal(args: argparse.Namespace) -> int:

@@ -197,6 +197,10 @@ class ClientProcess:
                 await sleep_unless(driver.stop, delay)
                 if driver.stop.is_set():
                     return
+            else:
+                # Yield even without think time: a backend that answers without awaiting
+                # anything would otherwise starve every other task (timers, the nemesis).
+                await asyncio.sleep(0)
             op = driver.workload.next_op(self.process)
             if op is None:
                 return

@@ -248,6 +248,14 @@ class AsyncLockClient:
         self._connections[endpoint] = connection
         return connection
 
+    def _demote(self, endpoint: str) -> None:
+        """An endpoint that did not answer goes to the back of the line (and is not leader)."""
+        if self._leader == endpoint:
+            self._leader = None
+        if endpoint in self.endpoints:
+            self.endpoints.remove(endpoint)
+            self.endpoints.append(endpoint)
+
     def _candidates(self) -> list[str]:
         order = list(self.endpoints)
         if self._leader is not None:
@@ -288,12 +296,13 @@ class AsyncLockClient:
                 connection = await self._connection(endpoint)
             except ConnectionLost as exc:  # never sent: says nothing about applying
                 last = Unavailable(str(exc)) if not maybe_applied else last
-                if self._leader == endpoint:
-                    self._leader = None
+                self._demote(endpoint)
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS)
                 continue
             try:
-                per_call = min(remaining, call_timeout or remaining)
+                # One attempt waits at most call_timeout (default: the request timeout); a hung
+                # (paused, partitioned) node then costs one attempt, not the whole budget.
+                per_call = min(remaining, call_timeout or self.timeout)
                 return await connection.call(
                     op, args, timeout=None if per_call == float("inf") else per_call
                 )
@@ -320,8 +329,7 @@ class AsyncLockClient:
                     last = exc
                 else:
                     last = RequestTimeout(f"{endpoint}: {op} got no answer in time")
-                if self._leader == endpoint:
-                    self._leader = None
+                self._demote(endpoint)
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS)
             except AuthError:
                 raise
@@ -356,10 +364,18 @@ class AsyncLockClient:
             args["timeout"] = timeout
         if value:
             args["value"] = value
-        budget = None if timeout is None else timeout + self.timeout * 2
         if timeout is None:
-            budget = float("inf")
-        result = await self._write("acquire", args, budget=budget)
+            # Blocking: re-send the same (client_id, seq) every request timeout; the service
+            # answers a retry of a queued acquire by waiting again, so nothing is applied twice
+            # and a hung leader is left behind. It ends when granted or the session is lost.
+            result = await self._write("acquire", args, budget=float("inf"))
+        else:
+            result = await self._write(
+                "acquire",
+                args,
+                budget=timeout + self.timeout * 2,
+                call_timeout=timeout + self.timeout,
+            )
         lease = Lease(name, int(result["token"]), session)
         if not self.session_alive():
             raise SessionExpired(f"session lost while acquiring {name}: {self.lost_reason}")

@@ -1,0 +1,1 @@
+"""lockd: the asyncio server around the Replica (client port, HTTP port, leader timers)."""

@@ -18,7 +18,7 @@ Optional keys beyond the contract: ``lock_delay_ms``, ``auth_token_file``, ``tls
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class ServerConfig:
     snapshot_entries: int = 10_000
     log_file: Path | None = None
     pidfile: Path | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -166,6 +165,20 @@ def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
     return value
 
 
+def read_auth_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ServerConfigError(f"auth_token_file: cannot read {path}: {exc}") from exc
+    if not token:
+        raise ServerConfigError(f"auth_token_file: {path} is empty")
+    return token
+
+
+def tls_config(cert: str, key: str, client_ca: str | None) -> TlsConfig:
+    return TlsConfig(Path(cert), Path(key), Path(client_ca) if client_ca else None)
+
+
 def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> ServerConfig:
     unknown = set(raw) - KNOWN_KEYS
     if unknown:
@@ -178,22 +191,15 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Se
     unsafe = raw.get("unsafe") or []
     if not isinstance(unsafe, list) or not all(isinstance(u, str) for u in unsafe):
         raise ServerConfigError("unsafe: must be a list of switch names")
-    auth_token = None
-    if raw.get("auth_token_file"):
-        token_path = Path(str(raw["auth_token_file"]))
-        try:
-            auth_token = token_path.read_text().strip()
-        except OSError as exc:
-            raise ServerConfigError(f"auth_token_file: cannot read {token_path}: {exc}") from exc
-        if not auth_token:
-            raise ServerConfigError(f"auth_token_file: {token_path} is empty")
+    auth_token = (
+        read_auth_token(str(raw["auth_token_file"])) if raw.get("auth_token_file") else None
+    )
     tls = None
     if raw.get("tls"):
         spec = raw["tls"]
         if not isinstance(spec, Mapping) or "cert" not in spec or "key" not in spec:
             raise ServerConfigError("tls: needs cert and key (and optionally client_ca)")
-        ca = spec.get("client_ca")
-        tls = TlsConfig(Path(spec["cert"]), Path(spec["key"]), Path(ca) if ca else None)
+        tls = tls_config(spec["cert"], spec["key"], spec.get("client_ca"))
     listen_host = raw.get("listen_host")
     if listen_host is not None and not isinstance(listen_host, str):
         raise ServerConfigError("listen_host: must be an address such as 0.0.0.0")

@@ -26,6 +26,8 @@ from reference_impl.server.config import (
     ServerConfigError,
     config_from_mapping,
     load_config,
+    read_auth_token,
+    tls_config,
     with_overrides,
 )
 from reference_impl.server.http_server import HttpServer
@@ -128,20 +130,8 @@ def resolve_config(args: argparse.Namespace) -> ServerConfig:
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise ServerConfigError("--tls-cert and --tls-key go together")
-        raw_tls = {"cert": args.tls_cert, "key": args.tls_key, "client_ca": args.tls_client_ca}
-        tls = config_from_mapping(
-            {"id": "x", "data_dir": ".", "members": {"x": _DUMMY_MEMBER}, "tls": raw_tls}
-        ).tls
-    auth_token = config.auth_token
-    if args.auth_token_file:
-        auth_token = config_from_mapping(
-            {
-                "id": "x",
-                "data_dir": ".",
-                "members": {"x": _DUMMY_MEMBER},
-                "auth_token_file": args.auth_token_file,
-            }
-        ).auth_token
+        tls = tls_config(args.tls_cert, args.tls_key, args.tls_client_ca)
+    auth_token = read_auth_token(args.auth_token_file) if args.auth_token_file else None
     return with_overrides(
         config,
         id=args.id,
@@ -155,9 +145,6 @@ def resolve_config(args: argparse.Namespace) -> ServerConfig:
         tls=tls,
         auth_token=auth_token,
     )
-
-
-_DUMMY_MEMBER = {"host": "127.0.0.1", "peer_port": 1, "client_port": 2, "http_port": 3}
 
 
 def server_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

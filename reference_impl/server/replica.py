@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
@@ -136,12 +137,7 @@ class Replica:
                 f"replica is {node_id!r} with peers {sorted(peers)}"
             )
         if unsafe_no_check_quorum and not config.unsafe_no_check_quorum:
-            config = RaftConfig(
-                **{
-                    **{name: getattr(config, name) for name in RaftConfig.__dataclass_fields__},
-                    "unsafe_no_check_quorum": True,
-                }
-            )
+            config = dataclasses.replace(config, unsafe_no_check_quorum=True)
         self._id = node_id
         self._peers = dict(peers)
         self._config = config
@@ -238,7 +234,7 @@ class Replica:
 
     async def stop(self) -> None:
         """Stop ticking and talking; pending requests fail with ReplicaStopped."""
-        if not self._running:
+        if not self._tasks:
             return
         self._running = False
         for task in self._tasks:
@@ -249,6 +245,7 @@ class Replica:
         self._tasks = []
         if self._transport is not None:
             await self._transport.stop()
+            self._transport = None
         self._fail_everything(ReplicaStopped(f"{self._id} stopped"))
         self._storage.close()
 
@@ -340,13 +337,24 @@ class Replica:
     async def _run(self) -> None:
         node = self._node
         assert node is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._inbox:
-                self._handle_input(node, self._inbox.popleft())
-            while node.has_ready():
-                await self._handle_ready(node, node.ready())
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._inbox:
+                    self._handle_input(node, self._inbox.popleft())
+                while node.has_ready():
+                    await self._handle_ready(node, node.ready())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or a failing disk: stop serving rather than keep acting on unknown state.
+            logger.critical(
+                "%s: raft loop failed; the replica stops serving", self._id, exc_info=True
+            )
+            self._running = False
+            self._role = Role.FOLLOWER
+            self._fail_everything(ReplicaStopped(f"{self._id} failed; see its log"))
 
     def _handle_input(self, node: RaftNode, item: _Input) -> None:
         if isinstance(item, _Tick):

@@ -182,7 +182,8 @@ class LockService:
         # Waiters whose state vanished with the restore are told to retry; watches catch up.
         for key in list(self.waiters):
             session_id, name = key
-            if name not in self.machine.sessions.get(session_id, _NO_SESSION).waiting:
+            waiting = self.machine.sessions.get(session_id)
+            if waiting is None or name not in waiting.waiting:
                 self._resolve_waiter(key, error=RequestFailed(E_TIMEOUT, "state restored; retry"))
         for subscriber in list(self.subscribers):
             self._catch_up(subscriber)
@@ -548,10 +549,3 @@ class LockService:
             }
             for node_id, member in self.config.members.items()
         ]
-
-
-class _NoSession:
-    waiting: frozenset[str] = frozenset()
-
-
-_NO_SESSION: Any = _NoSession()

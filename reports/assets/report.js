@@ -14,13 +14,50 @@
       var spec = JSON.parse(node.textContent);
       var config = spec.config || {};
       pending.push(
-        Plotly.newPlot(target, spec.data, spec.layout, config).catch(function (err) {
+        Plotly.newPlot(target, spec.data, spec.layout, config).then(function (div) {
+          watchTokenLabels(div);
+          return div;
+        }).catch(function (err) {
           window.lockbenchErrors.push(String(err));
           throw err;
         })
       );
     });
     return Promise.all(pending);
+  }
+
+  // Token labels on lock charts: hidden while more than MAX_LABELS of them are in view.
+  var MAX_LABELS = 300;
+
+  function labelsInView(trace, range) {
+    var count = 0;
+    for (var i = 0; i < trace.x.length; i += 1) {
+      if (trace.x[i] >= range[0] && trace.x[i] <= range[1]) {
+        count += 1;
+      }
+    }
+    return count;
+  }
+
+  function watchTokenLabels(div) {
+    var indices = [];
+    (div.data || []).forEach(function (trace, i) {
+      if (trace.meta === "token-labels") {
+        indices.push(i);
+      }
+    });
+    if (!indices.length) {
+      return;
+    }
+    div.on("plotly_relayout", function () {
+      var range = div._fullLayout.xaxis.range;
+      indices.forEach(function (i) {
+        var show = labelsInView(div.data[i], range) <= MAX_LABELS;
+        if (show !== (div.data[i].visible !== false)) {
+          Plotly.restyle(div, { visible: show }, [i]);
+        }
+      });
+    });
   }
 
   function zoomTimeline(start, end) {

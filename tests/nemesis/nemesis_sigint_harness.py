@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -32,6 +33,7 @@ SPECS: list[dict[str, Any]] = [
 
 
 def main(inventory: Path, records: Path) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     lock = threading.Lock()
     with records.open("a", encoding="utf-8") as out, open_cluster(load_inventory(inventory)) as c:
 

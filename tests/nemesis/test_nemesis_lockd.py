@@ -6,9 +6,11 @@ the whole cluster follows one leader again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,12 +18,11 @@ from bench.backends.reference import ReferenceBackend, fetch_status
 from bench.cluster import ClusterHandle
 from bench.cluster.deploy import build_wheel
 from bench.cluster.testing import netns_cluster
-from nemesis import shapes
 from nemesis.fault import FaultTarget
 from nemesis.heal import heal_cluster
-from nemesis.partition import PartitionNemesis
 from nemesis.process import ProcessNemesis
 from nemesis.remote import NodeLocks, on_nodes
+from nemesis.schedule import NemesisRunner
 
 pytestmark = [
     pytest.mark.root,
@@ -76,16 +77,30 @@ def test_an_isolated_leader_is_replaced_by_the_majority_and_heal_reunites(
 ) -> None:
     cluster, backend = lockd_cluster
     old = _new_leader(backend, cluster, None)
-    names = [n.name for n in cluster.nodes]
-    nemesis = PartitionNemesis(cluster, "lockbench-test", NodeLocks())
-    nemesis.invoke("start-partition", FaultTarget(grudge=shapes.isolate(names, old)))
+    records: list[tuple[str, str, Any]] = []
+    spec = {"fault": "partition", "shape": "isolate-leader", "schedule": {"at": [[0, 60]]}}
+    runner = NemesisRunner([spec], cluster, backend, seed=7, record=lambda *r: records.append(r))
+    replacement: dict[str, str] = {}
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        replacement["leader"] = await asyncio.to_thread(_new_leader, backend, cluster, old)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
     try:
-        replacement = _new_leader(backend, cluster, old)
-        status = fetch_status(cluster.node(replacement))
-        assert status is not None and status.get("role") == "leader"
+        asyncio.run(scenario())
     finally:
-        assert heal_cluster(cluster) == []
-    assert _agreed_leader(cluster) in names
+        assert runner.heal_all() == []
+    assert replacement["leader"] != old
+    infos = {f: v for t, f, v in records if t == "info"}
+    assert infos["leader"] == {"leader": old}
+    others = sorted(n.name for n in cluster.nodes if n.name != old)
+    assert infos["start-partition"]["grudge"][old] == others
+    assert len(infos["start-partition"]["rules"][old]) == len(others)
+    assert "stop-partition" in infos
+    assert _agreed_leader(cluster) in [*others, old]
 
 
 def test_a_paused_leader_is_replaced_and_resume_rejoins(

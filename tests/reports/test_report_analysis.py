@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from report_support import SampleStore, write_history
 
 from bench.history import pair_calls, read_history
@@ -38,6 +39,7 @@ def test_fault_windows_pair_start_and_stop_and_name_partition_sides(tmp_path: Pa
         ("pause", 0.005, 1.0, False),
     ]
     assert windows[0].targets == "n1,n2 | n3,n4,n5"
+    assert windows[1].label == "kill n3"
     assert "not healed" in windows[2].label
 
 
@@ -133,3 +135,15 @@ def test_clock_offsets_are_read_from_clock_observations(sample_store: SampleStor
     offsets = analysis.clock_offsets(data.ops)
     assert set(offsets["node"]) == {"n1", "n2", "n3", "n4", "n5"}
     assert offsets["offset_ms"].abs().max() > 100, "the skewed node shows its offset"
+
+
+def test_thinning_bounds_rows_even_when_failures_alone_exceed_the_limit() -> None:
+    frame = pd.DataFrame({"n": np.arange(10_000)})
+    must = (frame["n"] == 9_999).to_numpy()
+    failures = (frame["n"] % 2 == 0).to_numpy()
+    thinned = analysis.thin_rows(frame, must, 1_000, preferred=failures)
+    assert len(thinned) == 1_000
+    assert 9_999 in set(thinned["n"]), "a must-keep row survives"
+    assert (thinned["n"].iloc[1:] % 2 == 0).all(), "preferred rows fill the room first"
+    spread = thinned["n"].iloc[1:]
+    assert spread.min() < 100 and spread.max() > 9_800, "evenly spaced, not a prefix"

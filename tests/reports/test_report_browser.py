@@ -28,6 +28,8 @@ PLOT_STATE_JS = """
     canvases: canvases.length,
     traces: (div._fullData || []).length,
     glTraces: (div._fullData || []).filter((t) => t.type === "scattergl").length,
+    svgVisible: (div._fullData || []).filter(
+      (t) => t.type !== "scattergl" && t.visible === true).length,
   };
 })
 """
@@ -62,7 +64,7 @@ def _assert_every_plot_drawn(page: Any) -> list[dict[str, Any]]:
         assert plot["traces"] > 0, plot
         if plot["glTraces"]:
             assert plot["canvases"] > 0, f"WebGL traces need a drawn canvas: {plot}"
-        if plot["glTraces"] < plot["traces"]:
+        if plot["svgVisible"]:
             assert plot["svgTraces"] > 0, f"SVG traces must draw paths or text: {plot}"
     assert page.evaluate("window.lockbenchErrors") == []
     return plots
@@ -93,9 +95,29 @@ def test_report_draws_every_plot_and_anomaly_links_jump_to_the_timeline(
             top = page.evaluate("document.getElementById('timeline').getBoundingClientRect().top")
             assert 0 <= top < 200, f"the timeline is scrolled into view (top at {top}px)"
             assert page.evaluate("window.location.hash") == "#timeline"
+        _assert_token_labels_appear_when_zoomed_in(page)
         assert log.errors == []
     finally:
         page.close()
+
+
+LABELS_VISIBLE_JS = """
+() => { const d = document.getElementById('fig-lock-0').data;
+        return d.filter((t) => t.meta === 'token-labels').map((t) => t.visible !== false); }
+"""
+
+
+def _assert_token_labels_appear_when_zoomed_in(page: Any) -> None:
+    assert page.evaluate(LABELS_VISIBLE_JS) == [False], "too many holds to label at full zoom"
+    page.evaluate(
+        "Plotly.relayout(document.getElementById('fig-lock-0'), {'xaxis.range': [12, 13]})"
+    )
+    page.wait_for_function(f"({LABELS_VISIBLE_JS.strip()})()[0] === true", timeout=30_000)
+    texts = page.evaluate(
+        "Array.from(document.querySelectorAll('#fig-lock-0 .textpoint text'))"
+        ".map((t) => t.textContent).filter((t) => t.length)"
+    )
+    assert texts and all(t.isdigit() for t in texts), texts[:5]
 
 
 @pytest.mark.parametrize("kind", ["damaged", "no_history"])

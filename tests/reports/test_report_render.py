@@ -55,8 +55,8 @@ def test_report_has_every_figure_with_fault_shading(report_pages: dict[str, str]
     layout = timeline["layout"]
     assert isinstance(layout, dict)
     labels = [a["text"] for a in layout["annotations"]]
-    assert any(label.startswith("partition:") for label in labels)
-    assert any(label.startswith("kill:") for label in labels)
+    assert any(label.startswith("partition n") and " | " in label for label in labels)
+    assert any(label.startswith("kill n") for label in labels)
     roles_layout = figures["fig-roles"]["layout"]
     assert isinstance(roles_layout, dict)
     assert any("failover" in a["text"] for a in roles_layout["annotations"])

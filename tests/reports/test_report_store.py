@@ -16,6 +16,7 @@ from reports.server import make_server
 
 # Ports for these tests (the task's range is 127.0.0.1:21000-21999).
 SERVE_PORT = 21170
+ESCAPE_PORT = 21172
 
 
 def test_index_lists_every_run_newest_first(sample_store: SampleStore) -> None:
@@ -101,3 +102,21 @@ def test_serve_refuses_writes_and_paths_outside_the_store(served_store: str) -> 
     assert err.value.code == 501
     status, _, _ = _get(served_store + "/%2e%2e/%2e%2e/etc/passwd")
     assert status == 404
+
+
+def test_serve_does_not_follow_symlinks_out_of_the_store(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside", encoding="utf-8")
+    (store / "leak.txt").symlink_to(secret)
+    server = make_server(store, "127.0.0.1", ESCAPE_PORT)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, _, body = _get(f"http://127.0.0.1:{ESCAPE_PORT}/leak.txt")
+        assert status == 404 and b"outside" not in body
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -58,8 +58,8 @@ def test_check_exits_zero_for_valid_and_one_for_invalid(
     code, out, _ = lockbench_check([str(write_jsonl(tmp_path / "bad.jsonl", STALE_READ))], capsys)
     document = json.loads(out)
     assert code == 1 and document["verdict"] == "invalid"
-    # The write of 1 and the read of 2: neither alone shows a violation.
-    assert document["checkers"]["linearizable"]["window"] == [0, 3]
+    # No op ever wrote 2, so the read alone is the counterexample.
+    assert document["checkers"]["linearizable"]["window"] == [2, 3]
 
 
 def test_check_rewrites_results_json_in_a_run_directory(

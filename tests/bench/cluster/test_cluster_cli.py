@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
 
         assert lockbench_cluster("status", *target) == 0
         assert capsys.readouterr().out.count("nothing running") == 5
+
+        # n3's peer port is taken: the start fails naming n3 and the port, and nothing runs
+        n3_peer_port = 7001 + PORT_OFFSET + 20
+        taken = f"n3: daemon lockd: port {n3_peer_port} on 127.0.0.1 is already taken"
+        with (
+            socket.create_server(("127.0.0.1", n3_peer_port)),
+            pytest.raises(BenchError, match=taken),
+        ):
+            lockbench_cluster("deploy", "--start", *target)
+        capsys.readouterr()
+        assert lockbench_cluster("status", *target) == 0
+        assert "lockd pid" not in capsys.readouterr().out
 
         assert lockbench_cluster("deploy", "--start", *target) == 0
         assert "started reference on n1, n2, n3, n4, n5" in capsys.readouterr().out

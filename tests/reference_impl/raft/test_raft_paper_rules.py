@@ -337,3 +337,64 @@ def test_proposals_are_refused_during_a_transfer_and_accepted_after_it_times_out
         cluster.tick_all()
     assert leader.role is Role.LEADER
     assert leader.propose(b"x") > 0
+
+
+def test_figure_8_scenario_an_entry_counted_on_a_majority_in_an_old_term_can_be_overwritten() -> (
+    None
+):
+    """The paper's Figure 8, step by step with 5 nodes: had n1 committed index 2 (an old-term
+    entry) by counting replicas in term 3, n5 would later overwrite a committed entry."""
+    cluster = ManualCluster(5, pre_vote=False, check_quorum=False, max_entries_per_append=1)
+    n1 = cluster.elect("n1")  # term 1; index 1 (noop) committed everywhere
+    cluster.tick_all()
+    # (a) n1 replicates index 2 (term 1) to n2 only, then crashes.
+    n1.propose(b"a")
+    cluster.process("n1")
+    cluster.deliver(lambda m: m.dst == "n2" or m.src == "n2")
+    cluster.crash("n1")
+    # (b) n5 wins term 2 with n3 and n4, appends its noop at index 2, replicates nothing, crashes.
+    n5 = cluster.nodes["n5"]
+    while n5.role is not Role.CANDIDATE:
+        n5.tick()
+    cluster.process("n5")
+    cluster.deliver(lambda m: not isinstance(m, AppendEntries))
+    assert n5.role is Role.LEADER and n5.term == 2
+    cluster.crash("n5")
+    cluster.outbox.clear()
+    # (c) n1 restarts, wins term 3, and gets index 2 (term 1) onto n3: a majority (n1, n2, n3)
+    # holds it and has acknowledged it, while its own noop (index 3) reaches only n2.
+    n1 = cluster.start("n1")
+    n3 = cluster.nodes["n3"]
+
+    def only_index_2(m: object) -> bool:
+        if not isinstance(m, AppendEntries) or m.dst == "n2":
+            return True
+        if m.dst == "n3" and m.prev_index > n3.last_index:
+            return True  # will be rejected: that rejection is what makes n1 send index 2
+        return m.dst == "n3" and all(e.index <= 2 for e in m.entries)
+
+    for _ in range(5):
+        term = n1.term
+        while n1.term == term:
+            n1.tick()
+        cluster.process("n1")
+        cluster.deliver(only_index_2)
+        if n1.role is Role.LEADER:
+            break
+    assert n1.role is Role.LEADER and n1.term == 3
+    assert [cluster.nodes[i].log.term_at(2) for i in ("n1", "n2", "n3")] == [1, 1, 1]
+    committed_by_n1 = list(cluster.machines["n1"].commands)
+    assert n1.commit_index == 1, "Figure 8: index 2 is from term 1 and must not commit in term 3"
+    cluster.crash("n1")
+    cluster.outbox.clear()
+    # (d) n5 restarts and (its last log term 2 beats term 1) wins, overwriting index 2.
+    n5 = cluster.start("n5")
+    for _ in range(5):
+        if n5.role is Role.LEADER:
+            break
+        cluster.elect("n5")
+    assert n5.role is Role.LEADER
+    cluster.tick_all(3)
+    final = cluster.machines["n5"].commands
+    assert final[: len(committed_by_n1)] == committed_by_n1, "a committed entry was overwritten"
+    assert cluster.nodes["n2"].log.term_at(2) == 2

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -186,5 +188,53 @@ def test_garbage_on_the_peer_port_drops_the_connection_not_the_node(tmp_path: Pa
             assert leader.metrics.malformed_frames == 4
             assert leader.is_leader
             assert await leader.propose(b"still fine", timeout=5) >= 1
+
+    run(scenario)
+
+
+def test_the_unsafe_switches_are_off_by_default_and_loud_when_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+
+    async def scenario() -> None:
+        async with running(Group(tmp_path / "safe", 1, 18040)) as group:
+            leader = await group.leader()
+            assert await leader.propose(b"a", timeout=5) == 1
+        assert synced, "by default every batch is fsynced"
+        synced.clear()
+        with caplog.at_level(logging.WARNING):
+            unsafe = Group(
+                tmp_path / "unsafe",
+                1,
+                18045,
+                unsafe_no_fsync=True,
+                unsafe_no_check_quorum=True,
+            )
+            async with running(unsafe):
+                leader = await unsafe.leader()
+                assert await leader.propose(b"a", timeout=5) == 1
+        assert synced == [], "unsafe_no_fsync must not fsync"
+        assert caplog.text.count("UNSAFE") >= 2
+
+    run(scenario)
+
+
+def test_a_follower_without_a_known_leader_refuses_reads_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        group = Group(tmp_path, 3, 18050)
+        lonely = group.replicas["n1"]
+        await lonely.start()  # its peers never start: no leader can be elected
+        try:
+            started = time.monotonic()
+            with pytest.raises(NotLeader):
+                await lonely.linearizable_read(timeout=5)
+            assert time.monotonic() - started < 1.0
+            with pytest.raises(NotLeader):
+                await lonely.propose(b"x", timeout=5)
+        finally:
+            await lonely.stop()
 
     run(scenario)
