@@ -59,14 +59,18 @@ def drop_from_rule(source_address: str, tag: str) -> str:
     return f"{PARTITION_CHAIN} -s {source_address}/32 -m comment --comment {tag} -j DROP"
 
 
+# The shaper's duplicates carry this mark (nemesis/shaper.py) and must not be queued again.
+DUPLICATE_MARK = 0x4C42
+
+
 def queue_to_rule(destination_address: str, queue: int, tag: str) -> str:
     """The rule that hands packets for one peer to the shaper's queue.
 
     ``--queue-bypass`` lets packets through when no shaper listens, so a dead shaper never turns
-    into a partition.
+    into a partition; the shaper's own duplicates (marked) pass straight through.
     """
     return (
-        f"{NETEM_CHAIN} -d {destination_address}/32 "
+        f"{NETEM_CHAIN} -d {destination_address}/32 -m mark ! --mark {DUPLICATE_MARK:#x} "
         f"-m comment --comment {tag} -j NFQUEUE --queue-num {queue} --queue-bypass"
     )
 

@@ -110,7 +110,8 @@ class NetemNemesis:
 
         def shape(node: Node) -> int:
             args = [str(self.queue), f"{options.delay_ms:g}", f"{options.jitter_ms:g}"]
-            args += [f"{options.loss:g}", f"{options.reorder:g}", f"{seconds:.1f}"]
+            args += [f"{options.loss:g}", f"{options.reorder:g}", f"{options.duplicate:g}"]
+            args.append(f"{seconds:.1f}")
             args.append(str(seeds[node.name]))
             with self.locks.lock(node.name):
                 pid = start_helper(node, self.helper, SHAPER_SOURCE, args)
@@ -129,6 +130,7 @@ class NetemNemesis:
                 "jitter_ms": options.jitter_ms,
                 "loss": options.loss,
                 "reorder": options.reorder,
+                "duplicate": options.duplicate,
                 "links": {name: peers for name, peers in destinations.items()},
                 "rules": {k: [f"-A {r}" for r in v] for k, v in rules.items()},
                 "queue": self.queue,

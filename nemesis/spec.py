@@ -123,6 +123,7 @@ class NetemOptions:
     jitter_ms: float = 0.0
     loss: float = 0.0
     reorder: float = 0.0
+    duplicate: float = 0.0
 
 
 FaultOptions: TypeAlias = PartitionOptions | ProcessOptions | ClockOptions | NetemOptions
@@ -152,7 +153,7 @@ class ClusterFacts:
     capabilities: frozenset[str]
 
 
-_COMMON_KEYS = frozenset({"fault", "schedule", "name"})
+_COMMON_KEYS = frozenset({"fault", "schedule"})
 _KEYS: Mapping[str, frozenset[str]] = {
     "partition": _COMMON_KEYS | {"shape", "minority_size", "grudge", "target"},
     "kill": _COMMON_KEYS | {"target", "count"},
@@ -160,7 +161,7 @@ _KEYS: Mapping[str, frozenset[str]] = {
     "clock": _COMMON_KEYS
     | {"mode", "target", "count", "offset_ms", "period_ms", "rate", "reset_on_stop"},
     "netem": _COMMON_KEYS
-    | {"target", "count", "links", "delay_ms", "jitter_ms", "loss", "reorder"},
+    | {"target", "count", "links", "delay_ms", "jitter_ms", "loss", "reorder", "duplicate"},
 }
 
 
@@ -485,8 +486,11 @@ def _parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> N
         raise ConfigError(f"{where}: jitter_ms must be in [0, delay_ms={delay_ms:g}]")
     loss = _fraction(where, "loss", entry.get("loss", 0.0))
     reorder = _fraction(where, "reorder", entry.get("reorder", 0.0))
-    if delay_ms == 0 and loss == 0:
-        raise ConfigError(f"{where}: give delay_ms and/or loss, otherwise the network is fine")
+    duplicate = _fraction(where, "duplicate", entry.get("duplicate", 0.0))
+    if delay_ms == 0 and loss == 0 and duplicate == 0:
+        raise ConfigError(
+            f"{where}: give delay_ms, loss and/or duplicate, otherwise the network is fine"
+        )
     if reorder and delay_ms == 0:
         raise ConfigError(
             f"{where}: reorder sends packets ahead of delayed ones; it needs delay_ms"
@@ -498,4 +502,5 @@ def _parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> N
         jitter_ms=jitter_ms,
         loss=loss,
         reorder=reorder,
+        duplicate=duplicate,
     )

@@ -32,6 +32,8 @@ FAULT_COLOURS: dict[str, str] = {
     "netem": "#17becf",
 }
 COUNTEREXAMPLE_COLOUR = "#e31a1c"
+# Anomaly op markers all shown up to this many; past it, per anomaly when its link is clicked.
+MAX_ANOMALY_MARKERS = 200
 # Above this many points a trace is drawn with WebGL (scattergl) instead of SVG.
 WEBGL_THRESHOLD = 4_000
 # Token labels are shown when at most this many holds are in view (zoom in to see them).
@@ -89,7 +91,9 @@ def highlight_windows(
     shapes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
     for window in windows:
-        band = _band(window.start, max(window.end, window.start + 1e-3), COUNTEREXAMPLE_COLOUR, 0.1)
+        fill = 0.1 if labelled else 0.0  # unlabelled (anomaly) windows are outlines: they stack
+        band = _band(window.start, max(window.end, window.start + 1e-3), COUNTEREXAMPLE_COLOUR, 1)
+        band["fillcolor"] = f"rgba(227,26,28,{fill})"
         band["line"] = {"color": COUNTEREXAMPLE_COLOUR, "width": 2, "dash": dash}
         shapes.append(band)
         if labelled:
@@ -186,16 +190,28 @@ def timeline_figure(
                 ),
             )
         )
-    if not anomaly_points.empty:
+    # One marker trace per anomaly (``meta`` "anomaly-N", numbered as in the list above it).
+    # With few marked ops all are shown; otherwise each appears when its link is clicked.
+    show_all = len(anomaly_points) <= MAX_ANOMALY_MARKERS
+    for number, points in anomaly_points.groupby("anomaly", sort=True):
         fig.add_trace(
             go.Scatter(
-                x=anomaly_points["time"],
-                y=anomaly_points["process"],
+                x=_f32(points["time"]),
+                y=points["process"].to_numpy(),
                 mode="markers",
-                name="ops named by an anomaly",
-                marker={"symbol": "diamond", "size": 11, "color": "black"},
-                customdata=anomaly_points["index"],
-                hovertemplate="op %{customdata} (anomaly)<br>process %{y}<extra></extra>",
+                name=f"ops of anomaly {number}",
+                legendgroup="anomalies",
+                visible=True if show_all else "legendonly",
+                marker={
+                    "symbol": "diamond",
+                    "size": 10,
+                    "color": "black",
+                    "line": {"color": "white", "width": 1},
+                },
+                customdata=points["index"].to_numpy(),
+                hovertemplate=f"anomaly {number}: op %{{customdata}}<br>process %{{y}}"
+                "<extra></extra>",
+                meta=f"anomaly-{number}",
             )
         )
     shade_faults(fig, faults)

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import plotly.io as pio
@@ -81,6 +82,8 @@ class _Report:
         self.times = analysis.op_times(data.ops)
         self.faults = analysis.fault_windows(data.ops, self.end)
         self.keep = analysis.anomaly_indices(data.results)
+        # what the timeline and the latency scatter draw (bounded; see docs/reports.md)
+        self.shown = analysis.thin_calls(self.calls, self.keep, analysis.MAX_PLOTTED_CALLS)
         self.counterexamples = analysis.counterexample_windows(data.results, self.times)
         self.anomaly_windows: list[analysis.TimeWindow] = []
         for result in data.results:
@@ -107,7 +110,7 @@ class _Report:
     def banner(self) -> str:
         summary = fields_of(self.data)
         verdict = summary["verdict"]
-        ops = int((self.calls["f"] != "final-read").sum()) if not self.calls.empty else 0
+        ops = len(self.calls)
         facts = [
             summary["name"],
             summary["time"],
@@ -122,7 +125,7 @@ class _Report:
             "valid": "VALID: no checker found an anomaly",
             "invalid": "INVALID: anomalies found",
             "unknown": "UNKNOWN: a checker could not decide",
-            "unchecked": "UNCHECKED: no results.json",
+            "unchecked": "UNCHECKED: no checker results",
         }[verdict]
         return (
             f'<header class="banner verdict-{esc(verdict)}" id="verdict"><h1>{esc(headline)}</h1>'
@@ -217,7 +220,7 @@ class _Report:
     def timeline(self) -> str:
         if self.calls.empty:
             return self._no_ops("timeline", "Timeline")
-        shown = analysis.thin_calls(self.calls, self.keep, analysis.MAX_PLOTTED_CALLS)
+        shown = self.shown
         note = (
             f"All {len(self.calls)} calls shown."
             if len(shown) == len(self.calls)
@@ -241,14 +244,18 @@ class _Report:
         )
 
     def _anomaly_points(self) -> pd.DataFrame:
+        """(anomaly number, time, process, op index) of each client op an anomaly names."""
         by_index: dict[int, Op] = {op.index: op for op in self.data.ops if op.index in self.keep}
-        named = {i for r in self.data.results for a in r.anomalies for i in a.op_indices}
-        rows = [
-            (by_index[i].time / analysis.NS_PER_S, by_index[i].process, i)
-            for i in sorted(named)
-            if i in by_index and by_index[i].is_client
-        ]
-        return pd.DataFrame(rows, columns=["time", "process", "index"])
+        rows: list[tuple[int, float, Any, int]] = []
+        number = 0
+        for result in self.data.results:
+            for anomaly in result.anomalies:
+                number += 1
+                for i in sorted(set(anomaly.op_indices)):
+                    op = by_index.get(i)
+                    if op is not None and op.is_client:
+                        rows.append((number, op.time / analysis.NS_PER_S, op.process, i))
+        return pd.DataFrame(rows, columns=["anomaly", "time", "process", "index"])
 
     def locks(self) -> str:
         if self.calls.empty:
@@ -315,7 +322,7 @@ class _Report:
         bucket = analysis.bucket_seconds(max(self.end, 1e-3))
         percentiles = analysis.latency_percentiles(self.calls, bucket)
         rates = analysis.throughput(self.calls, bucket)
-        shown = analysis.thin_calls(self.calls, self.keep, analysis.MAX_PLOTTED_CALLS)
+        shown = self.shown
         note = "Percentile lines and throughput use every call" + (
             f"; the scatter shows {len(shown)} of {len(self.calls)} calls (anomaly ops, then "
             "non-ok calls, are kept first)."
@@ -380,4 +387,4 @@ class _Report:
 
 
 def _file_link(relative: str) -> str:
-    return f'<li><a href="{esc(relative)}">{esc(relative)}</a></li>'
+    return f'<li><a href="{esc(quote(relative))}">{esc(relative)}</a></li>'

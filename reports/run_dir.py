@@ -214,6 +214,16 @@ def _pair_leniently(ops: Sequence[Op]) -> list[Call]:
     return calls
 
 
+def list_run_files(run_dir: Path) -> list[str]:
+    """The run's own files (history, results, test.yaml, logs), the report itself left out."""
+    if not run_dir.is_dir():
+        return []
+    skip = {REPORT_FILE, REPORT_FILE + ".tmp"}
+    files = [p.name for p in run_dir.iterdir() if p.is_file() and p.name not in skip]
+    known = {name: i for i, name in enumerate((HISTORY_FILE, RESULTS_FILE, TEST_FILE, *TEXT_LOGS))}
+    return sorted(files, key=lambda name: (known.get(name, len(known)), name))
+
+
 def list_node_logs(run_dir: Path) -> list[str]:
     nodes = run_dir / "nodes"
     if not nodes.is_dir():
@@ -230,10 +240,7 @@ def load_run(run_dir: Path) -> RunData:
     ops, calls, has_history = load_history(run_dir, problems)
     results, verdict = load_results(run_dir, problems)
     node_logs = list_node_logs(run_dir)
-    if not node_logs and run_dir.is_dir():
-        problems.append("No node logs were collected (nodes/<node>/*.log is empty or missing).")
-    listed = (*TEXT_LOGS, HISTORY_FILE, RESULTS_FILE, TEST_FILE)
-    present = [name for name in listed if (run_dir / name).is_file()]
+    present = list_run_files(run_dir)
     return RunData(
         run_dir=run_dir,
         test=test,

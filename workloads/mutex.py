@@ -52,9 +52,10 @@ class MutexWorkload(BenchWorkload):
     def __init__(self, options: MutexOptions, context: WorkloadContext) -> None:
         super().__init__(context)
         self.options = options
+        self._locks = tuple(f"{options.key_prefix}{i}" for i in range(options.locks))
 
-    def lock_names(self) -> list[str]:
-        return [f"{self.options.key_prefix}{i}" for i in range(self.options.locks)]
+    def lock_names(self) -> tuple[str, ...]:
+        return self._locks
 
     def begin_cycle(self, process: int, rng: random.Random) -> Sequence[Step]:
         lock = rng.choice(self.lock_names())

@@ -180,33 +180,27 @@ def _search_or_refute(
     """The exact search, with a cheap refutation when it runs long.
 
     Proving a long history non-linearizable makes the search exhaust every configuration before
-    the violation, and with pending info ops those include every subset of them. So the search
-    runs with a step limit; the first time it is reached, the relaxed search (info ops may take
-    effect more than once: no subsets) runs, and if even that finds no linearization the history
-    has none. Otherwise the exact search restarts with four times the limit (at most a third
-    more work in total) until it decides or the budget runs out.
+    the violation, and with pending info ops those include their subsets. So the exact search
+    first runs with a step limit; past it, the relaxed search (info ops may take effect more than
+    once: no subsets, polynomial) runs, and if even that finds no linearization the history has
+    none. Otherwise the exact search runs again, bounded only by the budget.
     """
-    limit = FIRST_STEP_LIMIT_PER_OP * len(ops) + 10_000
-    tried_relaxed = False
     what = f"checking key {key!r}"
-    while True:
-        try:
-            return search(ops, model.step, model.initial(), budget, what, max_steps=limit), None
-        except StepLimitReached:
-            if not tried_relaxed:
-                tried_relaxed = True
-                relaxed = search(
-                    ops, model.step, model.initial(), budget, what, reuse_optional=True
-                )
-                if not relaxed.linearizable:
-                    assert relaxed.stuck is not None
-                    stuck = ops[relaxed.stuck]
-                    window = smallest_window(ops, stuck, model, budget)
-                    if window is None:
-                        end = stuck.ret
-                        window = tuple(op for op in ops if end is None or op.call < end)
-                    return relaxed, KeyFailure(key, tuple(ops), stuck, window)
-            limit *= 4
+    limit = FIRST_STEP_LIMIT_PER_OP * len(ops) + 10_000
+    try:
+        return search(ops, model.step, model.initial(), budget, what, max_steps=limit), None
+    except StepLimitReached:
+        pass
+    relaxed = search(ops, model.step, model.initial(), budget, what, reuse_optional=True)
+    if not relaxed.linearizable:
+        assert relaxed.stuck is not None
+        stuck = ops[relaxed.stuck]
+        window = smallest_window(ops, stuck, model, budget)
+        if window is None:
+            end = stuck.ret
+            window = tuple(op for op in ops if end is None or op.call < end)
+        return relaxed, KeyFailure(key, tuple(ops), stuck, window)
+    return search(ops, model.step, model.initial(), budget, what), None
 
 
 def _explain(

@@ -8,6 +8,7 @@ waiting after that deadline, with no grant to anyone else in between, is a liven
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,16 @@ def holder_losses(calls: Sequence[Call]) -> list[HolderLoss]:
     return out
 
 
+def _first_grant(granted: Sequence[tuple[int, Process]], loss: HolderLoss) -> int | None:
+    """The time of the first grant to another process at or after the loss."""
+    i = bisect.bisect_left(granted, loss.time, key=lambda g: g[0])
+    while i < len(granted):
+        if granted[i][1] != loss.process:
+            return granted[i][0]
+        i += 1
+    return None
+
+
 class LivenessChecker:
     """``liveness``: needs the ``ttl`` option (seconds); ``failover`` and ``margin`` default."""
 
@@ -83,9 +94,16 @@ class LivenessChecker:
         allowance = int((opts.ttl + opts.failover + opts.margin) * NS)
         end_time = history[-1].time if history else 0
         acquires: dict[str | None, list[Call]] = {}
+        grants: dict[str | None, list[tuple[int, Process]]] = {}
         for call in calls:
             if call.invoke.f == "acquire":
                 acquires.setdefault(call.invoke.key, []).append(call)
+                if call.outcome == "ok" and call.completion is not None:
+                    grants.setdefault(call.invoke.key, []).append(
+                        (call.completion.time, call.process)
+                    )
+        for granted in grants.values():
+            granted.sort(key=lambda g: g[0])
         anomalies: list[Anomaly] = []
         latencies: list[float] = []
         unchecked = 0
@@ -94,16 +112,11 @@ class LivenessChecker:
             if deadline > end_time:
                 unchecked += 1
                 continue
-            others = [c for c in acquires.get(loss.key, []) if c.process != loss.process]
-            grants = [
-                c.completion.time
-                for c in others
-                if c.outcome == "ok" and c.completion is not None and c.completion.time >= loss.time
-            ]
-            first_grant = min(grants, default=None)
+            first_grant = _first_grant(grants.get(loss.key, []), loss)
             if first_grant is not None and first_grant <= deadline:
                 latencies.append((first_grant - loss.time) / NS)
                 continue
+            others = [c for c in acquires.get(loss.key, []) if c.process != loss.process]
             waiting = [
                 c
                 for c in others

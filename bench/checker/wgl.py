@@ -115,7 +115,7 @@ def search(
     # had every choice this one has (the unplaced optional ops are a superset) and failed.
     cache: dict[tuple[int, int, Hashable], list[int]] = {}
     explored = 0
-    # (node, state, frontier, above, placed_optional, optional index or -1 for a required op)
+    # (node, state, frontier, above, placed optional ops, optional index or -1 for a required op)
     stack: list[tuple[int, Hashable, int, int, int, int]] = []
     state = initial
     frontier = 0  # required ops numbered below this are all linearized
@@ -168,20 +168,20 @@ def search(
                     continue
             node = nxt[node]
             continue
-        # A return entry: try the optional ops invoked before it, then undo the last choice.
+        # A return entry: try the optional ops invoked before it (in call order; trying the ones
+        # that make the blocked op legal first measured 3-5x slower), then undo the last choice.
         limit = position[node]
         j = cursor
         advanced = False
         while j < optional_count and optional_call[j] < limit:
             bit = 1 << j
-            if not placed & bit:
+            if reuse_optional or not placed & bit:
                 steps += 1
                 new_state = step(state, optional[j])
                 if new_state is not ILLEGAL:
                     now = placed if reuse_optional else placed | bit
                     seen = cache.get((frontier, above, new_state))
-                    fresh = seen is None or all(earlier & ~now for earlier in seen)
-                    if fresh:
+                    if seen is None or all(earlier & ~now for earlier in seen):
                         if seen is None:
                             cache[(frontier, above, new_state)] = [now]
                         else:

@@ -200,12 +200,12 @@ def install_on_node(node: Node, wheel: Wheel, python: str) -> bool:
     remote_wheel = f"{node.data_dir}/{wheel.path.name}"
     node.run(f"mkdir -p {data_dir}")
     check = node.run(
-        f"{shlex.quote(python)} -c 'import venv, yaml' 2>&1 || echo MISSING", check=False
+        f"{shlex.quote(python)} -c 'import venv, pip, yaml' 2>&1 || echo MISSING", check=False
     )
     if "MISSING" in check.stdout:
         cause = check.stdout.replace("MISSING", "").strip().splitlines() or ["not found"]
         raise ClusterError(
-            f"{node.name}: {python} cannot make a venv with PyYAML ({cause[-1]}); "
+            f"{node.name}: {python} cannot make a venv with pip and PyYAML ({cause[-1]}); "
             "install python3, python3-venv, python3-pip and python3-yaml on the node"
         )
     node.put(wheel.path, remote_wheel)

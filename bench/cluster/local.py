@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from bench.cluster.inventory import DEFAULT_NODE_PYTHON, Inventory, NodeSpec, save_inventory
+from bench.cluster.processes import process_alive
 from bench.errors import ClusterError
 
 INVENTORY_FILE = "inventory.yaml"
@@ -60,22 +61,6 @@ def local_up(
     return inventory
 
 
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 def local_down(cluster_dir: Path) -> list[str]:
     """kill -9 every daemon with a pidfile in a node directory, then remove what local_up made."""
     cluster_dir = cluster_dir.resolve()
@@ -86,7 +71,7 @@ def local_down(cluster_dir: Path) -> list[str]:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid > 1 and _alive(pid):
+        if pid > 1 and process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
                 removed.append(f"process {pid} ({pidfile.parent.name}/{pidfile.stem})")

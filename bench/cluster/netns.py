@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.cluster.inventory import Inventory, NodeSpec, save_inventory
 from bench.cluster.keys import generate_keypair, known_hosts_line
+from bench.cluster.processes import process_alive, process_name
 from bench.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -298,21 +299,6 @@ def _create(cluster_dir: Path, state: NetnsState) -> Inventory:
     return inventory
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 def _kill_all(pids: dict[int, str], removed: list[str]) -> None:
     for pid, what in sorted(pids.items()):
         try:
@@ -321,7 +307,7 @@ def _kill_all(pids: dict[int, str], removed: list[str]) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 3.0
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -343,14 +329,14 @@ def netns_down(cluster_dir: Path) -> list[str]:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             continue
-        if _alive(pid) and _comm(pid) == "sshd":
+        if process_alive(pid) and process_name(pid) == "sshd":
             victims[pid] = f"sshd pid {pid} ({pidfile.stem})"
     existing = set(_run(["ip", "netns", "list"], check=False).stdout.split())
     ours = [ns for ns in state.namespaces if ns in existing]
     for namespace in ours:
         for word in _run(["ip", "netns", "pids", namespace], check=False).stdout.split():
             if word.isdigit() and int(word) not in victims:
-                victims[int(word)] = f"process {word} ({_comm(int(word))}) in {namespace}"
+                victims[int(word)] = f"process {word} ({process_name(int(word))}) in {namespace}"
     _kill_all(victims, removed)
     for namespace in ours:
         if _run(["ip", "netns", "del", namespace], check=False).returncode == 0:

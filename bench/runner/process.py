@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bench.history import Op, OpType, Process
+from bench.history import OpType, Process
 from bench.protocols import Backend, Cluster, DefiniteFailure, Indeterminate, Invocation, LockClient
 from bench.runner.resource import RefusedAccess
 from workloads.base import BenchWorkload
@@ -33,7 +33,9 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class HistorySink(Protocol):
-    """Where ops go: bench.history.HistoryWriter, or a counting sink in the benchmark."""
+    """Where records go: the run's history writer, or a counting sink in the benchmark."""
+
+    start_ns: int
 
     def now(self) -> int: ...
 
@@ -45,7 +47,9 @@ class HistorySink(Protocol):
         key: str | None = None,
         value: Any = None,
         **optional: Any,
-    ) -> Op: ...
+    ) -> object: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass

@@ -32,10 +32,11 @@ from bench.errors import (
     BenchError,
     ConfigError,
 )
-from bench.history import NEMESIS, HistoryWriter, read_history
+from bench.history import NEMESIS, read_history
 from bench.protocols import Backend, CheckResult, Cluster, Verdict
 from bench.runner.cluster_setup import TestCluster, open_test_cluster
 from bench.runner.config import TestConfig
+from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.observer import observe_leader, wait_for_leader
 from bench.runner.process import (
     ClientDriver,
@@ -187,10 +188,9 @@ class TestRun:
     async def _run(self, run_dir: Path) -> RunOutcome:
         config = self.config
         backend = create_backend(config.backend, config.backend_options)
-        history: HistorySink
-        writer: HistoryWriter | CountingHistory
+        writer: HistorySink
         if self.options.write_history:
-            writer = HistoryWriter(run_dir / HISTORY_FILE)
+            writer = RunHistoryWriter(run_dir / HISTORY_FILE)
         else:
             writer = CountingHistory()
         history = writer
@@ -313,8 +313,7 @@ class TestRun:
             stop=self.stop,
             rate=config.rate,
         )
-        if isinstance(history, HistoryWriter | CountingHistory):
-            history.start_ns = time.monotonic_ns()  # time 0 is the start of the test proper
+        history.start_ns = time.monotonic_ns()  # time 0 is the start of the test proper
         loop = asyncio.get_running_loop()
         timer = loop.call_later(config.time_limit, self.stop.set)
         observer_stop = asyncio.Event()

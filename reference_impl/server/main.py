@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -218,7 +219,14 @@ class Lockd:
         await self.replica.stop()
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""lockd keeps ~10^5 long-lived small objects (sessions, locks, holders). With CPython's default
+gen-0 threshold of 700 the collector runs every few hundred requests and its older generations
+walk the whole lock table; a larger threshold cut apply time by ~40% in the scale benchmark."""
+
+
 async def serve(config: ServerConfig) -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
     node = Lockd(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

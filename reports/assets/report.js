@@ -60,13 +60,29 @@
     });
   }
 
-  function zoomTimeline(start, end) {
+  function zoomTimeline(start, end, anomaly) {
     var timeline = document.getElementById("fig-timeline");
     if (!timeline || !timeline.layout) {
       return;
     }
     var pad = Math.max((end - start) * 0.5, 0.05);
-    Plotly.relayout(timeline, { "xaxis.range": [start - pad, end + pad] });
+    var from = Math.max(start - pad, Math.min(0, start));
+    Plotly.relayout(timeline, { "xaxis.range": [from, end + pad] });
+    // show the selected anomaly's op markers; hide the others' when they are not all shown
+    var mine = [];
+    var others = [];
+    timeline.data.forEach(function (trace, i) {
+      if (typeof trace.meta === "string" && trace.meta.indexOf("anomaly-") === 0) {
+        (trace.meta === anomaly ? mine : others).push(i);
+      }
+    });
+    var allShown = others.every(function (i) { return timeline.data[i].visible === true; });
+    if (mine.length) {
+      Plotly.restyle(timeline, { visible: true }, mine);
+    }
+    if (others.length && !allShown) {
+      Plotly.restyle(timeline, { visible: "legendonly" }, others);
+    }
   }
 
   function wireAnomalyLinks() {
@@ -81,7 +97,7 @@
         if (item) {
           item.classList.add("selected");
         }
-        zoomTimeline(start, end);
+        zoomTimeline(start, end, item ? item.id : "");
         // the href (#timeline) scrolls the timeline into view
       });
     });

@@ -82,3 +82,11 @@ def test_same_seed_same_cut() -> None:
     assert shapes.majorities_ring(names, random.Random(42)) == shapes.majorities_ring(
         list(reversed(names)), random.Random(42)
     )
+
+
+def test_the_shaper_and_the_queue_rule_agree_on_the_duplicate_mark() -> None:
+    """The shaper is shipped as standalone source, so it repeats the constant: keep them equal."""
+    from nemesis import iptables, shaper
+
+    assert shaper.DUPLICATE_MARK == iptables.DUPLICATE_MARK
+    assert f"! --mark {iptables.DUPLICATE_MARK:#x}" in iptables.queue_to_rule("10.0.0.1", 1, "t")

@@ -107,7 +107,7 @@ def test_strobe_faster_than_libfaketime_rereads_is_refused(tmp_path: Path) -> No
         ({"fault": "partition", "shape": "triangle"}, "unknown partition shape"),
         ({"fault": "partition", "shape": "grudge", "grudge": {"n1": ["n1"]}}, "node itself"),
         ({"fault": "partition", "shape": "grudge", "grudge": {"n1": ["x"]}}, "unknown node"),
-        ({"fault": "netem"}, "delay_ms and/or loss"),
+        ({"fault": "netem"}, "delay_ms, loss and/or duplicate"),
         ({"fault": "netem", "delay_ms": 10, "jitter_ms": 20}, "jitter_ms"),
         ({"fault": "netem", "loss": 1.5}, "probability"),
         ({"fault": "netem", "delay_ms": 5, "links": [["n1", "n7"]]}, "unknown node"),

@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="session")
 def sample_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
     root = tmp_path_factory.mktemp("store")
-    common: dict[str, Any] = {"seconds": 32.0, "concurrency": 4}
+    common: dict[str, Any] = {"seconds": 32.0, "concurrency": 3, "think_ms": 40.0}
     valid = write_synthetic_run(
         root,
         SyntheticRunSpec(

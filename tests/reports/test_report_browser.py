@@ -95,6 +95,13 @@ def test_report_draws_every_plot_and_anomaly_links_jump_to_the_timeline(
             top = page.evaluate("document.getElementById('timeline').getBoundingClientRect().top")
             assert 0 <= top < 200, f"the timeline is scrolled into view (top at {top}px)"
             assert page.evaluate("window.location.hash") == "#timeline"
+            anomaly = link.evaluate("(a) => a.closest('li.anomaly').id")
+            markers = page.evaluate(
+                "(id) => document.getElementById('fig-timeline').data"
+                ".filter((t) => t.meta === id).map((t) => t.visible)",
+                anomaly,
+            )
+            assert markers == [True], f"the ops of {anomaly} are marked on the timeline"
         _assert_token_labels_appear_when_zoomed_in(page)
         assert log.errors == []
     finally:

@@ -21,7 +21,7 @@ from bench.checker.options import CheckOptions
 from bench.checker.wgl import search
 from bench.history import Op
 
-EXAMPLES = 10000 if os.environ.get("LOCKBENCH_LONG") else 1000
+EXAMPLES = 10000 if os.environ.get("LOCKBENCH_LONG") else 700
 PROPERTY_SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -255,3 +255,34 @@ def test_cas_in_a_plain_register_history_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="cas-register"):
         verdict(CAS_CHAIN, model="register")
+
+
+def exponential_history(writers: int = 24) -> list[Op]:
+    """Concurrent writes of distinct values and a read no order explains: refuting it means
+    trying every subset of the writes."""
+    records: list[tuple[Any, ...]] = [(p, "invoke", "write", "r", p) for p in range(writers)]
+    records += [(p, "ok", "write", "r", p) for p in range(writers)]
+    # A value nobody wrote: every write is required (ok), so the search must try every order.
+    records += [(writers, "invoke", "read", "r", None), (writers, "ok", "read", "r", -1)]
+    return history(*records)
+
+
+def test_time_budget_gives_unknown_with_a_reason_instead_of_a_hang() -> None:
+    import time
+
+    started = time.monotonic()
+    result = check_linearizable(
+        exponential_history(), CheckOptions(model="register", time_budget_s=0.5)
+    )
+    assert time.monotonic() - started < 5
+    assert result.verdict == "unknown"
+    assert result.reason is not None and "time budget of 0.5 s" in result.reason
+
+
+def test_memory_budget_gives_unknown_with_a_reason() -> None:
+    result = check_linearizable(
+        exponential_history(),
+        CheckOptions(model="register", time_budget_s=60, memory_budget_mb=4),
+    )
+    assert result.verdict == "unknown"
+    assert result.reason is not None and "memory budget of 4 MiB" in result.reason

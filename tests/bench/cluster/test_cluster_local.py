@@ -9,10 +9,11 @@ import pytest
 
 from bench.cluster import open_cluster, require_capabilities
 from bench.cluster.daemon import daemon_pid, find_local_libfaketime, start_daemon
+from bench.cluster.deploy import deploy_project
 from bench.cluster.local import local_down, local_up
 from bench.errors import ClusterError, ConfigError
 from bench.protocols import Cluster
-from tests.bench.cluster.conftest import LOCAL_BASE_OFFSET
+from tests.bench.cluster.cluster_names import LOCAL_BASE_OFFSET
 
 
 def test_local_nodes_share_loopback_with_distinct_ports_and_dirs(tmp_path: Path) -> None:
@@ -54,3 +55,16 @@ def test_local_down_kills_daemons_and_removes_node_dirs(tmp_path: Path) -> None:
     )
     assert not (tmp_path / "c").exists()
     assert os.path.exists(tmp_path)
+
+
+def test_deploy_to_a_node_without_a_usable_python_names_the_node(tmp_path: Path) -> None:
+    inventory = local_up(tmp_path / "c", nodes=2, python="/nonexistent/python3")
+    try:
+        with open_cluster(inventory) as cluster, pytest.raises(ClusterError) as info:
+            deploy_project(cluster)
+        message = str(info.value)
+        assert "n1: /nonexistent/python3 cannot make a venv with pip and PyYAML" in message
+        assert "n2: /nonexistent/python3" in message  # every failed node is reported
+        assert "install python3, python3-venv, python3-pip and python3-yaml" in message
+    finally:
+        local_down(tmp_path / "c")

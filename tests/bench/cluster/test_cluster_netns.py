@@ -16,9 +16,10 @@ import pytest
 from bench.cluster import NodeUnreachable, SshNode, load_inventory, open_cluster
 from bench.cluster.netns import netns_down, netns_up
 from bench.cluster.parallel import on_each_node
+from bench.cluster.testing import netns_cluster
 from bench.errors import ClusterError
 from bench.protocols import Cluster, Node
-from tests.bench.cluster.conftest import PREFIX, SUBNET, leftovers
+from tests.bench.cluster.cluster_names import PREFIX, SUBNET, leftovers
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:
@@ -150,3 +151,13 @@ def test_failed_up_removes_what_it_made_before_raising(
     with pytest.raises(ClusterError, match=r"sshd did not start on 10\.77\.1\.13"):
         netns_up(cluster_dir, prefix=PREFIX, subnet=SUBNET)
     assert leftovers(PREFIX, cluster_dir) == []
+
+
+def test_netns_cluster_context_tears_down_when_the_test_fails(tmp_path: Path) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), netns_cluster(tmp_path, prefix=PREFIX, subnet=SUBNET) as cluster:
+        cluster.node("n1").run("true")
+        raise Boom
+    assert leftovers(PREFIX, tmp_path / f"cluster-{PREFIX}") == []

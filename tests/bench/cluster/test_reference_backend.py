@@ -22,7 +22,7 @@ from bench.cluster.inventory import Inventory, NodeSpec
 from bench.cluster.netns import netns_down, netns_up
 from bench.cluster.parallel import on_each_node
 from bench.errors import ConfigError
-from tests.bench.cluster.conftest import PREFIX, SUBNET, leftovers
+from tests.bench.cluster.cluster_names import PREFIX, SUBNET, leftovers
 
 LEADER_TIMEOUT_S = 30.0
 
