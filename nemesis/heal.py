@@ -15,7 +15,9 @@ import shlex
 from bench.cluster.daemon import offset_path
 from bench.protocols import Backend, Cluster, Node
 from nemesis.clock import write_offset_command
+from nemesis.fault import HealError
 from nemesis.iptables import ALL_HOOKS, chain_present_command, remove_chain_command
+from nemesis.links import heal_links, link_faults_of
 from nemesis.remote import error_messages, on_nodes, run_checked, stop_all_helpers_command
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,17 @@ def heal_cluster(cluster: Cluster, backend: Backend | None = None) -> list[str]:
     """Heal every node in parallel; returns one message per problem left, never raises."""
     try:
         nodes = list(cluster.nodes)
-        network = bool({"partition", "netem"} & set(cluster.capabilities))
+        links = link_faults_of(cluster)
+        # With a link proxy (local runtime) the nodes share the host's network: leave iptables.
+        network = links is None and bool({"partition", "netem"} & set(cluster.capabilities))
     except Exception as exc:
         return [f"cannot list the cluster's nodes: {exc}"]
+    errors: list[str] = []
+    if links is not None:
+        try:
+            heal_links(links)
+        except HealError as exc:
+            errors.extend(exc.errors)
 
     def heal(node: Node) -> None:
         run_checked(node, heal_node_command(node, network=network), "healing")
@@ -65,7 +75,7 @@ def heal_cluster(cluster: Cluster, backend: Backend | None = None) -> list[str]:
             except Exception as exc:
                 log.debug("heal: %s: backend resume: %s", node.name, exc)
 
-    errors = error_messages(on_nodes(nodes, heal))
+    errors += error_messages(on_nodes(nodes, heal))
     for error in errors:
         log.warning("heal: %s", error)
     return errors

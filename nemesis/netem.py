@@ -9,6 +9,7 @@ the control node (SSH) is never shaped, so the nemesis keeps its own link health
 Per node (``target``): everything the node sends to every other node. Per link (``links``): both
 directions of each pair. Delay applies once per direction, so a round trip between a faulted
 node and a healthy one grows by about ``delay_ms``; between two faulted nodes by twice that.
+On the local runtime the cluster's link proxy shapes the peer links instead (nemesis.links).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nemesis.iptables import (
     queue_to_rule,
     remove_chain_command,
 )
+from nemesis.links import NodeOrLink, describe_links, heal_links, link_faults_of
 from nemesis.remote import (
     NemesisActionError,
     NodeLocks,
@@ -82,6 +84,8 @@ class NetemNemesis:
         self.locks = locks
         self.rng = rng
         self.active: dict[str, list[str]] = {}
+        self.links = link_faults_of(cluster)
+        self.shaped_links: list[NodeOrLink] = []
 
     def setup(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -95,7 +99,30 @@ class NetemNemesis:
             return self._stop()
         raise ValueError(f"netem nemesis cannot {f!r}")
 
+    def _start_on_proxy(self, target: FaultTarget) -> FaultAction:
+        assert self.links is not None
+        options = self.options
+        items: list[NodeOrLink] = list(target.nodes)
+        if options.links:
+            items = [link for a, b in options.links for link in ((a, b), (b, a))]
+        self.shaped_links = items
+        state = self.links.set_quality(
+            items, delay_ms=options.delay_ms, jitter_ms=options.jitter_ms, loss=options.loss
+        )
+        return FaultAction(
+            "start-netem",
+            {
+                "delay_ms": options.delay_ms,
+                "jitter_ms": options.jitter_ms,
+                "loss": options.loss,
+                "via": "link proxy",
+                "links": describe_links(state),
+            },
+        )
+
     def _start(self, target: FaultTarget) -> FaultAction:
+        if self.links is not None:
+            return self._start_on_proxy(target)
         if self.active:
             self._stop()
         options = self.options
@@ -149,6 +176,10 @@ class NetemNemesis:
         run_checked(node, command, f"binding NFQUEUE {self.queue}")
 
     def _stop(self) -> FaultAction:
+        if self.links is not None:
+            state = self.links.set_quality(self.shaped_links)
+            self.shaped_links = []
+            return FaultAction("stop-netem", {"via": "link proxy", "links": describe_links(state)})
         active, self.active = self.active, {}
 
         def mend(node: Node) -> None:
@@ -168,6 +199,10 @@ class NetemNemesis:
 
     def heal(self) -> FaultAction | None:
         """Remove the whole netem chain and this entry's shapers on every node."""
+        if self.links is not None:
+            heal_links(self.links)
+            self.shaped_links = []
+            return FaultAction("stop-netem", {"via": "link proxy", "links": {}})
 
         def remove(node: Node) -> None:
             command = remove_chain_command(NETEM_HOOK) + "\n"

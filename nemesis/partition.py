@@ -2,6 +2,7 @@
 
 Rules go into our own ``LOCKBENCH`` chain (see nemesis.iptables) and carry a comment naming the
 nemesis entry, so a stop removes exactly the rules that entry added and a heal removes the chain.
+On the local runtime the cluster's link proxy blocks the peer links instead (nemesis.links).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from nemesis.iptables import (
     ensure_chain_command,
     remove_chain_command,
 )
+from nemesis.links import describe_links, heal_links, link_faults_of
 from nemesis.remote import NodeLocks, error_messages, on_nodes, raise_first, run_checked
 
 
@@ -30,6 +32,8 @@ class PartitionNemesis:
         self.tag = tag
         self.locks = locks
         self.active: dict[str, list[str]] = {}
+        self.links = link_faults_of(cluster)
+        self.links_blocked = False
 
     def setup(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -53,6 +57,16 @@ class PartitionNemesis:
         raise ValueError(f"partition nemesis cannot {f!r}")
 
     def _start(self, grudge: Mapping[str, frozenset[str]]) -> FaultAction:
+        if self.links is not None:
+            self.links_blocked = True
+            state = self.links.partition(grudge)
+            return FaultAction(
+                "start-partition",
+                {
+                    "grudge": {k: sorted(v) for k, v in sorted(grudge.items()) if v},
+                    "links": describe_links(state),
+                },
+            )
         if self.active:
             self._stop()
         rules = self.rules_for(grudge)
@@ -75,6 +89,10 @@ class PartitionNemesis:
         )
 
     def _stop(self) -> FaultAction:
+        if self.links is not None:
+            state = self.links.partition({})
+            self.links_blocked = False
+            return FaultAction("stop-partition", {"links": describe_links(state)})
         active, self.active = self.active, {}
 
         def mend(name: str) -> None:
@@ -92,6 +110,10 @@ class PartitionNemesis:
 
     def heal(self) -> FaultAction | None:
         """Remove the whole chain on every node (also rules of an earlier, crashed bench)."""
+        if self.links is not None:
+            heal_links(self.links)
+            self.links_blocked = False
+            return FaultAction("stop-partition", {"links": {}})
         return heal_partitions(self.cluster, self.locks, self)
 
     def teardown(self) -> None:

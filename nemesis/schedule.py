@@ -24,6 +24,7 @@ from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
 from nemesis.fault import FaultTarget, HealError
 from nemesis.heal import heal_cluster
+from nemesis.links import link_faults_of
 from nemesis.netem import NetemNemesis
 from nemesis.partition import PartitionNemesis
 from nemesis.process import ProcessFault, ProcessNemesis
@@ -46,6 +47,11 @@ from nemesis.targets import resolve_target
 log = logging.getLogger(__name__)
 
 Record = Callable[[str, str, Any], None]
+# Clock modes whose offsets keep changing while the fault is on.
+MOVING: frozenset[str] = frozenset({"strobe", "drift"})
+# While a strobe or drift runs, node clocks change without any action: sample them this often
+# (libfaketime re-reads offsets every 2 s, so faster sampling shows nothing new).
+CLOCK_SAMPLE_SECONDS = 3.0
 # How long heal_all waits for a fault command already running on a node to finish, so that a
 # fault applied after the heal cannot survive it.
 INFLIGHT_WAIT_SECONDS = 60.0
@@ -139,6 +145,7 @@ class NemesisRunner:
             node_names=tuple(node.name for node in nodes),
             addresses={node.name: node.address for node in nodes},
             capabilities=frozenset(self.cluster.capabilities),
+            link_proxy=link_faults_of(self.cluster) is not None,
         )
         specs = parse_specs(self.raw_specs, facts)
         self.nemeses = {spec.index: self._build(spec) for spec in specs}
@@ -174,6 +181,10 @@ class NemesisRunner:
             asyncio.create_task(self._timeline(spec, started, stop), name=spec.label)
             for spec in self.specs
         ]
+        if any(
+            isinstance(s.options, ClockOptions) and s.options.mode in MOVING for s in self.specs
+        ):
+            tasks.append(asyncio.create_task(self._sample_moving_clocks(stop), name="clocks"))
         try:
             if tasks:
                 await asyncio.gather(*tasks)
@@ -197,6 +208,13 @@ class NemesisRunner:
                 await self._act(spec, f"stop-{spec.fault}", None)
             if stopped:
                 return
+
+    async def _sample_moving_clocks(self, stop: asyncio.Event) -> None:
+        """Record node clocks every few seconds while a strobe or drift driver runs."""
+        loop = asyncio.get_running_loop()
+        while not await _wait_until(loop.time() + CLOCK_SAMPLE_SECONDS, stop):
+            if any(isinstance(n, ClockNemesis) and n.driving for n in self.nemeses.values()):
+                await asyncio.to_thread(self._record_clocks)
 
     def _resolve(self, spec: NemesisSpec, rng: random.Random, hold: float) -> FaultTarget | str:
         """The target of one start, or the reason there is none (no leader known)."""

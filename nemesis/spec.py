@@ -82,11 +82,6 @@ class TargetSpec:
     count: int | None = None
     nodes: tuple[str, ...] = ()
 
-    def describe(self) -> str:
-        if self.kind == "nodes":
-            return ",".join(self.nodes)
-        return self.kind if self.count is None else f"{self.kind}:{self.count}"
-
 
 @dataclass(frozen=True, slots=True)
 class PartitionOptions:
@@ -151,6 +146,8 @@ class ClusterFacts:
     node_names: tuple[str, ...]
     addresses: Mapping[str, str]
     capabilities: frozenset[str]
+    # Peer links run through the local runtime's proxy: partitions and netem go there.
+    link_proxy: bool = False
 
 
 _COMMON_KEYS = frozenset({"fault", "schedule"})
@@ -167,7 +164,7 @@ _KEYS: Mapping[str, frozenset[str]] = {
 
 def parse_specs(raw: Sequence[Mapping[str, Any]], facts: ClusterFacts) -> tuple[NemesisSpec, ...]:
     """Parse and check every entry; the first problem raises ConfigError naming it."""
-    if isinstance(raw, Mapping | str):
+    if not isinstance(raw, list | tuple):
         raise ConfigError("nemesis: expected a list of fault entries, e.g. [{fault: partition}]")
     return tuple(_parse_one(index, entry, facts) for index, entry in enumerate(raw))
 
@@ -364,7 +361,8 @@ def _require_distinct_ip_addresses(where: str, facts: ClusterFacts) -> None:
 
 
 def _parse_partition(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> PartitionOptions:
-    _require_distinct_ip_addresses(where, facts)
+    if not facts.link_proxy:
+        _require_distinct_ip_addresses(where, facts)
     shape = entry.get("shape", "halves")
     if shape not in PARTITION_SHAPES:
         raise ConfigError(
@@ -462,7 +460,8 @@ def _parse_clock(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> C
 
 
 def _parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> NetemOptions:
-    _require_distinct_ip_addresses(where, facts)
+    if not facts.link_proxy:
+        _require_distinct_ip_addresses(where, facts)
     links: list[tuple[str, str]] = []
     raw_links = entry.get("links")
     if raw_links is not None:
@@ -490,6 +489,11 @@ def _parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> N
     if delay_ms == 0 and loss == 0 and duplicate == 0:
         raise ConfigError(
             f"{where}: give delay_ms, loss and/or duplicate, otherwise the network is fine"
+        )
+    if facts.link_proxy and (reorder or duplicate or loss >= 1.0):
+        raise ConfigError(
+            f"{where}: the {facts.runtime} runtime's link proxy can delay, jitter and lose "
+            "(loss < 1) but not reorder or duplicate; use the netns runtime for those"
         )
     if reorder and delay_ms == 0:
         raise ConfigError(

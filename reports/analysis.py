@@ -238,7 +238,17 @@ def lock_holds(calls: pd.DataFrame, ttl_s: float | None) -> pd.DataFrame:
     the session could have expired (completion + TTL, when the test states one).
     """
     lock_ops = calls[calls["f"].isin(["acquire", "release"])].sort_values("inv_index")
-    columns = ["key", "process", "token", "start", "end", "certain", "index", "ended_by"]
+    columns = [
+        "key",
+        "process",
+        "token",
+        "start",
+        "end",
+        "held_until",
+        "certain",
+        "index",
+        "ended_by",
+    ]
     if lock_ops.empty:
         return pd.DataFrame(columns=columns)
     nxt = lock_ops.groupby(["process", "key"], sort=False).shift(-1)
@@ -255,6 +265,8 @@ def lock_holds(calls: pd.DataFrame, ttl_s: float | None) -> pd.DataFrame:
         acquires["t_end"].to_numpy() + ttl,
     )
     start = np.where(certain, acquires["t1"].to_numpy(), acquires["t0"].to_numpy())
+    # the client certainly believed it held the lock until it asked to release it
+    held_until = np.where(certain, np.where(released, nxt["t0"].to_numpy(dtype=float), end), np.nan)
     tokens = [
         r if isinstance(r, int) and c else None
         for r, c in zip(acquires["result"], certain, strict=True)
@@ -272,12 +284,41 @@ def lock_holds(calls: pd.DataFrame, ttl_s: float | None) -> pd.DataFrame:
             "token": pd.array(tokens, dtype="Int64"),
             "start": start,
             "end": end,
+            "held_until": held_until,
             "certain": certain,
             "index": acquires["inv_index"].to_numpy(),
             "ended_by": ended_by,
         },
         columns=columns,
     )
+
+
+def overlapping_holds(holds: pd.DataFrame) -> pd.DataFrame:
+    """Spans where two clients of one lock both believed they held it.
+
+    A client believes it holds a lock from its acquire's ok until it invokes release. Two such
+    spans overlapping is what mutual exclusion forbids (or what a lease expiry makes possible and
+    fencing must catch): the report shades these on the lock chart whatever the checkers said.
+    """
+    columns = ["key", "start", "end", "first", "second", "tokens"]
+    rows: list[tuple[Any, ...]] = []
+    certain = holds[holds["certain"]].sort_values(["key", "start"])
+    for key, group in certain.groupby("key", sort=True):
+        best_end, best_process, best_token = -np.inf, None, None
+        for start, until, process, token in zip(
+            group["start"], group["held_until"], group["process"], group["token"], strict=True
+        ):
+            if start < best_end and process != best_process:
+                end = min(best_end, until)
+                tokens = f"{_token_text(best_token)} & {_token_text(token)}"
+                rows.append((key, start, end, best_process, process, tokens))
+            if until > best_end:
+                best_end, best_process, best_token = until, process, token
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _token_text(token: Any) -> str:
+    return "?" if token is None or token is pd.NA else str(token)
 
 
 def resource_accesses(calls: pd.DataFrame) -> pd.DataFrame:

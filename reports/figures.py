@@ -34,6 +34,8 @@ FAULT_COLOURS: dict[str, str] = {
 COUNTEREXAMPLE_COLOUR = "#e31a1c"
 # Anomaly op markers all shown up to this many; past it, per anomaly when its link is clicked.
 MAX_ANOMALY_MARKERS = 200
+# Overlapping-holder bands drawn per lock chart at most (the note gives the full count).
+MAX_OVERLAP_BANDS = 200
 # Above this many points a trace is drawn with WebGL (scattergl) instead of SVG.
 WEBGL_THRESHOLD = 4_000
 # Token labels are shown when at most this many holds are in view (zoom in to see them).
@@ -232,6 +234,7 @@ def lock_figure(
     accesses: pd.DataFrame,
     faults: Sequence[FaultWindow],
     anomaly_windows: Sequence[TimeWindow],
+    overlaps: pd.DataFrame,
 ) -> go.Figure:
     """Who held ``lock`` when (token labels) above the resource's accepted/refused accesses."""
     fig = make_subplots(
@@ -301,6 +304,7 @@ def lock_figure(
         )
     shade_faults(fig, faults)
     highlight_windows(fig, anomaly_windows, dash="dot", labelled=False)
+    _mark_overlaps(fig, overlaps)
     processes = holds["process"].nunique() if not holds.empty else 1
     title = f"Lock {lock}: holders above, resource accesses below (green accepted, red refused)"
     _base_layout(fig, title, min(380 + 14 * processes, 900))
@@ -308,6 +312,42 @@ def lock_figure(
     fig.update_yaxes(title_text="resource: token", row=2, col=1)
     fig.update_xaxes(title_text="seconds since start", row=2, col=1)
     return fig
+
+
+def _mark_overlaps(fig: go.Figure, overlaps: pd.DataFrame) -> None:
+    """Red bands in the holders panel where two clients both believed they held the lock."""
+    shown = overlaps.head(MAX_OVERLAP_BANDS)
+    shapes = [
+        {
+            **_band(start, max(end, start + 1e-4), OUTCOME_COLOURS["fail"], 0.35),
+            "yref": "y domain",
+        }
+        for start, end in zip(shown["start"], shown["end"], strict=True)
+    ]
+    _add_layout_items(fig, shapes, [])
+    if not shown.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=_f32((shown["start"] + shown["end"]) / 2),
+                y=shown["second"].to_numpy(),
+                mode="markers",
+                name="two holders at once",
+                marker={
+                    "symbol": "x-thin",
+                    "size": 12,
+                    "color": OUTCOME_COLOURS["fail"],
+                    "line": {"width": 2, "color": OUTCOME_COLOURS["fail"]},
+                },
+                customdata=shown["first"].to_numpy(),
+                text=shown["tokens"],
+                hovertemplate=(
+                    "processes %{customdata} and %{y} both believed they held the lock"
+                    "<br>tokens %{text}<extra></extra>"
+                ),
+            ),
+            row=1,
+            col=1,
+        )
 
 
 def _token_labels(holds: pd.DataFrame) -> go.Scatter:

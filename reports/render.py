@@ -289,6 +289,7 @@ class _Report:
             refused = (~lock_access["accepted"]).to_numpy()
             lock_access = analysis.thin_rows(lock_access, must, share, preferred=refused)
             windows = self._anomaly_windows_for(lock)
+            overlaps = analysis.overlapping_holds(holds[holds["key"] == lock])
             refused_count = int(refused.sum())
             thinned = len(lock_holds) < total_holds or len(lock_access) < total_access
             note = (
@@ -298,11 +299,18 @@ class _Report:
                 if thinned
                 else ""
             )
+            overlap_text = (
+                f' <b class="overlap">{len(overlaps)} time(s) two clients both believed they '
+                "held it (red bands).</b>"
+                if len(overlaps)
+                else " No two clients ever both believed they held it."
+            )
             parts.append(
                 f'<h3 id="lock-{n}">{esc(lock)}</h3><p class="note">{total_holds} holds, '
-                f"{total_access} resource accesses, {refused_count} refused{esc(note)}.</p>"
+                f"{total_access} resource accesses, {refused_count} refused{esc(note)}."
+                f"{overlap_text}</p>"
             )
-            fig = figures.lock_figure(lock, lock_holds, lock_access, self.faults, windows)
+            fig = figures.lock_figure(lock, lock_holds, lock_access, self.faults, windows, overlaps)
             parts.append(_figure_div(f"fig-lock-{n}", fig))
         parts.append("</section>")
         return "".join(parts)

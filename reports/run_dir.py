@@ -76,7 +76,7 @@ def describe_component(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
-        for key in ("name", "type", "kind"):
+        for key in ("name", "fault", "type", "kind"):
             if key in value:
                 return str(value[key])
         faults = value.get("faults")

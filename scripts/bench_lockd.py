@@ -27,7 +27,7 @@ from reference_impl.server.local_cluster import LocalCluster
 from reference_impl.service.commands import Acquire, OpenSession, encode_command
 from reference_impl.service.state_machine import LockStateMachine
 
-BASE_PORT = 17900  # task S's range is 17000-17999; the tests use 17000-17599
+BASE_PORT = 17900  # task S owns 17000-17999; the tests use 17000-17759
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -176,7 +176,7 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
     print(
         f"scale: {sessions} sessions and {sessions * per_session} held locks loaded in "
         f"{loaded:.1f}s ({(sessions + sessions * per_session) / loaded:.0f} writes/s, "
-        "256 in flight)"
+        f"256 in flight, {retries} retried across leader changes)"
     )
     for node in cluster.nodes:
         print(f"scale: {node.id} RSS {rss_mib(cluster.pid(node.id)):.0f} MiB")

@@ -97,11 +97,24 @@ def lockd_data_dir(node: Node) -> str:
 
 
 def lockd_config(cluster: Cluster, node: Node, options: ReferenceOptions) -> str:
-    """The node's lockd YAML (the contract with reference_impl/server)."""
+    """The node's lockd YAML (the contract with reference_impl/server).
+
+    On a cluster with a link proxy (``cluster.link_faults``, the local runtime) every other
+    member's ``peer_port`` is the proxy's port for the link from this node to that member, so the
+    member tables differ per node; lockd uses peer addresses only to connect.
+    """
+    link_faults = getattr(cluster, "link_faults", None)
+
+    def peer_port_seen_from_node(member: Node) -> int:
+        if link_faults is None or member.name == node.name:
+            return peer_port(member)
+        port: int = link_faults.proxy_port(node.name, member.name)
+        return port
+
     members = {
         member.name: {
             "host": member.address,
-            "peer_port": peer_port(member),
+            "peer_port": peer_port_seen_from_node(member),
             "client_port": client_port(member),
             "http_port": http_port(member),
         }
@@ -147,8 +160,15 @@ class ReferenceBackend:
         return cls(ReferenceOptions.from_mapping(options))
 
     def deploy(self, cluster: Cluster) -> None:
-        """Install the project on every node and write each node's lockd config."""
+        """Install the project on every node and write each node's lockd config.
+
+        With a link proxy (the local runtime) it is (re)started first, routing every peer link
+        to the real peer ports, so partitions and netem can act on the links.
+        """
         self._use_faketime = "clock" in cluster.capabilities
+        link_faults = getattr(cluster, "link_faults", None)
+        if link_faults is not None:
+            link_faults.start_proxy({node.name: peer_port(node) for node in cluster.nodes})
 
         def configure(node: Node) -> None:
             text = lockd_config(cluster, node, self.options)

@@ -15,7 +15,7 @@ single linearization (on a 10,000-op key with 1% info ops that alone is a 20x sa
 
 Configurations are memoised with dominance: having placed fewer optional ops is never worse, so a
 configuration is pruned when one with the same required ops and state but a subset of its placed
-optional ops was explored. Without this a few dozen pending info writes make the search exponential
+optional ops was explored and failed. Without this a few dozen pending info writes make the search exponential
 before a violation can be proved.
 
 The set of linearized required ops is a frontier (every required op numbered below it is placed)
@@ -43,6 +43,13 @@ class SearchOutcome:
     steps: int
     cache_size: int
     stuck: int | None = None
+
+
+def _dominated(failed_placements: list[int] | None, placed: int) -> bool:
+    """Whether a failed configuration placed a subset of ``placed`` (and so had more choices)."""
+    if not failed_placements:
+        return False
+    return any(not earlier & ~placed for earlier in failed_placements)
 
 
 class StepLimitReached(Exception):
@@ -110,11 +117,13 @@ def search(
     required = [ops[i] for i in required_ops]
     optional = [ops[i] for i in optional_ops]
 
-    # Memo: (frontier, above, state) -> the sets of placed optional ops explored with it. A
-    # configuration is skipped if an explored one placed a subset of its optional ops: that one
-    # had every choice this one has (the unplaced optional ops are a superset) and failed.
-    cache: dict[tuple[int, int, Hashable], list[int]] = {}
-    explored = 0
+    # Memo: every configuration entered, and for each (frontier, above, state) the placed
+    # optional ops of the configurations that failed. A configuration is skipped if it was
+    # entered before, or if a failed one placed a subset of its optional ops: that one had every
+    # choice this one has (its unplaced optional ops are a superset). Only failed ones count: an
+    # ancestor still being explored may reach a linearization only through a much longer path.
+    visited: set[tuple[int, int, int, Hashable]] = set()
+    failed: dict[tuple[int, int, Hashable], list[int]] = {}
     # (node, state, frontier, above, placed optional ops, optional index or -1 for a required op)
     stack: list[tuple[int, Hashable, int, int, int, int]] = []
     state = initial
@@ -144,14 +153,11 @@ def search(
                     ones = (~new_above & (new_above + 1)).bit_length() - 1
                     new_above >>= ones
                     new_frontier += ones
-                seen = cache.get((new_frontier, new_above, new_state))
-                fresh = seen is None or all(earlier & ~placed for earlier in seen)
-                if fresh:
-                    if seen is None:
-                        cache[(new_frontier, new_above, new_state)] = [placed]
-                    else:
-                        seen.append(placed)
-                    explored += 1
+                config = (new_frontier, new_above, placed, new_state)
+                if config not in visited and not _dominated(
+                    failed.get((new_frontier, new_above, new_state)), placed
+                ):
+                    visited.add(config)
                     stack.append((node, state, frontier, above, placed, -1))
                     state, frontier, above = new_state, new_frontier, new_above
                     p, q = prv[node], nxt[node]
@@ -180,13 +186,11 @@ def search(
                 new_state = step(state, optional[j])
                 if new_state is not ILLEGAL:
                     now = placed if reuse_optional else placed | bit
-                    seen = cache.get((frontier, above, new_state))
-                    if seen is None or all(earlier & ~now for earlier in seen):
-                        if seen is None:
-                            cache[(frontier, above, new_state)] = [now]
-                        else:
-                            seen.append(now)
-                        explored += 1
+                    config = (frontier, above, now, new_state)
+                    if config not in visited and not _dominated(
+                        failed.get((frontier, above, new_state)), now
+                    ):
+                        visited.add(config)
                         stack.append((node, state, frontier, above, placed, j))
                         state = new_state
                         placed = now
@@ -201,7 +205,9 @@ def search(
             furthest = node  # nodes are numbered in real-time order
             stuck = required_ops[number_of[node]]
         if not stack:
-            return SearchOutcome(False, steps, explored, stuck)
+            return SearchOutcome(False, steps, len(visited), stuck)
+        # Every choice from this configuration failed: remember it for dominance.
+        failed.setdefault((frontier, above, state), []).append(placed)
         node, state, frontier, above, placed, j = stack.pop()
         if j >= 0:
             cursor = j + 1  # resume the optional ops at the same return entry
@@ -215,4 +221,4 @@ def search(
         prv[nxt[node]] = node
         node = nxt[node]
         cursor = 0
-    return SearchOutcome(True, steps, explored)
+    return SearchOutcome(True, steps, len(visited))

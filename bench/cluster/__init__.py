@@ -10,16 +10,19 @@ from __future__ import annotations
 from bench.cluster.daemon import find_local_libfaketime
 from bench.cluster.handle import ALL_FAULTS, ClusterHandle, ClusterNode, require_capabilities
 from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_inventory
+from bench.cluster.link_faults import LinkFaultController, LinkFaultError, LinkFaultState
 from bench.cluster.local_node import LocalNode
 from bench.cluster.ssh_node import NodeUnreachable, SshNode
 
-# What each runtime can do to its nodes. The local runtime has no partitions (its nodes share
-# one loopback) and has clock faults only where libfaketime is installed.
+# What each runtime can do to its nodes. The local runtime's nodes share one loopback: its
+# partitions and netem go through the link proxy (cluster.link_faults), which a cluster whose
+# ports leave no room for it lacks; it has clock faults only where libfaketime is installed.
+LINK_FAULTS: frozenset[str] = frozenset({"partition", "netem"})
 RUNTIME_CAPABILITIES: dict[str, frozenset[str]] = {
     "netns": ALL_FAULTS,
     "ssh": ALL_FAULTS,
     "vagrant": ALL_FAULTS,
-    "local": frozenset({"kill", "pause"}),
+    "local": frozenset({"kill", "pause"}) | LINK_FAULTS,
 }
 
 
@@ -34,11 +37,15 @@ def runtime_capabilities(runtime: str) -> frozenset[str]:
 def open_cluster(inventory: Inventory) -> ClusterHandle:
     """Live nodes for an inventory. SSH connections open lazily, on a node's first command."""
     nodes: list[ClusterNode]
+    capabilities = runtime_capabilities(inventory.runtime)
+    link_faults = LinkFaultController.for_inventory(inventory)
     if inventory.runtime == "local":
         nodes = [LocalNode(spec) for spec in inventory.nodes]
+        if link_faults is None:
+            capabilities -= LINK_FAULTS
     else:
         nodes = [SshNode(spec, inventory.known_hosts) for spec in inventory.nodes]
-    return ClusterHandle(inventory, nodes, runtime_capabilities(inventory.runtime))
+    return ClusterHandle(inventory, nodes, capabilities, link_faults=link_faults)
 
 
 __all__ = [
@@ -47,6 +54,9 @@ __all__ = [
     "ClusterHandle",
     "ClusterNode",
     "Inventory",
+    "LinkFaultController",
+    "LinkFaultError",
+    "LinkFaultState",
     "LocalNode",
     "NodeSpec",
     "NodeUnreachable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from bench.cluster.inventory import Inventory, NodeSpec
 from bench.cluster.local_node import LocalNode
@@ -11,18 +12,31 @@ from bench.cluster.ssh_node import SshNode
 from bench.errors import ConfigError
 from bench.protocols import Cluster
 
+if TYPE_CHECKING:
+    from bench.cluster.link_faults import LinkFaultController
+
 ClusterNode = SshNode | LocalNode
 
 ALL_FAULTS: frozenset[str] = frozenset({"partition", "kill", "pause", "clock", "netem"})
 
 
 class ClusterHandle:
-    """Implements bench.protocols.Cluster; close() (or ``with``) closes the SSH connections."""
+    """Implements bench.protocols.Cluster; close() (or ``with``) closes the SSH connections.
+
+    ``link_faults``: on the local runtime, the controller of the link proxy through which its
+    partitions and netem go (bench.cluster.link_faults); None on runtimes that use iptables/tc.
+    """
 
     def __init__(
-        self, inventory: Inventory, nodes: Sequence[ClusterNode], capabilities: Iterable[str]
+        self,
+        inventory: Inventory,
+        nodes: Sequence[ClusterNode],
+        capabilities: Iterable[str],
+        *,
+        link_faults: LinkFaultController | None = None,
     ) -> None:
         self.inventory = inventory
+        self.link_faults = link_faults
         self._nodes: tuple[ClusterNode, ...] = tuple(nodes)
         self._by_name = {node.name: node for node in self._nodes}
         self._capabilities = frozenset(capabilities)

@@ -2,7 +2,8 @@
 
 No root, any POSIX OS. Node i's services listen on the usual ports plus ``port_offset``
 (``base_offset + (i - 1) * offset_step``). Kills and pauses are signals; clock skew works where
-libfaketime is installed; there are no partitions or netem (all nodes share one loopback).
+libfaketime is installed; partitions and netem go through a fault-injecting proxy on every peer
+link (bench.cluster.link_faults), since all nodes share one loopback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from bench.cluster.inventory import DEFAULT_NODE_PYTHON, Inventory, NodeSpec, save_inventory
+from bench.cluster.link_faults import PROXY_DIR
 from bench.cluster.processes import process_alive
 from bench.errors import ClusterError
 
@@ -62,11 +64,13 @@ def local_up(
 
 
 def local_down(cluster_dir: Path) -> list[str]:
-    """kill -9 every daemon with a pidfile in a node directory, then remove what local_up made."""
+    """kill -9 every daemon with a pidfile in a node directory and the link proxy, then remove
+    what local_up (and the proxy) made."""
     cluster_dir = cluster_dir.resolve()
     removed: list[str] = []
     nodes_dir = cluster_dir / "nodes"
-    for pidfile in sorted(nodes_dir.glob("*/*.pid")):
+    proxy_dir = cluster_dir / PROXY_DIR
+    for pidfile in [*sorted(nodes_dir.glob("*/*.pid")), *sorted(proxy_dir.glob("*.pid"))]:
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -75,9 +79,10 @@ def local_down(cluster_dir: Path) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
                 removed.append(f"process {pid} ({pidfile.parent.name}/{pidfile.stem})")
-    if nodes_dir.exists():
-        shutil.rmtree(nodes_dir, ignore_errors=True)
-        removed.append(f"directory {nodes_dir}")
+    for directory in (nodes_dir, proxy_dir):
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(f"directory {directory}")
     inventory = cluster_dir / INVENTORY_FILE
     if inventory.exists():
         inventory.unlink()

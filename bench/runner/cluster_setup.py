@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.cluster.inventory import NodeSpec
 from bench.cluster.local_node import LocalNode
-from bench.errors import ClusterError, ConfigError
+from bench.errors import ConfigError
 from bench.protocols import Cluster
 from bench.runner.config import TestConfig
 
@@ -82,24 +82,27 @@ def open_test_cluster(config: TestConfig, run_dir: Path) -> TestCluster:
 
         return TestCluster(handle, False, close_inventory)
 
-    cluster_dir = default_cluster_dir(config)
-    if config.runtime == "netns":
-        from bench.cluster.netns import netns_down, netns_up
+    if config.runtime == "ssh":
+        raise ConfigError("runtime: 'ssh' needs an inventory of your hosts (--inventory FILE)")
+    from bench.cluster.runtimes import cluster_down, cluster_up
 
-        inventory = netns_up(
-            cluster_dir, prefix=config.netns_prefix, subnet=config.subnet, nodes=config.nodes
-        )
-        down: Callable[[Path], object] = netns_down
-    elif config.runtime == "local":
-        try:
-            from bench.cluster.local import local_down, local_up
-        except ImportError as exc:
-            raise ClusterError(f"the local runtime is not available: {exc}") from exc
-        inventory = local_up(cluster_dir, nodes=config.nodes)
-        down = local_down
-    else:
-        raise ConfigError(f"runtime: {config.runtime!r} needs an inventory (--inventory FILE)")
-    handle = open_cluster(inventory)
+    cluster_dir = default_cluster_dir(config)
+    inventory = cluster_up(
+        config.runtime,
+        cluster_dir,
+        subnet=config.subnet,
+        prefix=config.netns_prefix,
+        nodes=config.nodes,
+        port_offset=config.port_offset,
+    )
+    try:
+        handle = open_cluster(inventory)
+    except BaseException:
+        cluster_down(cluster_dir)
+        raise
+
+    def down(directory: Path) -> object:
+        return cluster_down(directory)
 
     def close_created(leave_running: bool) -> list[str]:
         errors = _attempt("close node connections", handle.close)

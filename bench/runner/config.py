@@ -44,6 +44,7 @@ class TestConfig:
     netns_prefix: str = "lb"
     subnet: str = "10.77.0.0/24"
     cluster_dir: str | None = None
+    port_offset: int = 0
     backend: str = "reference"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     workload: str = "mutex"
@@ -78,10 +79,11 @@ class TestConfig:
         require(0 <= self.resource_port <= 65535, "resource_port", "must be a TCP port (0: any)")
         require(self.leader_poll > 0, "leader_poll", "must be positive (seconds)")
         require(
-            self.runtime == "auto" or self.inventory is None or self.runtime != "none",
+            self.inventory is None or self.runtime != "none",
             "inventory",
-            "makes no sense with runtime none",
+            "makes no sense with runtime none (an in-process backend has no nodes)",
         )
+        require(0 <= self.port_offset <= 50000, "port_offset", "must be within 0..50000")
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for test.yaml (lists instead of tuples)."""

@@ -64,6 +64,7 @@ class RunStats:
     retired: int = 0
     active_faults: dict[str, Any] = field(default_factory=dict)
     leader: str | None = None
+    phase: str = "setting up"
 
     def count(self, outcome: OpType) -> None:
         if outcome == "ok":

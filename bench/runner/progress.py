@@ -50,7 +50,8 @@ class ProgressView:
         elapsed = time.monotonic() - self.started
         s = self.stats
         return (
-            f"{elapsed:5.1f}s / {self.time_limit:g}s  {self.ops_per_second():7.1f} ops/s  "
+            f"{s.phase}: {elapsed:5.1f}s / {self.time_limit:g}s  "
+            f"{self.ops_per_second():7.1f} ops/s  "
             f"ok {s.ok}  fail {s.fail}  info {s.info}  faults: {self.faults()}  "
             f"leader: {s.leader or '-'}"
         )
@@ -62,6 +63,7 @@ class ProgressView:
         table = Table(title=f"lockbench: {self.test_name}", show_header=False, expand=False)
         table.add_column(style="bold")
         table.add_column()
+        table.add_row("phase", s.phase)
         table.add_row("elapsed / remaining", f"{elapsed:.1f}s / {remaining:.1f}s")
         table.add_row("ops/s", f"{self.ops_per_second():.1f}")
         table.add_row(

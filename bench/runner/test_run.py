@@ -198,24 +198,32 @@ class TestRun:
             test_cluster = await asyncio.to_thread(open_test_cluster, config, run_dir)
         except (BenchError, OSError, RuntimeError) as exc:
             writer.close()
-            return self._setup_failed(run_dir, f"could not set up the cluster: {exc}", exc)
+            self._report(f"could not set up the cluster: {exc}")
+            return self._setup_failed(run_dir, exc)
+        setup_error: BaseException | None = None
         try:
             try:
                 nemesis = self._make_nemesis(test_cluster.cluster, backend, history, run_dir)
                 await asyncio.to_thread(self._start_service, backend, test_cluster.cluster)
             except (BenchError, OSError, RuntimeError) as exc:
-                writer.close()
-                self.errors.extend(await self._teardown(backend, test_cluster, run_dir))
-                return self._setup_failed(run_dir, f"could not start {backend.name}: {exc}", exc)
-            await self._drive(backend, test_cluster.cluster, history, nemesis, run_dir)
+                self._report(f"could not start {backend.name}: {exc}")
+                setup_error = exc
+            else:
+                await self._drive(backend, test_cluster.cluster, history, nemesis, run_dir)
         finally:
             writer.close()
+            if self._nemesis_log is not None:
+                self._nemesis_log.close()
             self.errors.extend(await self._teardown(backend, test_cluster, run_dir))
+        if setup_error is not None:
+            return self._setup_failed(run_dir, setup_error)
         return self._analyse(run_dir)
 
-    def _setup_failed(self, run_dir: Path, message: str, exc: BaseException) -> RunOutcome:
+    def _report(self, message: str) -> None:
         log.error("%s", message)
         self.errors.append(message)
+
+    def _setup_failed(self, run_dir: Path, exc: BaseException) -> RunOutcome:
         code = exc.exit_code if isinstance(exc, BenchError) else EXIT_CLUSTER
         write_results(
             run_dir,
@@ -342,6 +350,7 @@ class TestRun:
             )
         nemesis_task = loop.create_task(nemesis.run(self.stop)) if nemesis is not None else None
         processes = [ClientProcess(driver, slot) for slot in range(config.concurrency)]
+        self.stats.phase = "running"
         self._worker_tasks = [loop.create_task(p.run()) for p in processes]
         try:
             results = await asyncio.gather(*self._worker_tasks, return_exceptions=True)
@@ -352,6 +361,7 @@ class TestRun:
                     log.error("a client process crashed: %r", result)
                     self.errors.append(f"client process crashed: {result!r}")
             self.stop.set()
+            self.stats.phase = "stopping"
             log.info("generators stopped after %.1fs", history.now() / 1e9)
             await asyncio.gather(*(p.close() for p in processes))
             await self._stop_nemesis(nemesis, nemesis_task)
@@ -373,8 +383,6 @@ class TestRun:
                 await resource.close()
             if server is not None:
                 await server.stop()
-            if self._nemesis_log is not None:
-                self._nemesis_log.close()
 
     async def _stop_nemesis(self, nemesis: Any, task: asyncio.Task[None] | None) -> None:
         if nemesis is None or task is None:
@@ -388,6 +396,7 @@ class TestRun:
             log.error("nemesis failed: %s", exc)
             self.errors.append(f"nemesis failed: {exc}")
         log.info("healing every fault")
+        self.stats.phase = "healing"
         heal_errors = await asyncio.to_thread(nemesis.heal_all)
         self.stats.active_faults.clear()
         for error in heal_errors:
@@ -407,6 +416,7 @@ class TestRun:
         final_ops = workload.final_ops()
         if not final_ops:
             return
+        self.stats.phase = "recovering"
         await sleep_unless(self.abort, config.quiet_period)
         if self.abort.is_set():
             return
@@ -414,6 +424,7 @@ class TestRun:
             leader = await wait_for_leader(backend, cluster, bound=config.recovery_bound)
             if leader is None:
                 log.warning("no leader within %.1fs of healing", config.recovery_bound)
+        self.stats.phase = "final reads"
         final_driver = dataclasses.replace(driver, stop=asyncio.Event())
         bound = config.recovery_bound + 3 * config.op_timeout
         try:

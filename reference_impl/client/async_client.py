@@ -17,7 +17,7 @@ import logging
 import ssl as ssl_module
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,6 +291,8 @@ class AsyncLockClient:
             if remaining <= 0:
                 break
             if sequenced and op != "open_session" and self.session_lost:
+                if maybe_applied:  # an earlier attempt may have taken effect
+                    raise RequestTimeout(f"session lost while {op} was in doubt: {last}")
                 raise SessionExpired(f"session lost during {op}: {self.lost_reason}")
             try:
                 connection = await self._connection(endpoint)
@@ -378,7 +380,12 @@ class AsyncLockClient:
             )
         lease = Lease(name, int(result["token"]), session)
         if not self.session_alive():
-            raise SessionExpired(f"session lost while acquiring {name}: {self.lost_reason}")
+            # Granted, but the session may already be expired on the leader: the lock must not
+            # be used, and whether it is held is unknown (the service will expire it).
+            raise RequestTimeout(
+                f"{name} granted (token {lease.token}) after the session's safe deadline; "
+                f"do not use it: {self.lost_reason}"
+            )
         self.held[name] = lease
         return lease
 
@@ -420,7 +427,9 @@ class AsyncLockClient:
         result: list[dict[str, Any]] = await self._write("members", {}, sequenced=False)
         return result
 
-    async def watch(self, prefix: str, *, from_revision: int = 0) -> AsyncIterator[WatchEvent]:
+    async def watch(
+        self, prefix: str, *, from_revision: int = 0
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events of locks under ``prefix`` in revision order, resumed across reconnects.
 
         ``from_revision`` 0 starts with the next event; r > 0 replays every kept event >= r first.
@@ -494,7 +503,7 @@ class AsyncLockClient:
         owner = await self.owner(ELECTION_PREFIX + election, endpoint=endpoint)
         return owner.holders[0] if owner.holders else None
 
-    async def observe(self, election: str) -> AsyncIterator[Holder | None]:
+    async def observe(self, election: str) -> AsyncGenerator[Holder | None, None]:
         """The current leader of ``election``, then every change of it."""
         name = ELECTION_PREFIX + election
         owner = await self.owner(name)

@@ -93,7 +93,7 @@ class Connection:
             if ssl is None:
                 raise ConnectionLost(
                     f"{endpoint}: the server closed the connection during hello; if its client "
-                    "port uses TLS, connect with ssl=<SSLContext>"
+                    "port uses TLS, connect with ssl=<SSLContext> (lockctl --tls-ca)"
                 ) from exc
             raise
         except LockServiceError:

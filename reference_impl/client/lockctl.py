@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--auth-token-file", help="file holding the cluster's client auth token, if it has one"
     )
+    parser.add_argument(
+        "--tls-ca", help="connect with TLS, trusting this CA file (for a TLS client port)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     acquire = sub.add_parser("acquire", help="acquire a lock, print its token, hold it")
     acquire.add_argument("name")
@@ -78,8 +82,9 @@ async def run(args: argparse.Namespace) -> int:
     if args.auth_token_file:
         with open(args.auth_token_file) as handle:
             token = handle.read().strip()
+    context = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
     client = await AsyncLockClient.connect(
-        endpoints, ttl=args.ttl, timeout=args.timeout, auth_token=token
+        endpoints, ttl=args.ttl, timeout=args.timeout, auth_token=token, ssl=context
     )
     try:
         if args.command == "acquire":

@@ -29,10 +29,10 @@ UNSAFE_SWITCHES: Mapping[str, str] = {
     "commits (exposed by a partition of the leader: two holders)",
     "stale-follower-reads": "followers answer owner/check_token from local state without "
     "ReadIndex (exposed by a partition or a lagging follower: stale reads)",
-    "no-fsync": "skips fsync of the Raft log (exposed by kill -9 of a majority: lost grants, "
-    "reused tokens)",
-    "reuse-tokens": "fencing tokens from an in-memory counter (exposed by restarts from a "
-    "snapshot: a token handed out twice)",
+    "no-fsync": "skips fsync of the Raft log (exposed by losing un-fsynced writes on a majority, "
+    "e.g. power loss or a lazyfs-style fault; plain kill -9 keeps the page cache)",
+    "reuse-tokens": "fencing tokens from an in-memory counter that is not persisted (exposed "
+    "by restarting the node that then leads: a token handed out twice)",
     "wallclock-expiry": "expires sessions on the wall clock without a fresh TTL after failover "
     "(exposed by clock jumps and leader kills: healthy holders lose locks while still using them)",
     "no-check-quorum": "a deposed leader keeps acting (exposed by a leader partitioned into a "

@@ -8,6 +8,7 @@ SIGSTOP. Everything is cleaned up by ``stop_all()`` (also on context exit).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -62,6 +63,7 @@ class LocalCluster:
         unsafe: Sequence[str] = (),
         extra_config: dict[str, object] | None = None,
         extra_args: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.nodes = [
@@ -79,6 +81,7 @@ class LocalCluster:
         self.unsafe = list(unsafe)
         self.extra_config = dict(extra_config or {})
         self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})  # e.g. LD_PRELOAD of libfaketime
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()
 
@@ -131,6 +134,7 @@ class LocalCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.extra_env} if self.extra_env else None,
         )
         log.close()
 

@@ -199,6 +199,8 @@ class Lockd:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.replica.start()
+        # Entries up to the durable commit index are replays of what this node applied before.
+        self.service.machine.replayed_until = self.replica.commit_index
         await self.service.start()
         me = self.config.me
         await self.clients.start(self.config.bind_host, me.client_port)

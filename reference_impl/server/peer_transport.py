@@ -65,6 +65,7 @@ class PeerTransport:
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
+        self._closing = False
 
     async def start(self) -> None:
         host, port = self._address
@@ -73,13 +74,16 @@ class PeerTransport:
             self._tasks.append(asyncio.create_task(self._send_loop(peer), name=f"send-{peer}"))
 
     async def stop(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        for task in [*self._tasks, *self._inbound]:
+        tasks = [*self._tasks, *self._inbound]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._inbound]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=5)
+            for task in stuck:
+                logger.error("%s: transport task %s did not stop", self._node_id, task)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -101,11 +105,12 @@ class PeerTransport:
         host, port = self._peers[peer]
         queue = self._queues[peer]
         delay = RECONNECT_MIN_SECONDS
-        while True:
+        while not self._closing:
             try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_SECONDS
-                )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with the connect completing, and stop() would wait forever.
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                    _, writer = await asyncio.open_connection(host, port)
             except (OSError, TimeoutError) as error:
                 logger.debug(
                     "%s: cannot reach %s at %s:%d: %s", self._node_id, peer, host, port, error

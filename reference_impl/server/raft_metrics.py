@@ -41,6 +41,12 @@ def register_replica_metrics(registry: Registry, replica: Replica) -> None:
         ]
         for role in Role:
             lines.append(f'lockd_raft_role{{role="{role.value}"}} {int(replica.role is role)}')
+        lines += [
+            "# HELP lockd_raft_leader The leader this node knows (1 for its id, absent if none).",
+            "# TYPE lockd_raft_leader gauge",
+        ]
+        if replica.leader_id is not None:
+            lines.append(f'lockd_raft_leader{{leader="{replica.leader_id}"}} 1')
         for counter, value in replica.metrics.counters().items():
             name = f"lockd_raft_{counter}_total"
             lines += [f"# HELP {name} Replica counter {counter}.", f"# TYPE {name} counter"]

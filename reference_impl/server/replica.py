@@ -46,13 +46,19 @@ from reference_impl.storage.raft_storage import RaftStorage
 
 logger = logging.getLogger(__name__)
 
+STOP_GRACE_SECONDS = 10.0
+"""How long stop() lets the loop finish the Ready it is persisting (a slow fsync)."""
+
 DEFAULT_SNAPSHOT_EVERY = 10_000
 """Applied entries between automatic snapshots (etcd's default --snapshot-count is 10,000)."""
 
 
 class StateMachine(Protocol):
     """What the replica replicates. ``apply`` must be deterministic: every replica applies the same
-    entries in the same order and must reach the same state and results."""
+    entries in the same order and must reach the same state and results. It must not raise (return
+    an error value instead): an exception stops the replica, since its state is then unknown.
+    A Replica starts with a fresh state machine: on start it is restored from the last snapshot
+    (if any) and the log after it is applied again."""
 
     def apply(self, index: int, data: bytes) -> Any: ...
 
@@ -154,6 +160,7 @@ class Replica:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._stopping = False
         self._applied = 0
         self._last_snapshot_index = 0
         self._leader: NodeId | None = None
@@ -208,6 +215,11 @@ class Replica:
         """Load durable state, restore the state machine, listen, and start ticking."""
         if self._running:
             return
+        if self._node is not None:
+            raise ReplicaStopped(
+                f"replica {self._id} was already started once; create a new Replica with a fresh "
+                "state machine to restart (the log is re-applied from the last snapshot)"
+            )
         restored = await asyncio.to_thread(self._storage.load)
         if restored.snapshot is not None:
             meta = restored.snapshot.meta
@@ -237,12 +249,22 @@ class Replica:
         if not self._tasks:
             return
         self._running = False
-        for task in self._tasks:
+        self._stopping = True
+        self._wake.set()
+        run_task, *others = self._tasks
+        for task in others:
             task.cancel()
+        # Let the loop finish the Ready in hand (an fsync in a worker thread cannot be
+        # cancelled, and closing its file under it would be worse); cancel only if it hangs.
+        done, _ = await asyncio.wait([run_task], timeout=STOP_GRACE_SECONDS)
+        if not done:
+            logger.error("%s: raft loop did not stop in %.0fs", self._id, STOP_GRACE_SECONDS)
+            run_task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._stopping = False
         if self._transport is not None:
             await self._transport.stop()
             self._transport = None
@@ -338,12 +360,12 @@ class Replica:
         node = self._node
         assert node is not None
         try:
-            while True:
+            while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
-                while self._inbox:
+                while self._inbox and not self._stopping:
                     self._handle_input(node, self._inbox.popleft())
-                while node.has_ready():
+                while node.has_ready() and not self._stopping:
                     await self._handle_ready(node, node.ready())
         except asyncio.CancelledError:
             raise

@@ -466,6 +466,9 @@ class LockService:
         future = self.waiters.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
+            # The requests awaiting it may all be gone (connection closed): mark the outcome
+            # retrieved so asyncio does not log "exception was never retrieved".
+            future.add_done_callback(_retrieve_outcome)
             self.waiters[key] = future
         if timeout is not None and self.leading:
             self._arm_cancel(key, float(timeout))
@@ -549,3 +552,8 @@ class LockService:
             }
             for node_id, member in self.config.members.items()
         ]
+
+
+def _retrieve_outcome(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -170,9 +170,12 @@ class LockStateMachine:
         self.events = EventLog(event_log_capacity)
         self.applied_index = 0
         self.observers: list[StateObserver] = []
-        # --unsafe-reuse-tokens: tokens from a per-lock counter that lives only in memory, so a
-        # node restored from a snapshot counts from 1 again and hands out tokens seen before.
+        # --unsafe-reuse-tokens: tokens from a per-lock counter that lives only in memory (like a
+        # server that forgot to persist it): entries replayed at start (index <= replayed_until,
+        # set by the server) do not count, so a restarted node counts from 1 again and hands
+        # out tokens seen before.
         self.unsafe_reuse_tokens = unsafe_reuse_tokens
+        self.replayed_until = 0
         self._volatile_counters: dict[str, int] = {}
         self._client_sessions: dict[str, int] = {}  # client id -> number of live sessions
 
@@ -447,7 +450,8 @@ class LockStateMachine:
     def _grant(self, index: int, lock: Lock, session: Session, shared: bool, value: str) -> int:
         if self.unsafe_reuse_tokens:
             token = self._volatile_counters.get(lock.name, 0) + 1
-            self._volatile_counters[lock.name] = token
+            if index > self.replayed_until:
+                self._volatile_counters[lock.name] = token
         else:
             token = index
         lock.holders[session.id] = Holder(token, shared, value)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nemesis_probe_backend import ProbeBackend, read_probe_time
+from nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
 from bench.cluster.daemon import find_local_libfaketime
@@ -24,7 +25,8 @@ from nemesis.schedule import NemesisRunner
 pytestmark = pytest.mark.skipif(
     find_local_libfaketime() is None, reason="libfaketime is not installed (package faketime)"
 )
-# Ports 23790.. are this test's own (the local runtime puts every node on 127.0.0.1).
+# Ports 23000..23830 are this test's own (the local runtime puts every node on 127.0.0.1): probe
+# servers at 7790 + offset, the link proxy right after 7001 + offset (bench.cluster.link_faults).
 PORT_OFFSET = 16000
 BUMP_MS = 800.0
 
@@ -36,7 +38,7 @@ def local_cluster(tmp_path: Path) -> Iterator[tuple[ClusterHandle, ProbeBackend]
             name=f"n{i}",
             address="127.0.0.1",
             data_dir=str(tmp_path / f"n{i}"),
-            port_offset=PORT_OFFSET + i,
+            port_offset=PORT_OFFSET + 10 * i,
         )
         for i in range(1, 4)
     )
@@ -121,4 +123,105 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
 def test_probe_port_is_free_for_this_test() -> None:
     """Guards the fixture's assumption; a taken port would make start_daemon refuse clearly."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 7790 + PORT_OFFSET + 9))
+        sock.bind(("127.0.0.1", 7790 + PORT_OFFSET + 5))
+
+
+def test_a_drifting_clock_is_sampled_while_it_drifts_and_reset_at_the_end(
+    local_cluster: tuple[ClusterHandle, ProbeBackend],
+) -> None:
+    cluster, backend = local_cluster
+    records: list[tuple[str, str, Any]] = []
+    spec = {
+        "fault": "clock",
+        "mode": "drift",
+        "rate": 1.5,
+        "period_ms": 3000,
+        "target": ["n1"],
+        "schedule": {"at": [[0, 60]]},
+    }
+    runner = NemesisRunner([spec], cluster, backend, seed=1, record=lambda *r: records.append(r))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await asyncio.sleep(7.0)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        assert runner.heal_all() == []
+    start = next(v for t, f, v in records if t == "info" and f == "start-clock")
+    assert start["rate"] == 1.5 and start["period_ms"] == 3000
+    readings = [v["offsets_ms"]["n1"] for t, f, v in records if f == "clock"]
+    # Baseline, after the start, periodic samples (the driver writes 0, then +1.5 s after 3 s),
+    # after the stop and after the heal.
+    assert len(readings) >= 5, readings
+    assert max(readings) >= 1400, readings
+    assert abs(readings[0]) < 50 and abs(readings[-1]) < 50, readings
+
+
+def _through_proxy(cluster: ClusterHandle, src: str, dst: str) -> float | None:
+    """ms until ``dst``'s probe answers over the proxied link ``src -> dst``; None if it does not."""
+    assert cluster.link_faults is not None
+    port = cluster.link_faults.proxy_port(src, dst)
+    start = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.settimeout(1.0)
+            if not sock.makefile().readline():
+                return None
+    except OSError:
+        return None
+    return (time.monotonic() - start) * 1000.0
+
+
+def test_partition_and_netem_go_through_the_local_link_proxy(
+    local_cluster: tuple[ClusterHandle, ProbeBackend],
+) -> None:
+    cluster, backend = local_cluster
+    links = cluster.link_faults
+    assert links is not None and {"partition", "netem"} <= cluster.capabilities
+    links.start_proxy({node.name: probe_port(node) for node in cluster.nodes})
+    records: list[tuple[str, str, Any]] = []
+    specs = [
+        {
+            "fault": "partition",
+            "shape": "isolate-one",
+            "target": "n1",
+            "schedule": {"at": [[0, 60]]},
+        },
+        {"fault": "netem", "delay_ms": 200, "links": [["n2", "n3"]], "schedule": {"at": [[0, 60]]}},
+    ]
+    runner = NemesisRunner(specs, cluster, backend, seed=2, record=lambda *r: records.append(r))
+    seen: dict[str, float | None] = {}
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        for _ in range(200):
+            if {"start-partition", "start-netem"} <= {f for t, f, _ in records if t == "info"}:
+                break
+            await asyncio.sleep(0.05)
+        for src, dst in (("n1", "n2"), ("n3", "n1"), ("n2", "n3"), ("n3", "n2")):
+            seen[f"{src}->{dst}"] = await asyncio.to_thread(_through_proxy, cluster, src, dst)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    try:
+        assert _through_proxy(cluster, "n1", "n2") is not None
+        asyncio.run(scenario())
+        assert runner.heal_all() == []
+        assert seen["n1->n2"] is None and seen["n3->n1"] is None, seen
+        for link in ("n2->n3", "n3->n2"):
+            delayed = seen[link]
+            assert delayed is not None and delayed >= 190, seen
+        healthy = [_through_proxy(cluster, a, b) for a, b in (("n1", "n2"), ("n2", "n3"))]
+        assert all(ms is not None and ms < 100 for ms in healthy), healthy
+    finally:
+        runner.heal_all()
+        links.stop_proxy()
+    infos = {f: v for t, f, v in records if t == "info"}
+    assert infos["start-partition"]["grudge"]["n1"] == ["n2", "n3"]
+    assert infos["start-netem"]["via"] == "link proxy"

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.errors import ConfigError
 from nemesis.schedule import entry_rng, fault_windows, plan
 from nemesis.spec import (
     ClusterFacts,
@@ -87,3 +92,48 @@ def test_targets_resolve_to_the_right_sizes_and_replay_with_the_seed() -> None:
 def test_an_unknown_leader_means_no_target() -> None:
     rng = random.Random(0)
     assert resolve_target(TargetSpec("leader"), ["n1", "n2"], rng, lambda: None) == ()
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 10)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["n1", "n9", "leader", "minority", "all", "bump", "grudge", "halves"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+_keys = st.sampled_from(
+    [
+        "fault",
+        "schedule",
+        "target",
+        "count",
+        "shape",
+        "grudge",
+        "mode",
+        "offset_ms",
+        "period_ms",
+        "rate",
+        "delay_ms",
+        "jitter_ms",
+        "loss",
+        "links",
+        "minority_size",
+        "interval",
+        "at",
+        "x",
+    ]
+)
+_entries = st.dictionaries(_keys, _values, max_size=5).map(
+    lambda d: d if "fault" in d else {"fault": "partition", **d}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_entries | _values, max_size=3) | _values)
+def test_any_malformed_list_is_refused_with_a_config_error_and_nothing_else(raw: list[Any]) -> None:
+    try:
+        parse_specs(raw, FACTS)
+    except ConfigError as exc:
+        assert str(exc).startswith("nemesis")

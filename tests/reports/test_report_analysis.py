@@ -9,6 +9,7 @@ import pandas as pd
 from report_support import SampleStore, write_history
 
 from bench.history import pair_calls, read_history
+from bench.protocols import Anomaly
 from reports import analysis
 from reports.run_dir import load_run
 
@@ -147,3 +148,45 @@ def test_thinning_bounds_rows_even_when_failures_alone_exceed_the_limit() -> Non
     assert (thinned["n"].iloc[1:] % 2 == 0).all(), "preferred rows fill the room first"
     spread = thinned["n"].iloc[1:]
     assert spread.min() < 100 and spread.max() > 9_800, "evenly spaced, not a prefix"
+
+
+def test_an_anomaly_without_times_spans_the_ops_it_names() -> None:
+    times = {3: 1.5, 9: 2.25, 12: 4.0}
+    anomaly = Anomaly(kind="k", explanation="e", op_indices=(9, 3, 77))
+    assert analysis.anomaly_span(anomaly, times) == (1.5, 2.25)
+    assert analysis.anomaly_span(Anomaly(kind="k", explanation="e"), times) is None
+    stated = Anomaly(kind="k", explanation="e", time_start=1_000_000_000, time_end=2_000_000_000)
+    assert analysis.anomaly_span(stated, times) == (1.0, 2.0)
+
+
+def test_overlapping_holds_are_found_from_the_clients_view(tmp_path: Path) -> None:
+    write_history(
+        tmp_path,
+        [
+            {"process": 0, "type": "invoke", "f": "acquire", "key": "a"},
+            {"process": 0, "type": "ok", "f": "acquire", "key": "a", "value": 5},
+            {"process": 1, "type": "invoke", "f": "acquire", "key": "a"},
+            {"process": 1, "type": "ok", "f": "acquire", "key": "a", "value": 6},
+            {"process": 0, "type": "invoke", "f": "release", "key": "a"},
+            {"process": 0, "type": "fail", "f": "release", "key": "a", "error": "not-holder"},
+            {"process": 1, "type": "invoke", "f": "release", "key": "a"},
+            {"process": 1, "type": "ok", "f": "release", "key": "a"},
+            {"process": 2, "type": "invoke", "f": "acquire", "key": "a"},
+            {"process": 2, "type": "ok", "f": "acquire", "key": "a", "value": 7},
+        ],
+    )
+    ops = read_history(tmp_path / "history.jsonl")
+    calls = analysis.calls_frame(pair_calls(ops), end_time=0.01)
+    overlaps = analysis.overlapping_holds(analysis.lock_holds(calls, ttl_s=None))
+    assert overlaps[["start", "end", "first", "second", "tokens"]].values.tolist() == [
+        [0.003, 0.004, 0, 1, "5 & 6"]
+    ], "process 0 believed it held the lock until it asked to release it"
+
+
+def test_only_the_holder_that_stalled_overlaps_later_holders(sample_store: SampleStore) -> None:
+    data = load_run(sample_store.valid)
+    calls = analysis.calls_frame(data.calls, data.duration_s)
+    overlaps = analysis.overlapping_holds(analysis.lock_holds(calls, ttl_s=None))
+    stalled = {row.first for row in overlaps.itertuples()}
+    assert len(stalled) == 1, "only the holder that stalled past its lease overlaps anyone"
+    assert (overlaps["start"] > 0.4 * data.duration_s).all()

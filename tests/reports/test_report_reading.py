@@ -8,7 +8,7 @@ from pathlib import Path
 from report_support import SampleStore, write_history
 
 from bench.history import read_history
-from reports.run_dir import load_run
+from reports.run_dir import describe_component, load_run
 
 
 def test_a_complete_run_has_no_problems(sample_store: SampleStore) -> None:
@@ -74,3 +74,13 @@ def test_a_checker_entry_that_is_malformed_is_named(tmp_path: Path) -> None:
     data = load_run(tmp_path)
     assert [r.checker for r in data.results] == ["good"]
     assert any("'bad'" in p for p in data.problems)
+
+
+def test_components_are_named_from_every_test_file_shape() -> None:
+    assert describe_component("reference") == "reference"
+    assert describe_component({"name": "fenced-counter", "locks": 2}) == "fenced-counter"
+    nemesis = [{"fault": "partition", "shape": "majorities-ring"}, {"fault": "kill"}]
+    assert describe_component(nemesis) == "partition+kill"
+    assert describe_component({"faults": ["partition", "clock"]}) == "partition+clock"
+    assert describe_component([]) == "none"
+    assert describe_component(None) == "none"

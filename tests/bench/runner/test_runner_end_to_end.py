@@ -118,3 +118,12 @@ def test_a_stale_writer_is_refused_by_the_fenced_resource_and_caught_without_it(
         verdicts[mode] = (outcome.verdict, len(refused))
     assert verdicts["fenced"][0] == "valid" and verdicts["fenced"][1] >= 1, verdicts
     assert verdicts["unfenced"] == ("invalid", 0), verdicts
+
+
+def test_the_rate_limits_how_many_ops_all_processes_issue(tmp_path: Path) -> None:
+    path = write_test_file(tmp_path, rate=40.0, time_limit=1.5, concurrency=4)
+    outcome = run_test(load_test_config(path), RunOptions(store=tmp_path, live_progress=False))
+    invokes = [op for op in read_history(outcome.run_dir / "history.jsonl") if op.type == "invoke"]
+    # 40 ops/s for 1.5 s is 60 (the first op of each process starts at once); unthrottled, this
+    # test issues thousands
+    assert 40 <= len(invokes) <= 75, len(invokes)

@@ -46,7 +46,7 @@ def _valid_request(rng: random.Random) -> dict[str, object]:
 
 
 def _mutate(rng: random.Random, request: dict[str, object]) -> dict[str, object]:
-    mutated = json.loads(json.dumps(request))
+    mutated: dict[str, object] = json.loads(json.dumps(request))
     choice = rng.randrange(5)
     args = mutated.get("args")
     if choice == 0:

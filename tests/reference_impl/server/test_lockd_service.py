@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -192,6 +194,8 @@ def test_http_endpoints_report_role_and_metrics(cluster: LocalCluster) -> None:
         metrics = response.read().decode()
     for name in (
         "lockd_raft_is_leader 1",
+        f'lockd_raft_leader{{leader="{leader.id}"}} 1',
+        'lockd_raft_role{role="leader"} 1',
         "lockd_raft_term ",
         "lockd_raft_fsync_seconds_bucket",
         "lockd_raft_proposal_seconds_count",
@@ -202,3 +206,8 @@ def test_http_endpoints_report_role_and_metrics(cluster: LocalCluster) -> None:
         "lockd_watchers ",
     ):
         assert name in metrics, f"{name!r} missing from /metrics"
+    if shutil.which("promtool"):  # the exposition format itself (and its lint rules)
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr

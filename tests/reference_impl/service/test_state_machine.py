@@ -72,13 +72,16 @@ def test_reacquire_by_holder_is_idempotent() -> None:
 def test_waiters_are_granted_in_fifo_order_with_increasing_tokens() -> None:
     log = Log()
     sessions = [log.open(c) for c in "abc"]
-    tokens = [log.acquire("a", sessions[0], "x").token]
+    first = log.acquire("a", sessions[0], "x").token
+    assert first is not None
+    tokens = [first]
     assert log.acquire("b", sessions[1], "x").status == "queued"
     assert log.acquire("c", sessions[2], "x").status == "queued"
     for i in range(3):
         view = log.machine.owner("x")
         assert [h.session for h in view.holders] == [sessions[i]]
         if i:
+            assert view.token is not None
             tokens.append(view.token)
         log.release("abc"[i], sessions[i], "x")
     assert tokens == sorted(tokens) and len(set(tokens)) == 3
