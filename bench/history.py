@@ -187,22 +187,25 @@ class ReadProblem:
     reason: str
 
 
+def _decode_line(text: str, source: str, number: int) -> Op:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HistoryError(source, number, f"not valid JSON ({exc.msg}); truncated?") from exc
+    if not isinstance(obj, dict):
+        raise HistoryError(source, number, "a history line must be a JSON object")
+    try:
+        return Op.from_json(obj)
+    except ValueError as exc:
+        raise HistoryError(source, number, str(exc)) from exc
+
+
 def iter_history_lines(lines: Iterable[str], source: str = "<history>") -> Iterator[Op]:
     """Decode JSON Lines strictly; the first bad line raises HistoryError with its number."""
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
-        if not text:
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise HistoryError(source, number, f"not valid JSON ({exc.msg}); truncated?") from exc
-        if not isinstance(obj, dict):
-            raise HistoryError(source, number, "a history line must be a JSON object")
-        try:
-            yield Op.from_json(obj)
-        except ValueError as exc:
-            raise HistoryError(source, number, str(exc)) from exc
+        if text:
+            yield _decode_line(text, source, number)
 
 
 def read_history(path: Path) -> list[Op]:
@@ -217,8 +220,11 @@ def read_history_lenient(path: Path) -> tuple[list[Op], list[ReadProblem]]:
     problems: list[ReadProblem] = []
     with path.open(encoding="utf-8", errors="replace") as fh:
         for number, raw in enumerate(fh, start=1):
+            text = raw.strip()
+            if not text:
+                continue
             try:
-                ops.extend(iter_history_lines([raw], str(path)))
+                ops.append(_decode_line(text, str(path), number))
             except HistoryError as exc:
                 problems.append(ReadProblem(number, exc.reason))
     return ops, problems

@@ -3,8 +3,9 @@
 Needs no memory of what was done: it removes our iptables chains (never the user's rules), stops
 every lockbench helper (clock drivers, packet shapers) by its pidfile, puts libfaketime offsets
 back to ``+0`` and sends SIGCONT to every daemon with a pidfile in the node's data directory. Then
-it checks that no chain of ours is left. Killed servers are not restarted here: only the run
-knows which ones it killed (NemesisRunner.heal_all does that).
+it checks that no chain of ours is left. On the local runtime the link proxy is healed instead of
+iptables. Killed servers are not restarted here: only the run knows which ones it killed
+(NemesisRunner.heal_all does that).
 """
 
 from __future__ import annotations

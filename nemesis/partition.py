@@ -33,7 +33,6 @@ class PartitionNemesis:
         self.locks = locks
         self.active: dict[str, list[str]] = {}
         self.links = link_faults_of(cluster)
-        self.links_blocked = False
 
     def setup(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -58,7 +57,6 @@ class PartitionNemesis:
 
     def _start(self, grudge: Mapping[str, frozenset[str]]) -> FaultAction:
         if self.links is not None:
-            self.links_blocked = True
             state = self.links.partition(grudge)
             return FaultAction(
                 "start-partition",
@@ -91,7 +89,6 @@ class PartitionNemesis:
     def _stop(self) -> FaultAction:
         if self.links is not None:
             state = self.links.partition({})
-            self.links_blocked = False
             return FaultAction("stop-partition", {"links": describe_links(state)})
         active, self.active = self.active, {}
 
@@ -112,7 +109,6 @@ class PartitionNemesis:
         """Remove the whole chain on every node (also rules of an earlier, crashed bench)."""
         if self.links is not None:
             heal_links(self.links)
-            self.links_blocked = False
             return FaultAction("stop-partition", {"links": {}})
         return heal_partitions(self.cluster, self.locks, self)
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from bench.backends.memory import MemoryBackend
 from bench.runner.cluster_setup import InProcessCluster
-from bench.runner.history_sink import RunHistoryWriter
+from bench.runner.history_sink import CountingHistory, RunHistoryWriter
 from bench.runner.options import parse_options
 from bench.runner.process import ClientDriver, ClientProcess, HistorySink, RunStats
 from bench.runner.resource import ResourceClient, ResourceServer
-from bench.runner.test_run import CountingHistory
 from workloads.base import WorkloadContext
 from workloads.mutex import MutexOptions, MutexWorkload
 

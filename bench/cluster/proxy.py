@@ -41,7 +41,7 @@ import random
 import signal
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -374,18 +374,22 @@ class LinkProxy:
         elif request.op == "block":
             wanted = set(request.links)
             for link, channel in self.channels.items():
-                channel.set_fault(_replace(channel.fault, blocked=link in wanted))
+                channel.set_fault(replace(channel.fault, blocked=link in wanted))
         elif request.op == "quality":
-            quality = request.quality
             for link in request.links:
                 channel = self.channels[link]
-                channel.set_fault(LinkFault(channel.fault.blocked, *_quality(quality)))
+                channel.set_fault(replace(request.quality, blocked=channel.fault.blocked))
         if request.op != "state":
-            faulty = {str(c.link): c.fault.as_dict() for c in self.channels.values()}
-            log.info("%s: faulty links now %s", request.op, {
-                link: fault for link, fault in faulty.items() if fault != LinkFault().as_dict()
-            })
-        return {"ok": True, "links": [self.channels[link].status() for link in sorted(self.channels)]}
+            faulty = {
+                str(link): channel.fault.as_dict()
+                for link, channel in sorted(self.channels.items())
+                if not channel.fault.healthy
+            }
+            log.info("%s: faulty links now %s", request.op, faulty)
+        return {
+            "ok": True,
+            "links": [self.channels[link].status() for link in sorted(self.channels)],
+        }
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -497,14 +501,6 @@ class LinkProxy:
         async with asyncio.TaskGroup() as group:
             group.create_task(read_side())
             group.create_task(write_side())
-
-
-def _replace(fault: LinkFault, *, blocked: bool) -> LinkFault:
-    return LinkFault(blocked, fault.delay_ms, fault.jitter_ms, fault.loss)
-
-
-def _quality(fault: LinkFault) -> tuple[float, float, float]:
-    return fault.delay_ms, fault.jitter_ms, fault.loss
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import ClusterHandle, load_inventory, open_cluster
-from bench.cluster.daemon import find_local_libfaketime
+from bench.cluster import ALL_FAULTS, ClusterHandle, load_inventory, open_cluster
 from bench.cluster.parallel import on_each_node
 from bench.cluster.runtimes import (
     cluster_dir_for,
@@ -61,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     with open_cluster(inventory) as cluster:
         capabilities = ", ".join(sorted(cluster.capabilities))
+        lacking = ALL_FAULTS - cluster.capabilities
     print(
         f"{runtime} cluster up in {time.monotonic() - started:.1f} s: "
         f"{', '.join(f'{n.name}={n.address}' for n in inventory.nodes)}"
@@ -68,10 +68,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"inventory: {inventory.cluster_dir / 'inventory.yaml'}")
     print(f"faults this runtime can inject: {capabilities}")
     if runtime == "local":
-        print(
-            "cannot inject: partition, netem (one shared loopback)"
-            + ("" if find_local_libfaketime() else ", clock (libfaketime not installed)")
-        )
+        why = {
+            "partition": "partition (no room for the link proxy's ports)",
+            "netem": "netem (no room for the link proxy's ports)",
+            "clock": "clock (libfaketime not installed)",
+        }
+        if lacking:
+            print(f"cannot inject: {', '.join(why.get(f, f) for f in sorted(lacking))}")
+        else:
+            print("partitions and netem go through the link proxy (one shared loopback)")
     return 0
 
 

@@ -112,3 +112,30 @@ class RunHistoryWriter:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+
+
+class CountingHistory:
+    """A sink that keeps nothing, only counts: the runner benchmark's baseline for writing."""
+
+    def __init__(self) -> None:
+        self.start_ns = time.monotonic_ns()
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.start_ns
+
+    def append(
+        self,
+        process: Process,
+        type: OpType,
+        f: str,
+        key: str | None = None,
+        value: Any = None,
+        **optional: Any,
+    ) -> None:
+        with self._lock:
+            self.count += 1
+
+    def close(self) -> None:
+        """Nothing was opened."""

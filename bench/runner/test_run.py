@@ -82,7 +82,6 @@ class RunOptions:
     store: Path = Path("store")
     leave_running: bool = False
     live_progress: bool | None = None  # None: a live display only when stdout is a terminal
-    write_history: bool = True  # False only for the runner benchmark's comparison
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,34 +94,6 @@ class RunOutcome:
     errors: tuple[str, ...]
     interrupted: bool
     stats: RunStats
-
-
-class CountingHistory:
-    """A history sink that keeps nothing: the benchmark's baseline for the cost of writing."""
-
-    def __init__(self) -> None:
-        self.start_ns = time.monotonic_ns()
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def now(self) -> int:
-        return time.monotonic_ns() - self.start_ns
-
-    def append(
-        self,
-        process: Any,
-        type: Any,
-        f: str,
-        key: str | None = None,
-        value: Any = None,
-        **optional: Any,
-    ) -> Any:
-        with self._lock:
-            self.count += 1
-        return None
-
-    def close(self) -> None:
-        """Nothing was opened."""
 
 
 def run_test(config: TestConfig, options: RunOptions | None = None) -> RunOutcome:
@@ -188,12 +159,8 @@ class TestRun:
     async def _run(self, run_dir: Path) -> RunOutcome:
         config = self.config
         backend = create_backend(config.backend, config.backend_options)
-        writer: HistorySink
-        if self.options.write_history:
-            writer = RunHistoryWriter(run_dir / HISTORY_FILE)
-        else:
-            writer = CountingHistory()
-        history = writer
+        writer = RunHistoryWriter(run_dir / HISTORY_FILE)
+        history: HistorySink = writer
         try:
             test_cluster = await asyncio.to_thread(open_test_cluster, config, run_dir)
         except (BenchError, OSError, RuntimeError) as exc:
@@ -475,18 +442,12 @@ class TestRun:
             },
             "retired_processes": self.stats.retired,
         }
-        verdict: Verdict
-        results: dict[str, CheckResult] = {}
-        if not self.options.write_history:
-            verdict = "unknown"
-            notes["reason"] = "history writing was disabled"
-        else:
-            verdict, results, reason = check_history(
-                run_dir / HISTORY_FILE, config.resolved_checkers, checker_options(config)
-            )
-            if reason:
-                notes["reason"] = reason
-                self.errors.append(reason)
+        verdict, results, reason = check_history(
+            run_dir / HISTORY_FILE, config.resolved_checkers, checker_options(config)
+        )
+        if reason:
+            notes["reason"] = reason
+            self.errors.append(reason)
         write_results(run_dir, verdict, results, errors=self.errors, notes=notes)
         render(run_dir)
         code = VERDICT_EXIT[verdict]

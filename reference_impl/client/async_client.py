@@ -232,6 +232,18 @@ class AsyncLockClient:
                 continue
             self._safe_deadline = max(self._safe_deadline, sent + self.ttl * (1 - self.drift_bound))
 
+    async def stall_keepalive(self, seconds: float) -> None:
+        """Send no keepalive for ``seconds`` (a simulated GC pause of the holder), then resume if
+        the session still looks alive. The session may expire on the service meanwhile."""
+        task = self._keepalive_task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await asyncio.sleep(seconds)
+        if not self._closed and self.session_alive():
+            self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive_loop())
+
     # -- connections and retries --------------------------------------------------------------
 
     async def _connection(self, endpoint: str) -> Connection:

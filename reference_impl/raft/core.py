@@ -330,13 +330,16 @@ class RaftNode:
 
     def has_ready(self) -> bool:
         self._flush()
-        return bool(
-            self._messages
-            or self._read_states
-            or self._received_snapshot is not None
-            or self._current_hard_state() != self._persisted_hard_state
-            or self._log.stable_index < self._log.last_index
-            or self._log.commit > self._log.applied
+        if self._messages or self._read_states or self._received_snapshot is not None:
+            return True
+        log = self._log
+        if log.stable_index < log.last_index or log.commit > log.applied:
+            return True
+        persisted = self._persisted_hard_state
+        return (
+            persisted.term != self._term
+            or persisted.vote != self._vote
+            or persisted.commit != log.commit
         )
 
     def ready(self) -> Ready:
@@ -429,11 +432,14 @@ class RaftNode:
     def _accept_higher_term(self, msg: Message) -> bool:
         """Handle a message from a higher term; False when it must be ignored."""
         if isinstance(msg, VoteRequest):
-            in_lease = (
-                self._config.check_quorum
-                and self._leader is not None
+            heard_leader = (
+                self._leader is not None
                 and self._election_elapsed < self._config.election_ticks_min
             )
+            # With lease reads, a node that just (re)started may have acknowledged a leader's
+            # lease before it went down: it must not vote before that lease has run out.
+            just_booted = self._config.lease_reads and self._ticks < self._config.election_ticks_min
+            in_lease = self._config.check_quorum and (heard_leader or just_booted)
             if in_lease and not msg.transfer:
                 logger.debug(
                     "%s: ignoring %s from %s in term %d: a leader was heard recently",

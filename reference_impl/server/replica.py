@@ -308,6 +308,7 @@ class Replica:
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
+            self._reads.pop(ctx, None)  # an answer may never come (lost request)
             self.metrics.reads_failed += 1
             raise ReadIndexTimeout(
                 f"{self._id}: read index not confirmed within {timeout:.3f}s (leader "

@@ -163,7 +163,7 @@ def test_a_drifting_clock_is_sampled_while_it_drifts_and_reset_at_the_end(
 
 
 def _through_proxy(cluster: ClusterHandle, src: str, dst: str) -> float | None:
-    """ms until ``dst``'s probe answers over the proxied link ``src -> dst``; None if it does not."""
+    """ms until ``dst``'s probe answers over the proxied link ``src -> dst``, or None."""
     assert cluster.link_faults is not None
     port = cluster.link_faults.proxy_port(src, dst)
     start = time.monotonic()

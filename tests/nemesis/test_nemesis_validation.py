@@ -24,34 +24,42 @@ from nemesis.spec import (
 NAMES = ("n1", "n2", "n3", "n4", "n5")
 
 
-def _cluster(tmp_path: Path, runtime: str) -> ClusterHandle:
-    """A real cluster handle; SSH connects lazily, so nothing is contacted by validation."""
+def _cluster(tmp_path: Path, runtime: str, *, port_step: int = 100) -> ClusterHandle:
+    """A real cluster handle; SSH connects lazily, so nothing is contacted by validation.
+
+    Local nodes whose port offsets are too close together leave no room for the link proxy, so
+    that cluster cannot partition (bench.cluster.link_faults).
+    """
     shared = runtime == "local"
     nodes = tuple(
         NodeSpec(
             name=name,
             address="127.0.0.1" if shared else f"10.77.2.{11 + i}",
             data_dir=str(tmp_path / name),
-            port_offset=100 * i if shared else 0,
+            port_offset=port_step * i if shared else 0,
         )
         for i, name in enumerate(NAMES)
     )
     return open_cluster(Inventory(runtime, nodes, tmp_path, None))
 
 
-def _runner(tmp_path: Path, specs: list[dict[str, Any]], runtime: str = "netns") -> NemesisRunner:
+def _runner(
+    tmp_path: Path, specs: list[dict[str, Any]], runtime: str = "netns", port_step: int = 100
+) -> NemesisRunner:
     return NemesisRunner(
         specs,
-        _cluster(tmp_path, runtime),
+        _cluster(tmp_path, runtime, port_step=port_step),
         ReferenceBackend(),
         seed=1,
         record=lambda *_: None,
     )
 
 
-def _refused(tmp_path: Path, spec: dict[str, Any], runtime: str = "netns") -> str:
+def _refused(
+    tmp_path: Path, spec: dict[str, Any], runtime: str = "netns", port_step: int = 100
+) -> str:
     with pytest.raises(ConfigError) as info:
-        _runner(tmp_path, [spec], runtime).validate()
+        _runner(tmp_path, [spec], runtime, port_step).validate()
     return str(info.value)
 
 
@@ -76,11 +84,23 @@ def test_a_majority_of_two_out_of_five_is_impossible(tmp_path: Path) -> None:
 
 
 def test_a_fault_the_runtime_cannot_do_is_refused(tmp_path: Path) -> None:
-    message = _refused(tmp_path, {"fault": "partition"}, runtime="local")
+    message = _refused(tmp_path, {"fault": "partition"}, runtime="local", port_step=1)
     assert "local runtime cannot inject partition" in message
     assert "local runtime cannot inject netem" in _refused(
-        tmp_path, {"fault": "netem", "delay_ms": 10}, runtime="local"
+        tmp_path, {"fault": "netem", "delay_ms": 10}, runtime="local", port_step=1
     )
+
+
+def test_the_local_link_proxy_is_refused_what_it_cannot_shape(tmp_path: Path) -> None:
+    _runner(
+        tmp_path, [{"fault": "partition"}, {"fault": "netem", "delay_ms": 5}], "local"
+    ).validate()
+    for spec in (
+        {"fault": "netem", "delay_ms": 5, "reorder": 0.1},
+        {"fault": "netem", "duplicate": 0.5},
+        {"fault": "netem", "loss": 1.0},
+    ):
+        assert "link proxy can delay, jitter and lose" in _refused(tmp_path, spec, "local")
 
 
 def test_clock_offset_out_of_range_is_refused(tmp_path: Path) -> None:

@@ -33,12 +33,16 @@ def test_local_nodes_share_loopback_with_distinct_ports_and_dirs(tmp_path: Path)
 def test_local_runtime_refuses_faults_it_cannot_inject(tmp_path: Path) -> None:
     with open_cluster(local_up(tmp_path / "c", base_offset=LOCAL_BASE_OFFSET)) as cluster:
         assert isinstance(cluster, Cluster)
-        assert {"kill", "pause"} <= cluster.capabilities
+        assert {"kill", "pause", "partition", "netem"} <= cluster.capabilities  # link proxy
         assert ("clock" in cluster.capabilities) == (find_local_libfaketime() is not None)
-        require_capabilities(cluster, ["kill", "pause"])
-        with pytest.raises(ConfigError, match="local runtime cannot inject netem, partition"):
-            require_capabilities(cluster, ["kill", "partition", "netem"])
+        require_capabilities(cluster, ["kill", "pause", "partition", "netem"])
     local_down(tmp_path / "c")
+    # ports packed too tightly leave no room for the link proxy: no partitions, no netem
+    crowded = local_up(tmp_path / "d", base_offset=LOCAL_BASE_OFFSET, offset_step=4)
+    refused = pytest.raises(ConfigError, match="local runtime cannot inject netem, partition")
+    with open_cluster(crowded) as cluster, refused:
+        require_capabilities(cluster, ["kill", "partition", "netem"])
+    local_down(tmp_path / "d")
 
 
 def test_local_down_kills_daemons_and_removes_node_dirs(tmp_path: Path) -> None:

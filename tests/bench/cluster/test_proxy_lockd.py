@@ -34,9 +34,12 @@ ELECTION_TIMEOUT_S = 20.0
 Statuses = dict[str, dict[str, Any] | None]
 
 
-@pytest.fixture
-def lockd_cluster(tmp_path: Path) -> Iterator[tuple[ClusterHandle, LinkFaultController]]:
-    cluster_dir = tmp_path / "c"
+@pytest.fixture(scope="module")
+def lockd_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ClusterHandle, LinkFaultController]]:
+    """One deployed, running cluster for the module (deployment costs most of the time)."""
+    cluster_dir = tmp_path_factory.mktemp("lockd") / "c"
     try:
         with open_cluster(local_up(cluster_dir, base_offset=BASE_OFFSET)) as cluster:
             assert cluster.link_faults is not None

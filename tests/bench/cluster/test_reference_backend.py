@@ -71,10 +71,11 @@ def test_local_nodes_get_ports_shifted_by_their_offset(tmp_path: Path) -> None:
     members = yaml.safe_load(lockd_config(cluster, cluster.node("n1"), ReferenceOptions()))
     assert members["members"]["n2"] == {
         "host": "127.0.0.1",
-        "peer_port": 7011,
+        "peer_port": 7002,  # n1 reaches n2's peer port (7011) through the link proxy
         "client_port": 7010,
         "http_port": 7090,
     }
+    assert members["members"]["n1"]["peer_port"] == 7001  # its own entry: the real port
 
 
 @pytest.mark.parametrize(

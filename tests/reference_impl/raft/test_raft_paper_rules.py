@@ -269,20 +269,41 @@ def test_readindex_on_the_leader_waits_for_a_quorum_heartbeat() -> None:
 
 
 def test_lease_reads_answer_at_once_within_the_lease_and_not_after_it() -> None:
-    cluster, leader = _elected_cluster(lease_reads=True)
+    cluster = ManualCluster(3, lease_reads=True)
+    leader = None
+    for _ in range(40):  # fresh nodes refuse votes for an election timeout (boot lease)
+        cluster.tick_all()
+        leader = cluster.leader()
+        if leader is not None and leader.commit_index == leader.last_index:
+            break
+    assert leader is not None
     cluster.tick_all()  # a heartbeat round acknowledged by a majority starts the lease
     cluster.outbox.clear()
     leader.read_index(b"lease")
-    cluster.process("n1")
-    assert [ctx for ctx, _ in cluster.read_states["n1"]] == [b"lease"]
+    cluster.process(leader.id)
+    assert [ctx for ctx, _ in cluster.read_states[leader.id]] == [b"lease"]
     assert not cluster.outbox, "a lease read sends nothing"
-    cluster.isolate("n1")
+    cluster.isolate(leader.id)
     for _ in range(leader.config.election_ticks_min):
-        cluster.tick("n1")
+        cluster.tick(leader.id)
     if leader.role is Role.LEADER:
         leader.read_index(b"expired")
-        cluster.process("n1")
-        assert b"expired" not in [ctx for ctx, _ in cluster.read_states["n1"]]
+        cluster.process(leader.id)
+        assert b"expired" not in [ctx for ctx, _ in cluster.read_states[leader.id]]
+
+
+def test_with_lease_reads_a_restarted_node_does_not_vote_inside_a_possible_lease() -> None:
+    node = _node("n2", lease_reads=True)
+    node.step(VoteRequest("n3", "n2", 1, 0, 0, pre_vote=True))
+    assert not node.ready().messages, "a fresh node may have acked a lease before it crashed"
+    for _ in range(node.config.election_ticks_min - 1):
+        node.tick()
+    assert node.role is Role.FOLLOWER
+    node.step(VoteRequest("n3", "n2", 1, 0, 0, pre_vote=True))
+    assert not node.ready().messages
+    node.tick()
+    node.step(VoteRequest("n3", "n2", 1, 0, 0, pre_vote=True))
+    assert node.ready().messages == (VoteResponse("n2", "n3", 1, True, pre_vote=True),)
 
 
 # -- Snapshots and transfer ---------------------------------------------------------------------

@@ -138,8 +138,8 @@ def test_an_expired_holder_loses_the_lock_to_the_next_waiter(cluster: LocalClust
         waiter = await AsyncLockClient.connect(cluster.endpoints, ttl=5.0)
         try:
             first = await stalled.acquire("expiry/x")
-            assert stalled._keepalive_task is not None
-            stalled._keepalive_task.cancel()  # the holder stops heartbeating (a long GC pause)
+            # The holder stops heartbeating (a long GC pause) while another process waits.
+            stall = asyncio.ensure_future(stalled.stall_keepalive(6.0))
             started = time.monotonic()
             second = await asyncio.wait_for(waiter.acquire("expiry/x"), 10)
             waited = time.monotonic() - started
@@ -149,6 +149,7 @@ def test_an_expired_holder_loses_the_lock_to_the_next_waiter(cluster: LocalClust
             assert not stalled.session_alive() and lost
             with pytest.raises(SessionExpired):
                 await stalled.acquire("expiry/y")
+            stall.cancel()
         finally:
             await stalled.close()
             await waiter.close()
