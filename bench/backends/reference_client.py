@@ -24,6 +24,9 @@ from bench.protocols import DefiniteFailure, Grant, Indeterminate, LockEvent, Ow
 T = TypeVar("T")
 # The client library's own per-request timeout; the runner's per-op timeout bounds the whole op.
 REQUEST_TIMEOUT_S = 2.0
+# Node name -> client endpoint, learned from lockd's member list, per cluster (set of endpoints).
+# Membership is fixed for a run, so every client of the run shares one lookup.
+_MEMBER_ENDPOINTS: dict[frozenset[str], dict[str, str]] = {}
 
 
 async def open_reference_client(
@@ -37,7 +40,7 @@ async def open_reference_client(
     """Open a session on lockd, trying ``preferred`` (this process's node) first.
 
     ``node_endpoints`` maps node names to client endpoints, for reads from a named node (the
-    follower-read workload); without it a node must be given as ``host:port``.
+    follower-read workload); without it the names are learned from lockd's member list.
     """
     order = [preferred, *(e for e in endpoints if e != preferred)]
     client = ReferenceLockClient(order, ttl=ttl, process=process, node_endpoints=node_endpoints)
@@ -99,17 +102,33 @@ class ReferenceLockClient:
 
     async def owner(self, lock: str, *, node: str | None = None) -> OwnerInfo:
         client = self._require()
-        endpoint = None if node is None else self._endpoint_of(node)
+        endpoint = None if node is None else await self._endpoint_of(node)
         owner = await _mapped(lambda: client.owner(lock, endpoint=endpoint))
         holders = tuple(str(h.session) for h in owner.holders)
         return OwnerInfo(lock, holders, owner.token)
 
-    def _endpoint_of(self, node: str) -> str:
+    async def _endpoint_of(self, node: str) -> str:
+        """A node name's client endpoint: given, or from lockd's member list (asked once)."""
         if node in self.node_endpoints:
             return self.node_endpoints[node]
         if ":" in node:
             return node
-        raise DefiniteFailure(f"no client endpoint known for node {node!r}")
+        key = frozenset(self.endpoints)
+        known = _MEMBER_ENDPOINTS.get(key)
+        if known is None:
+            from reference_impl.client.errors import LockServiceError
+
+            try:
+                members = await self._require().members()
+            except LockServiceError as exc:
+                # nothing was read yet: the owner read certainly did not happen
+                raise DefiniteFailure(f"cannot resolve node {node!r}: {exc}") from exc
+            known = {str(m["id"]): str(m["client_endpoint"]) for m in members}
+            _MEMBER_ENDPOINTS[key] = known
+        self.node_endpoints.update(known)
+        if node not in known:
+            raise DefiniteFailure(f"no node {node!r} among lockd's members {sorted(known)}")
+        return known[node]
 
     async def watch(self, prefix: str, *, from_revision: int = 0) -> AsyncIterator[LockEvent]:
         client = self._require()

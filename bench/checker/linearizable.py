@@ -112,6 +112,8 @@ def _expiries_for_key(
 
 @dataclass(frozen=True, slots=True)
 class KeyFailure:
+    """A key that is not linearizable: its ops, the op no order got past, the window shown."""
+
     key: str | None
     ops: tuple[LinOp, ...]
     stuck: LinOp

@@ -34,7 +34,7 @@ from bench.checker.operations import LinOp
 Step = Callable[[Hashable, LinOp], Hashable]
 # Placements of optional ops compared per (required ops, state) for dominance; measured on
 # 1,000-op histories with 15% info ops: unbounded lists made single steps cost ~20 us.
-MEMO_PER_STATE = 16
+MEMO_PER_STATE = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,7 +165,9 @@ class LinkFaultController:
     def start_proxy(self, peer_ports: Mapping[str, int]) -> bool:
         """Make the proxy forward each link to ``dst``'s real peer port; True if (re)started.
 
-        A proxy already serving exactly these routes is left alone (and keeps its faults).
+        A proxy already serving exactly these routes keeps running (lockd's connections survive a
+        redeploy) but is healed: a deployed cluster starts with a healthy network even if a bench
+        died mid-fault.
         """
         missing = sorted(set(self.node_names) - set(peer_ports))
         if missing:
@@ -178,6 +180,7 @@ class LinkFaultController:
         config_file = self.proxy_dir / PROXY_CONFIG_FILE
         running = self.proxy_running()
         if running and config_file.exists() and config_file.read_text() == config:
+            self._request(ControlRequest("heal"))
             return False
         if running:
             stop_daemon(self._proxy_node, PROXY_DAEMON)

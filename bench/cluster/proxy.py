@@ -270,7 +270,7 @@ class LinkChannel:
         self.fault = LinkFault()
         self.passable = asyncio.Event()
         self.passable.set()
-        self.stopped = asyncio.Event()
+        self.blocked = asyncio.Event()
         self.connections = 0
         self.bytes_delivered = 0
         self.listener: socket.socket | None = None
@@ -280,11 +280,11 @@ class LinkChannel:
         self.fault = fault
         if fault.blocked and not was_blocked:
             self.passable.clear()
-            self.stopped.set()
+            self.blocked.set()
             if self.listener is not None:
                 self.listener.listen(BLOCKED_BACKLOG)
         elif was_blocked and not fault.blocked:
-            self.stopped.clear()
+            self.blocked.clear()
             self.passable.set()
             if self.listener is not None:
                 self.listener.listen(LISTEN_BACKLOG)
@@ -415,7 +415,7 @@ class LinkProxy:
         while True:
             await channel.passable.wait()
             accepting = asyncio.ensure_future(loop.sock_accept(sock))
-            blocking = asyncio.ensure_future(channel.stopped.wait())
+            blocking = asyncio.ensure_future(channel.blocked.wait())
             try:
                 await asyncio.wait({accepting, blocking}, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -283,3 +283,11 @@ def _validate_checkers(config: TestConfig) -> None:
         if name not in known:
             key = f"checkers[{i}]" if config.checkers is not None else "workload"
             raise OptionError(key, f"unknown checker {name!r}; known: {', '.join(sorted(known))}")
+    try:
+        from bench.checker.options import CheckOptions
+    except ImportError:
+        return
+    try:
+        CheckOptions.from_mapping({"ttl": config.ttl, **config.checker_options})
+    except ConfigError as exc:
+        raise OptionError("checker_options", str(exc)) from exc

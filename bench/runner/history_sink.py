@@ -13,7 +13,10 @@ format and the guarantee that matters (a killed bench leaves a valid prefix), an
   history is a history the checkers can judge: an op whose completion is cut off reads as
   pending (unknown), and an op whose invoke is cut off has no record after it that could have
   observed its effect. So the prefix stays valid and a verdict on it stays sound.
-- Lines are encoded by one reusable JSON encoder; there is no ``Op`` object per line.
+- Lines are formatted directly: the fixed fields with an f-string, names (f, key, node, session)
+  through a small cache of their JSON forms, and only the value and other fields through one
+  reusable JSON encoder. There is no ``Op`` object and no dict per line. The output is the same
+  JSON, field for field, as ``HistoryWriter``'s (tests/bench/runner/test_runner_history_sink.py).
 
 Readers need nothing new: ``bench.history.read_history`` reads the file.
 """
@@ -30,7 +33,59 @@ from typing import Any
 
 from bench.history import OpType, Process
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_encode = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
+_TYPES = {t: _encode(t) for t in ("invoke", "ok", "fail", "info")}
+_OPTIONAL_FIELDS = frozenset({"node", "error", "session"})
+# JSON forms of the strings that repeat (op names, keys, nodes, sessions); emptied when full so a
+# run with very many sessions cannot grow it without bound.
+_NAME_CACHE_LIMIT = 10_000
+_names: dict[str, str] = {}
+
+
+def _name(text: str) -> str:
+    encoded = _names.get(text)
+    if encoded is None:
+        if len(_names) >= _NAME_CACHE_LIMIT:
+            _names.clear()
+        encoded = _names[text] = _encode(text)
+    return encoded
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value.__class__ is int:
+        return str(value)
+    return _encode(value)
+
+
+def format_record(
+    index: int,
+    time_ns: int,
+    process: Process,
+    type: OpType,
+    f: str,
+    key: str | None,
+    value: Any,
+    optional: dict[str, Any],
+) -> str:
+    """One history line (without the newline), as ``Op.to_json`` would give it."""
+    who = str(process) if process.__class__ is int else _encode(process)
+    line = (
+        f'{{"index":{index},"time":{time_ns},"process":{who},"type":{_TYPES[type]},'
+        f'"f":{_name(f)},"key":{"null" if key is None else _name(key)},"value":{_value(value)}'
+    )
+    node, error, session = optional.get("node"), optional.get("error"), optional.get("session")
+    if node is not None:
+        line += f',"node":{_name(node) if isinstance(node, str) else _value(node)}'
+    if error is not None:
+        line += f',"error":{_value(error)}'
+    if session is not None:
+        line += f',"session":{_name(session) if isinstance(session, str) else _value(session)}'
+    for field, extra in optional.items():
+        if extra is not None and field not in _OPTIONAL_FIELDS:
+            line += f",{_encode(field)}:{_value(extra)}"
+    return line + "}"
 
 
 class RunHistoryWriter:
@@ -60,20 +115,18 @@ class RunHistoryWriter:
         **optional: Any,
     ) -> None:
         with self._lock:
-            record: dict[str, Any] = {
-                "index": self._next_index,
-                "time": time.monotonic_ns() - self.start_ns,
-                "process": process,
-                "type": type,
-                "f": f,
-                "key": key,
-                "value": value,
-            }
-            for name, extra in optional.items():
-                if extra is not None:
-                    record[name] = extra
+            line = format_record(
+                self._next_index,
+                time.monotonic_ns() - self.start_ns,
+                process,
+                type,
+                f,
+                key,
+                value,
+                optional,
+            )
             self._next_index += 1
-            self._pending.append(_encode(record))
+            self._pending.append(line)
             if not self._flush_scheduled:
                 self._schedule_flush()
 

@@ -392,11 +392,12 @@ class Replica:
                 return
             self._proposals[index] = _PendingProposal(node.term, item.future, item.started)
         elif isinstance(item, _Read):
+            if item.future.done():
+                return
             try:
                 node.read_index(item.ctx)
             except RaftError as error:
-                if not item.future.done():
-                    item.future.set_exception(error)
+                item.future.set_exception(error)
                 return
             self._reads[item.ctx] = (item.future, time.perf_counter())
         elif isinstance(item, _Transfer):

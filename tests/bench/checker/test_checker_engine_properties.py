@@ -89,6 +89,8 @@ def _agree(history: list[Op], options: CheckOptions) -> None:
         expected = brute_force_linearizable(ops, model.step, model.initial())
         got = search(ops, model.step, model.initial(), None).linearizable
         assert got == expected, (history, ops)
+        plain = search(ops, model.step, model.initial(), None, dominance=False).linearizable
+        assert plain == expected, (history, ops)
         # The relaxed search (info ops may repeat) may only refute what really is refuted.
         relaxed = search(ops, model.step, model.initial(), None, reuse_optional=True)
         assert relaxed.linearizable or not expected, (history, ops)

@@ -187,7 +187,9 @@ def test_proxy_forwards_both_ways_and_counts_bytes(
     assert bytes(n2.received) == b"hello n2"
     forward = {s.link: s for s in controller.state().links}[Link("n1", "n2")]
     assert forward.bytes_delivered == len(b"hello n2")
+    controller.set_quality(["n1"], delay_ms=5)
     assert controller.start_proxy({"n1": N1_PEER, "n2": N2_PEER}) is False  # same routes: kept
+    assert controller.state().faulty() == {}  # ... and healed: a redeploy starts healthy
 
 
 def test_blocked_link_delivers_nothing_new_connects_hang_and_heal_resumes(

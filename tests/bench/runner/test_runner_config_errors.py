@@ -43,6 +43,7 @@ from bench.runner.config import load_test_config
         ({"nemesis": [{"fault": "kill"}]}, "nemesis[0]", "cannot inject kill"),
         ({"nemesis": [{"fault": "lightning"}]}, "nemesis[0]", "unknown nemesis fault"),
         ({"checkers": ["linearizable", "vibes"]}, "checkers[1]", "unknown checker"),
+        ({"checker_options": {"tiem_budget_s": 5}}, "checker_options", "unknown checker option"),
     ],
 )
 def test_a_bad_key_is_refused_with_file_key_and_reason(

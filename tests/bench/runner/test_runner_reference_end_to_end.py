@@ -82,6 +82,7 @@ def test_the_reference_server_on_the_local_runtime_runs_without_root(tmp_path: P
         tmp_path,
         name="lbr-local",
         runtime="local",
+        workload="follower-read",
         port_offset=12000,
         resource_port=19900,
         cluster_dir=str(tmp_path / "cluster"),
@@ -101,6 +102,9 @@ def test_the_reference_server_on_the_local_runtime_runs_without_root(tmp_path: P
     calls = pair_calls(read_history(outcome.run_dir / "history.jsonl"))
     assert sum(c.outcome == "ok" for c in calls) >= 1
     assert all(c.completion is not None for c in calls)
+    # follower reads name their node; the client resolves names from lockd's member list
+    read_from = {c.invoke.node for c in calls if c.invoke.f == "owner" and c.outcome == "ok"}
+    assert read_from and read_from <= {"n1", "n2", "n3", "n4", "n5"}
     logs = list((outcome.run_dir / "nodes").glob("*/*.log"))
     assert {p.parent.name for p in logs} == {"n1", "n2", "n3", "n4", "n5"}
     assert not (tmp_path / "cluster" / "nodes").exists()  # the runner took its cluster down

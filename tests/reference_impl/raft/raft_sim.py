@@ -271,6 +271,15 @@ class Simulation:
     # Run
 
     def run(self) -> Simulation:
+        try:
+            self._run()
+        except SimulationFailure:
+            raise
+        except Exception as error:  # a crash in the core or the model: still name the seed
+            self.fail(f"unexpected {type(error).__name__}: {error}")
+        return self
+
+    def _run(self) -> None:
         for sim_node in self.nodes.values():
             self._start(sim_node)
             self.schedule(self.rng.randrange(self.options.tick_ms), self._ticker(sim_node.id))
@@ -279,7 +288,6 @@ class Simulation:
         self.schedule(self.rng.randint(*self.options.nemesis_every_ms), self._nemesis)
         self._run_until(self.options.duration_ms)
         self._settle()
-        return self
 
     def _run_until(self, deadline: int) -> None:
         while self._queue and self._queue[0][0] <= deadline:

@@ -238,3 +238,20 @@ def test_a_follower_without_a_known_leader_refuses_reads_at_once(tmp_path: Path)
             await lonely.stop()
 
     run(scenario)
+
+
+def test_a_leader_left_in_a_minority_steps_down_and_refuses_writes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running(Group(tmp_path, 3, 18060)) as group:
+            leader = await group.leader()
+            await leader.propose(b"before", timeout=5)
+            for replica in group.replicas.values():
+                if replica is not leader:
+                    await replica.stop()
+            await _eventually(lambda: not leader.is_leader, timeout=3)
+            with pytest.raises(NotLeader):
+                await leader.propose(b"alone", timeout=1)
+            with pytest.raises(NotLeader):
+                await leader.linearizable_read(timeout=1)
+
+    run(scenario)
