@@ -200,10 +200,13 @@ def _search_or_refute(
     if not relaxed.linearizable:
         assert relaxed.stuck is not None
         stuck = ops[relaxed.stuck]
-        window = smallest_window(ops, stuck, model, budget)
-        if window is None:
-            end = stuck.ret
-            window = tuple(op for op in ops if end is None or op.call < end)
+        found = smallest_window(ops, stuck, model, budget)
+        end = stuck.ret
+        window = (
+            found.ops
+            if found is not None
+            else tuple(op for op in ops if end is None or op.call < end)
+        )
         return relaxed, KeyFailure(key, tuple(ops), stuck, window)
     return search(ops, model.step, model.initial(), budget, what), None
 
@@ -225,8 +228,18 @@ def _explain(
     if options.minimize_window:
         # Out of budget while minimising: keep the whole key history as the window.
         with contextlib.suppress(BudgetExceeded):
-            window = smallest_window(ops, stuck, model, budget) or window
+            found = smallest_window(ops, stuck, model, budget)
+            window = found.ops if found is not None else window
     return KeyFailure(key, tuple(ops), stuck, window)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A counterexample: ``ops`` are not linearizable from any of ``states``, which cover every
+    state the key could be in when the window opens."""
+
+    ops: tuple[LinOp, ...]
+    states: tuple[Hashable, ...]
 
 
 def smallest_window(
@@ -235,16 +248,19 @@ def smallest_window(
     model: Model,
     budget: Budget,
     max_starts: int = MAX_WINDOW_STARTS,
-) -> tuple[LinOp, ...] | None:
+) -> Window | None:
     """The latest-starting window ending at ``stuck``'s completion that no start state explains.
 
     A window keeps the ops invoked inside it, with ops that complete after its end made optional,
-    and every optional op still open when it starts (an info op may take effect inside it).
+    and every op still open when it starts, as optional (an info op may take effect inside it).
+    Only the ops that completed before it opens are left out; if there are none, the window
+    starts from the initial state.
     """
     assert stuck.ret is not None
     end = stuck.ret
     starts = sorted({op.call for op in ops if op.call <= stuck.call and op.ret is not None})
     earlier = [op for op in ops if op.call < end]
+    completions = sorted(op.ret for op in ops if op.ret is not None)
     for start in reversed(starts[-max_starts:]):
         sub: list[LinOp] = []
         for op in ops:
@@ -252,11 +268,12 @@ def smallest_window(
                 sub.append(op if op.ret is not None and op.ret <= end else _optional(op))
             elif op.call < start and (op.ret is None or op.ret > start) and op.call < end:
                 sub.append(_optional(op))
-        states = model.candidate_states(sub, earlier)
+        before = completions and completions[0] <= start
+        states = model.candidate_states(sub, earlier) if before else [model.initial()]
         if all(
             not _window_linearizable(sub, model, state, budget, True) for state in states
         ) or all(not _window_linearizable(sub, model, state, budget, False) for state in states):
-            return tuple(sorted(sub, key=lambda o: o.call))
+            return Window(tuple(sorted(sub, key=lambda o: o.call)), tuple(states))
     return None
 
 

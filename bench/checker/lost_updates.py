@@ -21,6 +21,19 @@ def _accepted(call: Call) -> bool:
     return not (isinstance(value, dict) and value.get("accepted") is False)
 
 
+def _final_read_anomaly(kind: str, explanation: str, final_call: Call) -> Anomaly:
+    assert final_call.completion is not None
+    return Anomaly(
+        kind=kind,
+        explanation=explanation,
+        op_indices=(final_call.invoke.index, final_call.completion.index),
+        key=final_call.invoke.key,
+        processes=(final_call.process,),
+        time_start=final_call.invoke.time,
+        time_end=final_call.completion.time,
+    )
+
+
 class LostUpdatesChecker:
     """``lost-updates``: per key, the ``final-read`` value against acknowledged res-writes."""
 
@@ -60,36 +73,23 @@ class LostUpdatesChecker:
                 "acknowledged": low - opts.counter_initial,
                 "maybe": maybe.get(key, 0),
             }
-            where = (final_call.completion.index,)
             if final < low:
                 anomalies.append(
-                    Anomaly(
-                        kind="lost-update",
-                        explanation=(
-                            f"{low - opts.counter_initial} increments of {key!r} were "
-                            f"acknowledged but the final value is {final}: {low - final} "
-                            "updates were lost (two holders wrote on top of the same read)"
-                        ),
-                        op_indices=where,
-                        key=key,
-                        processes=(final_call.process,),
-                        time_start=final_call.invoke.time,
-                        time_end=final_call.completion.time,
+                    _final_read_anomaly(
+                        "lost-update",
+                        f"{low - opts.counter_initial} increments of {key!r} were acknowledged "
+                        f"but the final value is {final}: {low - final} updates were lost (two "
+                        "holders wrote on top of the same read)",
+                        final_call,
                     )
                 )
             elif final > high:
                 anomalies.append(
-                    Anomaly(
-                        kind="phantom-update",
-                        explanation=(
-                            f"the final value of {key!r} is {final}, above the {high} that the "
-                            "acknowledged and indeterminate increments allow"
-                        ),
-                        op_indices=where,
-                        key=key,
-                        processes=(final_call.process,),
-                        time_start=final_call.invoke.time,
-                        time_end=final_call.completion.time,
+                    _final_read_anomaly(
+                        "phantom-update",
+                        f"the final value of {key!r} is {final}, above the {high} that the "
+                        "acknowledged and indeterminate increments allow",
+                        final_call,
                     )
                 )
         stats = {"keys": per_key, "keys_without_final_read": missing}

@@ -315,16 +315,15 @@ class LinkProxy:
     async def start(self) -> None:
         """Bind every port first (a taken port fails the start as a whole), then serve."""
         listeners: list[tuple[Route, socket.socket]] = []
+        host = self.config.host
         try:
             for route in self.config.routes:
-                listeners.append((route, _listen(self.config.host, route.listen_port)))
+                listeners.append((route, _listen(host, route.listen_port, f"link {route.link}")))
+            control = _listen(host, self.config.control_port, "control port")
             self._control = await asyncio.start_server(
-                self._serve_control,
-                self.config.host,
-                self.config.control_port,
-                limit=MAX_CONTROL_LINE_BYTES,
+                self._serve_control, sock=control, limit=MAX_CONTROL_LINE_BYTES
             )
-        except OSError:
+        except ProxyError:
             for _, sock in listeners:
                 sock.close()
             raise
@@ -503,16 +502,16 @@ class LinkProxy:
             group.create_task(write_side())
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, what: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ProxyError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 

@@ -101,9 +101,6 @@ def open_test_cluster(config: TestConfig, run_dir: Path) -> TestCluster:
         cluster_down(cluster_dir)
         raise
 
-    def down(directory: Path) -> object:
-        return cluster_down(directory)
-
     def close_created(leave_running: bool) -> list[str]:
         errors = _attempt("close node connections", handle.close)
         if leave_running:
@@ -112,7 +109,7 @@ def open_test_cluster(config: TestConfig, run_dir: Path) -> TestCluster:
             )
             return errors
         return errors + _attempt(
-            f"take down the cluster in {cluster_dir}", lambda: down(cluster_dir)
+            f"take down the cluster in {cluster_dir}", lambda: cluster_down(cluster_dir)
         )
 
     return TestCluster(handle, True, close_created)

@@ -84,6 +84,11 @@ class TestConfig:
             "makes no sense with runtime none (an in-process backend has no nodes)",
         )
         require(0 <= self.port_offset <= 50000, "port_offset", "must be within 0..50000")
+        require(
+            self.runtime != "ssh" or self.inventory is not None,
+            "inventory",
+            "runtime ssh needs an inventory listing your hosts (docs/runtimes.md)",
+        )
 
     def to_data(self) -> dict[str, Any]:
         """Plain data for test.yaml (lists instead of tuples)."""

@@ -15,8 +15,10 @@ from checker_brute_force import brute_force_linearizable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.checker.linearizable import check_linearizable, ops_by_key
-from bench.checker.models import make_model
+from bench.checker.budget import Budget
+from bench.checker.linearizable import check_linearizable, ops_by_key, smallest_window
+from bench.checker.models import Model, make_model
+from bench.checker.operations import LinOp
 from bench.checker.options import CheckOptions
 from bench.checker.wgl import search
 from bench.history import Op
@@ -91,6 +93,8 @@ def _agree(history: list[Op], options: CheckOptions) -> None:
         assert got == expected, (history, ops)
         plain = search(ops, model.step, model.initial(), None, dominance=False).linearizable
         assert plain == expected, (history, ops)
+        if not expected:
+            _window_is_a_proof(ops, model)
         # The relaxed search (info ops may repeat) may only refute what really is refuted.
         relaxed = search(ops, model.step, model.initial(), None, reuse_optional=True)
         assert relaxed.linearizable or not expected, (history, ops)
@@ -100,6 +104,19 @@ def _agree(history: list[Op], options: CheckOptions) -> None:
         for ops in ops_by_key(history, model).values()
     )
     assert whole.verdict == ("valid" if every_key else "invalid")
+
+
+def _window_is_a_proof(ops: list[LinOp], model: Model) -> None:
+    """The counterexample window is non-linearizable from every state it could start in."""
+    outcome = search(ops, model.step, model.initial(), None)
+    assert outcome.stuck is not None
+    stuck = ops[outcome.stuck]
+    budget = Budget.start(60, 1024)
+    window = smallest_window(ops, stuck, model, budget)
+    assert window is not None, ops
+    assert stuck in window.ops
+    for state in window.states:
+        assert not brute_force_linearizable(window.ops, model.step, state), (ops, window, state)
 
 
 @pytest.mark.parametrize("model", ["mutex", "owned-mutex", "fenced-mutex"])

@@ -29,7 +29,7 @@ from bench.cluster.proxy import (
     ProxyError,
     parse_request,
 )
-from bench.errors import ConfigError
+from bench.errors import ClusterError, ConfigError
 
 BASE_OFFSET = 16100  # n1: 23100 client, 23101 peer, 23102 link n1->n2, 23103 control; n2: 2311x
 N1_PEER, N2_PEER = 23101, 23111
@@ -238,6 +238,23 @@ def test_blocked_link_delivers_nothing_new_connects_hang_and_heal_resumes(
             conn.close()
 
 
+def test_a_one_way_block_holds_only_the_bytes_going_that_way(
+    proxied: tuple[LinkFaultController, EchoServer, EchoServer],
+) -> None:
+    controller, _, n2 = proxied
+    with socket.create_connection(("127.0.0.1", controller.proxy_port("n1", "n2")), 2) as conn:
+        assert round_trip(conn, b"warm") == b"warm"
+        controller.partition({"n1": ["n2"]})  # n1 cannot hear from n2; n2 still hears n1
+        conn.settimeout(SHORT_S)
+        conn.sendall(b"heard")
+        with pytest.raises(TimeoutError):
+            conn.recv(100)  # n2's echo is n2 -> n1: held
+        assert bytes(n2.received) == b"warmheard"  # n1 -> n2 got through
+        controller.heal()
+        conn.settimeout(SHORT_S * 8)
+        assert conn.recv(100) == b"heard"
+
+
 def test_delay_grows_the_round_trip_by_about_the_delay(
     proxied: tuple[LinkFaultController, EchoServer, EchoServer],
 ) -> None:
@@ -289,5 +306,27 @@ def test_local_down_stops_the_proxy(tmp_path: Path) -> None:
         control = cluster.link_faults.plan.control_port
     removed = local_down(cluster_dir)
     assert any("linkproxy/linkproxy" in item for item in removed), removed
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", control), timeout=SHORT_S).close()
+    deadline = time.monotonic() + 5  # SIGKILL is sent, not waited for: give it a moment
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", control), timeout=SHORT_S).close()
+        except OSError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the proxy's control port {control} still answers after local_down")
+    assert not (cluster_dir / "linkproxy").exists()
+
+
+def test_a_taken_link_port_fails_the_start_naming_the_link_and_port(tmp_path: Path) -> None:
+    cluster_dir = tmp_path / "c"
+    try:
+        with (
+            open_cluster(local_up(cluster_dir, nodes=2, base_offset=BASE_OFFSET)) as cluster,
+            socket.create_server(("127.0.0.1", 23112)),  # the port of link n2->n1
+            pytest.raises(ClusterError, match=r"link n2->n1: cannot listen on 127\.0\.0\.1:23112"),
+        ):
+            assert cluster.link_faults is not None
+            cluster.link_faults.start_proxy({"n1": N1_PEER, "n2": N2_PEER})
+    finally:
+        local_down(cluster_dir)

@@ -40,6 +40,7 @@ from bench.runner.config import load_test_config
         ),
         ({"backend_options": {"unsafe": ["typo"]}}, "backend_options", "unknown switch"),
         ({"runtime": "netns"}, "runtime", "runs only on runtime(s) none"),
+        ({"runtime": "ssh", "backend": "reference"}, "inventory", "runtime ssh needs an inventory"),
         ({"nemesis": [{"fault": "kill"}]}, "nemesis[0]", "cannot inject kill"),
         ({"nemesis": [{"fault": "lightning"}]}, "nemesis[0]", "unknown nemesis fault"),
         ({"checkers": ["linearizable", "vibes"]}, "checkers[1]", "unknown checker"),
