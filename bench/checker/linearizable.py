@@ -62,6 +62,7 @@ def resolve_model(name: str | None, history: Sequence[Op], options: CheckOptions
 def ops_by_key(history: Sequence[Op], model: Model) -> dict[str | None, list[LinOp]]:
     """Each key's operations as the model sees them (session expiries added for lock models)."""
     try:
+        model.prepare(history)
         by_key, all_calls = calls_by_key(history, model.operations)
         end_index = history[-1].index if history else 0
         end_time = history[-1].time if history else 0

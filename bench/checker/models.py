@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from bench.checker.operations import SESSION_EXPIRY, Conversion, LinOp, freeze
 from bench.checker.options import CheckOptions
-from bench.history import Call
+from bench.history import Call, Op, Process
 
 
 class ModelError(ValueError):
@@ -47,6 +47,9 @@ class Model:
     def initial(self) -> Hashable:
         return None
 
+    def prepare(self, history: Sequence[Op]) -> None:
+        """Learn what conversions need from the whole history (lock models: session owners)."""
+
     def convert(self, call: Call) -> tuple[Conversion, bool] | None:
         """The model input for a call and whether it must be linearized; None drops the call."""
         raise NotImplementedError
@@ -61,12 +64,30 @@ class Model:
 
 
 class _LockModel(Model):
-    operations = frozenset({"acquire", "release"})
+    """Shared by the mutex models: conversions, and owner reads.
+
+    An ok ``owner`` read names holder sessions; sessions map to processes through the ops that
+    carry a ``session`` field (acquire completions). A read naming a session no op carries says
+    nothing the model can check and is dropped; so are owner reads that failed or are unknown.
+    """
+
+    operations = frozenset({"acquire", "release", "owner"})
     is_lock = True
+
+    def __init__(self, options: CheckOptions) -> None:
+        super().__init__(options)
+        self.session_process: dict[str, Process] = {}
+
+    def prepare(self, history: Sequence[Op]) -> None:
+        for op in history:
+            if op.session is not None and op.is_client:
+                self.session_process.setdefault(op.session, op.process)
 
     def convert(self, call: Call) -> tuple[Conversion, bool] | None:
         f = call.invoke.f
         value = call.invoke.value
+        if f == "owner":
+            return self._owner(call)
         if f == "acquire" and isinstance(value, dict) and value.get("shared"):
             raise ModelError(
                 f"op {call.invoke.index}: shared acquires are outside the mutex models; "
@@ -84,6 +105,35 @@ class _LockModel(Model):
                 )
             return Conversion(f, None, token, True), True
         return Conversion(f, None, None, False), False
+
+    def _owner(self, call: Call) -> tuple[Conversion, bool] | None:
+        if call.outcome != "ok" or call.completion is None:
+            return None
+        result = call.completion.value
+        if not isinstance(result, dict) or not isinstance(result.get("holders"), list):
+            raise ModelError(
+                f"op {call.completion.index}: an owner read's ok value must be "
+                f'{{"holders": [session...], "token": t}}, got {result!r}'
+            )
+        processes = []
+        for session in result["holders"]:
+            process = self.session_process.get(str(session))
+            if process is None:
+                return None  # a session no op of the history carries: nothing to check
+            processes.append(process)
+        token = result.get("token")
+        if not isinstance(token, int) or isinstance(token, bool):
+            token = None
+        return Conversion("owner", None, (tuple(processes), token), True), True
+
+    @staticmethod
+    def owner_matches(holder: Hashable, op: LinOp) -> bool:
+        """An owner read sees exactly the holder (one process, or none)."""
+        read: tuple[tuple[Hashable, ...], Any] = op.out  # type: ignore[assignment]
+        holders = read[0]
+        if holder is None:
+            return not holders
+        return holders == (holder,)
 
     def holders(self, ops: Sequence[LinOp]) -> list[Hashable]:
         seen: dict[Hashable, None] = {None: None, OUTSIDE: None}
@@ -109,6 +159,8 @@ class MutexModel(_LockModel):
             return None if state is not None else ILLEGAL
         if f == SESSION_EXPIRY:
             return None if state == op.process else ILLEGAL
+        if f == "owner":
+            return state if self.owner_matches(state, op) else ILLEGAL
         return ILLEGAL
 
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
@@ -126,6 +178,8 @@ class OwnedMutexModel(_LockModel):
             return op.process if state is None else ILLEGAL
         if f == "release" or f == SESSION_EXPIRY:
             return None if state == op.process else ILLEGAL
+        if f == "owner":
+            return state if self.owner_matches(state, op) else ILLEGAL
         return ILLEGAL
 
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
@@ -159,6 +213,15 @@ class FencedMutexModel(_LockModel):
             return (op.process, token)
         if f == "release" or f == SESSION_EXPIRY:
             return (None, last) if holder == op.process else ILLEGAL
+        if f == "owner":
+            if not self.owner_matches(holder, op):
+                return ILLEGAL
+            read: tuple[Any, Any] = op.out  # type: ignore[assignment]
+            seen_token = read[1]
+            # While held, the token read is the holder's (the highest granted so far).
+            if holder is not None and seen_token is not None and last is not None:
+                return state if seen_token == last else ILLEGAL
+            return state
         return ILLEGAL
 
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
