@@ -4,6 +4,11 @@ Each node gets ``{data_dir}/lockd.yaml`` (the config contract with reference_imp
 keeps its data in ``{data_dir}/lockd`` and runs as daemon ``lockd`` (pidfile, log, libfaketime)
 through ``bench.cluster.daemon``. Ports are 7000 (clients), 7001 (peers) and 7080 (HTTP status),
 each plus the node's ``port_offset``.
+
+On SSH-reached nodes (netns, ssh, vagrant) the project is deployed as a wheel into a venv per
+node. The local runtime's nodes are directories on the control machine itself, so lockd runs
+from the control node's own interpreter (``sys.executable -m reference_impl.server.main``):
+nothing to install, and no system Python with PyYAML needed, which a user without root lacks.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import inspect
 import json
 import shlex
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import yaml
@@ -23,12 +30,12 @@ import yaml
 from bench.cluster.daemon import (
     kill_daemon,
     log_path,
-    pidfile_path,
     signal_daemon,
     start_daemon,
     stop_daemon,
 )
 from bench.cluster.deploy import Wheel, deploy_project, node_program, write_node_file
+from bench.cluster.local_node import LocalNode
 from bench.errors import ConfigError
 from bench.protocols import Cluster, LockClient, Node
 
@@ -38,6 +45,9 @@ HTTP_PORT = 7080
 DAEMON = "lockd"
 STATUS_TIMEOUT_S = 1.0
 OPTION_KEYS: frozenset[str] = frozenset({"unsafe", "fsync", "tick_ms"})
+SERVER_MODULE = "reference_impl.server.main"
+# The directory holding the reference_impl package this control node runs (for local nodes).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,33 @@ def fetch_status(node: Node, *, timeout: float = STATUS_TIMEOUT_S) -> dict[str, 
     return body if isinstance(body, dict) else None
 
 
+def runs_in_place(node: Node) -> bool:
+    """True when lockd runs from this interpreter instead of a deployed venv (local runtime)."""
+    return isinstance(node, LocalNode)
+
+
+def local_lockd_argv() -> list[str]:
+    """The command that runs lockd from the control node's own interpreter and sources."""
+    return [sys.executable, "-m", SERVER_MODULE]
+
+
+def leader_from_statuses(
+    names: Sequence[str], statuses: Sequence[Mapping[str, Any] | None]
+) -> tuple[str | None, int | None]:
+    """The node that says it leads in the highest term any leader reports, and that term."""
+    best: tuple[int, str] | None = None
+    for name, status in zip(names, statuses, strict=True):
+        if status is None or status.get("role") != "leader":
+            continue
+        term = status.get("term")
+        term = term if isinstance(term, int) and not isinstance(term, bool) else -1
+        if best is None or term > best[0]:
+            best = (term, name)
+    if best is None:
+        return None, None
+    return best[1], (best[0] if best[0] >= 0 else None)
+
+
 class ReferenceBackend:
     """Implements bench.protocols.Backend for lockd on any runtime."""
 
@@ -154,6 +191,9 @@ class ReferenceBackend:
         self.options = options or ReferenceOptions()
         self.wheel = wheel
         self._use_faketime = True
+        # The term of the leader the last ``leader()`` call found (None: no leader or unknown);
+        # the runner's leader observer records it beside the name.
+        self.last_term: int | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ReferenceBackend:
@@ -163,12 +203,19 @@ class ReferenceBackend:
         """Install the project on every node and write each node's lockd config.
 
         With a link proxy (the local runtime) it is (re)started first, routing every peer link
-        to the real peer ports, so partitions and netem can act on the links.
+        to the real peer ports, so partitions and netem can act on the links. Local nodes get
+        only their configs: lockd runs there from this interpreter (see the module docstring).
         """
         self._use_faketime = "clock" in cluster.capabilities
         link_faults = getattr(cluster, "link_faults", None)
         if link_faults is not None:
             link_faults.start_proxy({node.name: peer_port(node) for node in cluster.nodes})
+
+        nodes = list(cluster.nodes)
+        if nodes and all(runs_in_place(node) for node in nodes):
+            for node in nodes:
+                write_node_file(node, config_path(node), lockd_config(cluster, node, self.options))
+            return
 
         def configure(node: Node) -> None:
             text = lockd_config(cluster, node, self.options)
@@ -176,17 +223,23 @@ class ReferenceBackend:
 
         deploy_project(cluster, self.wheel, configure)
 
+    def lockd_argv(self, node: Node) -> list[str]:
+        """lockd's command line on ``node``. The pidfile is bench.cluster.daemon's alone, so
+        lockd is not given ``--pidfile`` (see bench.cluster.daemon's docstring)."""
+        program = local_lockd_argv() if runs_in_place(node) else [node_program(node, "lockd")]
+        return [*program, "--config", config_path(node), "--log-file", log_path(node, DAEMON)]
+
     def start(self, node: Node) -> None:
-        argv = [
-            node_program(node, "lockd"),
-            "--config",
-            config_path(node),
-            "--pidfile",
-            pidfile_path(node, DAEMON),
-            "--log-file",
-            log_path(node, DAEMON),
-        ]
-        start_daemon(node, DAEMON, argv, faketime=self._use_faketime, ready_port=peer_port(node))
+        # In place, the sources must be importable whatever the daemon's working directory.
+        env = {"PYTHONPATH": str(SOURCE_ROOT)} if runs_in_place(node) else None
+        start_daemon(
+            node,
+            DAEMON,
+            self.lockd_argv(node),
+            env=env,
+            faketime=self._use_faketime,
+            ready_port=peer_port(node),
+        )
 
     def stop(self, node: Node) -> None:
         stop_daemon(node, DAEMON)
@@ -205,20 +258,21 @@ class ReferenceBackend:
         kill_daemon(node, DAEMON)
         node.run(f"rm -rf {shlex.quote(lockd_data_dir(node))}")
 
-    def leader(self, cluster: Cluster) -> str | None:
-        """The node that says it leads in the highest term any node reports; None if none."""
+    def leader_status(self, cluster: Cluster) -> tuple[str | None, int | None]:
+        """(leader, term): the node that says it leads in the highest term any leader reports.
+
+        (None, None) if no node answers as leader. Also kept in ``last_term``.
+        """
         nodes = list(cluster.nodes)
         with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
             statuses = list(pool.map(fetch_status, nodes))
-        best: tuple[int, str] | None = None
-        for node, status in zip(nodes, statuses, strict=True):
-            if status is None or status.get("role") != "leader":
-                continue
-            term = status.get("term")
-            term = term if isinstance(term, int) else -1
-            if best is None or term > best[0]:
-                best = (term, node.name)
-        return best[1] if best else None
+        leader, term = leader_from_statuses([node.name for node in nodes], statuses)
+        self.last_term = term
+        return leader, term
+
+    def leader(self, cluster: Cluster) -> str | None:
+        """The node that says it leads in the highest term any node reports; None if none."""
+        return self.leader_status(cluster)[0]
 
     def log_files(self, node: Node) -> Sequence[str]:
         return [log_path(node, DAEMON)]

@@ -13,7 +13,6 @@ application would, so a process can go on after a stall or a long partition.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -148,20 +147,9 @@ class ReferenceLockClient:
         """Suspend keepalives for ``seconds``, like a process frozen by a long GC pause.
 
         The session expires on the service meanwhile; the held locks go to other processes.
-        Uses the client library's keepalive task, the one place where heartbeats are sent.
+        The client library's ``stall_keepalive`` owns the keepalive task and restarts it after.
         """
-        client = self._require()
-        task = getattr(client, "_keepalive_task", None)
-        if task is None:
-            raise DefiniteFailure("this reference client has no keepalive task to suspend")
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await asyncio.sleep(seconds)
-        if client.session_alive():
-            client._keepalive_task = asyncio.get_running_loop().create_task(
-                client._keepalive_loop()
-            )
+        await self._require().stall_keepalive(seconds)
 
     def _require(self) -> Any:
         if self._client is None:

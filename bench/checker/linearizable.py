@@ -93,7 +93,7 @@ def _expiries_for_key(
     succeed. Attaching only these keeps the search from trying hopeless expiries."""
     mine: dict[Process, list[Call]] = {}
     for call in calls:
-        if call.process in expiry_points:
+        if call.process in expiry_points and call.invoke.f in ("acquire", "release"):
             mine.setdefault(call.process, []).append(call)
     out: list[LinOp] = []
     for process, own in mine.items():
@@ -193,11 +193,28 @@ def _search_or_refute(
     what = f"checking key {key!r}"
     limit = FIRST_STEP_LIMIT_PER_OP * len(ops) + 10_000
     try:
-        first = search(ops, model.step, model.initial(), budget, what, limit, dominance=False)
+        first = search(
+            ops,
+            model.step,
+            model.initial(),
+            budget,
+            what,
+            limit,
+            dominance=False,
+            interchangeable=model.interchangeable,
+        )
         return first, None
     except StepLimitReached:
         pass
-    relaxed = search(ops, model.step, model.initial(), budget, what, reuse_optional=True)
+    relaxed = search(
+        ops,
+        model.step,
+        model.initial(),
+        budget,
+        what,
+        reuse_optional=True,
+        interchangeable=model.interchangeable,
+    )
     if not relaxed.linearizable:
         assert relaxed.stuck is not None
         stuck = ops[relaxed.stuck]
@@ -209,7 +226,10 @@ def _search_or_refute(
             else tuple(op for op in ops if end is None or op.call < end)
         )
         return relaxed, KeyFailure(key, tuple(ops), stuck, window)
-    return search(ops, model.step, model.initial(), budget, what), None
+    exact = search(
+        ops, model.step, model.initial(), budget, what, interchangeable=model.interchangeable
+    )
+    return exact, None
 
 
 def _explain(

@@ -50,6 +50,10 @@ class Model:
     def prepare(self, history: Sequence[Op]) -> None:
         """Learn what conversions need from the whole history (lock models: session owners)."""
 
+    def interchangeable(self, op: LinOp) -> Hashable:
+        """A key equal for ops with the same effect on every state (the search tries one)."""
+        return (op.process, op.f, op.arg, op.out, op.known, op.failed)
+
     def convert(self, call: Call) -> tuple[Conversion, bool] | None:
         """The model input for a call and whether it must be linearized; None drops the call."""
         raise NotImplementedError
@@ -145,8 +149,9 @@ class _LockModel(Model):
 class MutexModel(_LockModel):
     """Knossos' mutex: acquire needs it free, release needs it held (by anyone).
 
-    The state remembers who acquired last only so a session expiry can tell whether it was that
-    process's lock that expired; releases stay ownerless, as in Knossos.
+    The state remembers who acquired last so a session expiry can tell whether it was that
+    process's lock that expired, and an owner read who holds it; releases stay ownerless, as in
+    Knossos.
     """
 
     name = "mutex"
@@ -189,44 +194,45 @@ class OwnedMutexModel(_LockModel):
 class FencedMutexModel(_LockModel):
     """An owned mutex whose grants carry tokens greater than every earlier grant's.
 
-    State: (holder, highest token granted so far). An acquire whose token is unknown (info, or a
-    backend without tokens) constrains nothing.
+    State: (holder, highest token granted so far, the holder's token). An acquire whose token is
+    unknown (info, or a backend without tokens) constrains nothing, and leaves the holder's token
+    unknown, so an owner read then cannot be checked against it either.
     """
 
     name = "fenced-mutex"
 
     def initial(self) -> Hashable:
-        return (None, None)
+        return (None, None, None)
 
     def step(self, state: Hashable, op: LinOp) -> Hashable:
-        pair: tuple[Any, Any] = state  # type: ignore[assignment]
-        holder, last = pair
+        triple: tuple[Any, Any, Any] = state  # type: ignore[assignment]
+        holder, last, held_token = triple
         f = op.f
         if f == "acquire":
             if holder is not None:
                 return ILLEGAL
             token = op.out
             if token is None:
-                return (op.process, last)
+                return (op.process, last, None)
             if last is not None and token <= last:
                 return ILLEGAL
-            return (op.process, token)
+            return (op.process, token, token)
         if f == "release" or f == SESSION_EXPIRY:
-            return (None, last) if holder == op.process else ILLEGAL
+            return (None, last, None) if holder == op.process else ILLEGAL
         if f == "owner":
             if not self.owner_matches(holder, op):
                 return ILLEGAL
             read: tuple[Any, Any] = op.out  # type: ignore[assignment]
             seen_token = read[1]
-            # While held, the token read is the holder's (the highest granted so far).
-            if holder is not None and seen_token is not None and last is not None:
-                return state if seen_token == last else ILLEGAL
+            if holder is not None and seen_token is not None and held_token is not None:
+                return state if seen_token == held_token else ILLEGAL
             return state
         return ILLEGAL
 
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
-        # The lowest "highest token so far" (none) allows the most; checking it covers the rest.
-        return [(h, None) for h in self.holders(window)]
+        # The lowest "highest token so far" (none) and an unknown holder's token allow the most;
+        # checking them covers the rest.
+        return [(h, None, None) for h in self.holders(window)]
 
 
 class RegisterModel(Model):
@@ -270,6 +276,10 @@ class RegisterModel(Model):
                 return Conversion("cas", arg, None, True, failed=True), True
             return Conversion("cas", arg, arg, outcome == "ok"), outcome == "ok"
         return None
+
+    def interchangeable(self, op: LinOp) -> Hashable:
+        # A register's ops do not depend on the process that ran them.
+        return (op.f, op.arg, op.out, op.known, op.failed)
 
     def step(self, state: Hashable, op: LinOp) -> Hashable:
         f = op.f

@@ -13,10 +13,11 @@ are kept out of the list and tried only when the required ops are stuck: the can
 step are the same as in the textbook walk, but a long-dead info op is not retried after every
 single linearization (on a 10,000-op key with 1% info ops that alone is a 20x saving).
 
-Configurations are memoised with dominance: having placed fewer optional ops is never worse, so a
-configuration is pruned when one with the same required ops and state but a subset of its placed
-optional ops was explored (an ancestor still in progress counts: its other branches cover this
-one's). Without this a few dozen pending info writes make the search exponential.
+Configurations are memoised, optionally with dominance: having placed fewer optional ops is never
+worse, so a configuration is pruned when one with the same required ops and state but a subset of
+its placed optional ops was explored (an ancestor still in progress counts: its other branches
+cover this one's). Optional ops with the same effect are tried one at a time. Without these two a
+few dozen pending info writes make the search exponential.
 
 The set of linearized required ops is a frontier (every required op numbered below it is placed)
 plus small bitsets, so memoising it costs the same at op 10 and at op 10,000.
@@ -75,6 +76,7 @@ def search(
     max_steps: int | None = None,
     reuse_optional: bool = False,
     dominance: bool = True,
+    interchangeable: Callable[[LinOp], Hashable] | None = None,
 ) -> SearchOutcome:
     """Decide whether ``ops`` (one key) is linearizable.
 
@@ -84,8 +86,13 @@ def search(
     Without ``dominance`` only identical configurations are pruned: a different exploration
     order that some histories need far fewer steps with (and others far more).
 
+    ``interchangeable`` maps an optional op to a key; optional ops with equal keys must have the
+    same effect on every state. Of those, only the earliest unplaced one is tried: once two are
+    both invoked, neither has a deadline, so placing one or the other leads to the same futures
+    (ten info writes of "3" are tried as one, not as 2^10 subsets).
+
     Raises BudgetExceeded when the budget runs out, and StepLimitReached after ``max_steps``
-    steps (so a caller can try a cheaper refutation and come back with a larger limit).
+    steps (so a caller can try a cheaper refutation or the other pruning).
     """
     required_ops = sorted(
         (i for i, op in enumerate(ops) if op.ret is not None), key=lambda i: ops[i].call
@@ -97,6 +104,14 @@ def search(
     )
     optional_call = [ops[i].call for i in optional_ops]
     optional_count = len(optional_ops)
+    # Bit mask of the earlier optional ops interchangeable with each one.
+    twins_before = [0] * optional_count
+    if interchangeable is not None:
+        earlier_by_key: dict[Hashable, int] = {}
+        for j, i in enumerate(optional_ops):
+            sig = interchangeable(ops[i])
+            twins_before[j] = earlier_by_key.get(sig, 0)
+            earlier_by_key[sig] = twins_before[j] | (1 << j)
 
     events: list[tuple[int, int, int]] = []
     for number, i in enumerate(required_ops):
@@ -191,7 +206,11 @@ def search(
         advanced = False
         while j < optional_count and optional_call[j] < limit:
             bit = 1 << j
-            if reuse_optional or not placed & bit:
+            twins = twins_before[j]
+            # Skip an op while an earlier interchangeable one is unplaced (it is tried instead).
+            if (reuse_optional or not placed & bit) and not (
+                twins and (reuse_optional or twins & ~placed)
+            ):
                 steps += 1
                 new_state = step(state, optional[j])
                 if new_state is not ILLEGAL:

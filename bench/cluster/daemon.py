@@ -5,6 +5,12 @@ A daemon ``name`` on a node has a pidfile ``{data_dir}/{name}.pid`` and a log
 (``setsid``) so it outlives the SSH command that started it, and, unless asked otherwise, under
 libfaketime with a per-node offset file ``{data_dir}/faketime.offset`` that the clock nemesis
 rewrites (``+0`` at start; see MACHINE-NOTES: monotonic clocks are left alone).
+
+The pidfile belongs to this module alone: the daemon must not write or delete it (a daemon that
+unlinks "its" pidfile on a failed start would erase the record of another instance, which then
+runs untracked and outlives ``cluster down``). It is written atomically (rename), starts of one
+daemon on one node are serialised with ``flock`` where available, and the start script watches
+the pid it launched, never a re-read of the file.
 """
 
 from __future__ import annotations
@@ -98,10 +104,13 @@ def start_daemon(
     pidfile = shlex.quote(pidfile_path(node, name))
     logfile = shlex.quote(log_path(node, name))
     program = shlex.quote(argv[0])
+    startlock = shlex.quote(f"{node.data_dir}/.{name}.start-lock")
     lines = [
         _LIVE_PID,
         f"pidfile={pidfile}",
         f"mkdir -p {data_dir}",
+        # one start of this daemon at a time (two would race for the pidfile and the ports)
+        f"if command -v flock >/dev/null 2>&1; then exec 9>>{startlock}; flock -w 30 9; fi",
         'if live_pid; then echo "ALREADY $pid"; exit 0; fi',
         f"command -v {program} >/dev/null 2>&1 || {{ echo MISSING; exit 0; }}",
     ]
@@ -130,15 +139,19 @@ def start_daemon(
     lines += [
         f"cd {data_dir}",
         f'echo "=== start $(date -u +%FT%TZ): "{shlex.quote(command)} >> {logfile}',
-        f"setsid env {assignments} {preload} {command} >> {logfile} 2>&1 < /dev/null &",
+        # 9>&-: the daemon must not inherit (and so hold) the start lock
+        f"setsid env {assignments} {preload} {command} >> {logfile} 2>&1 < /dev/null 9>&- &",
         "pid=$!",
-        'echo "$pid" > "$pidfile"',
+        'echo "$pid" > "$pidfile.new" && mv -f "$pidfile.new" "$pidfile"',
+        # the launched process itself, not whatever the pidfile says by now
+        'launched_alive() { kill -0 "$pid" 2>/dev/null && '
+        '! grep -q "^State:[[:space:]]*Z" "/proc/$pid/status" 2>/dev/null; }',
     ]
     if ready_port is not None:
         tries = max(1, int(ready_timeout / 0.1))
         lines += [
             f"for i in $(seq {tries}); do",
-            "  live_pid || { echo DIED; exit 0; }",
+            '  launched_alive || { rm -f "$pidfile"; echo DIED; exit 0; }',
             f'  if (exec 3<>{probe}) 2>/dev/null; then echo "STARTED $pid"; exit 0; fi',
             "  sleep 0.1",
             "done",
@@ -147,7 +160,7 @@ def start_daemon(
     else:
         lines += [
             f"sleep {STARTUP_GRACE_S}",
-            'if live_pid; then echo "STARTED $pid"; else echo DIED; fi',
+            'if launched_alive; then echo "STARTED $pid"; else rm -f "$pidfile"; echo DIED; fi',
         ]
     result = node.run("\n".join(lines), timeout=ready_timeout + 15)
     words = result.stdout.split()
@@ -175,7 +188,6 @@ def start_daemon(
             f"{where}: port {ready_port} not open after {ready_timeout} s; stopped it. "
             f"Log tail:\n{tail}"
         )
-    node.run(f"rm -f {pidfile}", check=False)
     raise DaemonError(
         f"{where} exited right after start. Log tail ({log_path(node, name)}):\n{tail}"
     )

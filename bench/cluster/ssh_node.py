@@ -30,6 +30,22 @@ class NodeUnreachable(ClusterError):
     """The node's SSH server could not be reached or refused us; the message says why."""
 
 
+def connect_kwargs(spec: NodeSpec) -> dict[str, object]:
+    """paramiko's connect options for a node: its key file, else the agent and default keys.
+
+    Fabric iterates ``key_filename``, so it is left out (not None) when the node names no key.
+    """
+    kwargs: dict[str, object] = {
+        "look_for_keys": spec.key_file is None,
+        "allow_agent": spec.key_file is None,
+        "banner_timeout": CONNECT_TIMEOUT_S,
+        "auth_timeout": CONNECT_TIMEOUT_S,
+    }
+    if spec.key_file is not None:
+        kwargs["key_filename"] = spec.key_file
+    return kwargs
+
+
 class SshNode:
     """One node driven over a single, lazily opened SSH connection (shared by threads)."""
 
@@ -70,13 +86,7 @@ class SshNode:
                 port=self.spec.ssh_port,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 config=Config(overrides={"load_ssh_configs": False}),
-                connect_kwargs={
-                    "key_filename": self.spec.key_file,
-                    "look_for_keys": self.spec.key_file is None,
-                    "allow_agent": self.spec.key_file is None,
-                    "banner_timeout": CONNECT_TIMEOUT_S,
-                    "auth_timeout": CONNECT_TIMEOUT_S,
-                },
+                connect_kwargs=connect_kwargs(self.spec),
             )
             client = connection.client
             if self._known_hosts is not None:
@@ -106,6 +116,14 @@ class SshNode:
                 raise NodeUnreachable(
                     f"{self._where()}: SSH connect timed out after {CONNECT_TIMEOUT_S} s "
                     "(host down or a firewall drops the packets)"
+                ) from exc
+            except paramiko.ssh_exception.NoValidConnectionsError as exc:
+                causes = sorted(
+                    {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
+                )
+                raise NodeUnreachable(
+                    f"{self._where()}: cannot connect: {', '.join(causes) or exc} "
+                    "(is sshd running there, on that port?)"
                 ) from exc
             except OSError as exc:
                 raise NodeUnreachable(

@@ -44,7 +44,8 @@ def register(subparsers: Any) -> None:
         "--checkers",
         nargs="+",
         metavar="NAME",
-        help=f"checkers to run (default: those that apply): {', '.join(available_checkers())}",
+        help="checkers to run, space- or comma-separated (default: those that apply): "
+        f"{', '.join(available_checkers())}",
     )
     parser.add_argument("--time-budget", type=float, metavar="S", help="seconds per checker")
     parser.add_argument("--memory-budget", type=float, metavar="MIB", help="MiB per checker")
@@ -140,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
         history = load_history(history_path)
     except HistoryError as exc:
         raise ConfigError(f"bad history: {exc}") from exc
-    names = args.checkers or default_checkers(history, options)
+    names = (
+        [name for item in args.checkers for name in item.split(",") if name]
+        if args.checkers
+        else default_checkers(history, options)
+    )
     verdict, results = run_checkers(history, names, options)
     document = {
         "verdict": verdict,

@@ -161,8 +161,9 @@ def _resolve(config: TestConfig) -> TestConfig:
     """Fill in what 'auto' and null mean for this machine: runtime and seed.
 
     ``runtime: auto`` is netns when root, else local; on the local runtime faults it cannot
-    inject (partitions: its nodes share one loopback) are dropped with a warning, so the
-    default test still runs, with fewer faults, for a user without root.
+    inject (clock skew without libfaketime) are dropped with a warning, so the default test
+    still runs, with fewer faults, for a user without root. Partitions and netem work there
+    through the link proxy on every peer link.
     """
     changes: dict[str, Any] = {}
     if config.seed is None:
@@ -248,6 +249,7 @@ def planned_cluster_facts(config: TestConfig) -> Any:
             node_names=tuple(n.name for n in inventory.nodes),
             addresses={n.name: n.address for n in inventory.nodes},
             capabilities=runtime_capabilities(inventory.runtime),
+            link_proxy=inventory.runtime == "local",
         )
     names = tuple(f"n{i + 1}" for i in range(config.nodes))
     if config.runtime == "none":
@@ -262,7 +264,10 @@ def planned_cluster_facts(config: TestConfig) -> Any:
         addresses = {name: str(next(hosts)) for name in names}
     else:
         addresses = dict.fromkeys(names, "127.0.0.1")
-    return ClusterFacts(config.runtime, names, addresses, capabilities)
+    # The local runtime's peer links go through its link proxy: partitions and netem act there.
+    return ClusterFacts(
+        config.runtime, names, addresses, capabilities, link_proxy=config.runtime == "local"
+    )
 
 
 def _validate_nemesis(config: TestConfig) -> None:

@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 _UNSET: Any = object()
 
 
+def leader_and_term(backend: Backend, cluster: Cluster) -> tuple[str | None, Any]:
+    """The leader and its term: ``leader_status()`` where a backend has it (the reference
+    backend does), else ``leader()`` and whatever ``last_term`` it keeps (None if nothing)."""
+    status = getattr(backend, "leader_status", None)
+    if callable(status):
+        leader, term = status(cluster)
+        return leader, term
+    return backend.leader(cluster), getattr(backend, "last_term", None)
+
+
 async def observe_leader(
     backend: Backend,
     cluster: Cluster,
@@ -35,15 +45,15 @@ async def observe_leader(
     last: Any = _UNSET
     failures = 0
     while not stop.is_set():
+        term: Any = None
         try:
             async with asyncio.timeout(timeout):
-                leader = await asyncio.to_thread(backend.leader, cluster)
+                leader, term = await asyncio.to_thread(leader_and_term, backend, cluster)
         except Exception as exc:
             failures += 1
             if failures in (1, 10) or failures % 100 == 0:
                 log.warning("leader observer: %s (failure %d)", exc, failures)
             leader = None
-        term = getattr(backend, "last_term", None)
         if leader != last:
             history.append(
                 NEMESIS,

@@ -257,6 +257,14 @@ class AsyncLockClient:
             auth_token=self.auth_token,
             client_id=self.client_id,
         )
+        # The keepalive and a request may open one endpoint at the same time: keep the first
+        # and close ours, so no connection (and its reader task) is dropped unclosed.
+        current = self._connections.get(endpoint)
+        if self._closed or (current is not None and not current.closed):
+            await connection.close()
+            if current is None or current.closed:
+                raise ConnectionLost(f"{endpoint}: the client was closed")
+            return current
         self._connections[endpoint] = connection
         return connection
 
@@ -533,26 +541,35 @@ class AsyncLockClient:
     # -- shutdown -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the session (releasing its locks) and the connections."""
+        """Close the session (releasing its locks) and the connections.
+
+        Even when the caller gives up on it (a timeout cancels the close_session request), the
+        keepalive and every connection's reader task are cancelled: nothing is left pending.
+        """
         if self._closed:
             return
-        if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._keepalive_task
-        if self.session_id is not None and not self.session_lost:
-            with contextlib.suppress(LockServiceError):
-                await self._write(
-                    "close_session", {"session": self.session_id}, budget=self.timeout
-                )
-        self._closed = True
-        self.held.clear()
+        keepalive = self._keepalive_task
+        try:
+            if keepalive is not None:
+                keepalive.cancel()
+                await asyncio.wait({keepalive})
+            if self.session_id is not None and not self.session_lost:
+                with contextlib.suppress(LockServiceError):
+                    await self._write(
+                        "close_session", {"session": self.session_id}, budget=self.timeout
+                    )
+        finally:
+            self._closed = True
+            self.held.clear()
+            for connection in self._connections.values():
+                connection.abort()  # synchronous: done even if we are being cancelled
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        for connection in list(self._connections.values()):
-            await connection.close()
+        connections = list(self._connections.values())
         self._connections.clear()
+        for connection in connections:
+            await connection.close()
 
     async def __aenter__(self) -> AsyncLockClient:
         return self

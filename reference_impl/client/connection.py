@@ -24,6 +24,8 @@ from reference_impl.service.protocol import (
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 65536
+# How long close() waits for the reader task and the socket (a peer that hangs cannot hold it).
+CLOSE_WAIT_S = 1.0
 
 
 class ServerError(Exception):
@@ -98,6 +100,12 @@ class Connection:
             raise
         except LockServiceError:
             await connection.close()
+            raise
+        except TimeoutError as exc:
+            await connection.close()
+            raise ConnectionLost(f"{endpoint}: no answer to hello within {timeout} s") from exc
+        except BaseException:  # cancelled: the reader task must not outlive the connection
+            connection.abort()
             raise
         return connection
 
@@ -197,11 +205,25 @@ class Connection:
         with contextlib.suppress(Exception):
             self._writer.close()
 
-    async def close(self) -> None:
+    def abort(self) -> None:
+        """Close now, without waiting: cancels the reader task and closes the socket.
+
+        Safe from a cancelled coroutine or a ``finally``; the task then ends on the next loop
+        iteration, so no reader is left pending ("Task was destroyed but it is pending").
+        """
         self._closed = True
         self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
         with contextlib.suppress(Exception):
             self._writer.close()
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+    async def close(self) -> None:
+        """Close and wait (bounded) until the reader task has ended and the socket is closed.
+
+        A cancellation of the caller propagates (it is not swallowed); the task is cancelled
+        before the first await, so it ends even then.
+        """
+        self.abort()
+        if not self._task.done():
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT_S)
+        with contextlib.suppress(OSError, TimeoutError, ssl_module.SSLError):
+            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_WAIT_S)

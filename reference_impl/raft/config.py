@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reference_impl.raft.errors import RaftConfigError
+from reference_impl.raft.limits import MAX_ENTRIES_PER_MESSAGE
 from reference_impl.raft.types import NodeId
 
 
@@ -58,9 +59,10 @@ class RaftConfig:
                 f"election_ticks_max ({self.election_ticks_max}) must exceed election_ticks_min "
                 f"({self.election_ticks_min}) so election timeouts are randomised"
             )
-        if self.max_entries_per_append < 1:
+        if not 1 <= self.max_entries_per_append <= MAX_ENTRIES_PER_MESSAGE:
             raise RaftConfigError(
-                f"max_entries_per_append must be >= 1, got {self.max_entries_per_append}"
+                f"max_entries_per_append must be in 1..{MAX_ENTRIES_PER_MESSAGE} "
+                f"(MAX_ENTRIES_PER_MESSAGE), got {self.max_entries_per_append}"
             )
         if self.max_inflight < 1:
             raise RaftConfigError(f"max_inflight must be >= 1, got {self.max_inflight}")

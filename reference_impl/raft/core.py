@@ -47,6 +47,9 @@ from reference_impl.raft.types import (
 
 logger = logging.getLogger(__name__)
 
+MAX_UNACKED_ROUNDS = 1024
+"""Heartbeat rounds remembered while no majority acknowledges them (~50 s at 50 ms a tick)."""
+
 
 class ReplicationState(enum.Enum):
     """How the leader talks to one follower (etcd's Progress states).
@@ -733,6 +736,9 @@ class RaftNode:
     def _begin_round(self) -> None:
         self._read_round += 1
         self._round_sent_tick[self._read_round] = self._ticks
+        if len(self._round_sent_tick) > MAX_UNACKED_ROUNDS:
+            # Only a leader nobody answers gets here (unsafe_no_check_quorum); keep it bounded.
+            del self._round_sent_tick[next(iter(self._round_sent_tick))]
 
     def _broadcast_heartbeat(self) -> None:
         self._begin_round()

@@ -22,7 +22,7 @@ def brute_force_linearizable(
         left = required - placed
         if not left:
             return True
-        horizon = min(ops[i].ret for i in left if ops[i].ret is not None)
+        horizon = min(ret for i in left if (ret := ops[i].ret) is not None)
         for i, op in enumerate(ops):
             if i in placed or op.call > horizon:
                 continue

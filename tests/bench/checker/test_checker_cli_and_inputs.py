@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from checker_histories import history
@@ -87,7 +88,7 @@ def test_check_exits_three_when_the_budget_runs_out(
 def hard_history(writers: int = 24) -> list[Op]:
     """Many concurrent writes of distinct values, then a read no order can explain: the search
     must try every subset of the writes, far more than a fraction of a second allows."""
-    records = [(p, "invoke", "write", "r", p) for p in range(writers)]
+    records: list[tuple[Any, ...]] = [(p, "invoke", "write", "r", p) for p in range(writers)]
     records += [(p, "ok", "write", "r", p) for p in range(writers)]
     records += [(writers, "invoke", "read", "r", None), (writers, "ok", "read", "r", -1)]
     return history(*records)
@@ -201,3 +202,14 @@ def test_generated_register_history_round_trips_through_the_cli(
     ops = register_history(seed=3, ops=400, info_rate=0.05)
     code, out, _ = lockbench_check([str(write_jsonl(tmp_path / "h.jsonl", ops))], capsys)
     assert code == 0, out
+
+
+def test_checkers_may_be_named_with_commas_and_unknown_ones_exit_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(write_jsonl(tmp_path / "good.jsonl", GOOD))
+    code, out, _ = lockbench_check([path, "--checkers", "linearizable,availability"], capsys)
+    assert code == 0
+    assert list(json.loads(out)["checkers"]) == ["linearizable", "availability"]
+    code, _, err = lockbench_check([path, "--checkers", "linearisable"], capsys)
+    assert code == 2 and "unknown checker" in err

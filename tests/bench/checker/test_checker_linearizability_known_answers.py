@@ -286,3 +286,78 @@ def test_memory_budget_gives_unknown_with_a_reason() -> None:
     )
     assert result.verdict == "unknown"
     assert result.reason is not None and "memory budget of 4 MiB" in result.reason
+
+
+def owner_history(holders: list[str], token: int | None, *, released: bool) -> list[Op]:
+    """Process 0 holds L with token 4 (and maybe releases it); process 1 then reads the owner."""
+    records: list[tuple[Any, ...]] = [
+        (0, "invoke", "acquire", "L", None),
+        (0, "ok", "acquire", "L", 4, {"session": "s0"}),
+    ]
+    if released:
+        records += [(0, "invoke", "release", "L", None), (0, "ok", "release", "L", None)]
+    records += [
+        (1, "invoke", "owner", "L", None),
+        (1, "ok", "owner", "L", {"holders": holders, "token": token}),
+    ]
+    return history(*records)
+
+
+@pytest.mark.parametrize("model", ["mutex", "owned-mutex", "fenced-mutex"])
+def test_owner_reads_must_see_the_current_holder(model: str) -> None:
+    assert verdict(owner_history(["s0"], 4, released=False), model=model) == "valid"
+    assert verdict(owner_history([], None, released=True), model=model) == "valid"
+    # A follower that still reports the released holder: a stale read.
+    assert verdict(owner_history(["s0"], 4, released=True), model=model) == "invalid"
+    assert verdict(owner_history([], None, released=False), model=model) == "invalid"
+
+
+def test_fenced_mutex_checks_the_token_an_owner_read_reports() -> None:
+    wrong_token = owner_history(["s0"], 3, released=False)
+    assert verdict(wrong_token, model="owned-mutex") == "valid"
+    assert verdict(wrong_token, model="fenced-mutex") == "invalid"
+
+
+def test_owner_read_naming_an_unknown_session_is_not_checked() -> None:
+    assert verdict(owner_history(["s-elsewhere"], 4, released=True), model="owned-mutex") == "valid"
+
+
+def test_owner_token_of_a_grant_whose_token_is_unknown_is_not_checked() -> None:
+    ops = history(
+        (0, "invoke", "acquire", "L", None),
+        (0, "ok", "acquire", "L", 4, {"session": "s0"}),
+        (0, "invoke", "release", "L", None),
+        (0, "ok", "release", "L", None),
+        (0, "invoke", "acquire", "L", None),
+        (0, "info", "acquire", "L", None),
+        (1, "invoke", "owner", "L", None),
+        (1, "ok", "owner", "L", {"holders": ["s0"], "token": 9}),
+    )
+    assert verdict(ops, model="fenced-mutex") == "valid"
+
+
+def test_without_minimisation_the_window_is_the_key_history_up_to_the_violation() -> None:
+    ops = history(
+        (0, "invoke", "write", "r", 1),
+        (0, "ok", "write", "r", 1),
+        (1, "invoke", "write", "r", 2),
+        (1, "ok", "write", "r", 2),
+        (0, "invoke", "read", "r", None),
+        (0, "ok", "read", "r", 1),
+    )
+    minimal = check_linearizable(ops, CheckOptions(model="register"))
+    assert minimal.window == (2, 5)  # the write of 2 and the read of 1
+    whole = check_linearizable(ops, CheckOptions(model="register", minimize_window=False))
+    assert whole.verdict == "invalid"
+    assert whole.window == (0, 5)
+
+
+def test_check_stops_at_the_first_key_that_is_not_linearizable() -> None:
+    records: list[tuple[Any, ...]] = []
+    for key, writes in (("a", 1), ("b", 3), ("c", 3)):  # keys are searched smallest first
+        records += [(0, "invoke", "write", key, 1), (0, "ok", "write", key, 1)] * writes
+    records += [(1, "invoke", "read", "a", None), (1, "ok", "read", "a", 3)]
+    result = check_linearizable(history(*records), CheckOptions(model="kv"))
+    assert result.verdict == "invalid"
+    assert result.anomalies[0].key == "a"
+    assert result.stats["keys_checked"] == 1 and result.stats["keys"] == 3

@@ -25,7 +25,7 @@ def access(process: int, f: str, token: int, rtime: int, *, accepted: bool = Tru
     result: dict[str, Any] = {"accepted": accepted, "resource_time": rtime}
     if f == "res-write":
         arg["value"] = result["value"] = 1
-    completion = (process, "ok" if accepted else "fail", f, "L", result)
+    completion: tuple[Any, ...] = (process, "ok" if accepted else "fail", f, "L", result)
     if not accepted:
         result["highest"] = token + 1
         completion = (process, "fail", f, "L", result, {"error": "stale-token"})
@@ -318,3 +318,15 @@ def test_unknown_checker_and_unknown_option_are_config_errors() -> None:
         run_checkers([], ["linearisable"], {})
     with pytest.raises(ConfigError, match="unknown checker option"):
         run_checkers([], ["fencing"], {"tll": 3})
+
+
+def test_watches_find_two_watchers_disagreeing_about_a_revision() -> None:
+    other = {**GOOD_STREAM[0], "session": "s1"}
+    ops = history(
+        (8, "invoke", "watch", None, {"prefix": "L", "from_revision": 0}),
+        (9, "invoke", "watch", None, {"prefix": "M", "from_revision": 0}),
+        (8, "ok", "watch", None, [GOOD_STREAM[0]]),
+        (9, "ok", "watch", None, [other]),
+    )
+    result = check("watches", ops)
+    assert [a.kind for a in result.anomalies] == ["watch-disagreement"]

@@ -132,4 +132,7 @@ def test_an_unreachable_cluster_exits_4_and_still_writes_results(tmp_path: Path)
     assert outcome.exit_code == 4
     results = json.loads((outcome.run_dir / "results.json").read_text())
     assert results["run"]["setup_failed"] is True
-    assert any("127.0.0.1" in error or "n1" in error for error in results["errors"]), results
+    # the error names the host and the cause (it once was "'NoneType' object is not iterable")
+    first = results["errors"][0]
+    assert f"n1 (root@127.0.0.1:{port}): cannot connect: Connection refused" in first, first
+    assert "NoneType" not in json.dumps(results["errors"])
