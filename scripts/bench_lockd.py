@@ -27,7 +27,7 @@ from reference_impl.server.local_cluster import LocalCluster
 from reference_impl.service.commands import Acquire, OpenSession, encode_command
 from reference_impl.service.state_machine import LockStateMachine
 
-BASE_PORT = 17900  # task S owns 17000-17999; the tests use 17000-17759
+BASE_PORT = 25500  # task F owns 25000-25999: etcd at 25000+, lockd at 25500+
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -140,9 +140,14 @@ class _LockModel(Model):
         return holders == (holder,)
 
     def holders(self, ops: Sequence[LinOp]) -> list[Hashable]:
+        """Every holder a window could open with: nobody, each process the window names (as the
+        one running an op, or in an owner read), and one stand-in for all other processes."""
         seen: dict[Hashable, None] = {None: None, OUTSIDE: None}
         for op in ops:
             seen[op.process] = None
+            if op.f == "owner" and isinstance(op.out, tuple):
+                for holder in op.out[0]:
+                    seen[holder] = None
         return list(seen)
 
 

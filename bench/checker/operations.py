@@ -46,6 +46,12 @@ class LinOp:
         outcome = "failed" if self.failed else ("ok" if self.known else "info")
         if self.f == SESSION_EXPIRY:
             return f"session expiry of process {self.process}"
+        if self.f == "owner" and isinstance(self.out, tuple):
+            holders, token = self.out
+            held = ", ".join(f"process {h}" for h in holders) or "nobody"
+            return f"process {self.process} owner -> {held} (token {token})"
+        if self.failed:
+            return f"process {self.process} {self.f} {_thaw(self.arg)!r} (failed)"
         parts = [f"process {self.process} {self.f}"]
         if self.arg is not None:
             parts.append(repr(_thaw(self.arg)))

@@ -6,11 +6,12 @@ A daemon ``name`` on a node has a pidfile ``{data_dir}/{name}.pid`` and a log
 libfaketime with a per-node offset file ``{data_dir}/faketime.offset`` that the clock nemesis
 rewrites (``+0`` at start; see MACHINE-NOTES: monotonic clocks are left alone).
 
-The pidfile belongs to this module alone: the daemon must not write or delete it (a daemon that
-unlinks "its" pidfile on a failed start would erase the record of another instance, which then
-runs untracked and outlives ``cluster down``). It is written atomically (rename), starts of one
-daemon on one node are serialised with ``flock`` where available, and the start script watches
-the pid it launched, never a re-read of the file.
+The pidfile belongs to this module alone: the daemon must not be given it. lockd used to rewrite
+it (truncate, then write) while the start script polled it; a read in between looked like a dead
+daemon, the script deleted the pidfile, and lockd ran on untracked and outlived ``cluster down``.
+So the pidfile is written atomically (rename), starts of one daemon on one node are serialised
+with ``flock`` where available, and the start script watches the pid it launched, never a re-read
+of the file.
 """
 
 from __future__ import annotations
@@ -270,12 +271,14 @@ def _fetch_node_logs(node: Node, dest: Path) -> list[Path]:
     return fetched
 
 
-def fetch_logs(cluster: Cluster, dest: Path) -> list[Path]:
-    """Copy every node's ``{data_dir}/*.log`` to ``dest/<node>/``, all nodes in parallel."""
-    per_node = on_each_node(
-        "fetching logs", cluster.nodes, lambda node: _fetch_node_logs(node, dest)
-    )
-    return [path for node in cluster.nodes for path in per_node[node.name]]
+def fetch_logs(cluster: Cluster, dest: Path, *, nodes: Sequence[Node] | None = None) -> list[Path]:
+    """Copy every node's ``{data_dir}/*.log`` to ``dest/<node>/``, all nodes in parallel.
+
+    ``nodes``: only these (e.g. leaving out nodes already known unreachable).
+    """
+    chosen = list(cluster.nodes if nodes is None else nodes)
+    per_node = on_each_node("fetching logs", chosen, lambda node: _fetch_node_logs(node, dest))
+    return [path for node in chosen for path in per_node[node.name]]
 
 
 def kill_all_daemons(node: Node) -> list[str]:

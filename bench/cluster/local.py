@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 from bench.cluster.inventory import DEFAULT_NODE_PYTHON, Inventory, NodeSpec, save_inventory
@@ -21,6 +22,7 @@ from bench.errors import ClusterError
 INVENTORY_FILE = "inventory.yaml"
 LOCAL_ADDRESS = "127.0.0.1"
 DEFAULT_OFFSET_STEP = 10
+KILL_WAIT_S = 5.0
 
 
 def local_up(
@@ -63,6 +65,15 @@ def local_up(
     return inventory
 
 
+def _wait_until_gone(pids: list[int], timeout: float) -> list[int]:
+    """SIGKILL is delivered asynchronously: wait (bounded) until the processes are dead, so a
+    caller that checks right after ``down`` finds nothing running. Returns the survivors."""
+    deadline = time.monotonic() + timeout
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [pid for pid in pids if process_alive(pid)]
+
+
 def local_down(cluster_dir: Path) -> list[str]:
     """kill -9 every daemon with a pidfile in a node directory and the link proxy, then remove
     what local_up (and the proxy) made."""
@@ -70,6 +81,7 @@ def local_down(cluster_dir: Path) -> list[str]:
     removed: list[str] = []
     nodes_dir = cluster_dir / "nodes"
     proxy_dir = cluster_dir / PROXY_DIR
+    killed: list[int] = []
     for pidfile in [*sorted(nodes_dir.glob("*/*.pid")), *sorted(proxy_dir.glob("*.pid"))]:
         try:
             pid = int(pidfile.read_text().strip())
@@ -78,7 +90,9 @@ def local_down(cluster_dir: Path) -> list[str]:
         if pid > 1 and process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
+                killed.append(pid)
                 removed.append(f"process {pid} ({pidfile.parent.name}/{pidfile.stem})")
+    survivors = _wait_until_gone(killed, KILL_WAIT_S)
     for directory in (nodes_dir, proxy_dir):
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
@@ -89,4 +103,9 @@ def local_down(cluster_dir: Path) -> list[str]:
         removed.append(f"file {inventory}")
     with contextlib.suppress(OSError):
         cluster_dir.rmdir()
+    if survivors:
+        raise ClusterError(
+            f"{cluster_dir}: processes {survivors} survived SIGKILL for {KILL_WAIT_S} s "
+            "(stuck in the kernel?); check them with ps"
+        )
     return removed

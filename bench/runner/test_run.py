@@ -181,7 +181,8 @@ class TestRun:
             writer.close()
             if self._nemesis_log is not None:
                 self._nemesis_log.close()
-            self.errors.extend(await self._teardown(backend, test_cluster, run_dir))
+            unreachable = unreachable_nodes(setup_error)
+            self.errors.extend(await self._teardown(backend, test_cluster, run_dir, unreachable))
         if setup_error is not None:
             return self._setup_failed(run_dir, setup_error)
         return self._analyse(run_dir)
@@ -403,20 +404,31 @@ class TestRun:
             final_driver.stop.set()
 
     async def _teardown(
-        self, backend: Backend, test_cluster: TestCluster, run_dir: Path
+        self,
+        backend: Backend,
+        test_cluster: TestCluster,
+        run_dir: Path,
+        unreachable: frozenset[str] = frozenset(),
     ) -> list[str]:
-        """Fetch logs, stop the service, release the cluster; every failure is a string."""
+        """Fetch logs, stop the service, release the cluster; every failure is a string.
+
+        Nodes in ``unreachable`` (setup could not reach them; that error is reported already)
+        are left out, so one refused SSH port is one error, not one per teardown step.
+        """
         errors: list[str] = []
         cluster = test_cluster.cluster
-        if cluster.runtime != "none":
+        reachable = [node for node in cluster.nodes if node.name not in unreachable]
+        if unreachable:
+            log.info("teardown: leaving out unreachable node(s) %s", ", ".join(sorted(unreachable)))
+        if cluster.runtime != "none" and reachable:
             try:
                 from bench.cluster.daemon import fetch_logs
 
-                await asyncio.to_thread(fetch_logs, cluster, run_dir / NODES_DIR)
+                await asyncio.to_thread(fetch_logs, cluster, run_dir / NODES_DIR, nodes=reachable)
             except Exception as exc:
                 errors.append(f"could not fetch node logs: {exc}")
         if not self.options.leave_running:
-            for node in cluster.nodes:
+            for node in reachable:
                 try:
                     await asyncio.to_thread(backend.stop, node)
                 except Exception as exc:
@@ -453,6 +465,18 @@ class TestRun:
         code = VERDICT_EXIT[verdict]
         log.info("verdict: %s (exit %d); %s", verdict, code, run_dir)
         return RunOutcome(run_dir, verdict, code, tuple(self.errors), self.interrupted, self.stats)
+
+
+def unreachable_nodes(error: BaseException | None) -> frozenset[str]:
+    """The nodes a setup error says could not be reached at all (SSH refused, timed out)."""
+    from bench.cluster.parallel import NodesFailed
+    from bench.cluster.ssh_node import NodeUnreachable
+
+    if not isinstance(error, NodesFailed):
+        return frozenset()
+    return frozenset(
+        name for name, cause in error.failures.items() if isinstance(cause, NodeUnreachable)
+    )
 
 
 def checker_options(config: TestConfig) -> dict[str, Any]:

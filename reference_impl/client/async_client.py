@@ -553,17 +553,27 @@ class AsyncLockClient:
             if keepalive is not None:
                 keepalive.cancel()
                 await asyncio.wait({keepalive})
-            if self.session_id is not None and not self.session_lost:
-                with contextlib.suppress(LockServiceError):
-                    await self._write(
-                        "close_session", {"session": self.session_id}, budget=self.timeout
-                    )
+            if self.session_id is not None:
+                await self._close_session(self.session_id)
         finally:
             self._closed = True
             self.held.clear()
             for connection in self._connections.values():
                 connection.abort()  # synchronous: done even if we are being cancelled
         await self._close_connections()
+
+    async def _close_session(self, session: str) -> None:
+        """Ask the service to end the session now, releasing its locks; best effort.
+
+        Also when this client already counts the session as lost: "lost" means only that its
+        safe deadline passed, and the service may still hold the session (and its locks) for
+        up to a TTL. Ending it frees those locks for the waiters at once. The request is sent
+        with its own sequence number, since a lost session refuses further sequenced writes.
+        """
+        self._seq += 1
+        args = {"session": session, "client_id": self.client_id, "seq": self._seq}
+        with contextlib.suppress(LockServiceError):
+            await self._write("close_session", args, sequenced=False, budget=self.timeout)
 
     async def _close_connections(self) -> None:
         connections = list(self._connections.values())

@@ -1,7 +1,10 @@
 """Raft messages between replicas over TCP: length-prefixed, CRC-checked frames.
 
-One outbound connection per peer, fed by a bounded queue (Raft tolerates loss, so a full queue
-drops the message instead of growing without bound) and re-established with exponential backoff.
+One outbound connection per peer, re-established with exponential backoff. While it is up,
+``send_all`` encodes a Ready's messages and writes each peer's frames with one ``write`` on the
+spot (no task hand-off, one syscall per peer per Ready); while it is down they wait in a bounded
+queue. Raft tolerates loss, so a full queue or a peer that stops reading drops messages instead of
+growing memory without bound.
 Inbound connections are read frame by frame; a malformed frame is logged and the connection
 dropped, never raised into the node.
 
@@ -17,7 +20,7 @@ import logging
 import random
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from reference_impl.raft.codec import decode_message, encode_message
 from reference_impl.raft.errors import RaftProtocolError
@@ -31,6 +34,9 @@ PEER_MAGIC = b"LBRAFT1\n"
 FRAME_HEADER = struct.Struct(">II")
 DEFAULT_QUEUE_SIZE = 4096
 """Messages waiting for one peer; at 4096 a peer that is gone costs at most a few MiB."""
+MAX_BUFFERED_BYTES = 16 << 20
+"""Unsent bytes to one connected peer beyond which new messages are dropped (it is not reading;
+Raft resends what it needs once the peer catches up)."""
 RECONNECT_MIN_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 1.0
@@ -61,6 +67,7 @@ class PeerTransport:
         self._queues: dict[NodeId, asyncio.Queue[Message]] = {
             peer: asyncio.Queue(queue_size) for peer in self._peers
         }
+        self._writers: dict[NodeId, asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound: set[asyncio.Task[None]] = set()
@@ -90,14 +97,40 @@ class PeerTransport:
         self._tasks = []
 
     def send(self, msg: Message) -> None:
-        queue = self._queues.get(msg.dst)
-        if queue is None:
-            logger.error("%s: no peer %r to send %s to", self._node_id, msg.dst, type(msg).__name__)
+        self.send_all((msg,))
+
+    def send_all(self, messages: Sequence[Message]) -> None:
+        """Send ``messages`` in order; each connected peer's share goes out in one write."""
+        if not messages:
             return
-        try:
-            queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self._metrics.messages_dropped += 1
+        frames: dict[NodeId, list[bytes]] = {}
+        for msg in messages:
+            queue = self._queues.get(msg.dst)
+            if queue is None:
+                logger.error(
+                    "%s: no peer %r to send %s to", self._node_id, msg.dst, type(msg).__name__
+                )
+                continue
+            if msg.dst not in self._writers:
+                try:
+                    queue.put_nowait(msg)
+                except asyncio.QueueFull:
+                    self._metrics.messages_dropped += 1
+                continue
+            try:
+                frames.setdefault(msg.dst, []).append(encode_frame(encode_message(msg)))
+            except RaftProtocolError as error:
+                logger.error("%s: cannot encode %r: %s", self._node_id, msg, error)
+        for peer, peer_frames in frames.items():
+            self._write(peer, self._writers[peer], peer_frames)
+
+    def _write(self, peer: NodeId, writer: asyncio.StreamWriter, frames: list[bytes]) -> None:
+        transport = writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+            self._metrics.messages_dropped += len(frames)
+            return
+        writer.write(b"".join(frames))
+        self._metrics.messages_sent += len(frames)
 
     # -----------------------------------------------------------------------------------------
 
@@ -110,7 +143,7 @@ class PeerTransport:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that races with the connect completing, and stop() would wait forever.
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                    _, writer = await asyncio.open_connection(host, port)
+                    reader, writer = await asyncio.open_connection(host, port)
             except (OSError, TimeoutError) as error:
                 logger.debug(
                     "%s: cannot reach %s at %s:%d: %s", self._node_id, peer, host, port, error
@@ -122,22 +155,19 @@ class PeerTransport:
             delay = RECONNECT_MIN_SECONDS
             try:
                 writer.write(PEER_MAGIC)
-                while True:
-                    batch = [await queue.get()]
-                    while not queue.empty() and len(batch) < 256:
-                        batch.append(queue.get_nowait())
-                    frames = []
-                    for msg in batch:
-                        try:
-                            frames.append(encode_frame(encode_message(msg)))
-                        except RaftProtocolError as error:
-                            logger.error("%s: cannot encode %r: %s", self._node_id, msg, error)
-                    writer.write(b"".join(frames))
-                    await writer.drain()
-                    self._metrics.messages_sent += len(frames)
+                queued = []
+                while not queue.empty():
+                    queued.append(queue.get_nowait())
+                self._writers[peer] = writer
+                self.send_all(queued)
+                # The peer never writes on this connection: a read returns only at its close.
+                while await reader.read(4096):
+                    pass
+                logger.info("%s: connection to %s closed by the peer", self._node_id, peer)
             except (OSError, ConnectionError) as error:
                 logger.info("%s: connection to %s lost: %s", self._node_id, peer, error)
             finally:
+                self._writers.pop(peer, None)
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()

@@ -137,6 +137,11 @@ def _window_is_a_proof(ops: list[LinOp], model: Model) -> None:
     assert stuck in window.ops
     for state in window.states:
         assert not brute_force_linearizable(window.ops, model.step, state), (ops, window, state)
+    if window.states != (model.initial(),):
+        # Every state the key could reach before the window ends, not just those it names.
+        before_end = [op for op in ops if stuck.ret is not None and op.call < stuck.ret]
+        for state in model.candidate_states(before_end, before_end):
+            assert not brute_force_linearizable(window.ops, model.step, state), (ops, state)
 
 
 @pytest.mark.parametrize("model", ["mutex", "owned-mutex", "fenced-mutex"])

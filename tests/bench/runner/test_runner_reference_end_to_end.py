@@ -136,3 +136,4 @@ def test_an_unreachable_cluster_exits_4_and_still_writes_results(tmp_path: Path)
     first = results["errors"][0]
     assert f"n1 (root@127.0.0.1:{port}): cannot connect: Connection refused" in first, first
     assert "NoneType" not in json.dumps(results["errors"])
+    assert len(results["errors"]) == 1, results["errors"]  # teardown leaves unreachable nodes out

@@ -142,3 +142,34 @@ def test_many_clients_closed_log_no_destroyed_pending_task(
         asyncio.run(scenario())
         gc.collect()
     assert not [r for r in caplog.records if "Task was destroyed" in r.getMessage()]
+
+
+def test_closing_a_session_the_client_counts_as_lost_frees_its_locks_at_once(
+    single: LocalCluster,
+) -> None:
+    # With drift_bound 0.45 the client counts its 4 s session lost after 2.2 s without an
+    # acknowledged keepalive; the service would keep it (and the lock) until 4 s. close()
+    # still ends it, so the waiter gets the lock well before the service's expiry.
+    ttl = 4.0
+
+    async def scenario() -> None:
+        holder = await AsyncLockClient.connect(single.endpoints, ttl=ttl, drift_bound=0.45)
+        waiter = await AsyncLockClient.connect(single.endpoints, ttl=10.0)
+        try:
+            first = await holder.acquire("lost/x")
+            stalled = asyncio.create_task(holder.stall_keepalive(ttl))
+            loop = asyncio.get_running_loop()
+            while holder.session_alive():
+                await asyncio.sleep(0.05)
+            lost_at = loop.time()
+            waiting = asyncio.create_task(waiter.acquire("lost/x", timeout=ttl * 2))
+            await holder.close()
+            second = await waiting
+            granted_after = loop.time() - lost_at
+            assert second.token > first.token
+            assert granted_after < ttl * 0.4, granted_after  # not the service's TTL expiry
+            await stalled
+        finally:
+            await asyncio.gather(holder.close(), waiter.close())
+
+    asyncio.run(scenario())
