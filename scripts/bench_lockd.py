@@ -1,24 +1,37 @@
 #!/usr/bin/env python3
-"""Benchmark lockd: a five-node cluster on loopback with fsync, driven by one asyncio process.
+"""Benchmark lockd side by side with etcd: five nodes each on loopback, fsync on, one driver.
 
-Prints: uncontended acquire+release pairs/s at 1/8/32 clients (each on its own lock) with
-p50/p99 acquire latency, contended hand-offs/s with 8 clients on one lock, failover time after
-kill -9 of the leader (gap until the next successful acquire; median and max over N trials), and
-with --scale the memory, snapshot and catch-up figures for many sessions and held locks.
+Prints, for lockd and (with --etcd, the default) a five-member etcd 3.4 cluster running at the
+same time (Debian etcd-server, its lock API through the JSON gateway): uncontended
+acquire+release pairs/s at 1/8/32 clients (each on its own lock) with p50/p99 acquire latency,
+contended hand-offs/s with 8 clients on one lock, failover time after kill -9 of the leader (gap
+until the next successful acquire; median and max over N trials), then a table with the ratios
+and issue 4's targets. Figures alternate lockd/etcd so both see the same machine load; with
+--repeat N each figure is the median of N runs. --scale adds lockd's memory, snapshot and
+catch-up figures for many sessions and held locks.
 
-    python scripts/bench_lockd.py                  # about a minute
-    python scripts/bench_lockd.py --seconds 10 --failovers 5 --scale
+    python scripts/bench_lockd.py                  # a few minutes
+    python scripts/bench_lockd.py --seconds 5 --repeat 3 --failovers 5
+    python scripts/bench_lockd.py --no-etcd --scale
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
+import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.connection import Connection, ServerError
@@ -28,6 +41,21 @@ from reference_impl.service.commands import Acquire, OpenSession, encode_command
 from reference_impl.service.state_machine import LockStateMachine
 
 BASE_PORT = 25500  # task F owns 25000-25999: etcd at 25000+, lockd at 25500+
+ETCD_BASE_PORT = 25000
+ETCD_BINARY = "/usr/bin/etcd"
+
+
+class BenchClient(Protocol):
+    """What the driver needs of a lock client: lockd's AsyncLockClient or EtcdLockClient."""
+
+    async def acquire(self, name: str, *, timeout: float) -> Any: ...
+
+    async def release(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+Connect = Callable[[], Awaitable[BenchClient]]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -35,15 +63,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def uncontended(
-    endpoints: list[str], clients: int, seconds: float
-) -> tuple[float, list[float]]:
-    sessions = [await AsyncLockClient.connect(endpoints, ttl=30.0) for _ in range(clients)]
+def lockd_connect(endpoints: list[str]) -> Connect:
+    async def connect() -> BenchClient:
+        return await AsyncLockClient.connect(endpoints, ttl=30.0)
+
+    return connect
+
+
+def etcd_connect(endpoints: list[str]) -> Connect:
+    async def connect() -> BenchClient:
+        return await EtcdLockClient.connect(endpoints, ttl=30)
+
+    return connect
+
+
+async def uncontended(connect: Connect, clients: int, seconds: float) -> tuple[float, list[float]]:
+    sessions = [await connect() for _ in range(clients)]
     latencies: list[float] = []
     pairs = 0
     deadline = time.monotonic() + seconds
 
-    async def worker(i: int, client: AsyncLockClient) -> None:
+    async def worker(i: int, client: BenchClient) -> None:
         nonlocal pairs
         name = f"bench/own/{i}"
         while time.monotonic() < deadline:
@@ -61,12 +101,12 @@ async def uncontended(
     return pairs / elapsed, latencies
 
 
-async def contended(endpoints: list[str], clients: int, seconds: float) -> float:
-    sessions = [await AsyncLockClient.connect(endpoints, ttl=30.0) for _ in range(clients)]
+async def contended(connect: Connect, clients: int, seconds: float) -> float:
+    sessions = [await connect() for _ in range(clients)]
     grants = 0
     deadline = time.monotonic() + seconds
 
-    async def worker(client: AsyncLockClient) -> None:
+    async def worker(client: BenchClient) -> None:
         nonlocal grants
         while time.monotonic() < deadline:
             await client.acquire("bench/contended", timeout=10.0)
@@ -214,37 +254,333 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    with (
-        tempfile.TemporaryDirectory(prefix="bench_lockd_") as tmp,
-        LocalCluster(Path(args.dir or tmp), size=5, base_port=BASE_PORT, fsync=True) as cluster,
-    ):
-        cluster.start_all()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(args.dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_")))
+        lockd = stack.enter_context(
+            LocalCluster(tmp / "lockd", size=5, base_port=BASE_PORT, fsync=True)
+        )
+        lockd.start_all()
+        connects: dict[str, Connect] = {"lockd": lockd_connect(lockd.endpoints)}
+        etcd: EtcdCluster | None = None
+        if args.etcd:
+            (tmp / "etcd").mkdir(parents=True, exist_ok=True)
+            etcd = stack.enter_context(EtcdCluster(tmp / "etcd"))
+            await asyncio.to_thread(etcd.start_all)
+            connects["etcd"] = etcd_connect(etcd.endpoints)
         await asyncio.sleep(0.5)
-        print(f"lockd benchmark: 5 nodes on loopback, fsync on, {args.seconds:.0f}s per figure")
+        systems = list(connects)
+        print(
+            f"benchmark: {' and '.join(systems)}, 5 nodes each on loopback, fsync on, "
+            f"{args.seconds:.0f}s per figure, median of {args.repeat}"
+        )
+        figures: dict[tuple[str, str], float] = {}
         for clients in (1, 8, 32):
-            rate, latencies = await uncontended(cluster.endpoints, clients, args.seconds)
-            p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+            for system in systems:
+                runs = [
+                    await uncontended(connects[system], clients, args.seconds)
+                    for _ in range(args.repeat)
+                ]
+                rate = statistics.median(r for r, _ in runs)
+                latencies = sorted(x for _, lat in runs for x in lat)
+                p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+                figures[(system, f"pairs/s, {clients} clients")] = rate
+                print(
+                    f"{system:5} uncontended {clients:>2} clients: {rate:7.0f} pairs/s   "
+                    f"acquire p50 {p50:.1f} ms  p99 {p99:.1f} ms   runs "
+                    f"{[round(r) for r, _ in runs]}"
+                )
+        for system in systems:
+            rates = [await contended(connects[system], 8, args.seconds) for _ in range(args.repeat)]
+            figures[(system, "hand-offs/s, 8 clients")] = statistics.median(rates)
             print(
-                f"uncontended {clients:>2} clients: {rate:7.0f} pairs/s   "
-                f"acquire p50 {p50:.1f} ms  p99 {p99:.1f} ms"
+                f"{system:5} contended 8 clients on one lock: {statistics.median(rates):.0f} "
+                f"hand-offs/s   runs {[round(r) for r in rates]}"
             )
-        handoffs = await contended(cluster.endpoints, 8, args.seconds)
-        print(f"contended 8 clients on one lock: {handoffs:.0f} hand-offs/s")
-        gaps = [await failover(cluster) for _ in range(args.failovers)]
-        if gaps:
+        for system in systems:
+            if args.failovers <= 0:
+                break
+            if system == "lockd":
+                gaps = [await failover(lockd) for _ in range(args.failovers)]
+            else:
+                assert etcd is not None
+                gaps = [await etcd_failover(etcd) for _ in range(args.failovers)]
+            figures[(system, "failover median s")] = statistics.median(gaps)
+            figures[(system, "failover max s")] = max(gaps)
             print(
-                f"failover after kill -9 of the leader ({len(gaps)} trials): median "
+                f"{system:5} failover after kill -9 of the leader ({len(gaps)} trials): median "
                 f"{statistics.median(gaps):.2f}s  max {max(gaps):.2f}s  "
                 f"all {[round(g, 2) for g in gaps]}"
             )
+        if etcd is not None:
+            print_comparison(figures)
         if args.scale:
-            await scale(cluster, args.sessions, args.locks)
+            await scale(lockd, args.sessions, args.locks)
+
+
+TARGETS = {
+    "pairs/s, 8 clients": ("ratio", 2.0),
+    "pairs/s, 32 clients": ("ratio", 2.0),
+    "hand-offs/s, 8 clients": ("ratio", 5.0),
+    "failover median s": ("lockd", 0.5),
+    "failover max s": ("lockd", 1.0),
+}
+
+
+def print_comparison(figures: dict[tuple[str, str], float]) -> None:
+    """One table: both systems, lockd/etcd, and whether issue 4's target holds in this run."""
+    print(f"\n{'figure':26} {'lockd':>8} {'etcd':>8} {'lockd/etcd':>10}  target")
+    for name in dict.fromkeys(n for _, n in figures):
+        mine, theirs = figures.get(("lockd", name)), figures.get(("etcd", name))
+        if mine is None or theirs is None:
+            continue
+        ratio = mine / theirs if theirs else float("nan")
+        target = ""
+        if name in TARGETS:
+            kind, bound = TARGETS[name]
+            met = ratio >= bound if kind == "ratio" else mine <= bound
+            wanted = f">= {bound:g}x etcd" if kind == "ratio" else f"lockd <= {bound:g} s"
+            target = f"{wanted}: {'met' if met else 'NOT met'}"
+        print(f"{name:26} {mine:8.2f} {theirs:8.2f} {ratio:10.2f}  {target}")
+
+
+# ---------------------------------------------------------------------------------------------
+# etcd side by side: five real members (Debian etcd-server 3.4) driven through the JSON gateway
+
+
+class EtcdError(RuntimeError):
+    """An etcd gateway call failed (HTTP status and body in the message)."""
+
+
+class EtcdHttp:
+    """One keep-alive HTTP/1.1 connection to an etcd member's JSON gateway (asyncio, no deps)."""
+
+    def __init__(self, endpoint: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.endpoint = endpoint
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def connect(cls, endpoint: str, timeout: float = 2.0) -> EtcdHttp:
+        host, port = endpoint.rsplit(":", 1)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(endpoint, reader, writer)
+
+    async def post(self, path: str, body: dict[str, object], timeout: float) -> dict[str, Any]:
+        payload = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.endpoint}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        self._writer.write(head.encode() + payload)
+        async with asyncio.timeout(timeout):
+            status_line = await self._reader.readline()
+            if not status_line:
+                raise EtcdError(f"{self.endpoint} closed the connection")
+            length, chunked = 0, False
+            while (line := await self._reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+                    chunked = True
+            if chunked:
+                parts = []
+                while size := int((await self._reader.readline()).split(b";")[0], 16):
+                    parts.append(await self._reader.readexactly(size))
+                    await self._reader.readline()
+                await self._reader.readline()
+                data = b"".join(parts)
+            else:
+                data = await self._reader.readexactly(length)
+        status = int(status_line.split()[1])
+        if status != 200:
+            raise EtcdError(f"{self.endpoint} {path}: HTTP {status}: {data[:200]!r}")
+        result: dict[str, Any] = json.loads(data)
+        return result
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class EtcdLockClient:
+    """The etcd counterpart of AsyncLockClient for the bench: a lease, lock and unlock."""
+
+    def __init__(self, endpoints: list[str], timeout: float) -> None:
+        self.endpoints = endpoints
+        self.timeout = timeout
+        self.http: EtcdHttp | None = None
+        self.lease = ""
+        self.keys: dict[str, str] = {}
+
+    @classmethod
+    async def connect(
+        cls, endpoints: list[str], *, ttl: int = 30, timeout: float = 10.0
+    ) -> EtcdLockClient:
+        client = cls(endpoints, timeout)
+        granted = await client._call("/v3/lease/grant", {"TTL": str(ttl)})
+        client.lease = str(granted["ID"])
+        return client
+
+    async def _call(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        for endpoint in self.endpoints:
+            try:
+                if self.http is None:
+                    self.http = await EtcdHttp.connect(endpoint)
+                return await self.http.post(path, body, self.timeout)
+            except (OSError, TimeoutError, EtcdError, asyncio.IncompleteReadError, ValueError):
+                if self.http is not None:
+                    await self.http.close()
+                    self.http = None
+        raise EtcdError(f"{path}: no member of {self.endpoints} answered")
+
+    async def acquire(self, name: str, *, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        result = await self._call("/v3/lock/lock", {"name": b64(name), "lease": self.lease})
+        self.keys[name] = str(result["key"])
+
+    async def release(self, name: str) -> None:
+        await self._call("/v3/lock/unlock", {"key": self.keys.pop(name)})
+
+    async def close(self) -> None:
+        if self.http is not None:
+            with contextlib.suppress(EtcdError, OSError, TimeoutError):
+                await self.http.post("/v3/lease/revoke", {"ID": self.lease}, 2.0)
+            await self.http.close()
+            self.http = None
+
+
+class EtcdCluster:
+    """Five etcd members on loopback, each with its own data dir (fsync on, etcd's default).
+
+    Member i listens for clients on ``base_port + 10*i`` and for peers on ``+1``. Stopped by PID
+    (SIGTERM, then SIGKILL); the data dirs live under ``directory`` and are removed on exit.
+    """
+
+    def __init__(self, directory: Path, *, size: int = 5, base_port: int = ETCD_BASE_PORT):
+        self.directory = directory
+        self.names = [f"e{i + 1}" for i in range(size)]
+        self.client_ports = {n: base_port + 10 * i for i, n in enumerate(self.names)}
+        self.peer_ports = {n: base_port + 10 * i + 1 for i, n in enumerate(self.names)}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def endpoint(self, name: str) -> str:
+        return f"127.0.0.1:{self.client_ports[name]}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint(n) for n in self.names]
+
+    def start(self, name: str) -> None:
+        peers = ",".join(f"{n}=http://127.0.0.1:{self.peer_ports[n]}" for n in self.names)
+        client_url = f"http://{self.endpoint(name)}"
+        peer_url = f"http://127.0.0.1:{self.peer_ports[name]}"
+        log = (self.directory / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [ETCD_BINARY, "--name", name, "--data-dir", str(self.directory / f"{name}.etcd"),
+             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", peers, "--initial-cluster-state", "new",
+             "--initial-cluster-token", "lockbench-bench", "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+    def start_all(self, timeout: float = 30.0) -> str:
+        for name in self.names:
+            self.start(name)
+        return self.wait_for_leader(timeout)
+
+    def leader(self) -> str | None:
+        """The member that reports itself as leader (maintenance/status), or None."""
+        for name in self.names:
+            if name in self.processes and self.processes[name].poll() is None:
+                try:
+                    status = _http_json(f"http://{self.endpoint(name)}/v3/maintenance/status", {})
+                except (OSError, ValueError):
+                    continue
+                if status.get("leader") and status["leader"] == status["header"]["member_id"]:
+                    return name
+        return None
+
+    def wait_for_leader(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (leader := self.leader()) is not None:
+                return leader
+            time.sleep(0.05)
+        raise RuntimeError(f"no etcd leader within {timeout}s; see {self.directory}/*.log")
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = {}
+        for name in self.names:
+            shutil.rmtree(self.directory / f"{name}.etcd", ignore_errors=True)
+
+    def __enter__(self) -> EtcdCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
+
+
+def _http_json(url: str, body: dict[str, object], timeout: float = 1.0) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+async def etcd_failover(cluster: EtcdCluster) -> float:
+    leader = await asyncio.to_thread(cluster.wait_for_leader)
+    survivors = [cluster.endpoint(n) for n in cluster.names if n != leader]
+    client = await EtcdLockClient.connect([*survivors, cluster.endpoint(leader)], timeout=1.0)
+    await client.acquire("bench/failover", timeout=5.0)
+    await client.release("bench/failover")
+    killed = time.monotonic()
+    cluster.kill(leader)
+    while True:
+        try:
+            await client.acquire("bench/failover", timeout=1.0)
+            gap = time.monotonic() - killed
+            await client.release("bench/failover")
+            break
+        except (EtcdError, KeyError):
+            await asyncio.sleep(0.005)
+    await client.close()
+    cluster.start(leader)
+    await asyncio.to_thread(cluster.wait_for_leader)
+    await asyncio.sleep(1.0)  # let the restarted member catch up before the next trial
+    return gap
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each figure")
     parser.add_argument("--failovers", type=int, default=5, help="kill -9 trials")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument(
+        "--etcd", action=argparse.BooleanOptionalAction, default=True,
+        help=f"run a five-member etcd ({ETCD_BINARY}) side by side (default on)",
+    )  # fmt: skip
     parser.add_argument("--scale", action="store_true", help="also the sessions/locks scale run")
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--locks", type=int, default=100_000)

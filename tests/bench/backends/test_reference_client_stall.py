@@ -55,12 +55,13 @@ def test_a_stall_beyond_the_ttl_hands_the_lock_over(single: LocalCluster) -> Non
             first = await staller.acquire("stall/long", timeout=2.0)
             stall = asyncio.create_task(staller.stall(TTL_S * 2))
             second = await waiter.acquire("stall/long", timeout=TTL_S * 4)
+            assert first.token is not None and second.token is not None
             assert second.token > first.token
             await stall
             await waiter.release("stall/long")
             again = await staller.acquire("stall/long", timeout=2.0)
             assert again.session != first.session  # the lost session was replaced
-            assert again.token > second.token
+            assert again.token is not None and again.token > second.token
         finally:
             await asyncio.gather(staller.close(), waiter.close())
 
