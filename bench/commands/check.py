@@ -1,15 +1,18 @@
 """``lockbench check``: run the checkers on a history file or a run directory.
 
 Prints the results as JSON and exits 0 valid, 1 invalid, 3 unknown, 2 bad input. For a run
-directory it reads ``history.jsonl`` (or ``history.edn``) and rewrites ``results.json`` there.
+directory it reads ``history.jsonl`` (or ``history.edn``), checks it with the checkers and options
+the run's ``test.yaml`` names (so a re-check judges what the run judged), and rewrites
+``results.json`` there through the runner's store, keeping the run's ``errors`` and ``run`` notes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from bench.checker import available_checkers, run_checkers
 from bench.checker.loading import load_history
 from bench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
 from bench.history import HistoryError, Op
+from bench.runner.store import RESULTS_FILE, TEST_FILE, write_results
 
 HISTORY_NAMES = ("history.jsonl", "history.edn")
 EXIT_BY_VERDICT = {"valid": EXIT_VALID, "invalid": EXIT_INVALID, "unknown": EXIT_UNKNOWN}
@@ -127,32 +131,103 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def _write_results(run_dir: Path, document: dict[str, Any]) -> None:
-    target = run_dir / "results.json"
-    temporary = run_dir / ".results.json.tmp"
-    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, target)
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What a run directory's test.yaml says about checking: the checkers it names (or its
+    workload's defaults; None if neither is known) and the options the run checked with."""
+
+    checkers: tuple[str, ...] | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+def run_settings(run_dir: Path) -> RunSettings:
+    """Read ``checkers``, ``workload``, ``checker_options`` and ``ttl`` from test.yaml.
+
+    Only these keys are read (not the whole test validated): re-checking an old run must not
+    depend on its backend or runtime still being available here. A missing test.yaml (a run
+    directory from another tool) gives no settings.
+    """
+    path = run_dir / TEST_FILE
+    if not path.is_file():
+        return RunSettings()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the run's test file: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the test file must be a mapping of keys")
+    options: dict[str, object] = {}
+    if data.get("ttl") is not None:
+        options["ttl"] = data["ttl"]  # what the runner passes too (bench/runner/test_run.py)
+    checker_options = data.get("checker_options") or {}
+    if not isinstance(checker_options, Mapping):
+        raise ConfigError(f"{path}: checker_options must be a mapping of option names to values")
+    options.update({str(k): v for k, v in checker_options.items()})
+    named = data.get("checkers")
+    if named is not None:
+        if not isinstance(named, list | tuple) or not all(isinstance(n, str) for n in named):
+            raise ConfigError(f"{path}: checkers must be a list of checker names")
+        return RunSettings(tuple(named), options)
+    return RunSettings(_workload_checkers(data.get("workload")), options)
+
+
+def _workload_checkers(workload: object) -> tuple[str, ...] | None:
+    """The named workload's default checkers; None for an unknown or unavailable workload."""
+    if not isinstance(workload, str):
+        return None
+    try:
+        from workloads.registry import WORKLOADS
+    except ImportError:
+        return None
+    spec = WORKLOADS.get(workload)
+    return None if spec is None else spec.default_checkers
+
+
+def _previous_notes(run_dir: Path) -> tuple[list[str], dict[str, object] | None]:
+    """The ``errors`` and ``run`` keys of the run's results.json, kept across a re-check."""
+    path = run_dir / RESULTS_FILE
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [], None  # no results yet, or a damaged file that is about to be replaced
+    if not isinstance(previous, dict):
+        return [], None
+    errors = previous.get("errors")
+    notes = previous.get("run")
+    return (
+        [str(e) for e in errors] if isinstance(errors, list) else [],
+        dict(notes) if isinstance(notes, dict) else None,
+    )
+
+
+def _checker_names(
+    args: argparse.Namespace, settings: RunSettings, history: list[Op], options: dict[str, Any]
+) -> Sequence[str]:
+    """``--checkers``, else the run's test.yaml, else what the history contains."""
+    if args.checkers:
+        return [name for item in args.checkers for name in item.split(",") if name]
+    if settings.checkers is not None:
+        return settings.checkers
+    return default_checkers(history, options)
 
 
 def run(args: argparse.Namespace) -> int:
     history_path, run_dir = _locate(args.path)
-    options = _options(args)
+    settings = run_settings(run_dir) if run_dir is not None else RunSettings()
+    options = {**settings.options, **_options(args)}  # flags override the test file
     try:
         history = load_history(history_path)
     except HistoryError as exc:
         raise ConfigError(f"bad history: {exc}") from exc
-    names = (
-        [name for item in args.checkers for name in item.split(",") if name]
-        if args.checkers
-        else default_checkers(history, options)
-    )
+    names = _checker_names(args, settings, history, options)
     verdict, results = run_checkers(history, names, options)
     document = {
         "verdict": verdict,
         "checkers": {name: result.to_json() for name, result in results.items()},
     }
     if run_dir is not None:
-        _write_results(run_dir, document)
+        errors, notes = _previous_notes(run_dir)
+        write_results(run_dir, verdict, results, errors=errors, notes=notes)
     json.dump(document, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return EXIT_BY_VERDICT[verdict]
