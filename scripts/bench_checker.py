@@ -54,6 +54,14 @@ CASES = [
         {"model": "fenced-mutex"},
     ),
     Case(
+        "locks-100k-lin+mutex",
+        "fenced-mutex (inferred) + mutual-exclusion on the 100k lock history: the second reuses "
+        "the first's valid search (fenced-mutex refines owned-mutex)",
+        lambda: lock_history(seed=1, ops=100_000, locks=100, processes=20, info_rate=0.01),
+        ("linearizable", "mutual-exclusion"),
+        {},
+    ),
+    Case(
         "cas-register-10k",
         "cas-register, 10,000 ops, 1 key, 5 processes, 1% info",
         lambda: register_history(seed=1, ops=10_000, processes=5, info_rate=0.01),

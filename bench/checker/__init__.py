@@ -16,6 +16,7 @@ from bench.checker.liveness import LivenessChecker
 from bench.checker.lost_updates import LostUpdatesChecker
 from bench.checker.mutual_exclusion import MutualExclusionChecker
 from bench.checker.options import CheckOptions
+from bench.checker.shared_searches import shared_searches
 from bench.checker.watches import WatchesChecker
 from bench.errors import ConfigError
 from bench.history import Op, PairingError
@@ -52,11 +53,12 @@ def run_checkers(
         )
     CheckOptions.from_mapping(options)  # fail on a bad option before any work
     results: dict[str, CheckResult] = {}
-    for name in dict.fromkeys(names):
-        try:
-            results[name] = CHECKERS[name].check(history, options)
-        except PairingError as exc:
-            raise ConfigError(f"malformed history: {exc}") from exc
+    with shared_searches():  # linearizable and mutual-exclusion search the lock ops once
+        for name in dict.fromkeys(names):
+            try:
+                results[name] = CHECKERS[name].check(history, options)
+            except PairingError as exc:
+                raise ConfigError(f"malformed history: {exc}") from exc
     return combine_verdicts([r.verdict for r in results.values()]), results
 
 

@@ -19,6 +19,7 @@ from bench.checker.budget import Budget, BudgetExceeded
 from bench.checker.models import MODELS, Model, ModelError, make_model
 from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
 from bench.checker.options import CheckOptions
+from bench.checker.shared_searches import lookup, remember
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
 from bench.errors import ConfigError
 from bench.history import Call, Op, Process
@@ -129,9 +130,27 @@ def check_linearizable(
     model_name: str | None = None,
     budget: Budget | None = None,
 ) -> CheckResult:
-    """Search every key; invalid at the first key that fails, unknown if the budget runs out."""
-    started = time.monotonic()
+    """Search every key; invalid at the first key that fails, unknown if the budget runs out.
+
+    Inside ``shared_searches()`` (``run_checkers``) a search another checker already ran on the
+    same history, model and options is reused instead of run again."""
     model = resolve_model(model_name or options.model, history, options)
+    shared = lookup(history, model.name, options, checker)
+    if shared is not None:
+        return shared
+    result = _search_keys(history, options, checker, model, budget)
+    remember(history, model.name, options, result)
+    return result
+
+
+def _search_keys(
+    history: Sequence[Op],
+    options: CheckOptions,
+    checker: str,
+    model: Model,
+    budget: Budget | None,
+) -> CheckResult:
+    started = time.monotonic()
     budget = budget or Budget.start(options.time_budget_s, options.memory_budget_mb)
     keys = ops_by_key(history, model)
     stats: dict[str, Any] = {"model": model.name, "keys": len(keys), "keys_checked": 0}

@@ -20,7 +20,9 @@ cover this one's). Optional ops with the same effect are tried one at a time. Wi
 few dozen pending info writes make the search exponential.
 
 The set of linearized required ops is a frontier (every required op numbered below it is placed)
-plus small bitsets, so memoising it costs the same at op 10 and at op 10,000.
+plus small bitsets, so memoising it costs the same at op 10 and at op 10,000. ``step`` must be a
+pure function of (state, op): each op's transitions are tabled as states are met, so the model
+runs once per (op, state).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ Step = Callable[[Hashable, LinOp], Hashable]
 # Placements of optional ops compared per (required ops, state) for dominance; measured on
 # 1,000-op histories with 15% info ops: unbounded lists made single steps cost ~20 us.
 MEMO_PER_STATE = 64
+# Marks a transition not computed yet (None is a model state).
+_UNKNOWN: object = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +53,16 @@ class SearchOutcome:
     stuck: int | None = None
 
 
-def _pruned(seen: list[int], placed: int, dominance: bool) -> bool:
-    """False if the configuration must be skipped: seen with the same (or, with dominance, a
-    subset of the) placed optional ops. Only the latest MEMO_PER_STATE placements are compared:
-    forgetting older ones prunes less, never wrongly, and keeps each step cheap."""
-    if dominance:
-        unplaced = ~placed
-        return all(earlier & unplaced for earlier in seen[-MEMO_PER_STATE:])
-    return placed not in seen
+def _pruned(seen: list[int], placed: int) -> bool:
+    """False if the configuration must be skipped: seen with a subset of the placed optional ops
+    (dominance). Only the latest MEMO_PER_STATE placements are compared: forgetting older ones
+    prunes less, never wrongly, and keeps each step cheap."""
+    unplaced = ~placed
+    # A plain loop: measured 1.5-2.5x faster than all() over a generator (1-40 placements).
+    for earlier in seen[-MEMO_PER_STATE:]:  # noqa: SIM110
+        if not earlier & unplaced:
+            return False
+    return True
 
 
 class StepLimitReached(Exception):
@@ -125,15 +131,14 @@ def search(
     nxt = list(range(1, size + 1))
     nxt[-1] = -1
     prv = list(range(-1, size - 1))
-    is_return = [False] * size
     position = [-1] * size
-    number_of = [0] * size  # the required op's number (call order)
+    # A call node holds its required op's number (call order); a return node -1 - that number.
+    entry = [0] * size
     match = [0] * size
     call_node = [0] * len(required_ops)
     for node, (pos, ret, number) in enumerate(events, start=1):
-        is_return[node] = ret == 1
         position[node] = pos
-        number_of[node] = number
+        entry[node] = -1 - number if ret else number
         if ret:
             match[call_node[number]] = node
         else:
@@ -144,7 +149,13 @@ def search(
     # Memo: (frontier, above, state) -> the sets of placed optional ops explored with it. A
     # configuration is skipped if an explored one placed a subset of its optional ops: that one
     # had every choice this one has (the unplaced optional ops are a superset) and failed.
+    # Without dominance only identical configurations are skipped: one set of them.
     cache: dict[tuple[int, int, Hashable], list[int]] = {}
+    visited: set[tuple[int, int, Hashable, int]] = set()
+    # Each op's transitions, filled in as states are met: a search steps the same op from the
+    # same few states again and again (measured: ~30% of the time went to model.step calls).
+    required_moves: list[dict[Hashable, Hashable]] = [{} for _ in required]
+    optional_moves: list[dict[Hashable, Hashable]] = [{} for _ in optional]
     explored = 0
     # (node, state, frontier, above, placed optional ops, optional index or -1 for a required op)
     stack: list[tuple[int, Hashable, int, int, int, int]] = []
@@ -165,9 +176,12 @@ def search(
                 budget.check(what)
             if max_steps is not None and steps > max_steps:
                 raise StepLimitReached(stuck)
-        if not is_return[node]:
-            number = number_of[node]
-            new_state = step(state, required[number])
+        number = entry[node]
+        if number >= 0:
+            moves = required_moves[number]
+            new_state = moves.get(state, _UNKNOWN)
+            if new_state is _UNKNOWN:
+                new_state = moves[state] = step(state, required[number])
             if new_state is not ILLEGAL:
                 new_frontier = frontier
                 new_above = above | (1 << (number - frontier))
@@ -175,13 +189,21 @@ def search(
                     ones = (~new_above & (new_above + 1)).bit_length() - 1
                     new_above >>= ones
                     new_frontier += ones
-                seen = cache.get((new_frontier, new_above, new_state))
-                fresh = seen is None or _pruned(seen, placed, dominance)
+                if dominance:
+                    configuration = (new_frontier, new_above, new_state)
+                    seen = cache.get(configuration)
+                    fresh = seen is None or _pruned(seen, placed)
+                    if fresh:
+                        if seen is None:
+                            cache[configuration] = [placed]
+                        else:
+                            seen.append(placed)
+                else:
+                    visit = (new_frontier, new_above, new_state, placed)
+                    fresh = visit not in visited
+                    if fresh:
+                        visited.add(visit)
                 if fresh:
-                    if seen is None:
-                        cache[(new_frontier, new_above, new_state)] = [placed]
-                    else:
-                        seen.append(placed)
                     explored += 1
                     stack.append((node, state, frontier, above, placed, -1))
                     state, frontier, above = new_state, new_frontier, new_above
@@ -212,15 +234,27 @@ def search(
                 twins and (reuse_optional or twins & ~placed)
             ):
                 steps += 1
-                new_state = step(state, optional[j])
+                moves = optional_moves[j]
+                new_state = moves.get(state, _UNKNOWN)
+                if new_state is _UNKNOWN:
+                    new_state = moves[state] = step(state, optional[j])
                 if new_state is not ILLEGAL:
                     now = placed if reuse_optional else placed | bit
-                    seen = cache.get((frontier, above, new_state))
-                    if seen is None or _pruned(seen, now, dominance):
-                        if seen is None:
-                            cache[(frontier, above, new_state)] = [now]
-                        else:
-                            seen.append(now)
+                    if dominance:
+                        configuration = (frontier, above, new_state)
+                        seen = cache.get(configuration)
+                        fresh = seen is None or _pruned(seen, now)
+                        if fresh:
+                            if seen is None:
+                                cache[configuration] = [now]
+                            else:
+                                seen.append(now)
+                    else:
+                        visit = (frontier, above, new_state, now)
+                        fresh = visit not in visited
+                        if fresh:
+                            visited.add(visit)
+                    if fresh:
                         explored += 1
                         stack.append((node, state, frontier, above, placed, j))
                         state = new_state
@@ -234,7 +268,7 @@ def search(
             continue
         if node > furthest:
             furthest = node  # nodes are numbered in real-time order
-            stuck = required_ops[number_of[node]]
+            stuck = required_ops[-1 - number]
         if not stack:
             return SearchOutcome(False, steps, explored, stuck)
         node, state, frontier, above, placed, j = stack.pop()

@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
         "--checkers",
         nargs="+",
         metavar="NAME",
-        help="checkers to run, space- or comma-separated (default: those that apply): "
+        help="checkers to run, space- or comma-separated (default: a run directory's test.yaml "
+        "checkers, else its workload's, else those that apply to the history): "
         f"{', '.join(available_checkers())}",
     )
     parser.add_argument("--time-budget", type=float, metavar="S", help="seconds per checker")

@@ -96,6 +96,10 @@ class PeerTransport:
                 await self._server.wait_closed()
         self._tasks = []
 
+    def connected_peers(self) -> set[NodeId]:
+        """Peers with an open outbound connection (their messages are written at once)."""
+        return set(self._writers)
+
     def send(self, msg: Message) -> None:
         self.send_all((msg,))
 

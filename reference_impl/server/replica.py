@@ -439,9 +439,9 @@ class Replica:
             )
         elif ready.entries or self._must_sync(ready.hard_state):
             # A batch's fsync is short (0.2-2 ms here). Inline it costs less than a worker thread:
-            # the hand-off there and back (and the GIL on return) measured slower at every client
-            # count. What arrives meanwhile waits in the socket buffers and goes into the next
-            # batch (the group commit).
+            # the hand-off there and back (and retaking the GIL) measured slower at every client
+            # count (docs/performance.md). What arrives meanwhile waits in the socket buffers and
+            # goes into the next batch (the group commit).
             self._record_save(self._storage.save(ready.hard_state, ready.entries))
         elif ready.hard_state is not None:
             # Only the commit index moved: write it, but do not wait for the disk.
