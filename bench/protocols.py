@@ -133,7 +133,10 @@ class LockEvent:
 
 
 class LockClient(Protocol):
-    """One logical client process's connection to a lock service (asyncio)."""
+    """One logical client process's connection to a lock service (asyncio).
+
+    Optional capabilities are separate protocols: ``LeaseAwareClient`` (``lease_deadline``), and
+    ``stall(seconds)`` for the lease-expiry workload."""
 
     @property
     def session(self) -> str | None: ...
@@ -147,6 +150,30 @@ class LockClient(Protocol):
     def watch(self, prefix: str, *, from_revision: int = 0) -> AsyncIterator[LockEvent]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LeaseAwareClient(Protocol):
+    """An optional capability of a LockClient: it knows when its session's lease may have lapsed.
+
+    A lease-based service may expire a session whose keepalives stopped getting through, and hand
+    its locks to others, while the holder still believes it holds them. A client that tracks its
+    lease can say so; the runner then records ``lease-lost`` (docs/history.md), so the checkers
+    know from when the lock may have been released, instead of reporting a correct service wrong.
+    """
+
+    def lease_deadline(self) -> float | None:
+        """The ``time.monotonic()`` moment from which the service may have expired the session,
+        if that moment has passed (or the session is known lost); None while the lease is safe
+        or when the client cannot tell."""
+        ...
+
+
+def lease_deadline_of(client: LockClient) -> float | None:
+    """Ask a client since when its lease may have lapsed; None if it cannot tell (optional)."""
+    if isinstance(client, LeaseAwareClient):
+        return client.lease_deadline()
+    return None
 
 
 class Backend(Protocol):

@@ -271,7 +271,7 @@ async def main_async(args: argparse.Namespace) -> None:
         systems = list(connects)
         print(
             f"benchmark: {' and '.join(systems)}, 5 nodes each on loopback, fsync on, "
-            f"{args.seconds:.0f}s per figure, median of {args.repeat}"
+            f"{args.seconds:g}s per figure, median of {args.repeat}"
         )
         figures: dict[tuple[str, str], float] = {}
         for clients in (1, 8, 32):

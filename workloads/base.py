@@ -9,8 +9,11 @@ processes interleave.
 
 Beyond ``bench.protocols.Workload`` the runner uses these hooks: ``think`` (seconds to wait before
 the next op), ``update``, ``op_timeout`` (ops that legitimately take long, such as a queued acquire
-or a stall, get their own time added), ``node_of`` (the node an op targets) and ``final_ops``
-(run once after the faults are healed, e.g. the final read of a counter).
+or a stall, get their own time added), ``node_of`` (the node an op targets), ``final_ops``
+(run once after the faults are healed, e.g. the final read of a counter), and the lease hooks
+``lease_to_check`` / ``lease_lost``: before a critical-section step on a held lock the runner asks
+the client whether its lease may have lapsed, records ``lease-lost`` if so, and the workload then
+goes on as a careful client would (by default: no more resource accesses on that lock, release).
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ class UnsupportedByClient(DefiniteFailure):
     """The backend's client lacks an optional capability (e.g. stalling its keepalives)."""
 
 
+# Steps that act as the holder of a lock: the lease must still be valid before each of them.
+CRITICAL_SECTION_OPS = frozenset({"res-enter", "res-read", "res-write", "res-exit", "release"})
+RESOURCE_ACCESS_OPS = frozenset({"res-enter", "res-read", "res-write", "res-exit"})
+
+
+@dataclass(slots=True)
+class HeldLock:
+    """A lock a process was granted and has not released; whether its lapse was recorded."""
+
+    lease_lost: bool = False
+
+
 def acquire_op(lock: str, timeout: float, shared: bool = False) -> Invocation:
     return Invocation("acquire", lock, {"timeout": timeout, "shared": shared})
 
@@ -75,11 +90,15 @@ class BenchWorkload:
     name: ClassVar[str]
     default_checkers: ClassVar[tuple[str, ...]]
     uses_resource: ClassVar[bool] = False
+    # A careful client stops touching the resource once its lease may have lapsed; the
+    # lease-expiry workload's stale holder deliberately does not (it tests fencing).
+    stale_holder_keeps_going: ClassVar[bool] = False
 
     def __init__(self, context: WorkloadContext) -> None:
         self.context = context
         self._plans: dict[int, deque[Step]] = {}
         self._rngs: dict[int, random.Random] = {}
+        self._held: dict[int, dict[str, HeldLock]] = {}
 
     # -- planning (subclasses) -----------------------------------------------------------
 
@@ -121,8 +140,51 @@ class BenchWorkload:
             # The process retires; forget its plan (its successor starts afresh).
             self._plans.pop(process, None)
             self._rngs.pop(process, None)
+            self._held.pop(process, None)
             return
+        if op.key is not None:
+            if op.f == "acquire" and outcome == "ok":
+                self._held.setdefault(process, {})[op.key] = HeldLock()
+            elif op.f == "release":
+                self._held.get(process, {}).pop(op.key, None)
         self.on_complete(process, op, outcome, value, self._plans.setdefault(process, deque()))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def lease_to_check(self, process: int) -> str | None:
+        """The held lock whose lease must still be valid before the process's next step.
+
+        None when the next step does not act as a holder, or its lapse is already recorded
+        (``lease-lost`` is recorded once per grant).
+        """
+        plan = self._plan(process)
+        if not plan:
+            return None
+        op = plan[0].op
+        if op.f not in CRITICAL_SECTION_OPS or op.key is None:
+            return None
+        held = self._held.get(process, {}).get(op.key)
+        if held is None or held.lease_lost:
+            return None
+        return op.key
+
+    def lease_lost(self, process: int, lock: str) -> None:
+        """The runner recorded ``lease-lost`` for ``lock``: adapt the rest of the plan.
+
+        A careful client (the default) touches the resource no more under that grant and goes
+        straight to the release, which tells it whether the lock was still held.
+        """
+        held = self._held.get(process, {}).get(lock)
+        if held is not None:
+            held.lease_lost = True
+        if self.stale_holder_keeps_going:
+            return
+        plan = self._plans.setdefault(process, deque())
+        kept = [s for s in plan if not (s.op.key == lock and s.op.f in RESOURCE_ACCESS_OPS)]
+        if not any(s.op.f == "release" and s.op.key == lock for s in kept):
+            kept.insert(0, Step(release_op(lock)))
+        plan.clear()
+        plan.extend(kept)
 
     def op_timeout(self, op: Invocation, default: float) -> float:
         """The per-op timeout: the default plus any time the op is meant to take."""

@@ -320,6 +320,7 @@ class MemoryLockClient:
         self.process = process
         self._faults = faults
         self._rng = random.Random(f"{faults.seed}:{process}") if faults.active else None
+        self._safe_deadline = time.monotonic() + ttl
         self._session = service.open_session(ttl)
         self._keepalive: asyncio.Task[None] | None = None
         self._start_keepalive()
@@ -332,13 +333,34 @@ class MemoryLockClient:
         self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
 
     async def _keep_alive(self) -> None:
-        while self._service.is_alive(self._session):
+        # Like the reference client: once the lease lapsed the session counts as lost, even if
+        # the service has not reaped it yet, so a late keepalive never revives it.
+        while self._service.is_alive(self._session) and not self._lease_lapsed():
+            sent = time.monotonic()
             self._service.keepalive(self._session)
+            self._safe_deadline = sent + self._ttl
             await asyncio.sleep(self._ttl / 3)
 
+    def lease_deadline(self) -> float | None:
+        """Since when the service may have expired the session, once that moment has passed.
+
+        The service sets a session's deadline to its own clock + TTL on each keepalive, on the
+        same clock as the client, so the client's send time + TTL is never later than it.
+        """
+        deadline = self._safe_deadline
+        return deadline if time.monotonic() >= deadline else None
+
+    def _lease_lapsed(self) -> bool:
+        return time.monotonic() >= self._safe_deadline
+
     def _ensure_session(self) -> None:
-        """After an expiry the next acquire runs in a fresh session (as a real client would)."""
-        if not self._service.is_alive(self._session):
+        """After an expiry the next acquire runs in a fresh session (as a real client would).
+
+        A lapsed lease is given up even if the service has not reaped it yet: ending it frees
+        its locks at once, as the reference client's close does."""
+        if self._lease_lapsed() or not self._service.is_alive(self._session):
+            self._service.close_session(self._session)
+            self._safe_deadline = time.monotonic() + self._ttl
             self._session = self._service.open_session(self._ttl)
             if self._keepalive is not None:
                 self._keepalive.cancel()
@@ -361,6 +383,10 @@ class MemoryLockClient:
         return Grant(lock, token, self._session)
 
     async def release(self, lock: str) -> None:
+        if self._lease_lapsed():
+            # As the reference client: the session may already be gone on the service, so
+            # whether the lock is still held is unknown.
+            raise SessionExpired(f"session {self._session}: its lease lapsed; {lock} unknown")
         self._service.release(self._session, lock)
         await self._reply(f"release {lock}")
 
@@ -377,7 +403,7 @@ class MemoryLockClient:
         if self._keepalive is not None:
             self._keepalive.cancel()
         await asyncio.sleep(seconds)
-        if self._service.is_alive(self._session):
+        if self._service.is_alive(self._session) and not self._lease_lapsed():
             self._start_keepalive()
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ application would, so a process can go on after a stall or a long partition.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -142,6 +143,25 @@ class ReferenceLockClient:
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
+
+    def lease_deadline(self) -> float | None:
+        """Since when (``time.monotonic()``) lockd may have expired this session, once it may have.
+
+        That is the client library's safe deadline (send time of the last acknowledged keepalive
+        plus TTL x (1 - drift bound)) when it has passed. If the library learned the session was
+        lost before that deadline, the moment it is asked is the earliest it can vouch for.
+        Read-only: it does not mark the session lost (the next request does that).
+        """
+        client = self._client
+        if client is None:
+            return None
+        deadline = float(client.safe_deadline)
+        now = time.monotonic()
+        if now >= deadline:
+            return deadline
+        if client.session_lost:
+            return now
+        return None
 
     async def stall(self, seconds: float) -> None:
         """Suspend keepalives for ``seconds``, like a process frozen by a long GC pause.

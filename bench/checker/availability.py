@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.checker.operations import LEASE_LOST
 from bench.checker.options import CheckOptions
 from bench.history import NEMESIS, Op
 from bench.protocols import Anomaly, CheckResult
@@ -85,7 +86,10 @@ class AvailabilityChecker:
 
     def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
         opts = CheckOptions.from_mapping(options)
-        completions = [op for op in history if op.is_client and op.type != "invoke"]
+        # lease-lost is the client's own observation, not an op the service served
+        completions = [
+            op for op in history if op.is_client and op.type != "invoke" and op.f != LEASE_LOST
+        ]
         times = [op.time for op in completions]
         ok_times = [op.time for op in completions if op.type == "ok"]
         end_time = history[-1].time if history else 0

@@ -31,6 +31,7 @@ CLIENT_OPS = frozenset(
         "res-write",
         "res-exit",
         "final-read",
+        "lease-lost",
     }
 )
 

@@ -6,6 +6,8 @@ Positions are history indices times two, so real-time order is the order the his
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,8 @@ from bench.history import Call, Op, Process, pair_calls
 # The synthetic operation that stands for a lock service releasing a lock on its own: the
 # session of a crashed or stalled holder expired. It is optional, like an info op.
 SESSION_EXPIRY = "session-expiry"
+# A holder's record that its lease may have lapsed since ``value["since"]`` (docs/history.md).
+LEASE_LOST = "lease-lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +132,24 @@ def session_expiries(
     A process that is retired (its last op is ``info`` or unfinished) may hold any lock it ever
     acquired, so its session may expire at any time after that op's completion (or the end of the
     history). A process that ``stall``s stops heartbeating, so the same holds from the stall's
-    invocation. Callers attach these to the keys the process acquired; an expiry of a process that
-    does not hold the lock is illegal in every lock model, so extra ones cost only search time.
+    invocation. A ``lease-lost`` record says the service may have expired the session from time
+    ``since`` on, so the same holds from the first record at or after that time. Callers attach
+    these to the keys the process acquired; an expiry of a process that does not hold the lock is
+    illegal in every lock model, so extra ones cost only search time.
     """
     out: dict[Process, list[LinOp]] = {}
+    timeline: _Timeline | None = None
     for call in all_calls:
         p = call.process
-        if call.invoke.f == "stall":
+        if call.invoke.f == LEASE_LOST:
+            # placed just before the first record at or after ``since`` (never after the record
+            # itself: the client knew by then); from there on the lock may have been released
+            timeline = timeline or _Timeline(all_calls)
+            since = _since(call)
+            index = timeline.first_at_or_after(since, limit=call.invoke.index)
+            time = call.invoke.time if since is None else min(since, call.invoke.time)
+            out.setdefault(p, []).append(_expiry(p, index * 2 - 1, index - 1, time))
+        elif call.invoke.f == "stall":
             point = call.invoke
             out.setdefault(p, []).append(_expiry(p, point.index * 2 + 1, point.index, point.time))
         elif call.outcome == "info":
@@ -144,6 +159,34 @@ def session_expiries(
         elif call.outcome is None:
             out.setdefault(p, []).append(_expiry(p, end_index * 2 + 1, end_index, end_time))
     return out
+
+
+def _since(call: Call) -> int | None:
+    value = call.invoke.value
+    since = value.get("since") if isinstance(value, dict) else None
+    return since if isinstance(since, int) and not isinstance(since, bool) else None
+
+
+class _Timeline:
+    """The client records' (index, time) in index order, to find where a time falls."""
+
+    def __init__(self, calls: Sequence[Call]) -> None:
+        records = sorted(
+            (op.index, op.time)
+            for call in calls
+            for op in (call.invoke, call.completion)
+            if op is not None
+        )
+        self.indices = [index for index, _ in records]
+        # running maximum of the times, so a bisection finds the first record at or after a time
+        self.reached = list(itertools.accumulate((t for _, t in records), max))
+
+    def first_at_or_after(self, time: int | None, *, limit: int) -> int:
+        """Index of the first record whose time is >= ``time``, at most ``limit``."""
+        if time is None:
+            return limit
+        at = bisect.bisect_left(self.reached, time)
+        return min(self.indices[at], limit) if at < len(self.indices) else limit
 
 
 def _expiry(process: Process, position: int, index: int, time: int) -> LinOp:

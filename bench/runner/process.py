@@ -8,6 +8,11 @@ performs the op under the per-op timeout, and records exactly one completion:
 - ``info`` for ``Indeterminate``, a timeout or any other exception: the op may have happened, or
   may still happen. The process is then retired (its client is closed in the background) and a
   fresh process id, ``old id + concurrency``, takes the slot with a fresh client.
+
+Before a step that acts as the holder of a lock (a resource access, the release) the process asks
+its client whether the lease may have lapsed (``bench.protocols.LeaseAwareClient``); if so it
+records ``lease-lost`` with the history time of the deadline that passed, once per grant, so the
+checkers know the service may have released the lock from then on.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench.history import OpType, Process
-from bench.protocols import Backend, Cluster, DefiniteFailure, Indeterminate, Invocation, LockClient
+from bench.protocols import (
+    Backend,
+    Cluster,
+    DefiniteFailure,
+    Indeterminate,
+    Invocation,
+    LockClient,
+    lease_deadline_of,
+)
 from bench.runner.resource import RefusedAccess
 from workloads.base import BenchWorkload
 
@@ -30,6 +43,8 @@ log = logging.getLogger(__name__)
 REOPEN_BACKOFF_S = 0.5
 # Bound on closing a retired client (its session may be stuck behind a partition).
 CLOSE_TIMEOUT_S = 5.0
+# The history op saying a holder's lease may have lapsed (docs/history.md).
+LEASE_LOST = "lease-lost"
 
 
 class HistorySink(Protocol):
@@ -62,6 +77,7 @@ class RunStats:
     info: int = 0
     open_failures: int = 0
     retired: int = 0
+    leases_lost: int = 0
     active_faults: dict[str, Any] = field(default_factory=dict)
     leader: str | None = None
     phase: str = "setting up"
@@ -159,6 +175,26 @@ class ClientDriver:
         workload.update(process, op, outcome, value)
         return outcome, value
 
+    def check_lease(self, client: LockClient, process: int, node: str | None) -> bool:
+        """Record ``lease-lost`` if the process's next step needs a lease that may have lapsed.
+
+        ``since`` is the lapsed deadline on the history's clock (both are time.monotonic).
+        Returns whether it recorded one (then the workload has adapted its plan).
+        """
+        lock = self.workload.lease_to_check(process)
+        if lock is None:
+            return False
+        deadline = lease_deadline_of(client)
+        if deadline is None:
+            return False
+        value = {"since": round(deadline * 1e9) - self.history.start_ns}
+        session = client.session
+        self.history.append(process, "invoke", LEASE_LOST, lock, value, node=node, session=session)
+        self.history.append(process, "ok", LEASE_LOST, lock, value, node=node, session=session)
+        self.stats.leases_lost += 1
+        self.workload.lease_lost(process, lock)
+        return True
+
     def retire(self, client: LockClient) -> None:
         """Close a retired process's client in the background (it may hang behind a fault)."""
         self.stats.retired += 1
@@ -206,10 +242,11 @@ class ClientProcess:
                 # Yield even without think time: a backend that answers without awaiting
                 # anything would otherwise starve every other task (timers, the nemesis).
                 await asyncio.sleep(0)
+            node = driver.node_for(self.process)
+            driver.check_lease(self.client, self.process, node)
             op = driver.workload.next_op(self.process)
             if op is None:
                 return
-            node = driver.node_for(self.process)
             outcome, _ = await driver.execute(self.client, self.process, op, node)
             if outcome == "info":
                 driver.retire(self.client)

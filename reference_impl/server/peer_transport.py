@@ -34,9 +34,11 @@ PEER_MAGIC = b"LBRAFT1\n"
 FRAME_HEADER = struct.Struct(">II")
 DEFAULT_QUEUE_SIZE = 4096
 """Messages waiting for one peer; at 4096 a peer that is gone costs at most a few MiB."""
-MAX_BUFFERED_BYTES = 16 << 20
-"""Unsent bytes to one connected peer beyond which new messages are dropped (it is not reading;
-Raft resends what it needs once the peer catches up)."""
+MAX_BUFFERED_BYTES = 2 << 20
+"""Unsent bytes (beyond the kernel's socket buffer) to one connected peer after which new
+messages are dropped: it is not reading (paused or overloaded), what waits is going stale, and
+Raft resends what it needs once the peer answers again. The check is made before each write, so a
+single large append or snapshot still goes out whole."""
 RECONNECT_MIN_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 1.0

@@ -3,7 +3,8 @@
 Everything random (network delay, loss, duplication, reordering, partitions, crashes, client
 requests, election timeouts) comes from one seeded ``random.Random``, so a seed replays exactly.
 Each node is driven the way the asyncio shell drives it: inputs that arrive while its Ready is
-being fsynced wait and go into the next Ready. A crash loses the inputs, the unsent messages and
+being fsynced wait and go into the next Ready, and a leader sends its messages before its own
+write unless its term or vote changes. A crash loses the inputs, the unsent messages and
 a random part of the un-fsynced write.
 
 Invariants are checked as the run goes (``SimulationFailure`` carries the seed):
@@ -197,6 +198,7 @@ class SimNode:
     node: RaftNode | None = None
     machine: RecordingStateMachine = field(default_factory=RecordingStateMachine)
     busy: Ready | None = None
+    sent_first: bool = False
     inbox: deque[Any] = field(default_factory=deque)
     incarnation: int = 0
     checked_commit: int = 0
@@ -423,8 +425,24 @@ class Simulation:
             if ready.hard_state is None and not ready.entries and ready.snapshot is None:
                 self._finish_ready(sim_node, node, ready)
                 continue
+            # As the shell does: a leader sends before its own write unless term or vote change
+            # (Raft thesis 10.2.1); a crash during the fsync then loses a write already sent.
+            durable = sim_node.storage.hard_state
+            sent_first = (
+                ready.role is Role.LEADER
+                and ready.snapshot is None
+                and (
+                    ready.hard_state is None
+                    or (ready.hard_state.term, ready.hard_state.vote)
+                    == (durable.term, durable.vote)
+                )
+            )
+            if sent_first:
+                for msg in ready.messages:
+                    self._send(msg)
             sim_node.storage.write(ready)
             sim_node.busy = ready
+            sim_node.sent_first = sent_first
             incarnation = sim_node.incarnation
             delay = self.rng.randint(*self.options.fsync_ms)
 
@@ -435,16 +453,19 @@ class Simulation:
                 assert ready is not None
                 sim_node.storage.fsync()
                 sim_node.busy = None
-                self._finish_ready(sim_node, sim_node.node, ready)
+                self._finish_ready(sim_node, sim_node.node, ready, sent=sim_node.sent_first)
                 while sim_node.inbox:
                     self._feed(sim_node, sim_node.inbox.popleft())
                 self._pump(sim_node)
 
             self.schedule(delay, fsynced)
 
-    def _finish_ready(self, sim_node: SimNode, node: RaftNode, ready: Ready) -> None:
-        for msg in ready.messages:
-            self._send(msg)
+    def _finish_ready(
+        self, sim_node: SimNode, node: RaftNode, ready: Ready, *, sent: bool = False
+    ) -> None:
+        if not sent:
+            for msg in ready.messages:
+                self._send(msg)
         if ready.snapshot is not None:
             meta = ready.snapshot.meta
             sim_node.machine.restore(ready.snapshot.data, meta.index)
