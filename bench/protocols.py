@@ -7,7 +7,7 @@ their own modules: runtimes in ``bench.cluster``, backends in ``bench.backends``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -170,10 +170,13 @@ class LeaseAwareClient(Protocol):
 
 
 def lease_deadline_of(client: LockClient) -> float | None:
-    """Ask a client since when its lease may have lapsed; None if it cannot tell (optional)."""
-    if isinstance(client, LeaseAwareClient):
-        return client.lease_deadline()
-    return None
+    """Ask a client since when its lease may have lapsed; None if it cannot tell (optional).
+
+    A plain attribute lookup: it runs before every holder step, and ``isinstance`` against a
+    runtime-checkable protocol costs ~3.5 us, a quarter of the runner's whole per-op CPU cost.
+    """
+    ask: Callable[[], float | None] | None = getattr(client, "lease_deadline", None)
+    return None if ask is None else ask()
 
 
 class Backend(Protocol):

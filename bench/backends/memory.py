@@ -305,7 +305,10 @@ class MemoryLockService:
 
 
 class MemoryLockClient:
-    """One process's session with the in-process service; keepalives run in the background."""
+    """One process's session with the in-process service; keepalives run in the background.
+
+    It tracks its lease as the reference client does (``lease_deadline``): past the deadline the
+    session counts as lost even before the service reaps it."""
 
     def __init__(
         self,
