@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench.backends.reference import ReferenceBackend, fetch_status
+from bench.backends.reference import ReferenceBackend, client_port, fetch_status
 from bench.cluster import ClusterHandle
 from bench.cluster.deploy import build_wheel
 from bench.cluster.testing import netns_cluster
@@ -23,6 +23,7 @@ from nemesis.heal import heal_cluster
 from nemesis.process import ProcessNemesis
 from nemesis.remote import NodeLocks, on_nodes
 from nemesis.schedule import NemesisRunner
+from reference_impl.client.connection import Connection, ServerError
 
 pytestmark = [
     pytest.mark.root,
@@ -72,6 +73,36 @@ def _agreed_leader(cluster: ClusterHandle) -> str:
     raise AssertionError(f"nodes do not agree on a leader: {views}")
 
 
+async def _write_outcome(endpoint: str) -> str:
+    """Ask one node, with no redirect-following, to open a session: a Raft write."""
+    connection = await Connection.open(endpoint, timeout=3.0)
+    try:
+        args = {"client_id": "minority-probe", "seq": 1, "ttl": 5.0}
+        result = await connection.call("open_session", args, timeout=3.0)
+    except ServerError as exc:
+        return f"refused: {exc.code}"
+    except TimeoutError:
+        return "no answer"
+    finally:
+        await connection.close()
+    return f"served: {result}"
+
+
+def _minority_side_refuses_writes(cluster: ClusterHandle, old: str) -> tuple[str, str]:
+    """The isolated old leader steps down (CheckQuorum) and never serves a write."""
+    node = cluster.node(old)
+    deadline = time.monotonic() + ELECTION_TIMEOUT_S
+    status: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        status = fetch_status(node)
+        if status is not None and status.get("role") != "leader":
+            break
+        time.sleep(0.1)
+    assert status is not None and status.get("role") != "leader", status
+    outcome = asyncio.run(_write_outcome(f"{node.address}:{client_port(node)}"))
+    return str(status.get("role")), outcome
+
+
 def test_an_isolated_leader_is_replaced_by_the_majority_and_heal_reunites(
     lockd_cluster: tuple[ClusterHandle, ReferenceBackend],
 ) -> None:
@@ -86,6 +117,8 @@ def test_an_isolated_leader_is_replaced_by_the_majority_and_heal_reunites(
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         replacement["leader"] = await asyncio.to_thread(_new_leader, backend, cluster, old)
+        role, outcome = await asyncio.to_thread(_minority_side_refuses_writes, cluster, old)
+        replacement["old_role"], replacement["write"] = role, outcome
         stop.set()
         await asyncio.wait_for(task, timeout=30)
 
@@ -94,6 +127,11 @@ def test_an_isolated_leader_is_replaced_by_the_majority_and_heal_reunites(
     finally:
         assert runner.heal_all() == []
     assert replacement["leader"] != old
+    # The minority side stepped down and did not serve the write (it refuses or cannot commit).
+    assert replacement["old_role"] != "leader"
+    assert replacement["write"] in ("refused: not-leader", "refused: unavailable", "no answer"), (
+        replacement["write"]
+    )
     infos = {f: v for t, f, v in records if t == "info"}
     assert infos["leader"] == {"leader": old}
     others = sorted(n.name for n in cluster.nodes if n.name != old)
