@@ -30,6 +30,9 @@ from bench.history import OpType
 from bench.protocols import DefiniteFailure, Invocation, LockClient, LockEvent
 from bench.runner.resource import ResourceClient
 
+WATCH_SETTLE_SECONDS = 0.5
+"""Extra time a watcher keeps reading after its window, for events still in flight."""
+
 
 @dataclass(frozen=True, slots=True)
 class WorkloadContext:
@@ -235,10 +238,14 @@ class BenchWorkload:
         raise DefiniteFailure(f"workload {self.name} does not know how to perform {op.f!r}")
 
     async def _watch(self, client: LockClient, value: Mapping[str, Any]) -> list[dict[str, Any]]:
+        # Collect for ``duration`` plus a settle period: the event of a change that completed just
+        # before the window closed may still be on its way (the service sends the reply and the
+        # event at about the same time). The watches checker only requires events for changes
+        # completed within ``duration`` of the invocation (docs/checkers.md).
         events: list[dict[str, Any]] = []
         stream = client.watch(str(value["prefix"]), from_revision=int(value["from_revision"]))
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(float(value["duration"])):
+            async with asyncio.timeout(float(value["duration"]) + WATCH_SETTLE_SECONDS):
                 async for event in stream:
                     events.append(event_json(event))
         close = getattr(stream, "aclose", None)

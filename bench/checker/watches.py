@@ -55,6 +55,25 @@ class LockChange:
         return f"{self.kind} of {self.lock!r} by session {self.session}{token}"
 
 
+def _completion_time(change: LockChange) -> int:
+    assert change.call.completion is not None
+    return change.call.completion.time
+
+
+def _window_end(watch: Call, arg: Mapping[str, Any]) -> int:
+    """Until when a watcher must have seen every change: ``duration`` after its invocation.
+
+    The watch workload reads for ``duration`` and then a settle period more, so the event of a
+    change completed inside the window has had time to arrive even over a network. Watches from
+    other tools (no ``duration``) are held to their completion, as before.
+    """
+    assert watch.completion is not None
+    duration = arg.get("duration")
+    if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+        return min(watch.completion.time, watch.invoke.time + int(duration * 1e9))
+    return watch.completion.time
+
+
 def _anomaly(kind: str, explanation: str, calls: Sequence[Call], key: str | None) -> Anomaly:
     indices = sorted(
         {c.invoke.index for c in calls} | {c.completion.index for c in calls if c.completion}
@@ -178,11 +197,13 @@ class WatchesChecker:
             anomalies.extend(self._stream_anomalies(watch, stream, by_revision))
             first = bisect.bisect_right(change_starts, watch.invoke.index)
             last = bisect.bisect_left(change_starts, watch.completion.index)
+            window_end = _window_end(watch, arg)
             inside = [
                 change
                 for change in changes[first:last]
                 if change.lock.startswith(prefix)
                 and change.completion_index < watch.completion.index
+                and _completion_time(change) < window_end
             ]
             anomalies.extend(self._missing(watch, prefix, StreamIndex(stream), inside))
         stats = {"watches": len(watches), "events": checked_events, "anomalies": len(anomalies)}

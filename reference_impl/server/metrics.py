@@ -10,23 +10,10 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-)
+from reference_impl.raft.metrics import LATENCY_BUCKETS_SECONDS
+
+# One set of buckets for every latency in lockd, so Raft and service histograms line up.
+LATENCY_BUCKETS: tuple[float, ...] = LATENCY_BUCKETS_SECONDS
 
 
 def _labels(names: Sequence[str], values: Sequence[str]) -> str:
