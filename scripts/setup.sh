@@ -20,8 +20,13 @@ declare -A APT_PURPOSE=(
   [zookeeper]="the ZooKeeper backend"
   [chromium]="browser tests of the HTML reports"
   [prometheus]="promtool checks of the alerting rules"
+  [python3]="the deployed server on netns nodes (a venv over the system python3)"
+  [python3-venv]="the deployed server on netns nodes (a venv over the system python3)"
+  [python3-pip]="the deployed server on netns nodes (a venv over the system python3)"
+  [python3-yaml]="the deployed server on netns nodes (PyYAML from the system)"
 )
-APT_PACKAGES=(iproute2 iptables openssh-server openssh-client faketime etcd-server redis-server zookeeper chromium prometheus)
+APT_PACKAGES=(iproute2 iptables openssh-server openssh-client faketime etcd-server redis-server zookeeper
+              chromium prometheus python3 python3-venv python3-pip python3-yaml)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -47,10 +52,10 @@ install_system_packages() {
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     guard_created=1
   fi
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/lockbench-apt.log 2>&1; then
+  if ! apt-get install -y -qq "${missing[@]}" >/tmp/lockbench-apt.log 2>&1; then
     say "bulk install failed; installing one by one"
     for pkg in "${missing[@]}"; do
-      apt-get install -y -qq --no-install-recommends "$pkg" >>/tmp/lockbench-apt.log 2>&1 \
+      apt-get install -y -qq "$pkg" >>/tmp/lockbench-apt.log 2>&1 \
         || say "could not install $pkg: disables ${APT_PURPOSE[$pkg]} (see /tmp/lockbench-apt.log)"
     done
   fi
