@@ -43,6 +43,25 @@ class NodeSpec:
             object.__setattr__(self, "data_dir", f"{DEFAULT_DATA_ROOT}/{self.name}")
 
 
+class SpecNode:
+    """What every node kind reads straight from its inventory entry (name, address, data dir)."""
+
+    def __init__(self, spec: NodeSpec) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def address(self) -> str:
+        return self.spec.address
+
+    @property
+    def data_dir(self) -> str:
+        return self.spec.data_dir
+
+
 @dataclass(frozen=True, slots=True)
 class Inventory:
     """A cluster: its runtime, its nodes, its directory (keys, state) and its pinned host keys."""

@@ -10,27 +10,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.cluster.inventory import NodeSpec
+from bench.cluster.inventory import SpecNode
 from bench.protocols import CommandResult, NodeError
 
 
-class LocalNode:
+class LocalNode(SpecNode):
     """One node of the local runtime: servers bind 127.0.0.1 with ``spec.port_offset``."""
-
-    def __init__(self, spec: NodeSpec) -> None:
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def address(self) -> str:
-        return self.spec.address
-
-    @property
-    def data_dir(self) -> str:
-        return self.spec.data_dir
 
     def __repr__(self) -> str:
         return f"LocalNode({self.spec.name}, offset {self.spec.port_offset})"

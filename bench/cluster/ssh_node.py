@@ -17,7 +17,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
-from bench.cluster.inventory import NodeSpec
+from bench.cluster.inventory import NodeSpec, SpecNode
 from bench.errors import ClusterError
 from bench.protocols import CommandResult, NodeError
 
@@ -46,26 +46,14 @@ def connect_kwargs(spec: NodeSpec) -> dict[str, object]:
     return kwargs
 
 
-class SshNode:
+class SshNode(SpecNode):
     """One node driven over a single, lazily opened SSH connection (shared by threads)."""
 
     def __init__(self, spec: NodeSpec, known_hosts: Path | None) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self._known_hosts = known_hosts
         self._lock = threading.Lock()
         self._connection: Connection | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def address(self) -> str:
-        return self.spec.address
-
-    @property
-    def data_dir(self) -> str:
-        return self.spec.data_dir
 
     def __repr__(self) -> str:
         return f"SshNode({self.spec.name}@{self.spec.address}:{self.spec.ssh_port})"
