@@ -336,7 +336,7 @@ class RaftNode:
         if self._messages or self._read_states or self._received_snapshot is not None:
             return True
         log = self._log
-        if log.stable_index < log.last_index or log.commit > log.applied:
+        if log.persisting_index < log.last_index or log.commit > log.applied:
             return True
         persisted = self._persisted_hard_state
         return (
@@ -349,9 +349,12 @@ class RaftNode:
         """What to persist, send and apply now. Messages and read states are handed out once."""
         self._flush()
         hard_state = self._current_hard_state()
+        entries = self._log.unstable_entries()
+        if entries:
+            self._log.persisting_to(entries[-1].index)
         ready = Ready(
             hard_state=None if hard_state == self._persisted_hard_state else hard_state,
-            entries=self._log.unstable_entries(),
+            entries=entries,
             snapshot=self._received_snapshot,
             messages=tuple(self._messages),
             committed=self._log.committed_to_apply(),
@@ -364,17 +367,29 @@ class RaftNode:
         self._read_states = []
         return ready
 
-    def advance(self, ready: Ready) -> None:
-        """The caller has persisted, sent and applied ``ready``."""
+    def advance(self, ready: Ready, *, entries_persisted: bool = True) -> None:
+        """The caller has persisted, sent and applied ``ready``.
+
+        ``entries_persisted=False``: a leader's entries (and its commit-only hard state) are
+        still being written in the background (asynchronous storage writes, as etcd's
+        AsyncStorageWrites); the caller reports them with ``persisted`` once durable. Until then
+        they do not count toward the commit: the leader counts its own log only once durable.
+        """
         if ready.hard_state is not None:
             self._persisted_hard_state = ready.hard_state
-        if ready.entries:
+        if ready.entries and entries_persisted:
             last = ready.entries[-1]
-            self._log.stable_to(last.index, last.term)
+            self.persisted(last.index, last.term)
         if ready.snapshot is not None and ready.snapshot is self._received_snapshot:
             self._received_snapshot = None
         if ready.committed:
             self._log.applied = max(self._log.applied, ready.committed[-1].index)
+
+    def persisted(self, index: int, term: int) -> None:
+        """Entries up to (index, term) are durable (ignored if they were replaced since)."""
+        self._log.stable_to(index, term)
+        if self._role is Role.LEADER and self._maybe_commit():
+            self._commit_broadcast_pending = True
 
     # -----------------------------------------------------------------------------------------
     # Validation and term handling
@@ -902,9 +917,10 @@ class RaftNode:
 
     def _maybe_commit(self) -> bool:
         """Advance the commit index to the majority match, counting only current-term entries
-        (Raft Figure 8: an older-term entry is committed only by a current-term one after it)."""
+        (Raft Figure 8: an older-term entry is committed only by a current-term one after it).
+        The leader's own match is what it has made durable, not what it has appended."""
         matches = sorted(
-            [self._log.last_index, *(p.match for p in self._progress.values())], reverse=True
+            [self._log.stable_index, *(p.match for p in self._progress.values())], reverse=True
         )
         candidate = matches[self._config.quorum - 1]
         if candidate > self._log.commit and self._log.term_at(candidate) == self._term:

@@ -1,5 +1,5 @@
 """The in-memory Raft log: the entries after the latest snapshot, plus bookkeeping of what is
-already durable (``stable_index``), committed and applied.
+already durable (``stable_index``), handed to storage (``persisting_index``), committed and applied.
 
 Kept apart from the core so the log's index arithmetic (the usual source of off-by-one bugs)
 lives in one small place with one representation: ``entries[i]`` has index
@@ -25,6 +25,9 @@ class RaftLog:
                 raise ValueError(f"restored log has a gap: expected index {expected}, got {entry}")
             expected += 1
         self.stable_index = self.last_index  # everything restored is durable
+        # Entries up to here were handed out in a Ready (durable or being written): a leader
+        # with asynchronous writes gets the next entries before the previous write finished.
+        self.persisting_index = self.last_index
         self.commit = self.snapshot_index
         self.applied = self.snapshot_index
 
@@ -72,6 +75,7 @@ class RaftLog:
         """Drop entries at ``index`` and after (never below the commit index: callers check)."""
         del self.entries[index - self.snapshot_index - 1 :]
         self.stable_index = min(self.stable_index, index - 1)
+        self.persisting_index = min(self.persisting_index, index - 1)
 
     def find_conflict_hint(self, index: int, term: int) -> tuple[int, int]:
         """Largest index <= ``index`` whose term is <= ``term``, and that term (fast backtracking).
@@ -88,7 +92,11 @@ class RaftLog:
         return self.snapshot_index, self.snapshot_term
 
     def unstable_entries(self) -> tuple[Entry, ...]:
-        return tuple(self.slice(self.stable_index + 1, self.last_index + 1))
+        """Entries not yet handed to storage."""
+        return tuple(self.slice(self.persisting_index + 1, self.last_index + 1))
+
+    def persisting_to(self, index: int) -> None:
+        self.persisting_index = max(self.persisting_index, index)
 
     def stable_to(self, index: int, term: int) -> None:
         """Mark entries up to (index, term) durable, unless they were replaced since."""
@@ -109,6 +117,7 @@ class RaftLog:
         self.snapshot_term = snapshot.meta.term
         self.entries = []
         self.stable_index = self.snapshot_index
+        self.persisting_index = self.snapshot_index
         self.commit = max(self.commit, self.snapshot_index)
         self.applied = self.snapshot_index
 

@@ -78,6 +78,7 @@ class ReplicaMetrics:
     messages_received: int = 0
     messages_dropped: int = 0
     malformed_frames: int = 0
+    tls_handshake_failures: int = 0
     proposals: int = 0
     proposals_failed: int = 0
     reads: int = 0

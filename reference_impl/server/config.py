@@ -12,7 +12,8 @@ The file format is a contract with ``bench`` (docs/reference-server.md)::
     unsafe: []                # e.g. [grant-before-commit]
 
 Optional keys beyond the contract: ``lock_delay_ms``, ``auth_token_file``, ``tls`` (``cert``,
-``key``, optional ``client_ca``), ``event_log_capacity``, ``snapshot_entries``.
+``key``, optional ``client_ca``), ``peer_tls`` (``cert``, ``key``, ``ca``: mutual TLS on the Raft
+peer links), ``event_log_capacity``, ``snapshot_entries``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerTlsConfig:
+    """Mutual TLS on the Raft peer links: every node presents ``cert`` (signed by ``ca``, naming
+    its node id in a DNS subjectAltName) and accepts only peers whose certificates ``ca`` signed."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+PEER_TLS_KEYS = ("cert", "key", "ca")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     id: str
     data_dir: Path
@@ -75,6 +89,7 @@ class ServerConfig:
     lock_delay_ms: int = 0
     auth_token: str | None = None
     tls: TlsConfig | None = None
+    peer_tls: PeerTlsConfig | None = None
     event_log_capacity: int = 10_000
     snapshot_entries: int = 10_000
     log_file: Path | None = None
@@ -152,6 +167,7 @@ KNOWN_KEYS = frozenset(
         "lock_delay_ms",
         "auth_token_file",
         "tls",
+        "peer_tls",
         "event_log_capacity",
         "snapshot_entries",
     }
@@ -179,6 +195,22 @@ def tls_config(cert: str, key: str, client_ca: str | None) -> TlsConfig:
     return TlsConfig(Path(cert), Path(key), Path(client_ca) if client_ca else None)
 
 
+def peer_tls_config(raw: Any) -> PeerTlsConfig:
+    """``raw`` maps cert, key and ca to paths; all three are needed (mutual TLS)."""
+    if not isinstance(raw, Mapping):
+        raise ServerConfigError("peer_tls: must be a mapping with cert, key and ca")
+    unknown = set(raw) - set(PEER_TLS_KEYS)
+    if unknown:
+        raise ServerConfigError(f"peer_tls: unknown key(s) {sorted(unknown)}; known: cert, key, ca")
+    missing = [key for key in PEER_TLS_KEYS if not raw.get(key)]
+    if missing:
+        raise ServerConfigError(
+            f"peer_tls: missing {', '.join(missing)}; mutual TLS on the peer links needs cert, "
+            "key and ca on every node"
+        )
+    return PeerTlsConfig(Path(str(raw["cert"])), Path(str(raw["key"])), Path(str(raw["ca"])))
+
+
 def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> ServerConfig:
     unknown = set(raw) - KNOWN_KEYS
     if unknown:
@@ -200,6 +232,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Se
         if not isinstance(spec, Mapping) or "cert" not in spec or "key" not in spec:
             raise ServerConfigError("tls: needs cert and key (and optionally client_ca)")
         tls = tls_config(spec["cert"], spec["key"], spec.get("client_ca"))
+    peer_tls = peer_tls_config(raw["peer_tls"]) if raw.get("peer_tls") else None
     listen_host = raw.get("listen_host")
     if listen_host is not None and not isinstance(listen_host, str):
         raise ServerConfigError("listen_host: must be an address such as 0.0.0.0")
@@ -214,6 +247,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Se
         lock_delay_ms=_int(raw, "lock_delay_ms", 0),
         auth_token=auth_token,
         tls=tls,
+        peer_tls=peer_tls,
         event_log_capacity=_int(raw, "event_log_capacity", 10_000),
         snapshot_entries=_int(raw, "snapshot_entries", 10_000),
     )

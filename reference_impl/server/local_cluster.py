@@ -15,12 +15,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import yaml
+
+from reference_impl.server.config import PeerTlsConfig
 
 
 class LocalClusterError(RuntimeError):
@@ -64,6 +66,7 @@ class LocalCluster:
         extra_config: dict[str, object] | None = None,
         extra_args: Sequence[str] = (),
         extra_env: dict[str, str] | None = None,
+        peer_tls: Mapping[str, PeerTlsConfig] | None = None,
     ) -> None:
         self.directory = directory
         self.nodes = [
@@ -82,6 +85,7 @@ class LocalCluster:
         self.extra_config = dict(extra_config or {})
         self.extra_args = list(extra_args)
         self.extra_env = dict(extra_env or {})  # e.g. LD_PRELOAD of libfaketime
+        self.peer_tls = dict(peer_tls or {})  # node id -> its peer_tls section; default: off
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()
 
@@ -113,6 +117,13 @@ class LocalCluster:
                 "unsafe": self.unsafe,
                 **self.extra_config,
             }
+            node_tls = self.peer_tls.get(node.id)
+            if node_tls is not None:
+                config["peer_tls"] = {
+                    "cert": str(node_tls.cert),
+                    "key": str(node_tls.key),
+                    "ca": str(node_tls.ca),
+                }
             node.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self, node_id: str) -> None:

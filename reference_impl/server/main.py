@@ -27,12 +27,14 @@ from reference_impl.server.config import (
     ServerConfigError,
     config_from_mapping,
     load_config,
+    peer_tls_config,
     read_auth_token,
     tls_config,
     with_overrides,
 )
 from reference_impl.server.http_server import HttpServer
 from reference_impl.server.metrics import Registry
+from reference_impl.server.peer_tls import peer_tls_contexts
 from reference_impl.server.raft_metrics import register_replica_metrics
 from reference_impl.server.replica import Replica
 from reference_impl.server.service import LockService
@@ -84,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="serve the client port over TLS with this cert")
     parser.add_argument("--tls-key", help="private key of --tls-cert")
     parser.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    parser.add_argument(
+        "--peer-tls-cert", help="mutual TLS on the Raft peer links: this node's certificate"
+    )
+    parser.add_argument("--peer-tls-key", help="private key of --peer-tls-cert")
+    parser.add_argument("--peer-tls-ca", help="CA that signed every node's peer certificate")
     parser.add_argument("--pidfile", type=Path, help="write the process id here")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -133,6 +140,16 @@ def resolve_config(args: argparse.Namespace) -> ServerConfig:
             raise ServerConfigError("--tls-cert and --tls-key go together")
         tls = tls_config(args.tls_cert, args.tls_key, args.tls_client_ca)
     auth_token = read_auth_token(args.auth_token_file) if args.auth_token_file else None
+    peer_tls_flags = {"cert": args.peer_tls_cert, "key": args.peer_tls_key, "ca": args.peer_tls_ca}
+    peer_tls = config.peer_tls
+    if any(peer_tls_flags.values()):
+        missing = [f"--peer-tls-{key}" for key, value in peer_tls_flags.items() if not value]
+        if missing:
+            raise ServerConfigError(
+                "--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together (mutual TLS); "
+                f"missing {', '.join(missing)}"
+            )
+        peer_tls = peer_tls_config(peer_tls_flags)
     return with_overrides(
         config,
         id=args.id,
@@ -144,6 +161,7 @@ def resolve_config(args: argparse.Namespace) -> ServerConfig:
         log_file=args.log_file,
         pidfile=args.pidfile,
         tls=tls,
+        peer_tls=peer_tls,
         auth_token=auth_token,
     )
 
@@ -171,7 +189,9 @@ class Lockd:
         self.service = LockService(config, self.registry)
         peers = {node_id: (m.host, m.peer_port) for node_id, m in config.members.items()}
         raft_config = RaftConfig(
-            config.id, tuple(config.members), check_quorum=not config.is_unsafe("no-check-quorum")
+            config.id,
+            tuple(config.members),
+            check_quorum=not config.is_unsafe("no-check-quorum"),
         )
         self.replica = Replica(
             config.id,
@@ -185,6 +205,7 @@ class Lockd:
             snapshot_every=config.snapshot_entries,
             unsafe_no_fsync=config.is_unsafe("no-fsync"),
             unsafe_no_check_quorum=config.is_unsafe("no-check-quorum"),
+            peer_tls=peer_tls_contexts(config.peer_tls, config.id) if config.peer_tls else None,
         )
         self.service.attach(self.replica)
         self.clients = ClientServer(

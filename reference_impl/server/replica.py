@@ -44,7 +44,7 @@ from reference_impl.raft.types import (
     Ready,
     Role,
 )
-from reference_impl.server.peer_transport import PeerTransport
+from reference_impl.server.peer_transport import PeerTlsContexts, PeerTransport
 from reference_impl.storage.raft_storage import RaftStorage, SaveStats
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class Replica:
         unsafe_no_fsync: bool = False,
         unsafe_no_check_quorum: bool = False,
         rng: random.Random | None = None,
+        peer_tls: PeerTlsContexts | None = None,
     ) -> None:
         if node_id not in peers:
             raise RaftConfigError(f"peers must include this node {node_id!r} with its peer port")
@@ -159,6 +160,7 @@ class Replica:
         self.metrics = ReplicaMetrics()
         self._node: RaftNode | None = None
         self._transport: PeerTransport | None = None
+        self._peer_tls = peer_tls
         self._inbox: deque[_Input] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -232,7 +234,9 @@ class Replica:
         self._persisted_hard_state = restored.hard_state
         self._node = RaftNode(self._config, restored, self._rng)
         self._term = self._node.term
-        self._transport = PeerTransport(self._id, self._peers, self._deliver, self.metrics)
+        self._transport = PeerTransport(
+            self._id, self._peers, self._deliver, self.metrics, tls=self._peer_tls
+        )
         await self._transport.start()
         self._running = True
         self._tasks = [

@@ -4,8 +4,11 @@ Everything random (network delay, loss, duplication, reordering, partitions, cra
 requests, election timeouts) comes from one seeded ``random.Random``, so a seed replays exactly.
 Each node is driven the way the asyncio shell drives it: inputs that arrive while its Ready is
 being fsynced wait and go into the next Ready, and a leader sends its messages before its own
-write unless its term or vote changes. A crash loses the inputs, the unsent messages and
-a random part of the un-fsynced write.
+write unless its term or vote changes. With ``async_leader_writes`` (most seeds; the shell's
+mode) a leader does not wait for its write at all: it goes on with the next inputs, its writes
+finish in order later and are reported with ``RaftNode.persisted``, and a node that stops leading
+waits for them before any write of its own. A crash loses the inputs, the unsent messages and
+a random part of the un-fsynced writes.
 
 Invariants are checked as the run goes (``SimulationFailure`` carries the seed):
 election safety, log matching, leader completeness, state machine safety, linearizable
@@ -167,6 +170,7 @@ class SimOptions:
     max_inflight: int = 4
     max_entries_per_append: int = 8
     settle_ms: int = 4_000
+    async_leader_writes: bool = True
 
     @staticmethod
     def from_seed(seed: int) -> SimOptions:
@@ -187,6 +191,7 @@ class SimOptions:
             lease_reads=check_quorum and rng.random() < 0.3,
             max_inflight=rng.choice((1, 4, 16)),
             max_entries_per_append=rng.choice((1, 8, 256)),
+            async_leader_writes=rng.random() < 0.75,
         )
 
 
@@ -199,6 +204,8 @@ class SimNode:
     machine: RecordingStateMachine = field(default_factory=RecordingStateMachine)
     busy: Ready | None = None
     sent_first: bool = False
+    writes_in_flight: int = 0  # asynchronous leader writes not finished yet
+    last_write_done: int = 0  # they finish in order: one writer
     inbox: deque[Any] = field(default_factory=deque)
     incarnation: int = 0
     checked_commit: int = 0
@@ -359,12 +366,14 @@ class Simulation:
         sim_node.busy = None
         sim_node.inbox.clear()
         sim_node.checked_commit = 0
+        sim_node.writes_in_flight = 0
 
     def _crash(self, sim_node: SimNode) -> None:
         self.note(f"crash {sim_node.id}")
         sim_node.storage.crash(self.rng)
         sim_node.node = None
         sim_node.busy = None
+        sim_node.writes_in_flight = 0
         sim_node.inbox.clear()
         sim_node.incarnation += 1
         for key in [k for k in self.pending_proposals if k[0] == sim_node.id]:
@@ -420,6 +429,8 @@ class Simulation:
     def _pump(self, sim_node: SimNode) -> None:
         node = sim_node.node
         while node is not None and sim_node.busy is None and node.has_ready():
+            if sim_node.writes_in_flight and node.role is not Role.LEADER:
+                return  # as the shell: a former leader's writes finish before its next write
             ready = node.ready()
             self._check_ready(sim_node, node, ready)
             if ready.hard_state is None and not ready.entries and ready.snapshot is None:
@@ -437,6 +448,11 @@ class Simulation:
                     == (durable.term, durable.vote)
                 )
             )
+            if sent_first and self.options.async_leader_writes:
+                self._write_in_background(sim_node, node, ready)
+                continue
+            if sim_node.writes_in_flight:
+                self.fail(f"{sim_node.id}: a synchronous write while leader writes are in flight")
             if sent_first:
                 for msg in ready.messages:
                     self._send(msg)
@@ -460,8 +476,37 @@ class Simulation:
 
             self.schedule(delay, fsynced)
 
+    def _write_in_background(self, sim_node: SimNode, node: RaftNode, ready: Ready) -> None:
+        """A leader's write: send, hand the write to the (one, in-order) writer, go on."""
+        for msg in ready.messages:
+            self._send(msg)
+        sim_node.storage.write(ready)
+        sim_node.writes_in_flight += 1
+        incarnation = sim_node.incarnation
+        done_at = max(self.now + self.rng.randint(*self.options.fsync_ms), sim_node.last_write_done)
+        sim_node.last_write_done = done_at
+        last = ready.entries[-1] if ready.entries else None
+
+        def written(sim_node: SimNode = sim_node, incarnation: int = incarnation) -> None:
+            if sim_node.incarnation != incarnation or sim_node.node is None:
+                return
+            sim_node.storage.fsync()
+            sim_node.writes_in_flight -= 1
+            if last is not None:
+                sim_node.node.persisted(last.index, last.term)
+            self._pump(sim_node)
+
+        self.schedule(done_at - self.now, written)
+        self._finish_ready(sim_node, node, ready, sent=True, entries_persisted=False)
+
     def _finish_ready(
-        self, sim_node: SimNode, node: RaftNode, ready: Ready, *, sent: bool = False
+        self,
+        sim_node: SimNode,
+        node: RaftNode,
+        ready: Ready,
+        *,
+        sent: bool = False,
+        entries_persisted: bool = True,
     ) -> None:
         if not sent:
             for msg in ready.messages:
@@ -481,8 +526,11 @@ class Simulation:
                         f"{sim_node.id}: ReadIndex answered {read_state.index} for a read that "
                         f"started after index {required} was acknowledged (stale read)"
                     )
-        node.advance(ready)
-        if node.applied_index - node.log.snapshot_index >= self.options.compact_every:
+        node.advance(ready, entries_persisted=entries_persisted)
+        if (
+            node.applied_index - node.log.snapshot_index >= self.options.compact_every
+            and not sim_node.writes_in_flight
+        ):
             snapshot = node.compact(node.applied_index, sim_node.machine.snapshot())
             sim_node.storage.save_snapshot(snapshot)
 

@@ -111,10 +111,34 @@ def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> N
     node.step(VoteResponse("n2", "n1", 2, True))
     assert node.role is Role.LEADER
     assert node.log.entry(3).term == 2  # the leader's noop
+    node.advance(node.ready())  # the noop is durable on the leader
     node.step(AppendResponse("n2", "n1", 2, True, 2))
     assert node.commit_index == 0, "entry 2 (term 1) on a majority must not commit by counting"
     node.step(AppendResponse("n2", "n1", 2, True, 3))
     assert node.commit_index == 3, "a current-term entry commits, and everything before it"
+
+
+def test_a_leader_counts_its_own_entries_toward_the_commit_only_once_durable() -> None:
+    node = _node(pre_vote=False)
+    for _ in range(node.config.election_ticks_max):
+        node.tick()
+    node.step(VoteResponse("n2", "n1", 1, True))
+    assert node.role is Role.LEADER
+    noop = node.ready()
+    assert [e.index for e in noop.entries] == [1]
+    node.advance(noop, entries_persisted=False)  # written in the background
+    assert not node.ready().entries, "entries being written are not handed out twice"
+    node.step(AppendResponse("n2", "n1", 1, True, 1))
+    assert node.commit_index == 0, "one follower plus a leader whose write is pending is no quorum"
+    node.persisted(1, 1)
+    assert node.commit_index == 1
+    index = node.propose(b"x")
+    node.advance(node.ready(), entries_persisted=False)
+    node.step(AppendResponse("n2", "n1", 1, True, index))
+    node.step(AppendResponse("n3", "n1", 1, True, index))
+    assert node.commit_index == index, "a majority of followers commits without the leader's disk"
+    node.persisted(index, 1)
+    assert node.commit_index == index
 
 
 def test_conflicting_uncommitted_entries_are_overwritten_with_few_round_trips() -> None:
