@@ -48,6 +48,16 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
+# Fast paths for the two messages of every batch (AppendEntries and its response) and for
+# entries: whole fixed-width runs packed with one struct call. The layout is the field-by-field
+# one below exactly; "q" packs 0..2**63-1 as "Q" does, and a negative value (a decoded field of
+# 2**63 or more) sends the caller to the careful path, which says what is wrong.
+_PREFIX = struct.Struct(">BBH")  # version, type, length of src
+_ENTRY_HEAD = struct.Struct(">qqBI")  # term, index, kind, length of data
+_APPEND_FIXED = struct.Struct(">qqqqqI")  # term, prev index, prev term, commit, read round, count
+_APPEND_RESPONSE_FIXED = struct.Struct(">qBqqqq")  # term, success, index, hints, read round
+_KINDS = {int(kind): kind for kind in EntryKind}
+
 _TAG_VOTE_REQUEST = 1
 _TAG_VOTE_RESPONSE = 2
 _TAG_APPEND = 3
@@ -183,9 +193,15 @@ def _read_entry(reader: _Reader) -> Entry:
 
 
 def encode_entry(entry: Entry) -> bytes:
-    writer = _Writer()
-    _write_entry(writer, entry)
-    return writer.getvalue()
+    data = entry.data
+    if entry.term < 0 or entry.index < 0 or len(data) > MAX_ENTRY_BYTES:
+        writer = _Writer()  # the careful path says what is wrong
+        _write_entry(writer, entry)
+        return writer.getvalue()
+    try:
+        return _ENTRY_HEAD.pack(entry.term, entry.index, entry.kind, len(data)) + data
+    except struct.error:
+        raise RaftProtocolError(f"entry {entry.index}: term or index out of range") from None
 
 
 def decode_entry(data: bytes) -> Entry:
@@ -253,6 +269,9 @@ def decode_snapshot(data: bytes) -> Snapshot:
 
 def encode_message(msg: Message) -> bytes:
     """Encode a message; raises RaftProtocolError if a field is out of range."""
+    fast = _encode_fast(msg)
+    if fast is not None:
+        return fast
     writer = _Writer()
     writer.u8(CODEC_VERSION)
     if isinstance(msg, VoteRequest):
@@ -309,6 +328,119 @@ def encode_message(msg: Message) -> bytes:
         writer.u64(msg.index)
         writer.u8(int(msg.success))
     return writer.getvalue()
+
+
+def _encode_fast(msg: Message) -> bytes | None:
+    """AppendEntries and AppendResponse in a few struct calls; None: use the careful path."""
+    cls = type(msg)
+    if cls is not AppendEntries and cls is not AppendResponse:
+        return None
+    src = msg.src.encode()
+    dst = msg.dst.encode()
+    if not 0 < len(src) <= MAX_NODE_ID_BYTES or not 0 < len(dst) <= MAX_NODE_ID_BYTES:
+        return None
+    try:
+        if isinstance(msg, AppendEntries):
+            entries = msg.entries
+            if (
+                len(entries) > MAX_ENTRIES_PER_MESSAGE
+                or min(msg.term, msg.prev_index, msg.prev_term, msg.commit, msg.read_round) < 0
+            ):
+                return None
+            parts = [
+                _PREFIX.pack(CODEC_VERSION, _TAG_APPEND, len(src)),
+                src,
+                _U16.pack(len(dst)),
+                dst,
+                _APPEND_FIXED.pack(
+                    msg.term, msg.prev_index, msg.prev_term, msg.commit, msg.read_round,
+                    len(entries),
+                ),
+            ]  # fmt: skip
+            pack_entry = _ENTRY_HEAD.pack
+            for entry in entries:
+                data = entry.data
+                if entry.term < 0 or entry.index < 0 or len(data) > MAX_ENTRY_BYTES:
+                    return None
+                parts.append(pack_entry(entry.term, entry.index, entry.kind, len(data)))
+                parts.append(data)
+            return b"".join(parts)
+        assert isinstance(msg, AppendResponse)
+        if min(msg.term, msg.index, msg.hint_index, msg.hint_term, msg.read_round) < 0:
+            return None
+        return b"".join(
+            (
+                _PREFIX.pack(CODEC_VERSION, _TAG_APPEND_RESPONSE, len(src)),
+                src,
+                _U16.pack(len(dst)),
+                dst,
+                _APPEND_RESPONSE_FIXED.pack(
+                    msg.term, msg.success, msg.index, msg.hint_index, msg.hint_term,
+                    msg.read_round,
+                ),
+            )
+        )  # fmt: skip
+    except struct.error:
+        return None
+
+
+def _decode_fast(data: bytes) -> Message | None:
+    """The fast paths' inverse for well-formed input; None: decode carefully (and say why)."""
+    try:
+        version, tag, src_len = _PREFIX.unpack_from(data, 0)
+        if version != CODEC_VERSION or not 0 < src_len <= MAX_NODE_ID_BYTES:
+            return None
+        if tag != _TAG_APPEND and tag != _TAG_APPEND_RESPONSE:
+            return None
+        offset = 4 + src_len
+        src = data[4:offset].decode()
+        (dst_len,) = _U16.unpack_from(data, offset)
+        if not 0 < dst_len <= MAX_NODE_ID_BYTES:
+            return None
+        start = offset + 2
+        offset = start + dst_len
+        dst = data[start:offset].decode()
+        if tag == _TAG_APPEND_RESPONSE:
+            term, success, index, hint_index, hint_term, read_round = (
+                _APPEND_RESPONSE_FIXED.unpack_from(data, offset)
+            )
+            if offset + _APPEND_RESPONSE_FIXED.size != len(data) or success > 1:
+                return None
+            if min(term, index, hint_index, hint_term, read_round) < 0:
+                return None
+            return AppendResponse(
+                src, dst, term, success == 1, index, hint_index, hint_term, read_round
+            )
+        term, prev_index, prev_term, commit, read_round, count = _APPEND_FIXED.unpack_from(
+            data, offset
+        )
+        if count > MAX_ENTRIES_PER_MESSAGE or min(term, prev_index, prev_term, commit) < 0:
+            return None
+        if read_round < 0:
+            return None
+        offset += _APPEND_FIXED.size
+        entries = []
+        unpack_entry = _ENTRY_HEAD.unpack_from
+        head = _ENTRY_HEAD.size
+        kinds = _KINDS
+        for _ in range(count):
+            entry_term, entry_index, kind_value, size = unpack_entry(data, offset)
+            offset += head
+            end = offset + size
+            kind = kinds.get(kind_value)
+            if kind is None or size > MAX_ENTRY_BYTES or end > len(data):
+                return None
+            if entry_term < 1 or entry_index < 1:
+                return None
+            entries.append(Entry(entry_term, entry_index, data[offset:end], kind))
+            offset = end
+        if offset != len(data):
+            return None
+        return AppendEntries(
+            src, dst, term, prev_index, prev_term, tuple(entries), commit, read_round
+        )
+    except (struct.error, UnicodeDecodeError):
+        return None
 
 
 def _decode_vote_request(r: _Reader, src: str, dst: str, term: int) -> Message:
@@ -381,6 +513,9 @@ def decode_message(data: bytes) -> Message:
     """Decode one message; raises RaftProtocolError (only) for anything malformed."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise RaftProtocolError(f"message of {len(data)} bytes exceeds MAX_MESSAGE_BYTES")
+    fast = _decode_fast(bytes(data))
+    if fast is not None:
+        return fast
     reader = _Reader(data, "message")
     version = reader.u8("version")
     if version != CODEC_VERSION:

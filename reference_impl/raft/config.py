@@ -19,6 +19,11 @@ class RaftConfig:
     leader can be elected within ``election_ticks_min`` ticks of the last majority contact; it
     assumes the nodes' clocks advance at the same rate (bounded drift), and needs check_quorum.
 
+    ``broadcast_commit``: when the commit index moves, tell every follower at once with an empty
+    AppendEntries. Off (the default), followers learn it from the next append or heartbeat (at
+    most ``heartbeat_ticks`` later): under load that halves the messages each follower handles,
+    and reads on followers lose nothing (a ReadIndex round's heartbeats carry the commit index).
+
     ``unsafe_no_check_quorum`` exists only for the bench's self-validation: the leader never steps
     down for lack of a quorum and answers reads from its own state, so a deposed leader keeps
     serving stale reads.
@@ -34,6 +39,7 @@ class RaftConfig:
     max_entries_per_append: int = 256
     max_inflight: int = 16
     lease_reads: bool = False
+    broadcast_commit: bool = False
     unsafe_no_check_quorum: bool = False
 
     def __post_init__(self) -> None:

@@ -740,13 +740,14 @@ class RaftNode:
         """Send what proposals and commit changes since the last Ready call for, batched."""
         if self._role is not Role.LEADER:
             return
-        if self._replicate_pending or self._commit_broadcast_pending:
+        broadcast = self._commit_broadcast_pending and self._config.broadcast_commit
+        if self._replicate_pending or broadcast:
             for peer in self._peers:
                 sent = self._replicate_to(peer)
-                if not sent and self._commit_broadcast_pending:
+                if not sent and broadcast:
                     self._send_commit(peer)
             self._replicate_pending = False
-            self._commit_broadcast_pending = False
+        self._commit_broadcast_pending = False
 
     def _begin_round(self) -> None:
         self._read_round += 1

@@ -1,11 +1,14 @@
 """The asyncio shell around the Raft core: one replica of a replicated state machine.
 
-It owns the clock (a tick every ``tick_seconds``), the disk (RaftStorage: a batch's fsync runs
-inline, a snapshot's write in a worker thread) and the network (PeerTransport), and drives the
-core through its Ready contract. Everything that arrives while a batch is being written
-(proposals, peer messages, ticks) waits in the socket buffers and the inbox and goes into the next
-Ready together: that is the group commit. The leader sends its AppendEntries before its own write
-(see ``_handle_ready``), so its fsync overlaps the followers'.
+It owns the clock (a tick every ``tick_seconds``), the disk (RaftStorage) and the network
+(PeerTransport), and drives the core through its Ready contract.
+
+Writes: a follower writes each batch inline (one fsync, then its acks): everything that arrives
+meanwhile waits in the socket buffers and the inbox and goes into the next Ready together, the
+group commit. The leader sends its AppendEntries first and hands its own write to a background
+writer thread (etcd's asynchronous storage writes): its event loop goes on serving requests and
+acks while the disk works, and the core counts the leader's own log toward the commit only once
+the writer reports it durable (``RaftNode.persisted``). Snapshots are written by a worker thread.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from reference_impl.raft.types import (
     Ready,
     Role,
 )
+from reference_impl.server.background_writer import BackgroundWriter
 from reference_impl.server.peer_transport import PeerTlsContexts, PeerTransport
 from reference_impl.storage.raft_storage import RaftStorage, SaveStats
 
@@ -103,13 +107,26 @@ class _Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class _Persisted:
+    """The background writer made entries up to (index, term) durable."""
+
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteFailed:
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
 class _PendingProposal:
     term: int
     future: asyncio.Future[Any]
     started: float
 
 
-_Input = _Tick | _Proposal | _Read | _Transfer | Message
+_Input = _Tick | _Proposal | _Read | _Transfer | _Persisted | _WriteFailed | Message
 _TICK = _Tick()
 
 
@@ -132,6 +149,7 @@ class Replica:
         unsafe_no_check_quorum: bool = False,
         rng: random.Random | None = None,
         peer_tls: PeerTlsContexts | None = None,
+        async_leader_writes: bool = True,
     ) -> None:
         if node_id not in peers:
             raise RaftConfigError(f"peers must include this node {node_id!r} with its peer port")
@@ -161,6 +179,7 @@ class Replica:
         self._node: RaftNode | None = None
         self._transport: PeerTransport | None = None
         self._peer_tls = peer_tls
+        self._async_leader_writes = async_leader_writes
         self._inbox: deque[_Input] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,6 +196,7 @@ class Replica:
         self._read_ids = itertools.count(1)
         self._leader_changed = asyncio.Event()
         self._persisted_hard_state = HardState()
+        self._writer: BackgroundWriter | None = None
 
     # -----------------------------------------------------------------------------------------
     # State
@@ -238,6 +258,7 @@ class Replica:
             self._id, self._peers, self._deliver, self.metrics, tls=self._peer_tls
         )
         await self._transport.start()
+        self._writer = BackgroundWriter(self._storage, self._written, f"wal-{self._id}")
         self._running = True
         self._tasks = [
             asyncio.create_task(self._run(), name=f"raft-{self._id}"),
@@ -272,6 +293,13 @@ class Replica:
                 await task
         self._tasks = []
         self._stopping = False
+        if self._writer is not None:
+            # Writes in flight finish (a worker's fsync cannot be interrupted anyway).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_GRACE_SECONDS):
+                    await self._writer.drain()
+            await asyncio.to_thread(self._writer.close)
+            self._writer = None
         if self._transport is not None:
             await self._transport.stop()
             self._transport = None
@@ -420,44 +448,66 @@ class Replica:
                 return
             if not item.future.done():
                 item.future.set_result(None)
+        elif isinstance(item, _Persisted):
+            node.persisted(item.index, item.term)
+        elif isinstance(item, _WriteFailed):
+            raise item.error
         else:
             node.step(item)
 
+    def _written(
+        self, last: Entry | None, stats: SaveStats | None, error: BaseException | None
+    ) -> None:
+        """The background writer finished a write (called on the loop)."""
+        if error is not None:
+            self._post(_WriteFailed(error))
+            return
+        if stats is not None and last is not None:
+            self._record_save(stats)
+        if last is not None:
+            self._post(_Persisted(last.index, last.term))
+
     async def _handle_ready(self, node: RaftNode, ready: Ready) -> None:
         transport = self._transport
-        assert transport is not None
-        # A leader sends its AppendEntries before its own write (Raft thesis 10.2.1, as etcd
-        # does), so its fsync overlaps the followers'. Safe: its commit index counts its own log,
-        # but a majority also needs acks for entries it sent in earlier Readies, which were on its
-        # disk before this Ready was made; and nothing of this Ready is applied before its write.
-        # Everything else (votes, acks, a new term) promises what is on disk and waits for it.
-        send_first = (
-            ready.role is Role.LEADER
+        writer = self._writer
+        assert transport is not None and writer is not None
+        # A leader sends its AppendEntries and hands its own write to the background writer
+        # (Raft thesis 10.2.1; etcd's asynchronous storage writes): its fsync overlaps the
+        # followers' and its loop keeps serving. Safe: the core counts the leader's own entries
+        # toward the commit only once the writer reports them durable, and every committed entry
+        # is then durable on a majority. A term or vote change is never written this way.
+        in_background = (
+            self._async_leader_writes
+            and ready.role is Role.LEADER
             and ready.snapshot is None
             and not self._must_sync(ready.hard_state)
         )
-        if send_first:
+        if in_background:
             transport.send_all(ready.messages)
-        if ready.snapshot is not None:
-            # Big and rare: written by a worker thread so the loop keeps serving meanwhile.
-            self._record_save(
-                await asyncio.to_thread(
-                    self._storage.save, ready.hard_state, ready.entries, ready.snapshot
+            if ready.entries or ready.hard_state is not None:
+                writer.submit(ready.hard_state, ready.entries)
+        else:
+            # A former leader's writes land first: the WAL is written in order.
+            if writer.busy:
+                await writer.drain()
+            if ready.snapshot is not None:
+                # Big and rare: written by a worker thread so the loop keeps serving meanwhile.
+                self._record_save(
+                    await asyncio.to_thread(
+                        self._storage.save, ready.hard_state, ready.entries, ready.snapshot
+                    )
                 )
-            )
-        elif ready.entries or self._must_sync(ready.hard_state):
-            # A batch's fsync is short (0.2-2 ms here). Inline it costs less than a worker thread:
-            # the hand-off there and back (and retaking the GIL) measured slower at every client
-            # count (docs/performance.md). What arrives meanwhile waits in the socket buffers and
-            # goes into the next batch (the group commit).
-            self._record_save(self._storage.save(ready.hard_state, ready.entries))
-        elif ready.hard_state is not None:
-            # Only the commit index moved: write it, but do not wait for the disk.
-            self._storage.save(ready.hard_state, (), sync=False)
+            elif ready.entries or self._must_sync(ready.hard_state):
+                # A follower's batch: its fsync is short (0.2-2 ms here) and inline costs less
+                # than a worker thread's hand-off and back (docs/performance.md). Its acks wait
+                # for it: they promise what is on disk.
+                self._record_save(self._storage.save(ready.hard_state, ready.entries))
+            elif ready.hard_state is not None:
+                # Only the commit index moved: write it, but do not wait for the disk.
+                self._storage.save(ready.hard_state, (), sync=False)
+            transport.send_all(ready.messages)
         if ready.hard_state is not None:
             self._persisted_hard_state = ready.hard_state
-        if not send_first:
-            transport.send_all(ready.messages)
         self._observe_role(ready)
         if ready.snapshot is not None:
             meta = ready.snapshot.meta
@@ -469,8 +519,10 @@ class Replica:
         self._apply(ready.committed)
         self._accept_read_states(ready.read_states)
         self._release_reads()
-        node.advance(ready)
+        node.advance(ready, entries_persisted=not in_background)
         if self._applied - self._last_snapshot_index >= self._snapshot_every:
+            # The snapshot replaces the WAL: every handed-out entry must be in it first.
+            await writer.drain()
             await self._take_snapshot(node)
 
     def _record_save(self, stats: SaveStats) -> None:

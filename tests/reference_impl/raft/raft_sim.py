@@ -171,6 +171,7 @@ class SimOptions:
     max_entries_per_append: int = 8
     settle_ms: int = 4_000
     async_leader_writes: bool = True
+    broadcast_commit: bool = False
 
     @staticmethod
     def from_seed(seed: int) -> SimOptions:
@@ -192,6 +193,7 @@ class SimOptions:
             max_inflight=rng.choice((1, 4, 16)),
             max_entries_per_append=rng.choice((1, 8, 256)),
             async_leader_writes=rng.random() < 0.75,
+            broadcast_commit=rng.random() < 0.3,
         )
 
 
@@ -236,6 +238,7 @@ class Simulation:
                 check_quorum=self.options.check_quorum,
                 lease_reads=self.options.lease_reads,
                 max_inflight=self.options.max_inflight,
+                broadcast_commit=self.options.broadcast_commit,
                 max_entries_per_append=self.options.max_entries_per_append,
             )
             self.nodes[node_id] = SimNode(node_id, config)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reference_impl.raft import codec
 from reference_impl.raft.codec import (
     decode_entry,
     decode_hard_state,
@@ -152,3 +153,45 @@ def test_entries_and_hard_state_round_trip_for_storage() -> None:
         assert decode_hard_state(encode_hard_state(state)) == state
     with pytest.raises(RaftProtocolError, match="must be >= 1"):
         decode_entry(encode_entry(Entry(1, 1))[:8] + (0).to_bytes(8, "big") + b"\x00" + bytes(4))
+
+
+@given(messages, st.data())
+@settings(max_examples=300, deadline=None)
+def test_the_fast_paths_write_and_read_exactly_what_the_careful_path_does(
+    msg: Message, data: st.DataObject
+) -> None:
+    """AppendEntries/AppendResponse have struct fast paths; they must be byte-for-byte the
+    field-by-field format, and on any mutated input either agree with the careful decoder or
+    step aside for it (so malformed input still gets the careful path's error)."""
+    encoded = encode_message(msg)
+    fast = codec._encode_fast(msg)
+    if isinstance(msg, AppendEntries | AppendResponse):
+        assert fast == _encode_carefully(msg)
+    if fast is not None:
+        assert fast == encoded
+    position = data.draw(st.integers(0, max(0, len(encoded) - 1)))
+    flipped = bytearray(encoded)
+    if flipped:
+        flipped[position] ^= data.draw(st.integers(1, 255))
+    mutated = bytes(flipped)
+    quick = codec._decode_fast(mutated)
+    if quick is not None:
+        assert quick == _decode_carefully(mutated)
+
+
+def _encode_carefully(msg: Message) -> bytes:
+    fast_path = codec._encode_fast
+    codec._encode_fast = lambda _: None  # type: ignore[assignment]
+    try:
+        return encode_message(msg)
+    finally:
+        codec._encode_fast = fast_path
+
+
+def _decode_carefully(data: bytes) -> Message:
+    fast_path = codec._decode_fast
+    codec._decode_fast = lambda _: None  # type: ignore[assignment]
+    try:
+        return decode_message(data)
+    finally:
+        codec._decode_fast = fast_path

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reference_impl.raft.errors import NotLeader
+from reference_impl.raft.errors import NotLeader, RaftError
 from reference_impl.server.peer_transport import PEER_MAGIC, encode_frame
 from reference_impl.server.replica import Replica
 
@@ -93,9 +93,15 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 60))
 
 
-def test_three_replicas_elect_replicate_and_survive_the_leaders_stop(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("async_leader_writes", "base_port"), [(True, 18000), (False, 18070)], ids=["async", "inline"]
+)
+def test_three_replicas_elect_replicate_and_survive_the_leaders_stop(
+    tmp_path: Path, async_leader_writes: bool, base_port: int
+) -> None:
     async def scenario() -> None:
-        async with running(Group(tmp_path, 3, 18000)) as group:
+        group = Group(tmp_path, 3, base_port, async_leader_writes=async_leader_writes)
+        async with running(group):
             leader = await group.leader()
             results = await asyncio.gather(
                 *(leader.propose(f"c{i}".encode(), timeout=5) for i in range(200))
@@ -253,5 +259,26 @@ def test_a_leader_left_in_a_minority_steps_down_and_refuses_writes(tmp_path: Pat
                 await leader.propose(b"alone", timeout=1)
             with pytest.raises(NotLeader):
                 await leader.linearizable_read(timeout=1)
+
+    run(scenario)
+
+
+def test_a_leader_whose_disk_fails_stops_serving_and_the_others_elect_a_new_one(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with running(Group(tmp_path, 3, 18080)) as group:
+            leader = await group.leader()
+            await leader.propose(b"before", timeout=5)
+            fd = leader._storage._fd
+            assert fd is not None
+            os.close(fd)  # the next write of the background writer fails with EBADF
+            with pytest.raises(RaftError):
+                await leader.propose(b"lost?", timeout=2)
+            await _eventually(lambda: not leader.running)
+            successor = await group.leader(exclude=leader.id)
+            assert successor.id != leader.id
+            assert await successor.propose(b"after", timeout=5) >= 2
+            leader._storage._fd = None  # already closed above
 
     run(scenario)
