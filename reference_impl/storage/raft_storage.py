@@ -51,6 +51,14 @@ class SaveStats:
     fsync_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """Encoded WAL records ready to append (``RaftStorage.prepare``)."""
+
+    data: bytes
+    records: int
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -126,13 +134,30 @@ class RaftStorage:
             raise RuntimeError("RaftStorage.save called before load()")
         if snapshot is not None:
             return self._save_with_snapshot(hard_state, entries, snapshot)
+        return self.write_prepared(self.prepare(hard_state, entries), sync=sync)
+
+    def prepare(self, hard_state: HardState | None, entries: Sequence[Entry]) -> PreparedWrite:
+        """The CPU half of ``save`` (encode the records, update the in-memory mirror), so a
+        caller can run it on its own thread and hand only the I/O (``write_prepared``) to a
+        writer thread, in the same order as it prepared them."""
+        if self._fd is None:
+            raise RuntimeError("RaftStorage.prepare called before load()")
         if not entries and hard_state is None:
-            return SaveStats(0, 0, 0.0)
+            return PreparedWrite(b"", 0)
         self._apply_to_mirror(hard_state, entries)
-        buffer = self._encode_batch(hard_state, entries)
-        _write_all(self._fd, buffer)
-        records = len(entries) + (hard_state is not None)
-        return SaveStats(records, len(buffer), self._sync(self._fd) if sync else 0.0)
+        return PreparedWrite(
+            self._encode_batch(hard_state, entries), len(entries) + (hard_state is not None)
+        )
+
+    def write_prepared(self, prepared: PreparedWrite, *, sync: bool = True) -> SaveStats:
+        """The I/O half: append the records and (with ``sync``) fdatasync them."""
+        if self._fd is None:
+            raise RuntimeError("RaftStorage.write_prepared called before load()")
+        if not prepared.records:
+            return SaveStats(0, 0, 0.0)
+        _write_all(self._fd, prepared.data)
+        fsync_seconds = self._sync(self._fd) if sync else 0.0
+        return SaveStats(prepared.records, len(prepared.data), fsync_seconds)
 
     # -----------------------------------------------------------------------------------------
 
