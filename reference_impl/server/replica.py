@@ -200,7 +200,7 @@ class Replica:
         self._reads: dict[bytes, tuple[asyncio.Future[None], float]] = {}
         self._reads_waiting_apply: list[tuple[int, asyncio.Future[None], float]] = []
         self._read_ids = itertools.count(1)
-        self._deadlines: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._deadlines: list[tuple[float, int, asyncio.Future[Any], float]] = []
         self._deadline_ids = itertools.count()
         self._leader_changed = asyncio.Event()
         self._persisted_hard_state = HardState()
@@ -323,6 +323,11 @@ class Replica:
         Raises NotLeader when this replica is not the leader (nothing was proposed),
         ProposalDropped or ProposalTimeout when the outcome is unknown (indeterminate).
         """
+        return await self.propose_future(data, timeout=timeout)
+
+    def propose_future(self, data: bytes, *, timeout: float) -> asyncio.Future[Any]:
+        """``propose`` without a coroutine: the future resolves as ``propose`` returns or raises.
+        For callers that finish a request in a callback instead of a task per request."""
         self._require_running()
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader, self._id)
@@ -331,18 +336,16 @@ class Replica:
         self._post(_Proposal(data, future, started))
         # The tick loop fails it at its deadline (one heap entry instead of a timer handle
         # armed and cancelled per proposal: measurable on the leader at thousands per second).
-        heapq.heappush(self._deadlines, (started + timeout, next(self._deadline_ids), future))
+        heapq.heappush(
+            self._deadlines, (started + timeout, next(self._deadline_ids), future, timeout)
+        )
         self.metrics.proposals += 1
-        try:
-            return await future
-        except ProposalTimeout:
+        return future
+
+    def _fail_proposal(self, future: asyncio.Future[Any], error: RaftError) -> None:
+        if not future.done():
+            future.set_exception(error)
             self.metrics.proposals_failed += 1
-            raise ProposalTimeout(
-                f"{self._id}: proposal not applied within {timeout:.3f}s; it may still commit"
-            ) from None
-        except RaftError:
-            self.metrics.proposals_failed += 1
-            raise
 
     async def linearizable_read(self, *, timeout: float) -> None:
         """Return once this replica's state machine reflects every write that completed before
@@ -411,9 +414,13 @@ class Replica:
         task, so a raft loop stuck on a slow disk cannot hold callers past their deadline."""
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            _, _, future = heapq.heappop(deadlines)
-            if not future.done():
-                future.set_exception(ProposalTimeout("deadline passed"))
+            _, _, future, timeout = heapq.heappop(deadlines)
+            self._fail_proposal(
+                future,
+                ProposalTimeout(
+                    f"{self._id}: proposal not applied within {timeout:.3f}s; it may still commit"
+                ),
+            )
 
     async def _run(self) -> None:
         node = self._node
@@ -452,7 +459,7 @@ class Replica:
             try:
                 index = node.propose(item.data)
             except RaftError as error:
-                item.future.set_exception(error)
+                self._fail_proposal(item.future, error)
                 return
             self._proposals[index] = _PendingProposal(node.term, item.future, item.started)
         elif isinstance(item, _Read):
@@ -568,10 +575,11 @@ class Replica:
                     pending.future.set_result(result)
                     self.metrics.proposal_seconds.observe(time.perf_counter() - pending.started)
                 else:
-                    pending.future.set_exception(
+                    self._fail_proposal(
+                        pending.future,
                         ProposalDropped(
                             f"entry {entry.index} was replaced by a later leader: not committed"
-                        )
+                        ),
                     )
 
     def _must_sync(self, hard_state: HardState | None) -> bool:
@@ -634,13 +642,13 @@ class Replica:
         for proposal_index in list(self._proposals):
             if index is None or proposal_index <= index:
                 pending = self._proposals.pop(proposal_index)
-                if not pending.future.done():
-                    pending.future.set_exception(
-                        ProposalDropped(
-                            f"{self._id} lost leadership before entry {proposal_index} applied; "
-                            "it may still commit"
-                        )
-                    )
+                self._fail_proposal(
+                    pending.future,
+                    ProposalDropped(
+                        f"{self._id} lost leadership before entry {proposal_index} applied; "
+                        "it may still commit"
+                    ),
+                )
 
     def _fail_reads(self, error: RaftError) -> None:
         for future, _ in self._reads.values():
@@ -651,8 +659,7 @@ class Replica:
     def _fail_everything(self, error: RaftError) -> None:
         self._deadlines = []
         for pending in self._proposals.values():
-            if not pending.future.done():
-                pending.future.set_exception(error)
+            self._fail_proposal(pending.future, error)
         self._proposals = {}
         self._fail_reads(error)
         for _, future, _ in self._reads_waiting_apply:
@@ -660,6 +667,8 @@ class Replica:
                 future.set_exception(error)
         self._reads_waiting_apply = []
         for item in self._inbox:
-            if isinstance(item, _Proposal | _Read | _Transfer) and not item.future.done():
+            if isinstance(item, _Proposal):
+                self._fail_proposal(item.future, error)
+            elif isinstance(item, _Read | _Transfer) and not item.future.done():
                 item.future.set_exception(error)
         self._inbox.clear()

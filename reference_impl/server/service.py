@@ -76,6 +76,8 @@ class ReplicaLike(Protocol):
 
     async def propose(self, data: bytes, *, timeout: float) -> Any: ...
 
+    def propose_future(self, data: bytes, *, timeout: float) -> asyncio.Future[Any]: ...
+
     async def linearizable_read(self, *, timeout: float) -> None: ...
 
     @property
@@ -342,11 +344,22 @@ class LockService:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def _propose(self, command: Command) -> Outcome:
+    def _propose_future(self, command: Command) -> asyncio.Future[Any]:
+        """Propose on the leader now; ``_outcome`` turns the future into an answer."""
         replica = self._require_leader()
         try:
-            data = encode_command(command)
-            outcome: Outcome = await replica.propose(data, timeout=REQUEST_TIMEOUT)
+            return replica.propose_future(encode_command(command), timeout=REQUEST_TIMEOUT)
+        except NotLeader as exc:
+            raise RequestFailed(
+                E_NOT_LEADER, str(exc), leader=self.leader_endpoint(exc.leader)
+            ) from exc
+        except RaftError as exc:
+            raise RequestFailed(E_UNAVAILABLE, str(exc)) from exc
+
+    def _outcome(self, future: asyncio.Future[Any]) -> Outcome:
+        """The applied outcome of a finished proposal, or the RequestFailed it amounts to."""
+        try:
+            outcome: Outcome = future.result()
         except NotLeader as exc:
             raise RequestFailed(
                 E_NOT_LEADER, str(exc), leader=self.leader_endpoint(exc.leader)
@@ -358,6 +371,12 @@ class LockService:
         if outcome.status == "error":
             raise RequestFailed(outcome.error or E_BAD_REQUEST, outcome.message)
         return outcome
+
+    async def _propose(self, command: Command) -> Outcome:
+        future = self._propose_future(command)
+        with contextlib.suppress(Exception):  # _outcome says what it was; cancellation escapes
+            await future
+        return self._outcome(future)
 
     async def _read_barrier(self) -> None:
         replica = self._require_replica()
@@ -389,10 +408,7 @@ class LockService:
         if op == "acquire":
             return await self._acquire(args)
         if op == "release":
-            outcome = await self._propose(
-                Release(args["client_id"], args["seq"], args["session"], args["name"])
-            )
-            return {"withdrawn": bool(outcome.message)}
+            return self._released(await self._propose(_release_command(args)))
         if op == "owner":
             await self._read_barrier()
             view = self.machine.owner(args["name"])
@@ -432,27 +448,59 @@ class LockService:
 
     async def _acquire(self, args: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
-        timeout: float | None = args.get("timeout")
-        command = Acquire(
-            args["client_id"],
-            args["seq"],
-            args["session"],
-            args["name"],
-            bool(args.get("shared", False)),
-            wait=timeout != 0,
-            value=str(args.get("value", "")),
-        )
+        command = _acquire_command(args)
         if self.config.is_unsafe("grant-before-commit"):
             early = self._grant_before_commit(command)
             if early is not None:
                 return early
-        outcome = await self._propose(command)
+        granted = self._acquired(command, await self._propose(command), started)
+        if granted is not None:
+            return granted
+        return await self._wait_for_grant(command, args.get("timeout"))
+
+    # -- acquire and release without a task per request ----------------------------------------
+
+    def begin_write(self, request: Request) -> PendingWrite | None:
+        """Propose an acquire or release now; the caller finishes it with ``finish_write`` when
+        the future is done. None: the request needs the general path (``handle``). Raises
+        RequestFailed for an answer known at once (not the leader)."""
+        if request.op == "release":
+            command: Acquire | Release = _release_command(request.args)
+        elif request.op == "acquire" and not self.config.is_unsafe("grant-before-commit"):
+            command = _acquire_command(request.args)
+        else:
+            return None
+        return PendingWrite(command, self._propose_future(command), time.monotonic())
+
+    def finish_write(self, pending: PendingWrite) -> dict[str, Any] | None:
+        """The reply for a finished ``begin_write``; None: an acquire was queued and must wait
+        (``wait_for_grant``). Raises RequestFailed for an error reply."""
+        outcome = self._outcome(pending.future)
+        if isinstance(pending.command, Release):
+            return self._released(outcome)
+        return self._acquired(pending.command, outcome, pending.started)
+
+    async def wait_for_grant(self, pending: PendingWrite, timeout: float | None) -> dict[str, Any]:
+        assert isinstance(pending.command, Acquire)
+        return await self._wait_for_grant(pending.command, timeout)
+
+    @staticmethod
+    def _released(outcome: Outcome) -> dict[str, Any]:
+        return {"withdrawn": bool(outcome.message)}
+
+    def _acquired(
+        self, command: Acquire, outcome: Outcome, started: float
+    ) -> dict[str, Any] | None:
+        """Granted: the reply; busy (try-acquire): RequestFailed; queued: None."""
         if outcome.status == "ok" and outcome.token is not None:
             self.acquire_seconds.observe(time.monotonic() - started)
             return {"token": outcome.token, "session": command.session}
         if outcome.status == "busy":
             raise RequestFailed(E_ACQUIRE_TIMEOUT, f"{command.name} is held (try-acquire)")
-        # Queued: wait for the grant (or the leader's cancel at the timeout).
+        return None
+
+    async def _wait_for_grant(self, command: Acquire, timeout: float | None) -> dict[str, Any]:
+        """Queued: wait for the grant (or the leader's cancel at the timeout)."""
         key = (command.session, command.name)
         session = self.machine.sessions.get(command.session)
         if session is None:
@@ -552,6 +600,32 @@ class LockService:
             }
             for node_id, member in self.config.members.items()
         ]
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """An acquire or release proposed by ``LockService.begin_write``."""
+
+    command: Acquire | Release
+    future: asyncio.Future[Any]
+    started: float
+
+
+def _acquire_command(args: dict[str, Any]) -> Acquire:
+    timeout = args.get("timeout")
+    return Acquire(
+        args["client_id"],
+        args["seq"],
+        args["session"],
+        args["name"],
+        bool(args.get("shared", False)),
+        wait=timeout != 0,
+        value=str(args.get("value", "")),
+    )
+
+
+def _release_command(args: dict[str, Any]) -> Release:
+    return Release(args["client_id"], args["seq"], args["session"], args["name"])
 
 
 def _retrieve_outcome(future: asyncio.Future[int]) -> None:
