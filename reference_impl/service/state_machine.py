@@ -325,7 +325,9 @@ class LockStateMachine:
             # no state for it, so dead clients do not accumulate.
             self.clients.pop(client_id, None)
             return
-        record = self.clients.setdefault(client_id, _ClientRecord())
+        record = self.clients.get(client_id)
+        if record is None:  # not setdefault: that builds a record (an OrderedDict) every time
+            record = self.clients[client_id] = _ClientRecord()
         record.results[seq] = outcome
         while len(record.results) > DEDUP_WINDOW:
             evicted, _ = record.results.popitem(last=False)
