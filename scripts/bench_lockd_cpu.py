@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Where lockd's CPU goes: CPU time per acquire+release pair of each node and of the driver.
+
+Five lockd nodes on loopback (fsync on, ports 25700+), one asyncio driver in this process
+running the uncontended workload of scripts/bench_lockd.py (each client on its own lock). For
+each node: CPU per pair (user+system, and system alone) from /proc, context switches per entry,
+and per entry the Raft messages, fsyncs and records from its /metrics; the driver's own CPU per
+pair; the sum; how much of the machine's cores it all used. Runs are bounded by --seconds.
+
+    python scripts/bench_lockd_cpu.py --clients 8 32 --seconds 5 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_lockd import lockd_connect, percentile, uncontended
+
+from reference_impl.server.local_cluster import LocalCluster
+
+BASE_PORT = 25700
+TICKS = os.sysconf("SC_CLK_TCK")
+COUNTERS = ("messages_received", "fsyncs", "records_persisted")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user+system, system) CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system = int(fields[11]), int(fields[12])
+    return (user + system) / TICKS, system / TICKS
+
+
+def context_switches(pid: int) -> int:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in lines if "ctxt_switches" in line)
+
+
+def raft_counters(host: str, port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2).read().decode()
+    values = {}
+    for line in text.splitlines():
+        for name in COUNTERS:
+            if line.startswith(f"lockd_raft_{name}_total "):
+                values[name] = float(line.split()[1])
+    return values
+
+
+async def measure(cluster: LocalCluster, clients: int, seconds: float) -> None:
+    leader = await asyncio.to_thread(cluster.wait_for_leader)
+    await uncontended(lockd_connect(cluster.endpoints), clients, 1.0)  # warm up
+    pids = {node.id: cluster.pid(node.id) for node in cluster.nodes}
+    counters0 = {n.id: raft_counters(n.host, n.http_port) for n in cluster.nodes}
+    cpu0 = {node_id: cpu_seconds(pid) for node_id, pid in pids.items()}
+    switches0 = {node_id: context_switches(pid) for node_id, pid in pids.items()}
+    driver0 = time.process_time()
+    rate, latencies = await uncontended(lockd_connect(cluster.endpoints), clients, seconds)
+    driver = time.process_time() - driver0
+    cpu1 = {node_id: cpu_seconds(pid) for node_id, pid in pids.items()}
+    switches1 = {node_id: context_switches(pid) for node_id, pid in pids.items()}
+    counters1 = {n.id: raft_counters(n.host, n.http_port) for n in cluster.nodes}
+    pairs = rate * seconds
+    entries = 2 * pairs
+    print(
+        f"{clients} clients: {rate:.0f} pairs/s, acquire p50 "
+        f"{percentile(latencies, 0.5) * 1000:.1f} ms (leader {leader})"
+    )
+    total = driver
+    for node_id in pids:
+        used = cpu1[node_id][0] - cpu0[node_id][0]
+        system = cpu1[node_id][1] - cpu0[node_id][1]
+        total += used
+        moved = {n: counters1[node_id].get(n, 0) - counters0[node_id].get(n, 0) for n in COUNTERS}
+        per_entry = " ".join(f"{name} {value / entries:.2f}" for name, value in moved.items())
+        print(
+            f"  {node_id}{'*' if node_id == leader else ' '} {used / seconds * 100:5.1f}% of a "
+            f"core  {used / pairs * 1e6:5.0f} us/pair (system {system / pairs * 1e6:4.0f})  "
+            f"per entry: switches {(switches1[node_id] - switches0[node_id]) / entries:.2f} "
+            f"{per_entry}"
+        )
+    print(f"  driver {driver / seconds * 100:5.1f}% of a core  {driver / pairs * 1e6:5.0f} us/pair")
+    print(f"  total {total / pairs * 1e6:.0f} us/pair, {total / seconds * 100:.0f}% of a core")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_cpu_")))
+        cluster = stack.enter_context(LocalCluster(tmp, size=5, base_port=BASE_PORT, fsync=True))
+        cluster.start_all()
+        for _ in range(args.repeat):
+            for clients in args.clients:
+                await measure(cluster, clients, args.seconds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
