@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -162,8 +163,73 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def metric_total(cluster: LocalCluster, node_id: str, name: str) -> float:
+    """One counter from a node's /metrics (nan when the node does not answer)."""
+    node = cluster.node(node_id)
+    try:
+        with urllib.request.urlopen(
+            f"http://{node.host}:{node.http_port}/metrics", timeout=2.0
+        ) as response:
+            text = response.read().decode()
+    except OSError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
+class StallProbe:
+    """Times a GET /health on every node, one after the other, from a thread of its own: lockd
+    answers HTTP on the same event loop as Raft, so a slow answer is a stalled loop (plus the
+    driver's and the machine's noise, which is why the probe runs outside the driver's loop)."""
+
+    def __init__(self, cluster: LocalCluster, interval: float = 0.05) -> None:
+        self.cluster = cluster
+        self.interval = interval
+        self.worst: dict[str, float] = {n.id: 0.0 for n in cluster.nodes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="stall-probe", daemon=True)
+
+    def __enter__(self) -> StallProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _probe(self) -> None:
+        while not self._stop.wait(self.interval):
+            for node in self.cluster.nodes:
+                started = time.perf_counter()
+                with contextlib.suppress(OSError):
+                    url = f"http://{node.host}:{node.http_port}/health"
+                    with urllib.request.urlopen(url, timeout=5.0) as response:
+                        response.read()
+                elapsed = time.perf_counter() - started
+                self.worst[node.id] = max(self.worst[node.id], elapsed)
+
+
+def snapshot_log_lines(cluster: LocalCluster) -> list[str]:
+    """The nodes' log lines about automatic snapshots (how long they took, and where)."""
+    lines = []
+    for node in cluster.nodes:
+        if node.log_file.exists():
+            lines += [
+                f"{line[11:23]} {node.id}: {line.split(': ', 2)[-1]}"
+                for line in node.log_file.read_text(errors="replace").splitlines()
+                if "snapshot at index" in line or "snapshot child" in line
+            ]
+    return lines
+
+
 async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
     endpoint = cluster.node(cluster.wait_for_leader()).endpoint
+    changes_before = {
+        n.id: metric_total(cluster, n.id, "lockd_raft_leader_changes_total") for n in cluster.nodes
+    }
+    probe = StallProbe(cluster).__enter__()
     connections: list[Connection] = []
     semaphore = asyncio.Semaphore(256)
     started = time.monotonic()
@@ -211,6 +277,7 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
           for i in range(sessions) for j in range(per_session))
     )  # fmt: skip
     loaded = time.monotonic() - started
+    probe.__exit__()
     for connection in connections:
         await connection.close()
     print(
@@ -218,6 +285,22 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
         f"{loaded:.1f}s ({(sessions + sessions * per_session) / loaded:.0f} writes/s, "
         f"256 in flight, {retries} retried across leader changes)"
     )
+    changes = {
+        n.id: metric_total(cluster, n.id, "lockd_raft_leader_changes_total") - changes_before[n.id]
+        for n in cluster.nodes
+    }
+    print(
+        "scale: leader changes seen during loading (lockd_raft_leader_changes_total): "
+        + ", ".join(f"{node_id} {int(delta)}" for node_id, delta in changes.items())
+    )
+    print(
+        "scale: slowest GET /health during loading (event-loop stall + noise): "
+        + ", ".join(f"{node_id} {worst * 1000:.0f} ms" for node_id, worst in probe.worst.items())
+    )
+    lines = snapshot_log_lines(cluster)
+    print(f"scale: {len(lines)} automatic snapshot log lines during loading; the last ones:")
+    for line in lines[-10:]:
+        print(f"scale:   {line}")
     for node in cluster.nodes:
         print(f"scale: {node.id} RSS {rss_mib(cluster.pid(node.id)):.0f} MiB")
     # Snapshot size and time of the same state, measured on the state machine in this process.
@@ -257,7 +340,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(args.dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_")))
         lockd = stack.enter_context(
-            LocalCluster(tmp / "lockd", size=5, base_port=BASE_PORT, fsync=True)
+            LocalCluster(tmp / "lockd", size=5, base_port=args.lockd_port, fsync=True)
         )
         lockd.start_all()
         connects: dict[str, Connect] = {"lockd": lockd_connect(lockd.endpoints)}
@@ -585,6 +668,10 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--locks", type=int, default=100_000)
     parser.add_argument("--dir", help="keep the cluster's data and logs here (default: a tmp dir)")
+    parser.add_argument(
+        "--lockd-port", type=int, default=BASE_PORT,
+        help="first port of the lockd nodes (node i: +10*i client, +1 peer, +2 http)",
+    )  # fmt: skip
     asyncio.run(main_async(parser.parse_args()))
     return 0
 

@@ -8,7 +8,8 @@ meanwhile waits in the socket buffers and the inbox and goes into the next Ready
 group commit. The leader sends its AppendEntries first and hands its own write to a background
 writer thread (etcd's asynchronous storage writes): its event loop goes on serving requests and
 acks while the disk works, and the core counts the leader's own log toward the commit only once
-the writer reports it durable (``RaftNode.persisted``). Snapshots are written by a worker thread.
+the writer reports it durable (``RaftNode.persisted``). Snapshots are written by a worker thread;
+automatic snapshots are serialised in a forked child (server/snapshotter.py), off the loop.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from reference_impl.raft.types import (
 )
 from reference_impl.server.background_writer import BackgroundWriter
 from reference_impl.server.peer_transport import PeerTlsContexts, PeerTransport
+from reference_impl.server.snapshotter import Snapshotter, TakenSnapshot
 from reference_impl.storage.raft_storage import RaftStorage, SaveStats
 
 logger = logging.getLogger(__name__)
@@ -205,6 +207,10 @@ class Replica:
         self._leader_changed = asyncio.Event()
         self._persisted_hard_state = HardState()
         self._writer: BackgroundWriter | None = None
+        self.snapshotter = Snapshotter(
+            f"{node_id} snapshots", state_machine.snapshot, self._wake.set
+        )
+        """Automatic snapshots (in process or in a forked child); its figures are read-only."""
 
     # -----------------------------------------------------------------------------------------
     # State
@@ -301,6 +307,7 @@ class Replica:
                 await task
         self._tasks = []
         self._stopping = False
+        self.snapshotter.stop()  # a child serialising must not outlive the replica
         if self._writer is not None:
             # Writes in flight finish (a worker's fsync cannot be interrupted anyway).
             with contextlib.suppress(TimeoutError):
@@ -439,6 +446,9 @@ class Replica:
                     self._handle_input(node, self._inbox.popleft())
                 while node.has_ready() and not self._stopping:
                     await self._handle_ready(node, node.ready())
+                taken = self.snapshotter.take_result()
+                if taken is not None and not self._stopping:
+                    await self._compact(node, taken)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -552,9 +562,10 @@ class Replica:
         self._accept_read_states(ready.read_states)
         self._release_reads()
         node.advance(ready, entries_persisted=not in_background)
-        if self._applied - self._last_snapshot_index >= self._snapshot_every:
-            # The snapshot replaces the WAL: every handed-out entry must be in it first.
-            await writer.drain()
+        if (
+            self._applied - self._last_snapshot_index >= self._snapshot_every
+            and self.snapshotter.may_start()
+        ):
             await self._take_snapshot(node)
 
     def _record_save(self, stats: SaveStats) -> None:
@@ -590,12 +601,39 @@ class Replica:
         return hard_state.term != previous.term or hard_state.vote != previous.vote
 
     async def _take_snapshot(self, node: RaftNode) -> None:
-        index = self._applied
-        snapshot = node.compact(index, self._state_machine.snapshot())
+        """Snapshot the state machine as of the applied index: in process when that is cheap,
+        else in a forked child whose result ``_run`` compacts with when it is ready."""
+        taken = self.snapshotter.start(self._applied)
+        if taken is not None:
+            await self._compact(node, taken)
+
+    async def _compact(self, node: RaftNode, taken: TakenSnapshot) -> None:
+        """Compact the log up to the snapshot's index (not the applied index now: a child's
+        snapshot is of the state at its fork) and persist the snapshot."""
+        if taken.index <= node.log.snapshot_index:
+            logger.info(
+                "%s: dropped the snapshot at index %d: one at %d was installed meanwhile",
+                self._id,
+                taken.index,
+                node.log.snapshot_index,
+            )
+            return
+        writer = self._writer
+        assert writer is not None
+        # The snapshot replaces the WAL: every handed-out entry must be in it first.
+        await writer.drain()
+        snapshot = node.compact(taken.index, taken.data)
         await asyncio.to_thread(self._storage.save, None, (), snapshot)
-        self._last_snapshot_index = index
+        self._last_snapshot_index = taken.index
         self.metrics.snapshots_taken += 1
-        logger.info("%s: snapshot at index %d", self._id, index)
+        logger.info(
+            "%s: snapshot at index %d: %.1f MiB serialised in %.3fs %s",
+            self._id,
+            taken.index,
+            len(taken.data) / 2**20,
+            taken.serialise_seconds,
+            "in a child" if taken.in_child else "in process",
+        )
 
     def _observe_role(self, ready: Ready) -> None:
         was_leader = self._role is Role.LEADER
