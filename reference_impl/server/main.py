@@ -20,6 +20,7 @@ from pathlib import Path
 
 from reference_impl.raft.config import RaftConfig
 from reference_impl.raft.errors import RaftError
+from reference_impl.server import event_loop
 from reference_impl.server.client_server import ClientServer
 from reference_impl.server.config import (
     UNSAFE_SWITCHES,
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--peer-tls-ca", help="CA that signed every node's peer certificate")
     parser.add_argument("--pidfile", type=Path, help="write the process id here")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    parser.add_argument(
+        "--event-loop",
+        choices=event_loop.CHOICES,
+        default="auto",
+        help="asyncio event loop: uvloop if installed (auto, the default), or the standard one",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     for name, text in UNSAFE_SWITCHES.items():
         parser.add_argument(
@@ -280,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         setup_logging(args.log_level, config.log_file)
-    except (ServerConfigError, ValueError, OSError) as exc:
+        loop = event_loop.resolve(args.event_loop, peer_tls=config.peer_tls is not None)
+    except (ServerConfigError, ValueError, OSError, event_loop.EventLoopUnavailable) as exc:
         print(f"lockd: {exc}", file=sys.stderr)
         return 2
     for name in sorted(config.unsafe):
@@ -290,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.pidfile is not None:
         config.pidfile.write_text(f"{os.getpid()}\n")
     try:
-        asyncio.run(serve(config))
+        log.info("lockd %s: %s event loop", config.id, loop)
+        event_loop.run(serve(config), loop)
     except (ServerConfigError, RaftError, OSError) as exc:
         log.error("lockd %s failed: %s", config.id, exc)
         print(f"lockd: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ watches that resume, session expiry with hand-over, client elections, HTTP endpo
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -19,9 +20,20 @@ from reference_impl.client.errors import AcquireTimeout, NotHolder, SessionExpir
 from reference_impl.server.local_cluster import LocalCluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("lockd3"), size=3, base_port=17300)
+@pytest.fixture(scope="module", params=[("uvloop", 17300), ("asyncio", 17800)], ids=lambda p: p[0])
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalCluster]:
+    """Every test runs on both event loops lockd can use (docs/reference-server.md)."""
+    loop, base_port = request.param
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop is not installed (scripts/setup.sh installs it)")
+    cluster = LocalCluster(
+        tmp_path_factory.mktemp(f"lockd3-{loop}"),
+        size=3,
+        base_port=base_port,
+        extra_args=["--event-loop", loop],
+    )
     try:
         cluster.start_all()
         yield cluster
