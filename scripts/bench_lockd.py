@@ -183,6 +183,7 @@ import json, select, sys, time, urllib.request
 urls = json.loads(sys.argv[1])
 worst = {node: 0.0 for node in urls}
 slow = {node: 0 for node in urls}
+slowest = []
 probes = 0
 while not select.select([sys.stdin], [], [], 0.05)[0]:
     probes += 1
@@ -196,7 +197,10 @@ while not select.select([sys.stdin], [], [], 0.05)[0]:
         elapsed = time.perf_counter() - started
         worst[node] = max(worst[node], elapsed)
         slow[node] += elapsed > 0.1
-print(json.dumps({"worst": worst, "slow": slow, "probes": probes}))
+        if elapsed > 0.1:
+            slowest.append((elapsed, time.strftime("%H:%M:%S", time.gmtime(time.time())), node))
+slowest = sorted(slowest, reverse=True)[:5]
+print(json.dumps({"worst": worst, "slow": slow, "probes": probes, "slowest": slowest}))
 """
 
 
@@ -210,6 +214,7 @@ class StallProbe:
         self.worst: dict[str, float] = {}
         self.slow: dict[str, int] = {}
         self.probes = 0
+        self.slowest: list[tuple[float, str, str]] = []  # (seconds, UTC time at the end, node)
         self._process = subprocess.Popen(
             [sys.executable, "-c", STALL_PROBE, json.dumps(urls)],
             stdin=subprocess.PIPE,
@@ -221,6 +226,7 @@ class StallProbe:
         output, _ = self._process.communicate(timeout=30)
         figures = json.loads(output)
         self.worst, self.slow, self.probes = figures["worst"], figures["slow"], figures["probes"]
+        self.slowest = [(seconds, at, node) for seconds, at, node in figures["slowest"]]
 
 
 def snapshot_log_lines(cluster: LocalCluster) -> list[str]:
@@ -313,6 +319,13 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
             for node_id, worst in probe.worst.items()
         )
     )
+    if probe.slowest:
+        print(
+            "scale: the slowest ones (to set beside the nodes' logs): "
+            + ", ".join(
+                f"{node} {seconds * 1000:.0f} ms at {at}" for seconds, at, node in probe.slowest
+            )
+        )
     lines = snapshot_log_lines(cluster)
     print(f"scale: {len(lines)} automatic snapshot log lines during loading; the last ones:")
     for line in lines[-10:]:

@@ -63,10 +63,13 @@ class BackgroundWriter:
         """Wait until everything submitted is written (or a write failed)."""
         await self._idle.wait()
 
-    def close(self) -> None:
-        """Stop the thread once the queued writes are done (blocks: call after drain)."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the thread once the queued writes are done (blocks: call after drain). False if
+        it is still stuck in a write after ``timeout`` (a hung disk); it is a daemon thread, so
+        it does not keep the process alive."""
         self._jobs.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _start(self) -> None:
         entries = self._entries

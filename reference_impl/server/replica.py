@@ -313,7 +313,8 @@ class Replica:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_GRACE_SECONDS):
                     await self._writer.drain()
-            await asyncio.to_thread(self._writer.close)
+            if not await asyncio.to_thread(self._writer.close, STOP_GRACE_SECONDS):
+                logger.error("%s: the storage writer is stuck in a write; not waiting", self._id)
             self._writer = None
         if self._transport is not None:
             await self._transport.stop()
