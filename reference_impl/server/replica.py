@@ -611,12 +611,14 @@ class Replica:
     async def _compact(self, node: RaftNode, taken: TakenSnapshot) -> None:
         """Compact the log up to the snapshot's index (not the applied index now: a child's
         snapshot is of the state at its fork) and persist the snapshot."""
-        if taken.index <= node.log.snapshot_index:
+        if not node.log.snapshot_index < taken.index <= node.applied_index:
             logger.info(
-                "%s: dropped the snapshot at index %d: one at %d was installed meanwhile",
+                "%s: dropped the snapshot at index %d: the log was meanwhile replaced by the "
+                "leader's snapshot at %d (applied %d)",
                 self._id,
                 taken.index,
                 node.log.snapshot_index,
+                node.applied_index,
             )
             return
         writer = self._writer
@@ -627,13 +629,14 @@ class Replica:
         await asyncio.to_thread(self._storage.save, None, (), snapshot)
         self._last_snapshot_index = taken.index
         self.metrics.snapshots_taken += 1
+        fork = self.snapshotter.last_fork_seconds or 0.0
         logger.info(
             "%s: snapshot at index %d: %.1f MiB serialised in %.3fs %s",
             self._id,
             taken.index,
             len(taken.data) / 2**20,
             taken.serialise_seconds,
-            "in a child" if taken.in_child else "in process",
+            f"in a child (fork {fork * 1000:.1f} ms)" if taken.in_child else "in process",
         )
 
     def _observe_role(self, ready: Ready) -> None:

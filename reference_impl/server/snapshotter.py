@@ -2,9 +2,10 @@
 
 Serialising a big state machine (100,000 held locks: ~0.2-1 s of ``json.dumps``) on the event
 loop stops heartbeats for longer than an election timeout. A thread does not help: the C JSON
-encoder holds the GIL. So, as Redis' BGSAVE: ``fork()`` copies the page tables (3 ms at 120 MiB
-RSS here; the pages are shared copy-on-write), the child serialises the state machine as it was
-at the fork instant and writes it into a pipe, and the parent goes on serving. It reads the pipe
+encoder holds the GIL. So, as Redis' BGSAVE: ``fork()`` copies the page tables (4 ms at 140 MiB
+RSS here, 8 ms median in loaded lockd nodes; the pages are shared copy-on-write), the child
+serialises the state machine as it was at the fork instant and writes it into a pipe, and the
+parent goes on serving. It reads the pipe
 when the loop says it is readable and learns of the child's exit from a pidfd, so it never waits
 for the child and needs no SIGCHLD handler or watcher thread.
 
@@ -13,6 +14,12 @@ fork, possibly holding locks: it touches nothing but the state machine and its p
 no asyncio), closes every other inherited descriptor (a socket the parent closes must really
 close), dies with its parent (PR_SET_PDEATHSIG) and leaves by ``os._exit``. A child that fails or
 is killed means no snapshot this time: logged, retried after ``RETRY_SECONDS``.
+
+While a child runs, the parent's cyclic GC leaves the objects that existed at the fork alone
+(``gc.freeze()`` until the child is reaped, as Instagram does before forking): a full collection
+writes to every object it visits, which would copy every shared page at once, in a pause that is
+already the longest one lockd has. An application that freezes objects itself should know that
+the snapshotter unfreezes when its child ends.
 
 A state whose last serialisation took under ``IN_PROCESS_MAX_SECONDS`` is snapshotted in process:
 then the fork, the pipe and the reaping cost more than they save (docs/performance.md).
@@ -38,9 +45,15 @@ from typing import NoReturn
 logger = logging.getLogger(__name__)
 
 IN_PROCESS_MAX_SECONDS = 0.002
-"""Serialise in process when the last serialisation took less than this. A fork costs the
-parent's loop 0.3-0.6 ms at 16-30 MiB RSS (3 ms at 120 MiB), plus reading the pipe and reaping;
-a 2 ms stall is 4% of a 50 ms tick. Measured in docs/performance.md (lockd snapshots)."""
+"""Serialise in process when the last serialisation took less than this. With a child the loop
+still pays 1-1.5 ms for a small state (the fork, reading the pipe, reaping), and the child costs
+4-8 ms of CPU (fork, exit) on a machine whose cores the replicas share; in process, 2 ms is 4%
+of a 50 ms tick. Measured by scripts/bench_snapshots.py (docs/performance.md)."""
+
+CHILD_TIMEOUT_SECONDS = 120.0
+"""A child still serialising after this long is killed (a failure like any other): one stuck
+(say, on a lock a vanished thread held at the fork) must not hold back snapshots for ever. The
+largest snapshot the core accepts (256 MiB) serialises in well under a minute here."""
 
 RETRY_SECONDS = 1.0
 """After a failed child, the next attempt waits this long (a child that keeps failing must not
@@ -67,6 +80,10 @@ def _load_prctl() -> Callable[..., int] | None:
 
 _PRCTL = _load_prctl()
 FORK_AVAILABLE = hasattr(os, "fork") and hasattr(os, "pidfd_open")
+
+
+class SnapshotInProgress(RuntimeError):
+    """``start`` was called while a snapshot is running or waiting (ask ``may_start`` first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +117,7 @@ class Snapshotter:
         self._serialise = serialise
         self._on_result = on_result
         self._child: _Child | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._chunks: list[bytes] = []
         self._result: TakenSnapshot | None = None
         self._retry_at = 0.0
@@ -125,7 +143,9 @@ class Snapshotter:
         """Snapshot the state machine as of ``index`` (its applied index now). Returns the
         snapshot when taken in process; None when a child took over (see ``take_result``)."""
         if not self.may_start():
-            raise RuntimeError(f"{self._name}: a snapshot is already in progress")
+            raise SnapshotInProgress(
+                f"{self._name}: a snapshot is running or waiting to be taken; check may_start()"
+            )
         last = self.last_serialise_seconds
         if not self._fork_works or (last is not None and last < IN_PROCESS_MAX_SECONDS):
             return self._in_process(index)
@@ -172,9 +192,11 @@ class Snapshotter:
             fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_BYTES)
         parent = os.getpid()
         started = time.perf_counter()
+        _freeze_heap()
         try:
             pid = os.fork()
         except OSError:
+            _thaw_heap()
             os.close(read_end)
             os.close(write_end)
             raise
@@ -186,6 +208,7 @@ class Snapshotter:
             pidfd = os.pidfd_open(pid)
         except OSError:
             self._fork_works = False  # an old kernel: snapshots go back to the loop
+            _thaw_heap()
             os.close(read_end)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -196,6 +219,20 @@ class Snapshotter:
         self.children_started += 1
         loop.add_reader(read_end, self._read)
         loop.add_reader(pidfd, self._exited)
+        self._deadline = loop.call_later(CHILD_TIMEOUT_SECONDS, self._overdue, pid)
+
+    def _overdue(self, pid: int) -> None:
+        """The child took too long: kill it; its exit is then handled as a failure."""
+        self._deadline = None
+        if self._child is not None and self._child.pid == pid:
+            logger.warning(
+                "%s: snapshot child %d still running after %.0fs; killing it",
+                self._name,
+                pid,
+                CHILD_TIMEOUT_SECONDS,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _read(self) -> None:
         """The pipe is readable: take one chunk (the loop comes back for the next)."""
@@ -223,7 +260,9 @@ class Snapshotter:
                 break
             self._chunks.append(chunk)
         self._close(child)
-        _, status = os.waitpid(child.pid, 0)  # a zombie already: returns at once
+        status: int | None = None  # None: reaped by someone else (a waitpid(-1) handler)
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(child.pid, 0)  # a zombie already: returns at once
         blob, self._chunks = b"".join(self._chunks), []
         elapsed = time.perf_counter() - child.forked_at
         problem = _check_output(status, blob)
@@ -253,15 +292,40 @@ class Snapshotter:
         loop.remove_reader(child.pidfd)
         os.close(child.pipe)
         os.close(child.pidfd)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self._child = None
+        _thaw_heap()
 
 
-def _check_output(status: int, blob: bytes) -> str | None:
-    """Why a child's output is not a snapshot, or None when it is one."""
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+_children_alive = 0  # of every Snapshotter in this process (tests run several replicas in one)
+
+
+def _freeze_heap() -> None:
+    """The parent's GC leaves today's objects alone while any child runs (module docstring)."""
+    global _children_alive
+    gc.freeze()  # also moves objects made since another child's fork: they are shared too
+    _children_alive += 1
+
+
+def _thaw_heap() -> None:
+    global _children_alive
+    _children_alive -= 1
+    if _children_alive == 0:
+        gc.unfreeze()
+
+
+def _check_output(status: int | None, blob: bytes) -> str | None:
+    """Why a child's output is not a snapshot, or None when it is one (with its exit status
+    unknown, a complete output is trusted: the length is written first, the data after)."""
+    if status is not None and os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
+    if status is not None and (code := os.waitstatus_to_exitcode(status)) != 0:
         return f"exit status {code}: the state machine's snapshot() raised"
     if len(blob) < _HEADER.size:
         return f"{len(blob)} bytes of output, not even a header"

@@ -281,3 +281,25 @@ def test_a_cheap_state_goes_back_to_the_loop_after_one_child_and_a_failing_child
         assert retried is not None and retried.index == 8 and retried.in_child
 
     run(scenario)
+
+
+def test_a_child_that_serialises_past_its_deadline_is_killed_and_counts_as_failed(
+    table: tuple[tuple[str, int, str], ...],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(snapshotter_module, "CHILD_TIMEOUT_SECONDS", 0.05)
+    caplog.set_level(logging.WARNING, logger="reference_impl.server.snapshotter")
+
+    async def scenario() -> None:
+        ready = asyncio.Event()
+        snapshots = Snapshotter("test", TableMachine(table).snapshot, ready.set)
+        assert snapshots.start(1) is None
+        pid = snapshots.child_pid
+        await asyncio.wait_for(ready.wait(), 10)
+        assert snapshots.take_result() is None and snapshots.children_failed == 1
+        assert f"snapshot child {pid} still running after 0s; killing it" in caplog.text
+        assert "killed by SIGKILL" in caplog.text
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
+
+    run(scenario)
