@@ -12,10 +12,11 @@ decoded, so an old WAL replays).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
+
+from reference_impl.service import fastjson
 
 MAX_NAME_BYTES = 256  # etcd and ZooKeeper allow more; 256 keeps frames and snapshots small
 MAX_CLIENT_ID_BYTES = 64
@@ -131,19 +132,15 @@ _FIELDS: dict[type[Any], tuple[str, ...]] = {
 }
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
-_DECODE = json.JSONDecoder().decode
-
-
 def encode_command(command: Command) -> bytes:
     cls = type(command)
-    return _ENCODE([_TAGS[cls], *[getattr(command, name) for name in _FIELDS[cls]]]).encode()
+    return fastjson.dumps([_TAGS[cls], *[getattr(command, name) for name in _FIELDS[cls]]])
 
 
 def decode_command(data: bytes) -> Command:
     """Decode a log entry; raises CommandError for anything that is not a command we wrote."""
     try:
-        body = _DECODE(data.decode())
+        body = fastjson.loads(data)
         if isinstance(body, list):
             cls = _TYPES[body[0]]
             command: Command = cls(*body[1:])

@@ -9,11 +9,11 @@ closed) or only this request is bad (answer it with an error and keep serving).
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
+from reference_impl.service import fastjson
 from reference_impl.service.commands import (
     MAX_CLIENT_ID_BYTES,
     MAX_VALUE_BYTES,
@@ -74,7 +74,7 @@ class ProtocolError(Exception):
 
 def encode_frame(message: dict[str, Any]) -> bytes:
     # ASCII-escaped: any str (even a lone surrogate echoed in a message) encodes.
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = fastjson.dumps(message)
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}", fatal=False)
     return HEADER.pack(len(body)) + body
@@ -125,7 +125,7 @@ class FrameDecoder:
         body = bytes(self._buffer[HEADER.size : HEADER.size + length])
         del self._buffer[: HEADER.size + length]
         try:
-            message = json.loads(body.decode("utf-8"))
+            message = fastjson.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"frame is not UTF-8 JSON: {exc}", fatal=True) from exc
         if not isinstance(message, dict):
