@@ -91,7 +91,7 @@ class ServerConfig:
     tls: TlsConfig | None = None
     peer_tls: PeerTlsConfig | None = None
     event_log_capacity: int = 10_000
-    snapshot_entries: int = 10_000
+    snapshot_entries: int = 100_000
     log_file: Path | None = None
     pidfile: Path | None = None
 
@@ -249,7 +249,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Se
         tls=tls,
         peer_tls=peer_tls,
         event_log_capacity=_int(raw, "event_log_capacity", 10_000),
-        snapshot_entries=_int(raw, "snapshot_entries", 10_000),
+        snapshot_entries=_int(raw, "snapshot_entries", 100_000),
     )
 
 
