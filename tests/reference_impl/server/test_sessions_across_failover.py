@@ -38,15 +38,18 @@ def test_a_new_leader_gives_live_sessions_a_fresh_ttl(
     ttl = 3.0
 
     async def scenario() -> None:
-        opened_at = time.monotonic()
         session = await _raw_session_holding(cluster.node(leader).endpoint, "grace/x", ttl)
+        await asyncio.sleep(1.0)  # the session ages 1 s under the old leader
+        killed_at = time.monotonic()
         cluster.kill(leader)
         survivors = [n.endpoint for n in cluster.nodes if n.id != leader]
         reader = await AsyncLockClient.connect(survivors, ttl=10.0)
         try:
-            # The old leader would have expired the session at opened_at + ttl; the new leader
-            # started a fresh TTL when it took over, after the kill.
-            await asyncio.sleep(max(0.0, opened_at + ttl + 0.3 - time.monotonic()))
+            # Under the old leader's clock the session ends by killed_at - 1 + ttl; a new leader
+            # is elected no sooner than ~0.25 s after the kill (the minimum election timeout
+            # less a heartbeat) and then starts a fresh TTL. So half a second after the old
+            # deadline the session must still hold the lock (and ~0.75 s before the new one).
+            await asyncio.sleep(max(0.0, killed_at - 1.0 + ttl + 0.5 - time.monotonic()))
             owner = await reader.owner("grace/x")
             assert [h.session for h in owner.holders] == [session], "expired across failover"
             deadline = time.monotonic() + 10
