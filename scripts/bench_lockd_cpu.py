@@ -8,6 +8,8 @@ and per entry the Raft messages, fsyncs and records from its /metrics; the drive
 pair; the sum; how much of the machine's cores it all used. Runs are bounded by --seconds.
 
     python scripts/bench_lockd_cpu.py --clients 8 32 --seconds 5 --repeat 2
+    python scripts/bench_lockd_cpu.py --lockd-arg=--event-loop --lockd-arg=asyncio
+    python scripts/bench_lockd_cpu.py --config snapshot_entries=10000
 """
 
 from __future__ import annotations
@@ -91,10 +93,26 @@ async def measure(cluster: LocalCluster, clients: int, seconds: float) -> None:
     print(f"  total {total / pairs * 1e6:.0f} us/pair, {total / seconds * 100:.0f}% of a core")
 
 
+def _config_item(text: str) -> tuple[str, int]:
+    key, sep, value = text.partition("=")
+    if not sep or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected KEY=INT, got {text!r}")
+    return key, int(value)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_cpu_")))
-        cluster = stack.enter_context(LocalCluster(tmp, size=5, base_port=BASE_PORT, fsync=True))
+        cluster = stack.enter_context(
+            LocalCluster(
+                tmp,
+                size=5,
+                base_port=BASE_PORT,
+                fsync=True,
+                extra_config=dict(args.config),
+                extra_args=args.lockd_arg,
+            )
+        )
         cluster.start_all()
         for _ in range(args.repeat):
             for clients in args.clients:
@@ -106,6 +124,21 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--config",
+        type=_config_item,
+        action="append",
+        default=[],
+        metavar="KEY=INT",
+        help="a lockd.yaml setting for every node, e.g. snapshot_entries=10000 (repeatable)",
+    )
+    parser.add_argument(
+        "--lockd-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra lockd flag, e.g. --lockd-arg=--event-loop --lockd-arg=asyncio",
+    )
     args = parser.parse_args()
     asyncio.run(main_async(args))
     return 0

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import fcntl
 import gc
 import logging
@@ -41,6 +40,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
+
+from reference_impl.storage.raft_storage import write_all
 
 logger = logging.getLogger(__name__)
 
@@ -353,8 +354,8 @@ def _child_main(write_end: int, serialise: Callable[[], bytes], parent: int) -> 
         started = time.perf_counter()
         data = serialise()
         seconds = time.perf_counter() - started
-        _write_all(write_end, _HEADER.pack(seconds, len(data)))
-        _write_all(write_end, data)
+        write_all(write_end, _HEADER.pack(seconds, len(data)))
+        write_all(write_end, data)
         status = 0
     except BaseException:  # anything at all: the exit status tells the parent
         status = 1
@@ -367,17 +368,3 @@ def _max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         return 1 << 20
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except InterruptedError:
-            continue
-        except OSError as error:
-            if error.errno == errno.EINTR:
-                continue
-            raise
-        view = view[written:]

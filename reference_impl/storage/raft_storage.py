@@ -67,7 +67,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (os.write may write less; EINTR is retried by Python itself)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -155,7 +156,7 @@ class RaftStorage:
             raise RuntimeError("RaftStorage.write_prepared called before load()")
         if not prepared.records:
             return SaveStats(0, 0, 0.0)
-        _write_all(self._fd, prepared.data)
+        write_all(self._fd, prepared.data)
         fsync_seconds = self._sync(self._fd) if sync else 0.0
         return SaveStats(prepared.records, len(prepared.data), fsync_seconds)
 
@@ -221,7 +222,7 @@ class RaftStorage:
         temporary = path.with_name(path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, content)
+            write_all(fd, content)
             if self._fsync:
                 os.fsync(fd)
         finally:

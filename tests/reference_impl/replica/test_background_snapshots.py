@@ -5,18 +5,18 @@ child's snapshot, a killed child costs only that snapshot, and stop() leaves no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from replica_testing import eventually, run, running, single_leader
 
 from reference_impl.server import snapshotter as snapshotter_module
 from reference_impl.server.replica import Replica
@@ -73,35 +73,6 @@ def _replicas(
     }
 
 
-@contextlib.asynccontextmanager
-async def _running(replicas: dict[str, Replica]) -> AsyncIterator[None]:
-    try:
-        for replica in replicas.values():
-            await replica.start()
-        yield
-    finally:
-        for replica in replicas.values():
-            await replica.stop()
-
-
-async def _leader(replicas: dict[str, Replica], timeout: float = 5.0) -> Replica:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leaders = [r for r in replicas.values() if r.running and r.is_leader]
-        if len(leaders) == 1:
-            return leaders[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no single leader within {timeout}s")
-
-
-async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 class LoopStallMonitor:
     """The longest the event loop took beyond a 5 ms sleep: how long nothing else could run."""
 
@@ -124,26 +95,23 @@ class LoopStallMonitor:
         self._task.cancel()
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
-
-
 def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_restore_on_restart(
     tmp_path: Path, table: tuple[tuple[str, int, str], ...]
 ) -> None:
     async def scenario() -> None:
         machines = {f"n{i}": TableMachine(table) for i in (1, 2, 3)}
         replicas = _replicas(tmp_path, 28000, 3, machines, snapshot_every=100)
-        async with _running(replicas):
-            leader = await _leader(replicas)
+        async with running(replicas.values()):
+            leader = await single_leader(replicas.values())
             changes = {r.id: r.metrics.leader_changes for r in replicas.values()}
             with LoopStallMonitor() as monitor:
                 for batch in range(7):
                     await asyncio.gather(
                         *(leader.propose(f"b{batch}-{i}".encode(), timeout=10) for i in range(50))
                     )
-                await _eventually(
-                    lambda: all(r.metrics.snapshots_taken >= 2 for r in replicas.values())
+                await eventually(
+                    lambda: all(r.metrics.snapshots_taken >= 2 for r in replicas.values()),
+                    timeout=10.0,
                 )
             assert monitor.worst < MAX_LOOP_STALL, f"the loop stalled {monitor.worst:.3f}s"
             assert leader.is_leader
@@ -169,7 +137,7 @@ def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_res
             machine = machines[follower.id]
             assert machine.restored_from is not None and machine.restored_from >= 200
             assert len(machine.base) == BASE_ITEMS and machine.base[-1] == list(table[-1])
-            await _eventually(lambda: len(machine.commands) == 350)
+            await eventually(lambda: len(machine.commands) == 350, timeout=10.0)
             assert machine.commands == machines[leader.id].commands
 
     run(scenario)
@@ -188,15 +156,15 @@ def test_a_killed_snapshot_child_leaves_the_replica_serving_and_a_later_snapshot
         machines = {"n1": TableMachine(table)}
         replicas = _replicas(tmp_path, 28010, 1, machines, snapshot_every=20)
         replica = replicas["n1"]
-        async with _running(replicas):
-            await _leader(replicas)
+        async with running(replicas.values()):
+            await single_leader(replicas.values())
             for i in range(20):
                 await replica.propose(f"c{i}".encode(), timeout=5)
-            await _eventually(lambda: replica.snapshotter.child_pid is not None)
+            await eventually(lambda: replica.snapshotter.child_pid is not None, timeout=10.0)
             pid = replica.snapshotter.child_pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            await _eventually(lambda: replica.snapshotter.children_failed == 1)
+            await eventually(lambda: replica.snapshotter.children_failed == 1, timeout=10.0)
             assert "killed by SIGKILL" in caplog.text
             assert replica.metrics.snapshots_taken == 0
             assert replica.is_leader
@@ -221,11 +189,11 @@ def test_stop_while_a_snapshot_child_runs_kills_and_reaps_it(
         machines = {"n1": TableMachine(table)}
         replicas = _replicas(tmp_path, 28020, 1, machines, snapshot_every=10)
         replica = replicas["n1"]
-        async with _running(replicas):
-            await _leader(replicas)
+        async with running(replicas.values()):
+            await single_leader(replicas.values())
             for i in range(10):
                 await replica.propose(f"c{i}".encode(), timeout=5)
-            await _eventually(lambda: replica.snapshotter.child_pid is not None)
+            await eventually(lambda: replica.snapshotter.child_pid is not None, timeout=10.0)
             pid = replica.snapshotter.child_pid
             assert pid is not None
             await replica.stop()
@@ -272,7 +240,7 @@ def test_a_cheap_state_goes_back_to_the_loop_after_one_child_and_a_failing_child
         await asyncio.wait_for(ready.wait(), 10)
         assert snapshots.take_result() is None and snapshots.children_failed == 1
         assert not snapshots.may_start()  # not straight into another fork
-        await _eventually(snapshots.may_start, timeout=2)
+        await eventually(snapshots.may_start, timeout=2)
         state["fail"] = False
         ready.clear()
         assert snapshots.start(8) is None

@@ -10,11 +10,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from replica_testing import eventually, run, single_leader
+from replica_testing import running as running_replicas
 
 from reference_impl.raft.errors import NotLeader, ProposalDropped, ProposalTimeout, RaftError
 from reference_impl.server.peer_transport import PEER_MAGIC, encode_frame
@@ -59,38 +61,13 @@ class Group:
         return self.replicas[node_id]
 
     async def leader(self, timeout: float = 5.0, exclude: str | None = None) -> Replica:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leaders = [
-                r for r in self.replicas.values() if r.running and r.is_leader and r.id != exclude
-            ]
-            if len(leaders) == 1:
-                return leaders[0]
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no single leader within {timeout}s")
-
-
-async def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+        return await single_leader(self.replicas.values(), timeout, exclude)
 
 
 @contextlib.asynccontextmanager
 async def running(group: Group) -> AsyncIterator[Group]:
-    try:
-        for replica in group.replicas.values():
-            await replica.start()
+    async with running_replicas(group.replicas.values()):
         yield group
-    finally:
-        for replica in group.replicas.values():
-            await replica.stop()
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
 
 
 @pytest.mark.parametrize(
@@ -107,7 +84,7 @@ def test_three_replicas_elect_replicate_and_survive_the_leaders_stop(
                 *(leader.propose(f"c{i}".encode(), timeout=5) for i in range(200))
             )
             assert sorted(results) == list(range(1, 201))
-            await _eventually(lambda: all(len(m.commands) == 200 for m in group.machines.values()))
+            await eventually(lambda: all(len(m.commands) == 200 for m in group.machines.values()))
             assert len({tuple(m.commands) for m in group.machines.values()}) == 1
             follower = next(r for r in group.replicas.values() if not r.is_leader)
             with pytest.raises(NotLeader):
@@ -123,7 +100,7 @@ def test_three_replicas_elect_replicate_and_survive_the_leaders_stop(
             assert await new_leader.propose(b"after", timeout=5) == 201
             restarted = group.recreate(old_id)
             await restarted.start()
-            await _eventually(lambda: group.machines[old_id].commands[-1:] == ["after"])
+            await eventually(lambda: group.machines[old_id].commands[-1:] == ["after"])
             assert group.machines[old_id].commands == group.machines[new_leader.id].commands
 
     run(scenario)
@@ -161,7 +138,7 @@ def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path:
                 await asyncio.gather(
                     *(leader.propose(f"b{batch}-{i}".encode(), timeout=5) for i in range(40))
                 )
-            await _eventually(lambda: all(len(m.commands) == 160 for m in group.machines.values()))
+            await eventually(lambda: all(len(m.commands) == 160 for m in group.machines.values()))
             assert all(r.metrics.snapshots_taken >= 1 for r in group.replicas.values())
             follower = next(r for r in group.replicas.values() if not r.is_leader)
             await follower.stop()
@@ -169,7 +146,7 @@ def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path:
             await restarted.start()
             machine = group.machines[follower.id]
             assert machine.restored_from is not None and machine.restored_from >= 50
-            await _eventually(lambda: len(machine.commands) == 160)
+            await eventually(lambda: len(machine.commands) == 160)
             assert machine.commands == group.machines[leader.id].commands
 
     run(scenario)
@@ -254,7 +231,7 @@ def test_a_leader_left_in_a_minority_steps_down_and_refuses_writes(tmp_path: Pat
             for replica in group.replicas.values():
                 if replica is not leader:
                     await replica.stop()
-            await _eventually(lambda: not leader.is_leader, timeout=3)
+            await eventually(lambda: not leader.is_leader, timeout=3)
             with pytest.raises(NotLeader):
                 await leader.propose(b"alone", timeout=1)
             with pytest.raises(NotLeader):
@@ -275,7 +252,7 @@ def test_a_leader_whose_disk_fails_stops_serving_and_the_others_elect_a_new_one(
             os.close(fd)  # the next write of the background writer fails with EBADF
             with pytest.raises(RaftError):
                 await leader.propose(b"lost?", timeout=2)
-            await _eventually(lambda: not leader.running)
+            await eventually(lambda: not leader.running)
             successor = await group.leader(exclude=leader.id)
             assert successor.id != leader.id
             assert await successor.propose(b"after", timeout=5) >= 2
