@@ -7,7 +7,9 @@ acquire+release pairs/s at 1/8/32 clients (each on its own lock) with p50/p99 ac
 contended hand-offs/s with 8 clients on one lock, failover time after kill -9 of the leader (gap
 until the next successful acquire; median and max over N trials), then a table with the ratios
 and issue 4's targets. Figures alternate lockd/etcd so both see the same machine load; with
---repeat N each figure is the median of N runs. --scale adds lockd's memory, snapshot and
+--repeat N each figure is the median of N runs. While one system is measured the other is paused
+with SIGSTOP (--no-pause-idle leaves it running; either way the CPU it used is printed), and the
+driver runs on uvloop when installed (--driver-loop), for both systems' clients. --scale adds lockd's memory, snapshot and
 catch-up figures for many sessions and held locks, and, during their loading, the leader changes
 each node saw and its slowest /health answer (event-loop stalls). --lockd-port moves the nodes'
 ports (a second copy of the benchmark can then run beside another).
@@ -24,7 +26,9 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,7 @@ from typing import Any, Protocol
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.connection import Connection, ServerError
 from reference_impl.client.errors import LockServiceError
+from reference_impl.server import event_loop
 from reference_impl.server.local_cluster import LocalCluster
 from reference_impl.service.commands import Acquire, OpenSession, encode_command
 from reference_impl.service.state_machine import LockStateMachine
@@ -144,6 +149,70 @@ async def failover(cluster: LocalCluster) -> float:
     cluster.start(leader)
     await asyncio.to_thread(wait_caught_up, cluster, leader, 60.0)
     return gap
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class Bystanders:
+    """The system not being measured: how much CPU it takes during a figure, and (with
+    ``pause``) SIGSTOP for the figure's length so its background work (an etcd snapshot or
+    lease expiry, a lockd snapshot) cannot land in the other system's figure. Both systems are
+    treated alike; a resumed cluster is given its leader back before the next figure starts.
+    """
+
+    def __init__(self, pause: bool) -> None:
+        self.pause = pause
+        self.pids: dict[str, Callable[[], list[int]]] = {}
+        self.wait_for_leader: dict[str, Callable[[], object]] = {}
+        self.used: dict[str, list[float]] = {}
+
+    def add(self, system: str, pids: Callable[[], list[int]], leader: Callable[[], object]) -> None:
+        self.pids[system] = pids
+        self.wait_for_leader[system] = leader
+        self.used[system] = []
+
+    @contextlib.asynccontextmanager
+    async def measuring(self, system: str) -> Any:
+        others = {name: pids() for name, pids in self.pids.items() if name != system}
+        before = {pid: cpu_seconds(pid) for pids in others.values() for pid in pids}
+        started = time.monotonic()
+        if self.pause:
+            for pid in before:
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - started
+            for name, pids in others.items():
+                used = sum(cpu_seconds(pid) - before[pid] for pid in pids)
+                self.used[name].append(used / elapsed)
+            if self.pause:
+                for pid in before:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                for name in others:
+                    await asyncio.to_thread(self.wait_for_leader[name])
+
+    def summary(self) -> str:
+        parts = [
+            f"{name} {statistics.median(used) * 100:.1f}% (max {max(used) * 100:.1f}%)"
+            for name, used in self.used.items()
+            if used
+        ]
+        state = "paused (SIGSTOP)" if self.pause else "running"
+        return f"the system not being measured was {state}; its CPU, median of figures: " + (
+            ", ".join(parts) + " of a core"
+        )
 
 
 def wait_caught_up(cluster: LocalCluster, node_id: str, timeout: float) -> float:
@@ -375,25 +444,33 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         lockd.start_all()
         connects: dict[str, Connect] = {"lockd": lockd_connect(lockd.endpoints)}
+        bystanders = Bystanders(pause=args.pause_idle)
+        bystanders.add(
+            "lockd", lambda: [lockd.pid(n.id) for n in lockd.nodes], lockd.wait_for_leader
+        )
         etcd: EtcdCluster | None = None
         if args.etcd:
             (tmp / "etcd").mkdir(parents=True, exist_ok=True)
             etcd = stack.enter_context(EtcdCluster(tmp / "etcd"))
             await asyncio.to_thread(etcd.start_all)
             connects["etcd"] = etcd_connect(etcd.endpoints)
+            bystanders.add(
+                "etcd", lambda: [p.pid for p in etcd.processes.values()], etcd.wait_for_leader
+            )
         await asyncio.sleep(0.5)
         systems = list(connects)
         print(
             f"benchmark: {' and '.join(systems)}, 5 nodes each on loopback, fsync on, "
-            f"{args.seconds:g}s per figure, median of {args.repeat}"
+            f"{args.seconds:g}s per figure, median of {args.repeat}; driver on {args.loop}; "
+            f"the other system {'paused' if args.pause_idle else 'left running'} during a figure"
         )
         figures: dict[tuple[str, str], float] = {}
         for clients in (1, 8, 32):
             for system in systems:
-                runs = [
-                    await uncontended(connects[system], clients, args.seconds)
-                    for _ in range(args.repeat)
-                ]
+                runs = []
+                for _ in range(args.repeat):
+                    async with bystanders.measuring(system):
+                        runs.append(await uncontended(connects[system], clients, args.seconds))
                 rate = statistics.median(r for r, _ in runs)
                 latencies = sorted(x for _, lat in runs for x in lat)
                 p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
@@ -404,7 +481,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"{[round(r) for r, _ in runs]}"
                 )
         for system in systems:
-            rates = [await contended(connects[system], 8, args.seconds) for _ in range(args.repeat)]
+            rates = []
+            for _ in range(args.repeat):
+                async with bystanders.measuring(system):
+                    rates.append(await contended(connects[system], 8, args.seconds))
             figures[(system, "hand-offs/s, 8 clients")] = statistics.median(rates)
             print(
                 f"{system:5} contended 8 clients on one lock: {statistics.median(rates):.0f} "
@@ -413,11 +493,14 @@ async def main_async(args: argparse.Namespace) -> None:
         for system in systems:
             if args.failovers <= 0:
                 break
-            if system == "lockd":
-                gaps = [await failover(lockd) for _ in range(args.failovers)]
-            else:
-                assert etcd is not None
-                gaps = [await etcd_failover(etcd) for _ in range(args.failovers)]
+            gaps = []
+            for _ in range(args.failovers):
+                async with bystanders.measuring(system):
+                    if system == "lockd":
+                        gaps.append(await failover(lockd))
+                    else:
+                        assert etcd is not None
+                        gaps.append(await etcd_failover(etcd))
             figures[(system, "failover median s")] = statistics.median(gaps)
             figures[(system, "failover max s")] = max(gaps)
             print(
@@ -426,6 +509,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"all {[round(g, 2) for g in gaps]}"
             )
         if etcd is not None:
+            print(bystanders.summary())
             print_comparison(figures)
         if args.scale:
             await scale(lockd, args.sessions, args.locks)
@@ -703,7 +787,17 @@ def main() -> int:
         "--lockd-port", type=int, default=BASE_PORT,
         help="first port of the lockd nodes (node i: +10*i client, +1 peer, +2 http)",
     )  # fmt: skip
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--pause-idle", action=argparse.BooleanOptionalAction, default=True,
+        help="SIGSTOP the system not being measured for each figure (default on)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--driver-loop", choices=event_loop.CHOICES, default="auto",
+        help="the driver's event loop (both systems' clients; auto: uvloop when installed)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    args.loop = event_loop.resolve(args.driver_loop)
+    event_loop.run(main_async(args), args.loop)
     return 0
 
 
