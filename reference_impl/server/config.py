@@ -13,7 +13,8 @@ The file format is a contract with ``bench`` (docs/reference-server.md)::
 
 Optional keys beyond the contract: ``lock_delay_ms``, ``auth_token_file``, ``tls`` (``cert``,
 ``key``, optional ``client_ca``), ``peer_tls`` (``cert``, ``key``, ``ca``: mutual TLS on the Raft
-peer links), ``event_log_capacity``, ``snapshot_entries``.
+peer links), ``event_log_capacity``, ``snapshot_entries``, ``wal_zeroed_tail_bytes`` (zeros kept
+ahead of the WAL's records so an fsync changes no file metadata; 0 appends instead).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class ServerConfig:
     peer_tls: PeerTlsConfig | None = None
     event_log_capacity: int = 10_000
     snapshot_entries: int = 100_000
+    wal_zeroed_tail_bytes: int = 4 << 20
     log_file: Path | None = None
     pidfile: Path | None = None
 
@@ -114,6 +116,13 @@ class ServerConfig:
             raise ServerConfigError("lock_delay_ms: must be >= 0")
         if self.event_log_capacity < 1:
             raise ServerConfigError("event_log_capacity: must be >= 1")
+        if self.snapshot_entries < 1:
+            raise ServerConfigError("snapshot_entries: must be >= 1")
+        if not 0 <= self.wal_zeroed_tail_bytes <= 1 << 30:
+            raise ServerConfigError(
+                "wal_zeroed_tail_bytes: must be between 0 (append instead) and 1 GiB, "
+                f"got {self.wal_zeroed_tail_bytes}"
+            )
 
     @property
     def me(self) -> Member:
@@ -170,6 +179,7 @@ KNOWN_KEYS = frozenset(
         "peer_tls",
         "event_log_capacity",
         "snapshot_entries",
+        "wal_zeroed_tail_bytes",
     }
 )
 
@@ -250,6 +260,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Se
         peer_tls=peer_tls,
         event_log_capacity=_int(raw, "event_log_capacity", 10_000),
         snapshot_entries=_int(raw, "snapshot_entries", 100_000),
+        wal_zeroed_tail_bytes=_int(raw, "wal_zeroed_tail_bytes", 4 << 20),
     )
 
 

@@ -160,6 +160,7 @@ class Replica:
         peer_tls: PeerTlsContexts | None = None,
         async_leader_writes: bool = True,
         batch_yields: int = DEFAULT_BATCH_YIELDS,
+        wal_zeroed_tail_bytes: int = 4 << 20,
     ) -> None:
         if node_id not in peers:
             raise RaftConfigError(f"peers must include this node {node_id!r} with its peer port")
@@ -184,7 +185,11 @@ class Replica:
         self._snapshot_every = snapshot_every
         self._on_leader_change = on_leader_change
         self._rng = rng or random.Random()
-        self._storage = RaftStorage(Path(data_dir), fsync=fsync and not unsafe_no_fsync)
+        self._storage = RaftStorage(
+            Path(data_dir),
+            fsync=fsync and not unsafe_no_fsync,
+            zeroed_tail_bytes=wal_zeroed_tail_bytes,
+        )
         self.metrics = ReplicaMetrics()
         self._node: RaftNode | None = None
         self._transport: PeerTransport | None = None

@@ -2,7 +2,9 @@
 
 - ``wal.log``: records (length + CRC32) of entries and hard states, appended in batches with one
   fsync per batch (group commit). Within a batch entries come before the hard state, so a hard
-  state on disk never refers to entries that are not (its commit index is covered).
+  state on disk never refers to entries that are not (its commit index is covered). The records
+  are written into zeros a background thread keeps ahead of them (zeroed_tail.py), so a batch's
+  fdatasync changes no file metadata.
 - ``snapshot.bin``: the newest snapshot, replaced atomically (write a temporary file, fsync,
   rename, fsync the directory). Taking a snapshot also rewrites the WAL without the entries it
   covers (log compaction), the same way.
@@ -33,6 +35,7 @@ from reference_impl.raft.codec import (
 from reference_impl.raft.errors import RaftProtocolError, StorageCorruption
 from reference_impl.raft.types import Entry, HardState, RestoredState, Snapshot
 from reference_impl.storage.wal import WAL_MAGIC, RecordKind, encode_record, scan_records
+from reference_impl.storage.zeroed_tail import ZeroedTail
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +81,21 @@ def write_all(fd: int, data: bytes) -> None:
 class RaftStorage:
     """The durable state of one Raft node. Not thread-safe: one caller at a time."""
 
-    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, directory: Path, *, fsync: bool = True, zeroed_tail_bytes: int = 4 << 20
+    ) -> None:
         self._directory = Path(directory)
         self._fsync = fsync
         self._wal_path = self._directory / WAL_FILE
         self._snapshot_path = self._directory / SNAPSHOT_FILE
         self._fd: int | None = None
+        self._end = 0  # where the next WAL record goes (zeros may follow it)
+        self._tail = ZeroedTail(
+            str(self._directory),
+            target=zeroed_tail_bytes,
+            low=zeroed_tail_bytes // 4,
+            sync=fsync,
+        )
         self._hard_state = HardState()
         self._snapshot: Snapshot | None = None
         self._entries: list[Entry] = []
@@ -106,11 +118,18 @@ class RaftStorage:
         for leftover in self._directory.glob("*.tmp"):
             leftover.unlink()
         self._snapshot = self._load_snapshot()
-        self._hard_state, self._entries = self._load_wal()
-        self._fd = os.open(self._wal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._hard_state, self._entries, self._end = self._load_wal()
+        self._fd = os.open(self._wal_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self._tail.attach(self._fd, self._end, os.fstat(self._fd).st_size)
         return RestoredState(self._hard_state, self._snapshot, tuple(self._entries))
 
+    @property
+    def wal_end(self) -> int:
+        """Where the WAL's records end (the file may be longer: zeros follow)."""
+        return self._end
+
     def close(self) -> None:
+        self._tail.stop()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -156,7 +175,8 @@ class RaftStorage:
             raise RuntimeError("RaftStorage.write_prepared called before load()")
         if not prepared.records:
             return SaveStats(0, 0, 0.0)
-        write_all(self._fd, prepared.data)
+        self._tail.write(self._fd, prepared.data, self._end)
+        self._end += len(prepared.data)
         fsync_seconds = self._sync(self._fd) if sync else 0.0
         return SaveStats(prepared.records, len(prepared.data), fsync_seconds)
 
@@ -211,10 +231,13 @@ class RaftStorage:
         self._snapshot = snapshot
         self._apply_to_mirror(hard_state, entries)
         wal = WAL_MAGIC + self._encode_batch(self._hard_state, self._entries)
+        self._tail.detach()
         self._replace_file(self._wal_path, wal)
         assert self._fd is not None
         os.close(self._fd)
-        self._fd = os.open(self._wal_path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self._wal_path, os.O_WRONLY)
+        self._end = len(wal)
+        self._tail.attach(self._fd, self._end, self._end)
         elapsed = time.perf_counter() - started if self._fsync else 0.0
         return SaveStats(len(self._entries) + 2, len(wal) + len(payload), elapsed)
 
@@ -253,17 +276,18 @@ class RaftStorage:
         except RaftProtocolError as error:
             raise StorageCorruption(f"{self._snapshot_path}: {error}") from None
 
-    def _load_wal(self) -> tuple[HardState, list[Entry]]:
+    def _load_wal(self) -> tuple[HardState, list[Entry], int]:
+        """The hard state, the entries after the snapshot, and where the records end."""
         hard_state = HardState()
         entries: list[Entry] = []
         if not self._wal_path.exists():
             self._create_empty_wal()
-            return hard_state, entries
+            return hard_state, entries, len(WAL_MAGIC)
         raw = self._wal_path.read_bytes()
         if len(raw) < len(WAL_MAGIC) and WAL_MAGIC.startswith(raw):
             logger.warning("%s: torn header of a new WAL; starting it again", self._wal_path)
             self._create_empty_wal()
-            return hard_state, entries
+            return hard_state, entries, len(WAL_MAGIC)
         if not raw.startswith(WAL_MAGIC):
             raise StorageCorruption(
                 f"{self._wal_path} does not start with the lockbench WAL header; refusing to "
@@ -299,11 +323,13 @@ class RaftStorage:
                 len(raw) - valid_length,
                 valid_length,
             )
+            # Cut everything after the valid prefix, zeros included: bytes of a torn write
+            # left further on must not line up behind records written later.
             with open(self._wal_path, "r+b") as handle:
                 handle.truncate(valid_length)
                 if self._fsync:
                     os.fsync(handle.fileno())
-        return hard_state, entries
+        return hard_state, entries, valid_length
 
     def _create_empty_wal(self) -> None:
         self._replace_file(self._wal_path, WAL_MAGIC)

@@ -2,7 +2,10 @@
 end of the valid prefix so a torn or corrupt tail is cut off instead of applied.
 
 Record layout (big-endian): ``u32 payload_length | u32 crc32(kind || payload) | u8 kind | payload``.
-The file starts with ``WAL_MAGIC`` so a foreign file is refused rather than "repaired".
+The file starts with ``WAL_MAGIC`` so a foreign file is refused rather than "repaired". After the
+last record the file may hold zeros (space filled ahead of the log, see zeroed_tail.py): a zero
+header followed by nothing but zeros is the clean end. No valid record starts with zeros: its
+kind byte is never 0.
 """
 
 from __future__ import annotations
@@ -54,7 +57,13 @@ def scan_records(data: bytes) -> ScanResult:
     records: list[Record] = []
     while offset < len(data):
         problem = None
-        if offset + RECORD_HEADER.size > len(data):
+        if not any(view[offset : offset + RECORD_HEADER.size]):
+            # Zeros where a header belongs: the zero-filled space ahead of the log's end
+            # (zeroed_tail.py), if nothing but zeros follows; else a write torn into it.
+            if data.count(0, offset) == len(data) - offset:
+                return ScanResult(tuple(records), offset, None)
+            problem = f"non-zero bytes after a zero record header at byte {offset}"
+        elif offset + RECORD_HEADER.size > len(data):
             problem = f"torn record header at byte {offset}"
         else:
             length, crc, kind_value = RECORD_HEADER.unpack_from(view, offset)

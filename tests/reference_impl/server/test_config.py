@@ -54,6 +54,9 @@ def test_flags_override_the_file_and_add_unsafe_switches(tmp_path: Path) -> None
         (("peer_port: 7001, client_port", "peer_port: 99999, client_port"), "peer_port"),
         (("fsync: true", "fsync: maybe"), "fsync: must be true or false"),
         (("tick_ms: 50", "tick_ms: 50\ncolour: blue"), "unknown key"),
+        (("tick_ms: 50", "tick_ms: 50\nsnapshot_entries: 0"), "snapshot_entries: must be >= 1"),
+        (("tick_ms: 50", "tick_ms: 50\nwal_zeroed_tail_bytes: -1"), "wal_zeroed_tail_bytes"),
+        (("tick_ms: 50", "tick_ms: 50\nwal_zeroed_tail_bytes: 4MiB"), "must be an integer"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
