@@ -9,10 +9,11 @@ until the next successful acquire; median and max over N trials), then a table w
 and issue 4's targets. Figures alternate lockd/etcd so both see the same machine load; with
 --repeat N each figure is the median of N runs. While one system is measured the other is paused
 with SIGSTOP (--no-pause-idle leaves it running; either way the CPU it used is printed), and the
-driver runs on uvloop when installed (--driver-loop), for both systems' clients. --scale adds lockd's memory, snapshot and
-catch-up figures for many sessions and held locks, and, during their loading, the leader changes
-each node saw and its slowest /health answer (event-loop stalls). --lockd-port moves the nodes'
-ports (a second copy of the benchmark can then run beside another).
+driver runs on uvloop when installed (--driver-loop), for both systems' clients. --scale adds
+lockd's memory, snapshot and catch-up figures for many sessions and held locks, and, during their
+loading, the leader changes each node saw and its slowest /health answer (event-loop stalls).
+--lockd-port moves the nodes' ports (a second copy of the benchmark can then run beside
+another).
 
     python scripts/bench_lockd.py                  # a few minutes
     python scripts/bench_lockd.py --seconds 5 --repeat 3 --failovers 5

@@ -10,6 +10,7 @@ pair; the sum; how much of the machine's cores it all used. Runs are bounded by 
     python scripts/bench_lockd_cpu.py --clients 8 32 --seconds 5 --repeat 2
     python scripts/bench_lockd_cpu.py --lockd-arg=--event-loop --lockd-arg=asyncio
     python scripts/bench_lockd_cpu.py --config snapshot_entries=10000
+    python scripts/bench_lockd_cpu.py --driver-loop asyncio
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_lockd import lockd_connect, percentile, uncontended
 
+from reference_impl.server import event_loop
 from reference_impl.server.local_cluster import LocalCluster
 
 BASE_PORT = 25700
@@ -139,8 +141,16 @@ def main() -> int:
         metavar="ARG",
         help="an extra lockd flag, e.g. --lockd-arg=--event-loop --lockd-arg=asyncio",
     )
+    parser.add_argument(
+        "--driver-loop",
+        choices=event_loop.CHOICES,
+        default="auto",
+        help="the driver's event loop (auto: uvloop when installed, as in bench_lockd.py)",
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args))
+    loop = event_loop.resolve(args.driver_loop)
+    print(f"driver on {loop}")
+    event_loop.run(main_async(args), loop)
     return 0
 
 
