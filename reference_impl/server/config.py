@@ -14,7 +14,9 @@ The file format is a contract with ``bench`` (docs/reference-server.md)::
 Optional keys beyond the contract: ``lock_delay_ms``, ``auth_token_file``, ``tls`` (``cert``,
 ``key``, optional ``client_ca``), ``peer_tls`` (``cert``, ``key``, ``ca``: mutual TLS on the Raft
 peer links), ``event_log_capacity``, ``snapshot_entries``, ``wal_zeroed_tail_bytes`` (zeros kept
-ahead of the WAL's records so an fsync changes no file metadata; 0 appends instead).
+ahead of the WAL's records so an fsync changes no file metadata; 0 appends instead),
+``leader_writes`` (``inline``, the default, or ``background``: the leader's own WAL write made by
+a dedicated thread, for disks whose fsync is slow enough to stall the loop).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class PeerTlsConfig:
 
 
 PEER_TLS_KEYS = ("cert", "key", "ca")
+LEADER_WRITES = ("inline", "background")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ class ServerConfig:
     event_log_capacity: int = 10_000
     snapshot_entries: int = 100_000
     wal_zeroed_tail_bytes: int = 4 << 20
+    leader_writes: str = "inline"
     log_file: Path | None = None
     pidfile: Path | None = None
 
@@ -118,6 +122,11 @@ class ServerConfig:
             raise ServerConfigError("event_log_capacity: must be >= 1")
         if self.snapshot_entries < 1:
             raise ServerConfigError("snapshot_entries: must be >= 1")
+        if self.leader_writes not in LEADER_WRITES:
+            raise ServerConfigError(
+                f"leader_writes: must be one of {', '.join(LEADER_WRITES)}, "
+                f"got {self.leader_writes!r}"
+            )
         if not 0 <= self.wal_zeroed_tail_bytes <= 1 << 30:
             raise ServerConfigError(
                 "wal_zeroed_tail_bytes: must be between 0 (append instead) and 1 GiB, "
@@ -180,6 +189,7 @@ KNOWN_KEYS = frozenset(
         "event_log_capacity",
         "snapshot_entries",
         "wal_zeroed_tail_bytes",
+        "leader_writes",
     }
 )
 
@@ -261,6 +271,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Se
         event_log_capacity=_int(raw, "event_log_capacity", 10_000),
         snapshot_entries=_int(raw, "snapshot_entries", 100_000),
         wal_zeroed_tail_bytes=_int(raw, "wal_zeroed_tail_bytes", 4 << 20),
+        leader_writes=raw.get("leader_writes", "inline"),
     )
 
 

@@ -211,6 +211,7 @@ class Lockd:
             on_leader_change=self.service.leader_changed,
             snapshot_every=config.snapshot_entries,
             wal_zeroed_tail_bytes=config.wal_zeroed_tail_bytes,
+            async_leader_writes=config.leader_writes == "background",
             unsafe_no_fsync=config.is_unsafe("no-fsync"),
             unsafe_no_check_quorum=config.is_unsafe("no-check-quorum"),
             peer_tls=peer_tls_contexts(config.peer_tls, config.id) if config.peer_tls else None,

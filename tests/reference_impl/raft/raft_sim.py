@@ -4,8 +4,9 @@ Everything random (network delay, loss, duplication, reordering, partitions, cra
 requests, election timeouts) comes from one seeded ``random.Random``, so a seed replays exactly.
 Each node is driven the way the asyncio shell drives it: inputs that arrive while its Ready is
 being fsynced wait and go into the next Ready, and a leader sends its messages before its own
-write unless its term or vote changes. With ``async_leader_writes`` (most seeds; the shell's
-mode) a leader does not wait for its write at all: it goes on with the next inputs, its writes
+write unless its term or vote changes (the shell's default, lockd's ``leader_writes: inline``).
+With ``async_leader_writes`` (half the seeds; ``leader_writes: background``) a leader does not
+wait for its write at all: it goes on with the next inputs, its writes
 finish in order later and are reported with ``RaftNode.persisted``, and a node that stops leading
 waits for them before any write of its own. A crash loses the inputs, the unsent messages and
 a random part of the un-fsynced writes.
@@ -192,7 +193,7 @@ class SimOptions:
             lease_reads=check_quorum and rng.random() < 0.3,
             max_inflight=rng.choice((1, 4, 16)),
             max_entries_per_append=rng.choice((1, 8, 256)),
-            async_leader_writes=rng.random() < 0.75,
+            async_leader_writes=rng.random() < 0.5,
             broadcast_commit=rng.random() < 0.3,
         )
 

@@ -57,6 +57,7 @@ def test_flags_override_the_file_and_add_unsafe_switches(tmp_path: Path) -> None
         (("tick_ms: 50", "tick_ms: 50\nsnapshot_entries: 0"), "snapshot_entries: must be >= 1"),
         (("tick_ms: 50", "tick_ms: 50\nwal_zeroed_tail_bytes: -1"), "wal_zeroed_tail_bytes"),
         (("tick_ms: 50", "tick_ms: 50\nwal_zeroed_tail_bytes: 4MiB"), "must be an integer"),
+        (("tick_ms: 50", "tick_ms: 50\nleader_writes: async"), "leader_writes: must be one of"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
