@@ -10,6 +10,7 @@ pair; the sum; how much of the machine's cores it all used. Runs are bounded by 
     python scripts/bench_lockd_cpu.py --clients 8 32 --seconds 5 --repeat 2
     python scripts/bench_lockd_cpu.py --lockd-arg=--event-loop --lockd-arg=asyncio
     python scripts/bench_lockd_cpu.py --config snapshot_entries=10000
+    python scripts/bench_lockd_cpu.py --config leader_writes=background
     python scripts/bench_lockd_cpu.py --driver-loop asyncio
 """
 
@@ -95,11 +96,11 @@ async def measure(cluster: LocalCluster, clients: int, seconds: float) -> None:
     print(f"  total {total / pairs * 1e6:.0f} us/pair, {total / seconds * 100:.0f}% of a core")
 
 
-def _config_item(text: str) -> tuple[str, int]:
+def _config_item(text: str) -> tuple[str, int | str]:
     key, sep, value = text.partition("=")
-    if not sep or not value.isdigit():
-        raise argparse.ArgumentTypeError(f"expected KEY=INT, got {text!r}")
-    return key, int(value)
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, int(value) if value.isdigit() else value
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -131,8 +132,9 @@ def main() -> int:
         type=_config_item,
         action="append",
         default=[],
-        metavar="KEY=INT",
-        help="a lockd.yaml setting for every node, e.g. snapshot_entries=10000 (repeatable)",
+        metavar="KEY=VALUE",
+        help="a lockd.yaml setting for every node, e.g. snapshot_entries=10000 or "
+        "leader_writes=background (repeatable; digits are an integer)",
     )
     parser.add_argument(
         "--lockd-arg",
