@@ -1,6 +1,9 @@
 """The leader's storage writes, made in order by one dedicated thread while the event loop serves.
 
-etcd's asynchronous storage writes in a Python shell: the leader sends its AppendEntries, hands
+Used with ``leader_writes: background`` (``Replica(async_leader_writes=True)``); by default the
+leader writes inline after sending, which costs less CPU here (docs/performance.md, "lockd vs
+etcd, third pass") but blocks the loop for each fsync. etcd's asynchronous storage writes in a
+Python shell: the leader sends its AppendEntries, hands
 its own entries here and goes on with the next requests and acks; the core counts the leader's
 log toward the commit only once this writer reports it durable (``RaftNode.persisted``).
 

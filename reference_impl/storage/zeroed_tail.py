@@ -3,10 +3,11 @@
 Appending to a file changes its size, so each batch's fdatasync must also commit the new size
 through the filesystem's journal (on ext4 a jbd2 commit, shared by every writer on the disk).
 Writing into blocks that are already allocated and written (zeros) changes no metadata, so the
-fdatasync writes the data and nothing else: with five writers on this machine's disk p50 fell
-from 200-250 us to 145-180 us, p99 from 390-530 us to 300-360 us (docs/performance.md). etcd
-preallocates its WAL segments for the same reason. fallocate alone is not enough: its unwritten
-extents must be converted on the first write, a metadata change again (measured: 190 us).
+fdatasync writes the data and nothing else: with five writers on this machine's disk
+(scripts/bench_wal_fsync.py) p50 fell from 207-229 us to 150-154 us, p99 from 411-466 us to
+300-332 us (docs/performance.md). etcd preallocates its WAL segments for the same reason.
+fallocate alone does less: its unwritten extents are converted on the first write, a metadata
+change again (p50 160-162 us, p99 378-403 us in the same runs).
 
 The log's end is then not the file's end: ``scan_records`` stops at a zero header when every
 byte after it is zero (the clean end) and reports anything else there as a torn tail to cut.
