@@ -110,7 +110,7 @@ class ZeroedTail:
         self._stopping = False
 
     def _run(self) -> None:
-        zeros = bytes(PIECE)
+        zeros = memoryview(bytes(PIECE))
         while True:
             self._wanted.wait()
             self._wanted.clear()
@@ -127,7 +127,7 @@ class ZeroedTail:
                     error,
                 )
 
-    def _fill(self, zeros: bytes) -> None:
+    def _fill(self, zeros: memoryview) -> None:
         filled_fd: int | None = None
         while not self._stopping:
             with self.lock:
