@@ -24,9 +24,10 @@ declare -A APT_PURPOSE=(
   [python3-venv]="the deployed server on netns nodes (a venv over the system python3)"
   [python3-pip]="the deployed server on netns nodes (a venv over the system python3)"
   [python3-yaml]="the deployed server on netns nodes (PyYAML from the system)"
+  [python3-uvloop]="the deployed server's faster event loop on netns nodes (uvloop from the system)"
 )
 APT_PACKAGES=(iproute2 iptables openssh-server openssh-client faketime etcd-server redis-server zookeeper
-              chromium prometheus python3 python3-venv python3-pip python3-yaml)
+              chromium prometheus python3 python3-venv python3-pip python3-yaml python3-uvloop)
 
 say() { printf 'setup: %s\n' "$*"; }
 

@@ -5,8 +5,9 @@ and each node's venv records the hash it holds, so an unchanged version is never
 The node venv (``{data_dir}/venv``) is made from the node's own Python with
 ``--system-site-packages`` and installed with ``--no-deps``: the server's only third-party
 dependency, PyYAML, comes from the system (Debian's python3-yaml, provisioned on VMs), so nodes
-need no package index. Bytecode is not compiled at install: a node imports only the server's
-modules, so compiling them on first import costs less than compiling the whole project five times.
+need no package index; so does uvloop where the system has it (python3-uvloop, optional).
+Bytecode is not compiled at install: a node imports only the server's modules, so compiling them
+on first import costs less than compiling the whole project five times.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 uvloop (libuv, transports in C) cut lockd's CPU per acquire+release pair by 10-20% in
 scripts/bench_lockd_cpu.py (docs/performance.md, "lockd vs etcd, second pass"): most of a node's
 time outside the lock service is the event loop itself (epoll, callbacks, socket writes). The
-behaviour is the same on both loops, and the tests run lockd on both; a node without uvloop (a
-deployed node with no package index) runs the standard loop.
+behaviour is the same on both loops, and the tests run lockd on both. A deployed node gets
+uvloop from its system Python (Debian's python3-uvloop, which scripts/setup.sh and the Vagrant
+provisioning install: the node venv sees the system's site-packages); without it the node runs
+the standard loop.
 
 With peer TLS lockd runs the standard loop: an inbound peer link is upgraded to TLS after the
 connection is accepted (so a refused handshake can be reported), and on uvloop 0.23 that
@@ -53,6 +55,9 @@ def run(main: Coroutine[Any, Any, None], loop: str) -> None:
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(main)
+        # Not uvloop.run: it came in uvloop 0.18, and a deployed node's uvloop may be Debian
+        # bookworm's python3-uvloop 0.17 (through the node venv's system site-packages).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
     else:
         asyncio.run(main)

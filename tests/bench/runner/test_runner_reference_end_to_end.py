@@ -66,6 +66,11 @@ def test_the_reference_server_on_a_netns_cluster_gives_a_complete_valid_run(
     assert {"leader", "start-partition", "stop-partition"} <= fs
     logs = list((run_dir / "nodes").glob("*/*.log"))
     assert {p.parent.name for p in logs} == {"n1", "n2", "n3", "n4", "n5"}
+    # the deployed lockd runs on uvloop exactly when the nodes' system Python has it
+    system_uvloop = subprocess.run(["/usr/bin/python3", "-c", "import uvloop"], check=False)
+    loop = "uvloop" if system_uvloop.returncode == 0 else "asyncio"
+    for log in logs:
+        assert f"{loop} event loop" in log.read_text(errors="replace"), log
     for name in ("test.yaml", "nemesis.log", "bench.log", "resource.log"):
         assert (run_dir / name).is_file(), name
     # the runner took its cluster down: no namespace of ours is left

@@ -33,6 +33,22 @@ def test_auto_means_uvloop_where_installed_and_asyncio_elsewhere(
         event_loop.resolve("trio")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_uvloop_runs_without_uvloop_run_as_in_debians_uvloop_0_17(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvloop
+
+    monkeypatch.delattr(uvloop, "run", raising=False)  # uvloop.run came in 0.18
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    event_loop.run(main(), "uvloop")
+    assert seen == ["uvloop"]
+
+
 def test_lockd_refuses_an_unknown_event_loop_before_starting() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "reference_impl.server.main", "--event-loop", "trio"],
