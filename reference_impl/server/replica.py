@@ -529,7 +529,8 @@ class Replica:
         # sent ahead of its write. The write itself is inline by default; with
         # async_leader_writes a background thread makes it (etcd's AsyncStorageWrites), which
         # keeps the loop serving through a slow fsync but costs a thread hand-off and back per
-        # write (docs/performance.md: 20-28% more CPU per pair here, no faster).
+        # write (docs/performance.md: at 8 clients here 20-28% more CPU per pair and 10-17%
+        # fewer pairs/s).
         leader_append = (
             ready.role is Role.LEADER
             and ready.snapshot is None
