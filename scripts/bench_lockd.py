@@ -40,12 +40,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench_snapshots import loaded_machine
+
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.connection import Connection, ServerError
 from reference_impl.client.errors import LockServiceError
 from reference_impl.server import event_loop
 from reference_impl.server.local_cluster import LocalCluster
-from reference_impl.service.commands import Acquire, OpenSession, encode_command
 from reference_impl.service.state_machine import LockStateMachine
 
 BASE_PORT = 25500  # task F owns 25000-25999: etcd at 25000+, lockd at 25500+
@@ -405,21 +406,11 @@ async def scale(cluster: LocalCluster, sessions: int, locks: int) -> None:
     for node in cluster.nodes:
         print(f"scale: {node.id} RSS {rss_mib(cluster.pid(node.id)):.0f} MiB")
     # Snapshot size and time of the same state, measured on the state machine in this process.
-    machine = LockStateMachine()
-    index = 0
-
-    for i in range(sessions):
-        index += 1
-        machine.apply(index, encode_command(OpenSession(f"c{i}", 1, 3600.0, 0.0)))
-        session = f"s{index}"
-        for j in range(per_session):
-            index += 1
-            machine.apply(index, encode_command(
-                Acquire(f"c{i}", 2 + j, session, f"scale/{i}/{j}", False, False)))  # fmt: skip
+    machine = loaded_machine(sessions, per_session)
     t0 = time.perf_counter()
     data = machine.snapshot()
     t1 = time.perf_counter()
-    LockStateMachine().restore(data, index)
+    LockStateMachine().restore(data, machine.applied_index)
     t2 = time.perf_counter()
     print(
         f"scale: snapshot {len(data) / 2**20:.1f} MiB, serialise {t1 - t0:.2f}s, "

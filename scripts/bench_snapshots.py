@@ -28,15 +28,15 @@ from reference_impl.service.state_machine import LockStateMachine
 LOCKS_PER_SESSION = 10
 
 
-def loaded_machine(sessions: int) -> LockStateMachine:
-    """The scale run's state: ``sessions`` sessions holding ``LOCKS_PER_SESSION`` locks each."""
+def loaded_machine(sessions: int, locks_per_session: int = LOCKS_PER_SESSION) -> LockStateMachine:
+    """The scale run's state: ``sessions`` sessions holding ``locks_per_session`` locks each."""
     machine = LockStateMachine()
     index = 0
     for i in range(sessions):
         index += 1
         machine.apply(index, encode_command(OpenSession(f"c{i}", 1, 3600.0, 0.0)))
         session = f"s{index}"
-        for j in range(LOCKS_PER_SESSION):
+        for j in range(locks_per_session):
             index += 1
             machine.apply(
                 index,

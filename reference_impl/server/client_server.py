@@ -223,8 +223,7 @@ class _Connection:
             waiting = self.service.wait_for_grant(pending, request.args.get("timeout"))
             self._spawn(self._reply_when_done(request, waiting))
             return
-        self.service.requests.inc(request.op, "ok")
-        self.send(ok_response(request.id, result))
+        self._succeed(request, result)
 
     async def _reply_when_done(
         self, request: Request, work: Coroutine[Any, Any, dict[str, Any]]
@@ -237,6 +236,9 @@ class _Connection:
         except Exception as exc:
             self._internal_error(request, exc)
             return
+        self._succeed(request, result)
+
+    def _succeed(self, request: Request, result: dict[str, Any]) -> None:
         self.service.requests.inc(request.op, "ok")
         self.send(ok_response(request.id, result))
 

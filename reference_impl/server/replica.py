@@ -5,11 +5,12 @@ It owns the clock (a tick every ``tick_seconds``), the disk (RaftStorage) and th
 
 Writes: a follower writes each batch inline (one fsync, then its acks): everything that arrives
 meanwhile waits in the socket buffers and the inbox and goes into the next Ready together, the
-group commit. The leader sends its AppendEntries first and hands its own write to a background
-writer thread (etcd's asynchronous storage writes): its event loop goes on serving requests and
-acks while the disk works, and the core counts the leader's own log toward the commit only once
-the writer reports it durable (``RaftNode.persisted``). Snapshots are written by a worker thread;
-automatic snapshots are serialised in a forked child (server/snapshotter.py), off the loop.
+group commit. The leader sends its AppendEntries first and then writes its own batch, inline by
+default or (``async_leader_writes``) in a background writer thread (etcd's asynchronous storage
+writes); either way its fsync overlaps the followers', and the core counts the leader's own log
+toward the commit only once it is durable (``RaftNode.advance``/``persisted``). Snapshots are
+written by a worker thread; automatic snapshots are serialised in a forked child
+(server/snapshotter.py), off the loop.
 """
 
 from __future__ import annotations
@@ -543,10 +544,7 @@ class Replica:
                 writer.submit(ready.hard_state, ready.entries)
         elif leader_append and not writer.busy:
             transport.send_all(ready.messages)
-            if ready.entries:
-                self._record_save(self._storage.save(ready.hard_state, ready.entries))
-            elif ready.hard_state is not None:
-                self._storage.save(ready.hard_state, (), sync=False)
+            self._write_inline(ready)
         else:
             # A former leader's writes land first: the WAL is written in order.
             if writer.busy:
@@ -558,14 +556,9 @@ class Replica:
                         self._storage.save, ready.hard_state, ready.entries, ready.snapshot
                     )
                 )
-            elif ready.entries or self._must_sync(ready.hard_state):
-                # A follower's batch: its fsync is short (0.2-2 ms here) and inline costs less
-                # than a worker thread's hand-off and back (docs/performance.md). Its acks wait
-                # for it: they promise what is on disk.
-                self._record_save(self._storage.save(ready.hard_state, ready.entries))
-            elif ready.hard_state is not None:
-                # Only the commit index moved: write it, but do not wait for the disk.
-                self._storage.save(ready.hard_state, (), sync=False)
+            else:
+                # A follower's batch: its acks wait for it, they promise what is on disk.
+                self._write_inline(ready)
             transport.send_all(ready.messages)
         if ready.hard_state is not None:
             self._persisted_hard_state = ready.hard_state
@@ -586,6 +579,15 @@ class Replica:
             and self.snapshotter.may_start()
         ):
             await self._take_snapshot(node)
+
+    def _write_inline(self, ready: Ready) -> None:
+        """Write a Ready's entries and hard state on the loop. The fsync is short (0.2-2 ms
+        here) and inline costs less than a thread's hand-off and back (docs/performance.md)."""
+        if ready.entries or self._must_sync(ready.hard_state):
+            self._record_save(self._storage.save(ready.hard_state, ready.entries))
+        elif ready.hard_state is not None:
+            # Only the commit index moved: write it, but do not wait for the disk.
+            self._storage.save(ready.hard_state, (), sync=False)
 
     def _record_save(self, stats: SaveStats) -> None:
         self.metrics.fsyncs += 1

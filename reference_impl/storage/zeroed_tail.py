@@ -12,9 +12,9 @@ change again (p50 160-162 us, p99 378-403 us in the same runs).
 The log's end is then not the file's end: ``scan_records`` stops at a zero header when every
 byte after it is zero (the clean end) and reports anything else there as a torn tail to cut.
 
-Only the filler writes zeros, and only at or beyond ``zeroed_end`` (which only grows while the
-same file is attached); the WAL writer writes below it without a lock, and takes the lock only
-for a batch that would cross it, so the two never write the same bytes.
+Only the filler writes zeros, and only at or beyond the zeroed end (which only grows while the
+same file is attached); the WAL writer (``write``) writes below it without a lock, and takes the
+lock only for a batch that would cross it, so the two never write the same bytes.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ class ZeroedTail:
         self._target = target
         self._low = low
         self._sync = sync
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         self._fd: int | None = None
         self._generation = 0
         self._data_end = 0
-        self.zeroed_end = 0
+        self._zeroed_end = 0
         self._wanted = threading.Event()
         self._stopping = False
         self._failed = False
@@ -63,12 +63,12 @@ class ZeroedTail:
     def attach(self, fd: int, data_end: int, zeroed_end: int) -> None:
         """Serve a (new) WAL file: records end at ``data_end``, zeros run to ``zeroed_end``.
         The caller holds no write in flight (a WAL rewrite runs with the writer drained)."""
-        with self.lock:
+        with self._lock:
             self._generation += 1
             self._fd = fd
             self._data_end = data_end
-            self.zeroed_end = max(data_end, zeroed_end)
-        self.wrote(data_end)
+            self._zeroed_end = max(data_end, zeroed_end)
+        self._wrote(data_end)
         if self._thread is None and self._target > 0:
             self._thread = threading.Thread(
                 target=self._run, name=f"{self._name}-zeros", daemon=True
@@ -77,14 +77,14 @@ class ZeroedTail:
 
     def detach(self) -> None:
         """Stop writing into the attached file (before it is closed or replaced)."""
-        with self.lock:
+        with self._lock:
             self._generation += 1
             self._fd = None
 
-    def wrote(self, data_end: int) -> None:
+    def _wrote(self, data_end: int) -> None:
         """The WAL's records now end at ``data_end``: refill if the zeros run low."""
         self._data_end = data_end
-        if self.zeroed_end - data_end < self._low and not self._failed:
+        if self._zeroed_end - data_end < self._low and not self._failed:
             self._wanted.set()
 
     def write(self, fd: int, data: bytes, offset: int) -> None:
@@ -92,13 +92,13 @@ class ZeroedTail:
         in). Below ``zeroed_end`` without the lock; a batch that crosses it takes the lock so
         the filler never zeroes bytes this wrote."""
         end = offset + len(data)
-        if end <= self.zeroed_end:
+        if end <= self._zeroed_end:
             pwrite_all(fd, data, offset)
         else:
-            with self.lock:
+            with self._lock:
                 pwrite_all(fd, data, offset)
-                self.zeroed_end = max(self.zeroed_end, end)
-        self.wrote(end)
+                self._zeroed_end = max(self._zeroed_end, end)
+        self._wrote(end)
 
     def stop(self) -> None:
         self.detach()
@@ -130,17 +130,17 @@ class ZeroedTail:
     def _fill(self, zeros: memoryview) -> None:
         filled_fd: int | None = None
         while not self._stopping:
-            with self.lock:
+            with self._lock:
                 fd, generation = self._fd, self._generation
                 if fd is None:
                     break
-                start = max(self.zeroed_end, self._data_end)
+                start = max(self._zeroed_end, self._data_end)
                 goal = self._data_end + self._target
                 if start >= goal:
                     break
                 size = min(PIECE, goal - start)
                 written = os.pwrite(fd, zeros[:size], start)
-                self.zeroed_end = start + written
+                self._zeroed_end = start + written
                 filled_fd = fd
         if filled_fd is not None and self._sync:
             # Outside the lock (the WAL writer keeps writing meanwhile). If the file was
@@ -148,6 +148,6 @@ class ZeroedTail:
             try:
                 os.fdatasync(filled_fd)
             except OSError:
-                with self.lock:
+                with self._lock:
                     if self._generation == generation:
                         raise

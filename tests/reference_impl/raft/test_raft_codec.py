@@ -3,6 +3,9 @@ RaftProtocolError (one error type, clear message), never anything else."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -179,19 +182,23 @@ def test_the_fast_paths_write_and_read_exactly_what_the_careful_path_does(
         assert quick == _decode_carefully(mutated)
 
 
-def _encode_carefully(msg: Message) -> bytes:
-    fast_path = codec._encode_fast
+@contextlib.contextmanager
+def _careful_path_only() -> Iterator[None]:
+    """The codec with its struct fast paths off: what the fast paths must agree with."""
+    saved = codec._encode_fast, codec._decode_fast
     codec._encode_fast = lambda _: None  # type: ignore[assignment]
+    codec._decode_fast = lambda _: None  # type: ignore[assignment]
     try:
-        return encode_message(msg)
+        yield
     finally:
-        codec._encode_fast = fast_path
+        codec._encode_fast, codec._decode_fast = saved
+
+
+def _encode_carefully(msg: Message) -> bytes:
+    with _careful_path_only():
+        return encode_message(msg)
 
 
 def _decode_carefully(data: bytes) -> Message:
-    fast_path = codec._decode_fast
-    codec._decode_fast = lambda _: None  # type: ignore[assignment]
-    try:
+    with _careful_path_only():
         return decode_message(data)
-    finally:
-        codec._decode_fast = fast_path

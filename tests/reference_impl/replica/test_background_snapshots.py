@@ -143,6 +143,18 @@ def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_res
     run(scenario)
 
 
+async def _snapshot_child_after(replica: Replica, entries: int) -> int:
+    """Make the lone replica leader, propose ``entries`` (its snapshot interval) and return the
+    pid of the snapshot child that starts."""
+    await single_leader([replica])
+    for i in range(entries):
+        await replica.propose(f"c{i}".encode(), timeout=5)
+    await eventually(lambda: replica.snapshotter.child_pid is not None, timeout=10.0)
+    pid = replica.snapshotter.child_pid
+    assert pid is not None
+    return pid
+
+
 def test_a_killed_snapshot_child_leaves_the_replica_serving_and_a_later_snapshot_succeeds(
     tmp_path: Path,
     table: tuple[tuple[str, int, str], ...],
@@ -157,12 +169,7 @@ def test_a_killed_snapshot_child_leaves_the_replica_serving_and_a_later_snapshot
         replicas = _replicas(tmp_path, 28010, 1, machines, snapshot_every=20)
         replica = replicas["n1"]
         async with running(replicas.values()):
-            await single_leader(replicas.values())
-            for i in range(20):
-                await replica.propose(f"c{i}".encode(), timeout=5)
-            await eventually(lambda: replica.snapshotter.child_pid is not None, timeout=10.0)
-            pid = replica.snapshotter.child_pid
-            assert pid is not None
+            pid = await _snapshot_child_after(replica, 20)
             os.kill(pid, signal.SIGKILL)
             await eventually(lambda: replica.snapshotter.children_failed == 1, timeout=10.0)
             assert "killed by SIGKILL" in caplog.text
@@ -190,12 +197,7 @@ def test_stop_while_a_snapshot_child_runs_kills_and_reaps_it(
         replicas = _replicas(tmp_path, 28020, 1, machines, snapshot_every=10)
         replica = replicas["n1"]
         async with running(replicas.values()):
-            await single_leader(replicas.values())
-            for i in range(10):
-                await replica.propose(f"c{i}".encode(), timeout=5)
-            await eventually(lambda: replica.snapshotter.child_pid is not None, timeout=10.0)
-            pid = replica.snapshotter.child_pid
-            assert pid is not None
+            pid = await _snapshot_child_after(replica, 10)
             await replica.stop()
             assert replica.snapshotter.child_pid is None
             with pytest.raises(ChildProcessError):  # reaped: no zombie left either
