@@ -4,8 +4,9 @@
 Five lockd nodes on loopback (fsync on, ports 25700+), one asyncio driver in this process
 running the uncontended workload of scripts/bench_lockd.py (each client on its own lock). For
 each node: CPU per pair (user+system, and system alone) from /proc, context switches per entry,
-and per entry the Raft messages, fsyncs and records from its /metrics; the driver's own CPU per
-pair; the sum; how much of the machine's cores it all used. Runs are bounded by --seconds.
+per entry the Raft messages, fsyncs and records from its /metrics, and the mean fsync its
+histogram saw; the driver's own CPU per pair; the sum; how much of the machine's cores it all
+used. Runs are bounded by --seconds.
 
     python scripts/bench_lockd_cpu.py --clients 8 32 --seconds 5 --repeat 2
     python scripts/bench_lockd_cpu.py --lockd-arg=--event-loop --lockd-arg=asyncio
@@ -51,12 +52,16 @@ def context_switches(pid: int) -> int:
 
 
 def raft_counters(host: str, port: int) -> dict[str, float]:
+    """The COUNTERS and the fsync histogram's sum and count (``fsync_sum``, ``fsync_count``)."""
     text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2).read().decode()
+    names = {f"lockd_raft_{name}_total": name for name in COUNTERS}
+    names |= {"lockd_raft_fsync_seconds_sum": "fsync_sum"}
+    names |= {"lockd_raft_fsync_seconds_count": "fsync_count"}
     values = {}
     for line in text.splitlines():
-        for name in COUNTERS:
-            if line.startswith(f"lockd_raft_{name}_total "):
-                values[name] = float(line.split()[1])
+        metric, _, value = line.partition(" ")
+        if metric in names:
+            values[names[metric]] = float(value)
     return values
 
 
@@ -86,11 +91,14 @@ async def measure(cluster: LocalCluster, clients: int, seconds: float) -> None:
         total += used
         moved = {n: counters1[node_id].get(n, 0) - counters0[node_id].get(n, 0) for n in COUNTERS}
         per_entry = " ".join(f"{name} {value / entries:.2f}" for name, value in moved.items())
+        syncs = counters1[node_id].get("fsync_count", 0) - counters0[node_id].get("fsync_count", 0)
+        synced = counters1[node_id].get("fsync_sum", 0) - counters0[node_id].get("fsync_sum", 0)
+        mean_fsync = f"  mean fsync {synced / syncs * 1000:.2f} ms" if syncs else ""
         print(
             f"  {node_id}{'*' if node_id == leader else ' '} {used / seconds * 100:5.1f}% of a "
             f"core  {used / pairs * 1e6:5.0f} us/pair (system {system / pairs * 1e6:4.0f})  "
             f"per entry: switches {(switches1[node_id] - switches0[node_id]) / entries:.2f} "
-            f"{per_entry}"
+            f"{per_entry}{mean_fsync}"
         )
     print(f"  driver {driver / seconds * 100:5.1f}% of a core  {driver / pairs * 1e6:5.0f} us/pair")
     print(f"  total {total / pairs * 1e6:.0f} us/pair, {total / seconds * 100:.0f}% of a core")
