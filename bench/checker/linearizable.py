@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.checker.budget import Budget, BudgetExceeded
 from bench.checker.models import MODELS, Model, ModelError, make_model
+from bench.checker.native import NativeOps, encode
 from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
 from bench.checker.options import CheckOptions
 from bench.checker.shared_searches import lookup, remember
@@ -211,6 +212,7 @@ def _search_or_refute(
     """
     what = f"checking key {key!r}"
     limit = FIRST_STEP_LIMIT_PER_OP * len(ops) + 10_000
+    native = encode(ops, model, model.interchangeable)
     try:
         first = search(
             ops,
@@ -221,6 +223,7 @@ def _search_or_refute(
             limit,
             dominance=False,
             interchangeable=model.interchangeable,
+            native=native,
         )
         return first, None
     except StepLimitReached:
@@ -233,6 +236,7 @@ def _search_or_refute(
         what,
         reuse_optional=True,
         interchangeable=model.interchangeable,
+        native=native,
     )
     if not relaxed.linearizable:
         assert relaxed.stuck is not None
@@ -246,7 +250,13 @@ def _search_or_refute(
         )
         return relaxed, KeyFailure(key, tuple(ops), stuck, window)
     exact = search(
-        ops, model.step, model.initial(), budget, what, interchangeable=model.interchangeable
+        ops,
+        model.step,
+        model.initial(),
+        budget,
+        what,
+        interchangeable=model.interchangeable,
+        native=native,
     )
     return exact, None
 
@@ -310,15 +320,23 @@ def smallest_window(
                 sub.append(_optional(op))
         before = completions and completions[0] <= start
         states = model.candidate_states(sub, earlier) if before else [model.initial()]
+        native = encode(sub, model, None)
         if all(
-            not _window_linearizable(sub, model, state, budget, True) for state in states
-        ) or all(not _window_linearizable(sub, model, state, budget, False) for state in states):
+            not _window_linearizable(sub, model, state, budget, True, native) for state in states
+        ) or all(
+            not _window_linearizable(sub, model, state, budget, False, native) for state in states
+        ):
             return Window(tuple(sorted(sub, key=lambda o: o.call)), tuple(states))
     return None
 
 
 def _window_linearizable(
-    sub: Sequence[LinOp], model: Model, state: Hashable, budget: Budget, relaxed: bool
+    sub: Sequence[LinOp],
+    model: Model,
+    state: Hashable,
+    budget: Budget,
+    relaxed: bool,
+    native: NativeOps | None,
 ) -> bool:
     """Whether a window is linearizable from ``state`` (``relaxed``: info ops may repeat, a
     cheaper and still sound refutation); a window too hard to decide quickly counts as
@@ -326,7 +344,9 @@ def _window_linearizable(
     try:
         what = "minimising the counterexample"
         limit = WINDOW_STEP_LIMIT
-        outcome = search(sub, model.step, state, budget, what, limit, reuse_optional=relaxed)
+        outcome = search(
+            sub, model.step, state, budget, what, limit, reuse_optional=relaxed, native=native
+        )
         return outcome.linearizable
     except StepLimitReached:
         return True

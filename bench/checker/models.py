@@ -11,6 +11,25 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
+from bench.checker.native import (
+    OP_ACQUIRE,
+    OP_CAS,
+    OP_CAS_FAILED,
+    OP_F_ACQUIRE,
+    OP_F_OWNER,
+    OP_F_RELEASE,
+    OP_ILLEGAL,
+    OP_OWNER,
+    OP_READ,
+    OP_READ_ANY,
+    OP_RELEASE_ANY,
+    OP_RELEASE_OWN,
+    OP_WRITE,
+    Interner,
+    NativeOp,
+    NativeState,
+    native_token,
+)
 from bench.checker.operations import SESSION_EXPIRY, Conversion, LinOp, freeze
 from bench.checker.options import CheckOptions
 from bench.history import Call, Op, Process
@@ -65,6 +84,17 @@ class Model:
         """Every state (up to equivalence) a window could start in, given the ops invoked before
         it ends (``earlier``): minimising a counterexample must hold for all of them."""
         raise NotImplementedError
+
+    # The compiled search (bench/checker/native.py) runs a model whose ``step`` it has written
+    # out; None from either method (or a subclass with its own ``step``) keeps the search in
+    # Python. Values go through ``ids`` so equal values get equal integers.
+    native_step: Any = None
+
+    def native_op(self, op: LinOp, ids: Interner) -> NativeOp | None:
+        return None
+
+    def native_state(self, state: Hashable, ids: Interner) -> NativeState | None:
+        return None
 
 
 class _LockModel(Model):
@@ -131,6 +161,17 @@ class _LockModel(Model):
         return Conversion("owner", None, (tuple(processes), token), True), True
 
     @staticmethod
+    def native_holder(op: LinOp, ids: Interner) -> int:
+        """The holder an owner read requires: 0 nobody, -1 nobody can (several holders)."""
+        holders = op.out[0]  # type: ignore[index]
+        if not holders:
+            return 0
+        return ids.id(holders[0]) if len(holders) == 1 else -1
+
+    def native_state(self, state: Hashable, ids: Interner) -> NativeState | None:
+        return (0 if state is None else ids.id(state), 0, 0)
+
+    @staticmethod
     def owner_matches(holder: Hashable, op: LinOp) -> bool:
         """An owner read sees exactly the holder (one process, or none)."""
         read: tuple[tuple[Hashable, ...], Any] = op.out  # type: ignore[assignment]
@@ -173,8 +214,23 @@ class MutexModel(_LockModel):
             return state if self.owner_matches(state, op) else ILLEGAL
         return ILLEGAL
 
+    def native_op(self, op: LinOp, ids: Interner) -> NativeOp | None:
+        f = op.f
+        if f == "acquire":
+            return (OP_ACQUIRE, ids.id(op.process), 0)
+        if f == "release":
+            return (OP_RELEASE_ANY, 0, 0)
+        if f == SESSION_EXPIRY:
+            return (OP_RELEASE_OWN, ids.id(op.process), 0)
+        if f == "owner":
+            return (OP_OWNER, self.native_holder(op, ids), 0)
+        return (OP_ILLEGAL, 0, 0)
+
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
         return self.holders(window)
+
+
+MutexModel.native_step = MutexModel.step
 
 
 class OwnedMutexModel(_LockModel):
@@ -192,8 +248,21 @@ class OwnedMutexModel(_LockModel):
             return state if self.owner_matches(state, op) else ILLEGAL
         return ILLEGAL
 
+    def native_op(self, op: LinOp, ids: Interner) -> NativeOp | None:
+        f = op.f
+        if f == "acquire":
+            return (OP_ACQUIRE, ids.id(op.process), 0)
+        if f == "release" or f == SESSION_EXPIRY:
+            return (OP_RELEASE_OWN, ids.id(op.process), 0)
+        if f == "owner":
+            return (OP_OWNER, self.native_holder(op, ids), 0)
+        return (OP_ILLEGAL, 0, 0)
+
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
         return self.holders(window)
+
+
+OwnedMutexModel.native_step = OwnedMutexModel.step
 
 
 class FencedMutexModel(_LockModel):
@@ -234,10 +303,33 @@ class FencedMutexModel(_LockModel):
             return state
         return ILLEGAL
 
+    def native_op(self, op: LinOp, ids: Interner) -> NativeOp | None:
+        f = op.f
+        if f == "acquire":
+            token = native_token(op.out)
+            return None if token is None else (OP_F_ACQUIRE, ids.id(op.process), token)
+        if f == "release" or f == SESSION_EXPIRY:
+            return (OP_F_RELEASE, ids.id(op.process), 0)
+        if f == "owner":
+            seen = native_token(op.out[1])  # type: ignore[index]
+            return None if seen is None else (OP_F_OWNER, self.native_holder(op, ids), seen)
+        return (OP_ILLEGAL, 0, 0)
+
+    def native_state(self, state: Hashable, ids: Interner) -> NativeState | None:
+        triple: tuple[Any, Any, Any] = state  # type: ignore[assignment]
+        holder, last, held = triple
+        last_token, held_token = native_token(last), native_token(held)
+        if last_token is None or held_token is None:
+            return None
+        return (0 if holder is None else ids.id(holder), last_token, held_token)
+
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
         # The lowest "highest token so far" (none) and an unknown holder's token allow the most;
         # checking them covers the rest.
         return [(h, None, None) for h in self.holders(window)]
+
+
+FencedMutexModel.native_step = FencedMutexModel.step
 
 
 class RegisterModel(Model):
@@ -302,6 +394,25 @@ class RegisterModel(Model):
             return new if state == old else ILLEGAL
         return ILLEGAL
 
+    def native_op(self, op: LinOp, ids: Interner) -> NativeOp | None:
+        f = op.f
+        if f == "read":
+            if op.out is None and self.options.knossos_nil_reads:
+                return (OP_READ_ANY, 0, 0)
+            return (OP_READ, ids.id(op.out), 0)
+        if f == "write":
+            return (OP_WRITE, ids.id(op.arg), 0)
+        if f == "cas":
+            cas: tuple[Any, Any] = op.arg  # type: ignore[assignment]
+            old, new = cas
+            if op.failed:
+                return (OP_CAS_FAILED, ids.id(old), 0)
+            return (OP_CAS, ids.id(old), ids.id(new))
+        return (OP_ILLEGAL, 0, 0)
+
+    def native_state(self, state: Hashable, ids: Interner) -> NativeState | None:
+        return (ids.id(state), 0, 0)
+
     def candidate_states(self, window: Sequence[LinOp], earlier: Sequence[LinOp]) -> list[Hashable]:
         # The register only ever holds its initial value or a value some op wrote.
         seen: dict[Hashable, None] = {self.initial(): None}
@@ -312,6 +423,9 @@ class RegisterModel(Model):
             elif op.f == "write":
                 seen[op.arg] = None
         return list(seen)
+
+
+RegisterModel.native_step = RegisterModel.step
 
 
 class CasRegisterModel(RegisterModel):

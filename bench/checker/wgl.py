@@ -30,8 +30,10 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
+from bench.checker import native as compiled
 from bench.checker.budget import CHECK_EVERY_STEPS, Budget
 from bench.checker.models import ILLEGAL
+from bench.checker.native import NativeOps
 from bench.checker.operations import LinOp
 
 Step = Callable[[Hashable, LinOp], Hashable]
@@ -73,6 +75,40 @@ class StepLimitReached(Exception):
         self.stuck = stuck
 
 
+def _search_compiled(
+    native: NativeOps,
+    initial: Hashable,
+    budget: Budget | None,
+    what: str,
+    max_steps: int | None,
+    reuse_optional: bool,
+    dominance: bool,
+) -> SearchOutcome | None:
+    """The compiled core's answer; None when it cannot represent this search."""
+    start = native.state(initial)
+    if start is None:
+        return None
+
+    def check() -> None:
+        assert budget is not None
+        budget.check(what)
+
+    status, linearizable, steps, explored, stuck = compiled.run(
+        native,
+        start,
+        None if budget is None else check,
+        CHECK_EVERY_STEPS,
+        max_steps,
+        reuse_optional,
+        dominance,
+    )
+    if status == compiled.STATUS_STEP_LIMIT:
+        raise StepLimitReached(stuck)
+    if status != compiled.STATUS_DONE:
+        return None
+    return SearchOutcome(linearizable, steps, explored, None if linearizable else stuck)
+
+
 def search(
     ops: Sequence[LinOp],
     step: Step,
@@ -83,6 +119,7 @@ def search(
     reuse_optional: bool = False,
     dominance: bool = True,
     interchangeable: Callable[[LinOp], Hashable] | None = None,
+    native: NativeOps | None = None,
 ) -> SearchOutcome:
     """Decide whether ``ops`` (one key) is linearizable.
 
@@ -97,9 +134,19 @@ def search(
     both invoked, neither has a deadline, so placing one or the other leads to the same futures
     (ten info writes of "3" are tried as one, not as 2^10 subsets).
 
+    ``native`` is ``ops`` encoded for the compiled core (``native.encode`` with the same
+    ``interchangeable``): the same walk in C, with the same outcome; without it, or when the core
+    cannot represent the history, the search runs here.
+
     Raises BudgetExceeded when the budget runs out, and StepLimitReached after ``max_steps``
     steps (so a caller can try a cheaper refutation or the other pruning).
     """
+    if native is not None:
+        outcome = _search_compiled(
+            native, initial, budget, what, max_steps, reuse_optional, dominance
+        )
+        if outcome is not None:
+            return outcome
     required_ops = sorted(
         (i for i, op in enumerate(ops) if op.ret is not None), key=lambda i: ops[i].call
     )
