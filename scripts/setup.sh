@@ -25,9 +25,12 @@ declare -A APT_PURPOSE=(
   [python3-pip]="the deployed server on netns nodes (a venv over the system python3)"
   [python3-yaml]="the deployed server on netns nodes (PyYAML from the system)"
   [python3-uvloop]="the deployed server's faster event loop on netns nodes (uvloop from the system)"
+  [gcc]="the checker's compiled search core (the checker runs in pure Python without it)"
+  [python3-dev]="the checker's compiled search core (the checker runs in pure Python without it)"
 )
 APT_PACKAGES=(iproute2 iptables openssh-server openssh-client faketime etcd-server redis-server zookeeper
-              chromium prometheus python3 python3-venv python3-pip python3-yaml python3-uvloop)
+              chromium prometheus python3 python3-venv python3-pip python3-yaml python3-uvloop
+              gcc python3-dev)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -85,14 +88,22 @@ create_venv() {
     "$PYTHON" -m venv "$VENV"
   fi
   local stamp="$VENV/.lockbench-installed" want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c 'import bench, reference_impl' 2>/dev/null; then
+  # C sources count too: the editable install builds the compiled checker core in place.
+  want=$(cat pyproject.toml setup.py $(find bench -name '*.c' | sort) | sha256sum | cut -d' ' -f1)
+  local imports='import bench, reference_impl'
+  if command -v gcc >/dev/null 2>&1; then
+    imports="$imports; import bench.checker._wgl_native"
+  fi
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "$imports" 2>/dev/null; then
     say "project already installed in $VENV"
     return 0
   fi
   say "installing lockbench into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  if ! "$VENV/bin/python" -c 'import bench.checker._wgl_native' 2>/dev/null; then
+    say "the checker's compiled search core did not build (gcc and python3-dev needed): using pure Python"
+  fi
   echo "$want" > "$stamp"
 }
 
