@@ -66,7 +66,7 @@ class Node(Protocol):
     def get(self, remote: str, local: Path) -> None: ...
 
 
-Fault: TypeAlias = Literal["partition", "kill", "pause", "clock", "netem"]
+Fault: TypeAlias = Literal["partition", "kill", "pause", "clock", "netem", "power-loss"]
 
 
 @runtime_checkable
@@ -211,6 +211,27 @@ class Backend(Protocol):
     async def open_client(
         self, cluster: Cluster, node: Node, *, ttl: float, process: int
     ) -> LockClient: ...
+
+
+@runtime_checkable
+class StatefulBackend(Protocol):
+    """An optional capability of a Backend: the one directory where its server keeps what it
+    must not lose (its log, snapshots, database), chosen by the bench.
+
+    The ``power-loss`` fault mounts a filesystem there that forgets what was not fsynced
+    (nemesis/lazyfs.py), so only backends that declare it can get that fault. Everything else
+    of the node (configs, logs, pidfiles) stays on the plain filesystem.
+    """
+
+    def state_dir(self, node: Node) -> str:
+        """An absolute path under ``node.data_dir``; the server creates what it needs inside."""
+        ...
+
+
+def state_dir_of(backend: object) -> Callable[[Node], str] | None:
+    """The backend's ``state_dir`` method, or None when it does not declare one."""
+    method = getattr(backend, "state_dir", None)
+    return method if callable(method) else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bench.protocols import Backend, Cluster, FaultAction, Nemesis
+from bench.protocols import Backend, Cluster, FaultAction, Nemesis, state_dir_of
 from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
 from nemesis.fault import FaultTarget, HealError
@@ -27,6 +27,7 @@ from nemesis.heal import heal_cluster
 from nemesis.links import link_faults_of
 from nemesis.netem import NetemNemesis
 from nemesis.partition import PartitionNemesis
+from nemesis.power import PowerLossMounts, PowerLossNemesis
 from nemesis.process import ProcessFault, ProcessNemesis
 from nemesis.remote import NodeLocks
 from nemesis.spec import (
@@ -37,6 +38,7 @@ from nemesis.spec import (
     NemesisSpec,
     NetemOptions,
     PartitionOptions,
+    PowerLossOptions,
     ProcessOptions,
     RandomSchedule,
     Schedule,
@@ -60,7 +62,7 @@ INFLIGHT_WAIT_SECONDS = 60.0
 HEAL_PHASES: tuple[frozenset[str], ...] = (
     frozenset({"pause"}),
     frozenset({"partition", "netem", "clock"}),
-    frozenset({"kill"}),
+    frozenset({"kill", "power-loss"}),
 )
 
 
@@ -129,6 +131,8 @@ class NemesisRunner:
         self.nemeses: dict[int, Nemesis] = {}
         self.locks = NodeLocks()
         self.clock_offsets: dict[str, float] = {}
+        # The power-loss filesystem under every node's server data, if a fault needs it.
+        self.power_mounts: PowerLossMounts | None = None
         self._inflight = 0
         self._inflight_changed = threading.Condition()
         self._closed = False
@@ -146,6 +150,8 @@ class NemesisRunner:
             addresses={node.name: node.address for node in nodes},
             capabilities=frozenset(self.cluster.capabilities),
             link_proxy=link_faults_of(self.cluster) is not None,
+            backend=self.backend.name,
+            backend_state_dir=state_dir_of(self.backend) is not None,
         )
         specs = parse_specs(self.raw_specs, facts)
         self.nemeses = {spec.index: self._build(spec) for spec in specs}
@@ -160,9 +166,33 @@ class NemesisRunner:
             return ProcessNemesis(fault, self.cluster, self.backend, self.locks)
         if isinstance(options, ClockOptions):
             return ClockNemesis(self.cluster, options, spec.index, self.locks, self.clock_offsets)
+        if isinstance(options, PowerLossOptions):
+            if self.power_mounts is None:
+                self.power_mounts = PowerLossMounts(self.cluster, self.backend)
+            return PowerLossNemesis(self.cluster, self.backend, self.power_mounts, self.locks)
         assert isinstance(options, NetemOptions)
         rng = entry_rng(self.seed, spec.index, "netem")
         return NetemNemesis(self.cluster, options, spec.index, self.locks, rng)
+
+    # -- what the faults need on the nodes, around the service's life -----------------------
+
+    def prepare_nodes(self) -> None:
+        """After deploying, before the servers start: mount the power-loss filesystem under
+        every node's server data when a fault needs it (raises, naming the node, if one cannot).
+        """
+        self.validate()
+        if self.power_mounts is not None:
+            self.power_mounts.mount_all()
+
+    def release_nodes(self) -> list[str]:
+        """After the servers stopped: unmount what ``prepare_nodes`` mounted, keeping the data
+        where the backend expects it. Returns one message per problem; never raises."""
+        if self.power_mounts is None:
+            return []
+        try:
+            return self.power_mounts.unmount_all()
+        except Exception as exc:
+            return [f"unmounting the power-loss filesystem: {exc}"]
 
     # -- the schedule --------------------------------------------------------------------------
 

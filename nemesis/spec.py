@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeAlias
 
 from bench.errors import ConfigError
 
-FAULTS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "netem")
+FAULTS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "netem", "power-loss")
 
 PARTITION_SHAPES: tuple[str, ...] = (
     "halves",
@@ -121,7 +121,16 @@ class NetemOptions:
     duplicate: float = 0.0
 
 
-FaultOptions: TypeAlias = PartitionOptions | ProcessOptions | ClockOptions | NetemOptions
+@dataclass(frozen=True, slots=True)
+class PowerLossOptions:
+    """Options of ``power-loss``: whose servers lose power (kill -9 plus un-fsynced writes)."""
+
+    target: TargetSpec
+
+
+FaultOptions: TypeAlias = (
+    PartitionOptions | ProcessOptions | ClockOptions | NetemOptions | PowerLossOptions
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +157,10 @@ class ClusterFacts:
     capabilities: frozenset[str]
     # Peer links run through the local runtime's proxy: partitions and netem go there.
     link_proxy: bool = False
+    # The backend's name and whether it declares where its server keeps its data
+    # (bench.protocols.StatefulBackend): power loss needs that directory.
+    backend: str = "the backend"
+    backend_state_dir: bool = True
 
 
 _COMMON_KEYS = frozenset({"fault", "schedule"})
@@ -159,6 +172,7 @@ _KEYS: Mapping[str, frozenset[str]] = {
     | {"mode", "target", "count", "offset_ms", "period_ms", "rate", "reset_on_stop"},
     "netem": _COMMON_KEYS
     | {"target", "count", "links", "delay_ms", "jitter_ms", "loss", "reorder", "duplicate"},
+    "power-loss": _COMMON_KEYS | {"target", "count"},
 }
 
 
@@ -185,8 +199,10 @@ def _parse_one(index: int, entry: Any, facts: ClusterFacts) -> NemesisSpec:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
     if fault not in facts.capabilities:
         can = ", ".join(sorted(facts.capabilities)) or "nothing"
+        why = " (its filesystem mounts through /dev/fuse: run as root)" * (fault == "power-loss")
         raise ConfigError(
-            f"{where}: the {facts.runtime} runtime cannot inject {fault} faults (it can do: {can})"
+            f"{where}: the {facts.runtime} runtime cannot inject {fault} faults{why} "
+            f"(it can do: {can})"
         )
     schedule = _parse_schedule(where, entry.get("schedule", DEFAULT_SCHEDULE))
     options: FaultOptions
@@ -196,6 +212,14 @@ def _parse_one(index: int, entry: Any, facts: ClusterFacts) -> NemesisSpec:
         options = ProcessOptions(_parse_target(where, entry, facts))
     elif fault == "clock":
         options = _parse_clock(where, entry, facts)
+    elif fault == "power-loss":
+        if not facts.backend_state_dir:
+            raise ConfigError(
+                f"{where}: backend {facts.backend!r} does not declare the directory its server "
+                "keeps its data in (a state_dir method, see docs/backends.md), so a power loss "
+                "cannot reach that data"
+            )
+        options = PowerLossOptions(_parse_target(where, entry, facts))
     else:
         options = _parse_netem(where, entry, facts)
     return NemesisSpec(index=index, fault=fault, schedule=schedule, options=options)

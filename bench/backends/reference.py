@@ -277,6 +277,10 @@ class ReferenceBackend:
     def log_files(self, node: Node) -> Sequence[str]:
         return [log_path(node, DAEMON)]
 
+    def state_dir(self, node: Node) -> str:
+        """lockd's data directory: its Raft WAL and snapshots (bench.protocols.StatefulBackend)."""
+        return lockd_data_dir(node)
+
     async def open_client(
         self, cluster: Cluster, node: Node, *, ttl: float, process: int
     ) -> LockClient:

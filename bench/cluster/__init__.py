@@ -7,6 +7,8 @@ and in which faults they can inject (``capabilities``).
 
 from __future__ import annotations
 
+import os
+
 from bench.cluster.daemon import find_local_libfaketime
 from bench.cluster.handle import ALL_FAULTS, ClusterHandle, ClusterNode, require_capabilities
 from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_inventory
@@ -16,7 +18,8 @@ from bench.cluster.ssh_node import NodeUnreachable, SshNode
 
 # What each runtime can do to its nodes. The local runtime's nodes share one loopback: its
 # partitions and netem go through the link proxy (cluster.link_faults), which a cluster whose
-# ports leave no room for it lacks; it has clock faults only where libfaketime is installed.
+# ports leave no room for it lacks; it has clock faults only where libfaketime is installed, and
+# power loss only as root (the filesystem of that fault mounts itself through /dev/fuse).
 LINK_FAULTS: frozenset[str] = frozenset({"partition", "netem"})
 RUNTIME_CAPABILITIES: dict[str, frozenset[str]] = {
     "netns": ALL_FAULTS,
@@ -31,7 +34,14 @@ def runtime_capabilities(runtime: str) -> frozenset[str]:
     capabilities = RUNTIME_CAPABILITIES[runtime]
     if runtime == "local" and find_local_libfaketime() is not None:
         capabilities = capabilities | {"clock"}
+    if runtime == "local" and can_mount_fuse():
+        capabilities = capabilities | {"power-loss"}
     return capabilities
+
+
+def can_mount_fuse() -> bool:
+    """The power-loss filesystem mounts through /dev/fuse itself, which needs root."""
+    return os.geteuid() == 0 and os.path.exists("/dev/fuse")
 
 
 def open_cluster(inventory: Inventory) -> ClusterHandle:

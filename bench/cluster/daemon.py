@@ -281,8 +281,27 @@ def fetch_logs(cluster: Cluster, dest: Path, *, nodes: Sequence[Node] | None = N
     return [path for node in chosen for path in per_node[node.name]]
 
 
+# The power-loss fault's filesystem (nemesis/lazyfs.py) keeps a mounted directory's data beside it
+# in ``<dir>.lazyfs-backing`` and puts it back when it stops; killed, it leaves a dead mount.
+LAZYFS_BACKING_SUFFIX = ".lazyfs-backing"
+
+
+def detach_fuse_mounts_command(data_dir: str) -> str:
+    """Shell that detaches every FUSE mount under ``data_dir`` (only the bench mounts there)
+    and moves a power-loss filesystem's backing directory back in place."""
+    prefix = shlex.quote(data_dir.rstrip("/") + "/")
+    return (
+        f"awk -v d={prefix} '$3 ~ /^fuse/ && index($2, d) == 1 {{print $2}}' /proc/self/mounts "
+        '| while read -r m; do umount -l "$m"; '
+        f'b="$m{LAZYFS_BACKING_SUFFIX}"; '
+        'if [ -d "$b" ]; then rmdir "$m" 2>/dev/null; [ -e "$m" ] || mv "$b" "$m"; fi; '
+        'rm -rf "$m.lazyfs-trash"; echo "$m"; done; true'
+    )
+
+
 def kill_all_daemons(node: Node) -> list[str]:
-    """kill -9 every live daemon with a pidfile in the node's data_dir; returns what it killed."""
+    """kill -9 every live daemon with a pidfile in the node's data_dir, then detach the mounts a
+    killed power-loss filesystem left; returns what it killed and detached."""
     script = "\n".join(
         [
             _LIVE_PID,
@@ -291,7 +310,12 @@ def kill_all_daemons(node: Node) -> list[str]:
             '  if live_pid; then kill -KILL "$pid" && echo "$(basename "$pidfile" .pid) $pid"; fi',
             '  rm -f "$pidfile"',
             "done",
+            "echo MOUNTS",
+            detach_fuse_mounts_command(node.data_dir),
         ]
     )
     out = node.run(script, check=False).stdout
-    return [f"{node.name}: daemon {line}" for line in out.splitlines() if line.strip()]
+    killed, _, mounts = out.partition("MOUNTS\n")
+    return [f"{node.name}: daemon {line}" for line in killed.splitlines() if line.strip()] + [
+        f"{node.name}: mount {line}" for line in mounts.splitlines() if line.strip()
+    ]

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 ClusterNode = SshNode | LocalNode
 
-ALL_FAULTS: frozenset[str] = frozenset({"partition", "kill", "pause", "clock", "netem"})
+ALL_FAULTS: frozenset[str] = frozenset(
+    {"partition", "kill", "pause", "clock", "netem", "power-loss"}
+)
 
 
 class ClusterHandle:

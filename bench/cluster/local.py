@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
+from bench.cluster.daemon import detach_fuse_mounts_command
 from bench.cluster.inventory import DEFAULT_NODE_PYTHON, Inventory, NodeSpec, save_inventory
 from bench.cluster.link_faults import PROXY_DIR
 from bench.cluster.processes import process_alive
@@ -93,6 +95,15 @@ def local_down(cluster_dir: Path) -> list[str]:
                 killed.append(pid)
                 removed.append(f"process {pid} ({pidfile.parent.name}/{pidfile.stem})")
     survivors = _wait_until_gone(killed, KILL_WAIT_S)
+    if nodes_dir.exists():
+        # a killed power-loss filesystem (root only) leaves a dead mount rmtree cannot enter
+        detached = subprocess.run(
+            ["sh", "-c", detach_fuse_mounts_command(str(nodes_dir))],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        removed += [f"mount {m}" for m in detached.stdout.split()]
     for directory in (nodes_dir, proxy_dir):
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)

@@ -279,6 +279,12 @@ def _validate_nemesis(config: TestConfig) -> None:
         facts = planned_cluster_facts(config)
     except ValueError as exc:
         raise OptionError("subnet", str(exc)) from exc
+    backend_class = load_backend_class(config.backend)
+    facts = dataclasses.replace(
+        facts,
+        backend=config.backend,
+        backend_state_dir=callable(getattr(backend_class, "state_dir", None)),
+    )
     parse_specs(config.nemesis, facts)
 
 

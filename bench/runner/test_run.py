@@ -117,6 +117,7 @@ class TestRun:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._nemesis_lock = threading.Lock()
         self._nemesis_log: IO[str] | None = None
+        self._nemesis: Any = None
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -171,7 +172,8 @@ class TestRun:
         try:
             try:
                 nemesis = self._make_nemesis(test_cluster.cluster, backend, history, run_dir)
-                await asyncio.to_thread(self._start_service, backend, test_cluster.cluster)
+                self._nemesis = nemesis
+                await asyncio.to_thread(self._start_service, backend, test_cluster.cluster, nemesis)
             except (BenchError, OSError, RuntimeError) as exc:
                 self._report(f"could not start {backend.name}: {exc}")
                 setup_error = exc
@@ -238,9 +240,12 @@ class TestRun:
         self._nemesis_log = nemesis_log
         return runner
 
-    def _start_service(self, backend: Backend, cluster: Cluster) -> None:
+    def _start_service(self, backend: Backend, cluster: Cluster, nemesis: Any = None) -> None:
         log.info("deploying %s to %d node(s)", backend.name, len(cluster.nodes))
         backend.deploy(cluster)
+        if nemesis is not None:
+            # e.g. the power-loss filesystem under each server's data, before the servers start
+            nemesis.prepare_nodes()
         for node in cluster.nodes:
             backend.start(node)
 
@@ -433,6 +438,8 @@ class TestRun:
                     await asyncio.to_thread(backend.stop, node)
                 except Exception as exc:
                     errors.append(f"could not stop {backend.name} on {node.name}: {exc}")
+            if self._nemesis is not None:
+                errors.extend(await asyncio.to_thread(self._nemesis.release_nodes))
         errors.extend(
             await asyncio.to_thread(test_cluster.close, leave_running=self.options.leave_running)
         )

@@ -1,0 +1,168 @@
+"""The power-loss filesystem mounted for real (root: it mounts through /dev/fuse itself).
+
+Plain system calls go through the mount; SIGUSR1 is the power loss, SIGTERM the clean stop.
+The last tests put lockd's own storage (reference_impl.storage) on it: what it fsyncs survives a
+power loss, and with fsync off (what ``--unsafe-no-fsync`` does) the log is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nemesis import lazyfs
+from reference_impl.raft.types import Entry, HardState
+from reference_impl.storage.raft_storage import RaftStorage
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
+        reason="mounting the FUSE filesystem needs root and /dev/fuse",
+    ),
+]
+
+SOURCE = Path(lazyfs.__file__)
+
+
+class Mount:
+    def __init__(self, directory: Path, process: subprocess.Popen[str]) -> None:
+        self.directory = directory
+        self.process = process
+
+    def stop(self, sig: signal.Signals) -> dict[str, int | str]:
+        """Signal the filesystem, wait until it exits; returns its report."""
+        self.process.send_signal(sig)
+        self.process.wait(timeout=20)
+        report = Path(str(self.directory) + lazyfs.REPORT_SUFFIX)
+        found: dict[str, int | str] = json.loads(report.read_text())
+        return found
+
+
+@contextmanager
+def mounted(directory: Path) -> Iterator[Mount]:
+    process = subprocess.Popen(
+        [sys.executable, str(SOURCE), str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not lazyfs.is_mounted(str(directory)):
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "the filesystem did not mount"
+            time.sleep(0.02)
+        yield Mount(directory, process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=20)
+        if lazyfs.is_mounted(str(directory)):
+            subprocess.run(["umount", "-l", str(directory)], check=False)
+            pytest.fail(f"{directory} was left mounted")
+
+
+def _write(path: Path, data: bytes, *, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_unsynced_writes_are_lost_and_synced_ones_kept_through_the_mount(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    (directory / "before").write_bytes(b"was here before the mount")
+    with mounted(directory) as mount:
+        assert (directory / "before").read_bytes() == b"was here before the mount"
+        _write(directory / "log", b"durable|", sync=True)
+        _write(directory / "log", b"volatile", sync=False)
+        assert (directory / "log").read_bytes() == b"durable|volatile"
+        _write(directory / "synced-new", b"kept", sync=True)
+        (directory / "sub").mkdir()
+        _write(directory / "sub" / "x", b"lost", sync=False)
+        report = mount.stop(signal.SIGUSR1)
+    assert report["mode"] == "power-loss"
+    assert report["bytes_cut"] >= len(b"volatile")
+    assert not lazyfs.is_mounted(str(directory))
+    assert (directory / "log").read_bytes() == b"durable|"
+    assert (directory / "synced-new").read_bytes() == b"kept"
+    assert not (directory / "sub").exists()
+    assert (directory / "before").read_bytes() == b"was here before the mount"
+    # the layout is back: data in place, no backing or trash directory beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lazyfs-report.json"]
+
+
+def test_rename_needs_a_later_fsync_to_survive_a_power_loss(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    with mounted(directory) as mount:
+        _write(directory / "snap", b"old", sync=True)
+        _write(directory / "snap.tmp", b"new", sync=True)
+        os.replace(directory / "snap.tmp", directory / "snap")
+        assert (directory / "snap").read_bytes() == b"new"
+        mount.stop(signal.SIGUSR1)
+    assert (directory / "snap").read_bytes() == b"old"
+    assert (directory / "snap.tmp").read_bytes() == b"new"
+
+    with mounted(directory) as mount:
+        os.replace(directory / "snap.tmp", directory / "snap")
+        _fsync_dir(directory)
+        (directory / "snap").unlink()  # after the last fsync: undone
+        mount.stop(signal.SIGUSR1)
+    assert sorted(p.name for p in directory.iterdir()) == ["snap"]
+    assert (directory / "snap").read_bytes() == b"new"
+
+
+def test_a_clean_stop_keeps_every_write_and_unmounts(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    with mounted(directory) as mount:  # the directory need not exist yet
+        _write(directory / "f", b"unsynced but kept", sync=False)
+        report = mount.stop(signal.SIGTERM)
+    assert report["mode"] == "clean" and report["dirty_files"] == 1
+    assert not lazyfs.is_mounted(str(directory))
+    assert (directory / "f").read_bytes() == b"unsynced but kept"
+
+
+def _entries(first: int, count: int) -> list[Entry]:
+    return [Entry(term=1, index=i, data=b"x" * 100) for i in range(first, first + count)]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_lockd_storage_keeps_what_it_fsyncs_and_loses_the_rest(tmp_path: Path, fsync: bool) -> None:
+    directory = tmp_path / "lockd"
+    with mounted(directory) as mount:
+        storage = RaftStorage(directory / "raft", fsync=fsync, zeroed_tail_bytes=1 << 16)
+        storage.load()
+        storage.save(HardState(term=1, vote="n1", commit=20), _entries(1, 20))
+        storage.close()
+        mount.stop(signal.SIGUSR1)
+    with mounted(directory) as mount:
+        restored = RaftStorage(directory / "raft", fsync=True).load()
+        mount.stop(signal.SIGTERM)
+    if fsync:
+        assert [e.index for e in restored.entries] == list(range(1, 21))
+        assert restored.hard_state == HardState(term=1, vote="n1", commit=20)
+    else:
+        assert restored.entries == () and restored.hard_state == HardState()
