@@ -40,7 +40,6 @@ import ctypes.util
 import errno
 import json
 import os
-import select
 import shutil
 import signal
 import stat
@@ -116,6 +115,15 @@ FUSE_KERNEL_MINOR = 31
 # The durability model, independent of FUSE (unit-tested on a plain directory)
 
 
+FileKey = tuple[int, int]
+
+
+def file_key(fd: int) -> FileKey:
+    """What identifies a file whatever its name: (device, inode), as the page cache does."""
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
 @dataclass(slots=True)
 class DirtyFile:
     """A file with writes since its last fsync: its size then and the pages changed since."""
@@ -147,12 +155,12 @@ class VolatileState:
 
     # -- file data ---------------------------------------------------------------------------
 
-    def _dirty(self, fd: int) -> DirtyFile:
-        info = os.fstat(fd)
-        key = (info.st_dev, info.st_ino)
+    def _dirty(self, fd: int, key: FileKey | None) -> DirtyFile:
+        if key is None:
+            key = file_key(fd)
         record = self.dirty.get(key)
         if record is None:
-            record = DirtyFile(os.dup(fd), info.st_size)
+            record = DirtyFile(os.dup(fd), os.fstat(fd).st_size)
             self.dirty[key] = record
         return record
 
@@ -160,26 +168,28 @@ class VolatileState:
         last = min(last, (record.size - 1) // PAGE)
         for page in range(first, last + 1):
             if page not in record.pages:
-                record.pages[page] = os.pread(record.fd, PAGE, page * PAGE)
+                # only the bytes the file had: the rest of the page may have been written since
+                start = page * PAGE
+                record.pages[page] = os.pread(record.fd, min(PAGE, record.size - start), start)
 
-    def before_write(self, fd: int, offset: int, length: int) -> None:
-        """Save what the write is about to change (called before every write)."""
+    def before_write(self, fd: int, offset: int, length: int, key: FileKey | None = None) -> None:
+        """Save what the write is about to change (called before every write). ``key``: the
+        file's ``file_key``, if the caller knows it (saves an fstat per write)."""
         if length <= 0:
             return
-        record = self._dirty(fd)
+        record = self._dirty(fd, key)
         self._save_pages(record, offset // PAGE, (offset + length - 1) // PAGE)
 
     def before_truncate(self, fd: int, size: int) -> None:
         """Save what a truncate to ``size`` is about to cut off (called before it)."""
-        record = self._dirty(fd)
+        record = self._dirty(fd, None)
         current = os.fstat(fd).st_size
         if size < current:
             self._save_pages(record, size // PAGE, (current - 1) // PAGE)
 
-    def sync_file(self, fd: int) -> None:
+    def sync_file(self, fd: int, key: FileKey | None = None) -> None:
         """fsync of a file: its data and every namespace change so far become durable."""
-        info = os.fstat(fd)
-        record = self.dirty.pop((info.st_dev, info.st_ino), None)
+        record = self.dirty.pop(key or file_key(fd), None)
         if record is not None:
             os.close(record.fd)
             self.synced_files += 1
@@ -292,6 +302,10 @@ def _remove_tree(path: str) -> None:
 # The FUSE side
 
 
+class StopServing(Exception):
+    """Raised by a signal handler to leave the blocking read of the next request."""
+
+
 class FuseError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
@@ -307,6 +321,7 @@ class Inode:
 @dataclass(slots=True)
 class Handle:
     fd: int
+    key: FileKey
     sync: bool = False
 
 
@@ -403,7 +418,7 @@ class LazyFS:
     def open_handle(self, fd: int, flags: int) -> int:
         fh = self._next_handle
         self._next_handle += 1
-        self.handles[fh] = Handle(fd, bool(flags & O_SYNC_FLAGS))
+        self.handles[fh] = Handle(fd, file_key(fd), bool(flags & O_SYNC_FLAGS))
         return fh
 
     def handle(self, fh: int) -> Handle:
@@ -501,9 +516,9 @@ class LazyFS:
         if opcode in (FSYNC, FSYNCDIR):
             fh, flags, _ = FSYNC_IN.unpack_from(body)
             if opcode == FSYNC:
-                fd = self.handle(fh).fd
-                self.state.sync_file(fd)
-                (os.fdatasync if flags & FUSE_FSYNC_FDATASYNC else os.fsync)(fd)
+                handle = self.handle(fh)
+                self.state.sync_file(handle.fd, handle.key)
+                (os.fdatasync if flags & FUSE_FSYNC_FDATASYNC else os.fsync)(handle.fd)
             else:
                 self.state.sync_metadata()
                 dir_fd = os.open(self.path(nodeid), os.O_RDONLY | os.O_DIRECTORY)
@@ -640,12 +655,12 @@ class LazyFS:
         fh, offset, size, _, _, flags, _ = WRITE_IN.unpack_from(body)
         handle = self.handle(fh)
         data = body[WRITE_IN.size : WRITE_IN.size + size]
-        self.state.before_write(handle.fd, offset, len(data))
+        self.state.before_write(handle.fd, offset, len(data), handle.key)
         written = 0
         while written < len(data):
             written += os.pwrite(handle.fd, data[written:], offset + written)
         if handle.sync or flags & O_SYNC_FLAGS:
-            self.state.sync_file(handle.fd)
+            self.state.sync_file(handle.fd, handle.key)
             os.fdatasync(handle.fd)
         return WRITE_OUT.pack(written, 0)
 
@@ -790,18 +805,27 @@ def serve(directory: str) -> int:
         print(f"lazyfs: {exc}", file=sys.stderr)
         return 1
     wanted: list[str] = []
-    signal.signal(signal.SIGTERM, lambda *_: wanted.append("clean"))
-    signal.signal(signal.SIGINT, lambda *_: wanted.append("clean"))
-    signal.signal(signal.SIGUSR1, lambda *_: wanted.append("power-loss"))
+    waiting = [False]
+
+    def on_signal(mode: str) -> None:
+        wanted.append(mode)
+        if waiting[0]:  # blocked in read: stop waiting (never in the middle of a request)
+            raise StopServing
+
+    signal.signal(signal.SIGTERM, lambda *_: on_signal("clean"))
+    signal.signal(signal.SIGINT, lambda *_: on_signal("clean"))
+    signal.signal(signal.SIGUSR1, lambda *_: on_signal("power-loss"))
     print(f"lazyfs: mounted {backing} on {directory}", flush=True)
-    poller = select.poll()
-    poller.register(device, select.POLLIN)
     requests = 0
     while not wanted and not fs.destroyed:
-        if not poller.poll(200):
-            continue
         try:
-            raw = os.read(device, READ_BUFFER)
+            waiting[0] = True
+            try:
+                raw = os.read(device, READ_BUFFER)
+            finally:
+                waiting[0] = False
+        except StopServing:
+            break
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
                 continue  # an interrupted request; nothing to answer

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,12 +40,12 @@ class Mount:
         self.directory = directory
         self.process = process
 
-    def stop(self, sig: signal.Signals) -> dict[str, int | str]:
+    def stop(self, sig: signal.Signals) -> dict[str, Any]:
         """Signal the filesystem, wait until it exits; returns its report."""
         self.process.send_signal(sig)
         self.process.wait(timeout=20)
         report = Path(str(self.directory) + lazyfs.REPORT_SUFFIX)
-        found: dict[str, int | str] = json.loads(report.read_text())
+        found: dict[str, Any] = json.loads(report.read_text())
         return found
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nemesis_probe_backend import ProbeBackend
 
 from bench.backends.reference import ReferenceBackend
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
@@ -13,12 +14,15 @@ from bench.errors import ConfigError
 from nemesis.schedule import NemesisRunner
 from nemesis.spec import (
     ClockOptions,
+    ClusterFacts,
     ExplicitSchedule,
     IntervalSchedule,
     NetemOptions,
     PartitionOptions,
+    PowerLossOptions,
     RandomSchedule,
     TargetSpec,
+    parse_specs,
 )
 
 NAMES = ("n1", "n2", "n3", "n4", "n5")
@@ -199,3 +203,47 @@ def test_a_well_formed_list_parses_into_typed_entries(tmp_path: Path) -> None:
         target=TargetSpec("all"), delay_ms=50.0, jitter_ms=10.0, loss=0.05
     )
     assert netem.schedule == RandomSchedule((1.0, 3.0), (2.0, 4.0))
+
+
+def test_a_power_loss_entry_parses_with_its_target(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, [{"fault": "power-loss", "target": "majority", "count": 4}])
+    runner.validate()
+    assert runner.specs is not None
+    assert runner.specs[0].options == PowerLossOptions(TargetSpec("majority", 4))
+    # validating mounts nothing: the filesystem is mounted by prepare_nodes, after deploying
+    assert runner.power_mounts is not None and runner.power_mounts.mounted == set()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"fault": "power-loss", "offset_ms": 5}, "unknown key(s) offset_ms"),
+        ({"fault": "power-loss", "target": "minority", "count": 3}, "minority of 3 out of 5"),
+        ({"fault": "power-loss", "target": ["n6"]}, "unknown node"),
+    ],
+)
+def test_malformed_power_loss_entries_are_refused(
+    tmp_path: Path, spec: dict[str, Any], expected: str
+) -> None:
+    assert expected in _refused(tmp_path, spec)
+
+
+def test_power_loss_is_refused_for_a_backend_without_a_state_dir(tmp_path: Path) -> None:
+    runner = NemesisRunner(
+        [{"fault": "power-loss"}],
+        _cluster(tmp_path, "netns"),
+        ProbeBackend(),
+        seed=1,
+        record=lambda *_: None,
+    )
+    with pytest.raises(ConfigError) as info:
+        runner.validate()
+    message = str(info.value)
+    assert "nemesis[0] (power-loss)" in message and "'probe'" in message
+    assert "state_dir" in message
+
+
+def test_power_loss_is_refused_where_the_filesystem_cannot_be_mounted() -> None:
+    facts = ClusterFacts("local", NAMES, dict.fromkeys(NAMES, "127.0.0.1"), frozenset({"kill"}))
+    with pytest.raises(ConfigError, match=r"cannot inject power-loss faults .*run as root"):
+        parse_specs([{"fault": "power-loss"}], facts)
