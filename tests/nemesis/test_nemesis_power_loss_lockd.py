@@ -87,7 +87,9 @@ def test_a_power_loss_of_every_node_catches_lockd_without_fsync(tmp_path: Path) 
     assert results["verdict"] == "invalid"
     (loss,) = _power_losses(run_dir)
     assert sorted(loss["dropped"]) == ["n1", "n2", "n3", "n4", "n5"]
-    assert all(d["mode"] == "power-loss" and d["dirty_files"] >= 1 for d in loss["dropped"].values())
+    assert all(
+        d["mode"] == "power-loss" and d["dirty_files"] >= 1 for d in loss["dropped"].values()
+    )
     # the restarted nodes really lost their logs (lockd says what it found at start)
     log = (run_dir / "nodes" / "n1" / "lockd.log").read_text(errors="replace")
     assert log.count("started at term 0, 0 entries") == 2, log[-2000:]
