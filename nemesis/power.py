@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.cluster.daemon import log_path, pidfile_path, start_daemon
 from bench.cluster.deploy import write_node_file
 from bench.errors import ConfigError
-from bench.protocols import Backend, Cluster, FaultAction, Node, state_dir_of
-from nemesis.fault import FaultTarget, HealError
+from bench.protocols import Backend, Cluster, Node, state_dir_of
 from nemesis.lazyfs import BACKING_SUFFIX, FSTYPE, REPORT_SUFFIX, TRASH_SUFFIX
+from nemesis.process import ProcessNemesis
 from nemesis.remote import NemesisActionError, NodeLocks, error_messages, on_nodes, raise_first
 
 LAZYFS_SOURCE = Path(__file__).with_name("lazyfs.py").read_text(encoding="utf-8")
@@ -174,33 +174,17 @@ class PowerLossMounts:
         return error_messages(results)
 
 
-class PowerLossNemesis:
-    """Implements bench.protocols.Nemesis for ``start-power-loss`` / ``stop-power-loss``."""
-
-    name = "power-loss"
+class PowerLossNemesis(ProcessNemesis):
+    """Implements bench.protocols.Nemesis for ``start-power-loss`` / ``stop-power-loss``: a
+    kill (ProcessNemesis) whose hit also drops the node's un-fsynced writes."""
 
     def __init__(
         self, cluster: Cluster, backend: Backend, mounts: PowerLossMounts, locks: NodeLocks
     ) -> None:
-        self.cluster = cluster
-        self.backend = backend
+        super().__init__("power-loss", cluster, backend, locks)
         self.mounts = mounts
-        self.locks = locks
-        self.down: set[str] = set()
 
-    def setup(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-
-    def invoke(self, f: str, target: object) -> FaultAction:
-        if f == "start-power-loss":
-            if not isinstance(target, FaultTarget):
-                raise TypeError(f"{f} needs a FaultTarget")
-            return self._start(target.nodes)
-        if f == "stop-power-loss":
-            return self._stop()
-        raise ValueError(f"power-loss nemesis cannot {f!r}")
-
-    def _lose_power(self, name: str) -> dict[str, Any]:
+    def _hit(self, name: str) -> dict[str, Any]:
         node = self.cluster.node(name)
         with self.locks.lock(name):
             self.backend.kill(node)
@@ -212,45 +196,12 @@ class PowerLossNemesis:
             self.mounts.mount(name)
             return dropped
 
-    def _start(self, nodes: Iterable[str]) -> FaultAction:
-        chosen = list(nodes)
-        self.down.update(chosen)  # down (or maybe down) from here on, whatever happens
-        results = on_nodes(
-            [self.cluster.node(n) for n in chosen], lambda n: self._lose_power(n.name)
-        )
-        dropped = raise_first(results)
-        return FaultAction(
-            "start-power-loss", {"nodes": chosen, "signal": "KILL", "dropped": dropped}
-        )
+    def _details(self, hits: dict[str, Any]) -> dict[str, Any]:
+        return {"dropped": hits}
 
-    def _restart(self, name: str) -> None:
+    def _undo(self, name: str) -> None:
         node = self.cluster.node(name)
         with self.locks.lock(name):
             if name not in self.mounts.mounted:
                 self.mounts.mount(name)  # a start that failed half-way
             self.backend.start(node)
-
-    def _restart_all(self) -> tuple[FaultAction, list[str]]:
-        nodes = sorted(self.down)
-        results = on_nodes([self.cluster.node(n) for n in nodes], lambda n: self._restart(n.name))
-        self.down = {name for name, r in results.items() if isinstance(r, Exception)}
-        return FaultAction(
-            "stop-power-loss", {"nodes": nodes, "action": "restart"}
-        ), error_messages(results)
-
-    def _stop(self) -> FaultAction:
-        action, errors = self._restart_all()
-        if errors:
-            raise NemesisActionError("; ".join(errors))
-        return action
-
-    def heal(self) -> FaultAction | None:
-        if not self.down:
-            return None
-        action, errors = self._restart_all()
-        if errors:
-            raise HealError(errors)
-        return action
-
-    def teardown(self) -> None:
-        self.heal()

@@ -7,15 +7,19 @@ after Ctrl-C) restarts or resumes exactly those nodes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from bench.protocols import Backend, Cluster, FaultAction
 from nemesis.fault import FaultTarget, HealError
 from nemesis.remote import NemesisActionError, NodeLocks, error_messages, on_nodes, raise_first
 
-ProcessFault = Literal["kill", "pause"]
+ProcessFault = Literal["kill", "pause", "power-loss"]
 
-SIGNALS: dict[str, tuple[str, str]] = {"kill": ("KILL", "restart"), "pause": ("STOP", "CONT")}
+SIGNALS: dict[str, tuple[str, str]] = {
+    "kill": ("KILL", "restart"),
+    "pause": ("STOP", "CONT"),
+    "power-loss": ("KILL", "restart"),  # nemesis.power: a kill that also drops un-fsynced data
+}
 
 
 class ProcessNemesis:
@@ -42,7 +46,8 @@ class ProcessNemesis:
             return self._stop()
         raise ValueError(f"{self.name} nemesis cannot {f!r}")
 
-    def _hit(self, name: str) -> None:
+    def _hit(self, name: str) -> Any:
+        """Hit one node; what it returns goes into the start's record (``_details``)."""
         node = self.cluster.node(name)
         with self.locks.lock(name):
             if self.name == "kill":
@@ -61,16 +66,23 @@ class ProcessNemesis:
     def _start(self, nodes: tuple[str, ...]) -> FaultAction:
         # Whatever happens, these nodes may be down or paused now: remember them first.
         self.affected.update(nodes)
-        raise_first(on_nodes([self.cluster.node(n) for n in nodes], lambda n: self._hit(n.name)))
-        return FaultAction(
-            f"start-{self.name}", {"nodes": list(nodes), "signal": SIGNALS[self.name][0]}
+        hits = raise_first(
+            on_nodes([self.cluster.node(n) for n in nodes], lambda n: self._hit(n.name))
         )
+        return FaultAction(
+            f"start-{self.name}",
+            {"nodes": list(nodes), "signal": SIGNALS[self.name][0], **self._details(hits)},
+        )
+
+    def _details(self, hits: dict[str, Any]) -> dict[str, Any]:
+        """More to record about a start, from what ``_hit`` returned per node."""
+        return {}
 
     def _undo_all(self) -> tuple[FaultAction, list[str]]:
         nodes = sorted(self.affected)
         results = on_nodes([self.cluster.node(n) for n in nodes], lambda n: self._undo(n.name))
         self.affected = {name for name, r in results.items() if isinstance(r, Exception)}
-        key = "action" if self.name == "kill" else "signal"
+        key = "signal" if self.name == "pause" else "action"
         action = FaultAction(f"stop-{self.name}", {"nodes": nodes, key: SIGNALS[self.name][1]})
         return action, error_messages(results)
 
