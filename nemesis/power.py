@@ -65,9 +65,13 @@ def detach_command(directory: str) -> str:
     )
 
 
-def mount(node: Node, directory: str) -> int:
-    """Mount the filesystem over ``directory`` on the node; returns the daemon's pid."""
-    write_node_file(node, script_path(node), LAZYFS_SOURCE)
+def mount(node: Node, directory: str, *, install: bool = True) -> int:
+    """Mount the filesystem over ``directory`` on the node; returns the daemon's pid.
+
+    ``install=False``: the program is on the node already (a remount after a power loss), which
+    saves the round trips of checking it."""
+    if install:
+        write_node_file(node, script_path(node), LAZYFS_SOURCE)
     node.run(detach_command(directory), check=False)
     pid = start_daemon(
         node, DAEMON, [node_python(node), script_path(node), directory], faketime=False
@@ -151,9 +155,9 @@ class PowerLossMounts:
     def directory(self, name: str) -> str:
         return self.state_dir(self.cluster.node(name))
 
-    def mount(self, name: str) -> None:
+    def mount(self, name: str, *, install: bool = True) -> None:
         node = self.cluster.node(name)
-        mount(node, self.directory(name))
+        mount(node, self.directory(name), install=install)
         self.mounted.add(name)
 
     def unmount(self, name: str, *, power_loss: bool) -> dict[str, Any]:
@@ -193,7 +197,7 @@ class PowerLossNemesis(ProcessNemesis):
                 raise NemesisActionError(
                     f"{name}: the filesystem was not running; nothing was dropped ({dropped})"
                 )
-            self.mounts.mount(name)
+            self.mounts.mount(name, install=False)
             return dropped
 
     def _details(self, hits: dict[str, Any]) -> dict[str, Any]:

@@ -109,11 +109,21 @@ def main() -> int:
                 for n, rate in result.items():
                     figures.setdefault((setup, n), []).append(rate)
                     print(f"round {round_number + 1} {setup:6} {n:2} clients: {rate:7.1f} pairs/s")
-    print("\nmedians (pairs/s) and the ratio lazyfs / plain:")
+    print("\nmedians over rounds (pairs/s); ratio lazyfs / plain: of the medians, and the median")
+    print("of each round's own ratio (the two setups of a round ran back to back):")
     for n in clients:
         plain = statistics.median(figures[("plain", n)])
         lazy = statistics.median(figures[("lazyfs", n)])
-        print(f"{n:2} clients: plain {plain:7.1f}  lazyfs {lazy:7.1f}  ratio {lazy / plain:.2f}")
+        per_round = [
+            lf / pl for lf, pl in zip(figures[("lazyfs", n)], figures[("plain", n)], strict=True)
+        ]
+        print(
+            f"{n:2} clients: plain {plain:7.1f}  lazyfs {lazy:7.1f}  ratio {lazy / plain:.2f}"
+            f"  per-round ratios {' '.join(f'{r:.2f}' for r in per_round)}"
+            f" (median {statistics.median(per_round):.2f})"
+        )
+    load = os.getloadavg()[0]
+    print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
     return 0
 
 
