@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bench.errors import EXIT_USAGE, BenchError
+from lockbench.errors import EXIT_USAGE, BenchError
 
 # Subcommand modules, in the order they appear in --help. Each has ``register(subparsers)`` that
 # adds its parser and sets ``func`` (args -> exit code).

@@ -1,7 +1,7 @@
 """Clock faults through libfaketime: bump, strobe, drift and reset a node's wall clock.
 
 Servers on a node run under libfaketime reading ``{data_dir}/faketime.offset`` (see
-bench.cluster.daemon), re-read at most once a second. A bump rewrites that file; a strobe or a
+lockbench.daemon), re-read at most once a second. A bump rewrites that file; a strobe or a
 drift runs a small driver on the node (nemesis/clock_driver.py) that keeps rewriting it for the
 fault's duration. The host clock is never stepped: netns nodes share it with everything else.
 
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cluster.daemon import FAKETIME_LIBRARY_GLOBS, offset_path
-from bench.protocols import Cluster, FaultAction, Node
+from lockbench.daemon import FAKETIME_LIBRARY_GLOBS, offset_path
+from lockbench.protocols import Cluster, FaultAction, Node
 from nemesis.fault import FaultTarget, HealError
 from nemesis.remote import (
     NemesisActionError,
@@ -65,7 +65,7 @@ def clamp(offset_ms: float) -> float:
 
 
 class ClockNemesis:
-    """Implements bench.protocols.Nemesis for one ``clock`` entry of the test file.
+    """Implements lockbench.protocols.Nemesis for one ``clock`` entry of the test file.
 
     ``offsets`` is shared by every clock entry of a run: the offset last written per node, so
     successive bumps without reset accumulate as they would on a real clock.

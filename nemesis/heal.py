@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import shlex
 
-from bench.cluster.daemon import offset_path
-from bench.protocols import Backend, Cluster, Node
+from lockbench.daemon import offset_path
+from lockbench.protocols import Backend, Cluster, Node
 from nemesis.clock import write_offset_command
 from nemesis.fault import HealError
 from nemesis.iptables import ALL_HOOKS, chain_present_command, remove_chain_command

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from bench.protocols import Cluster
+from lockbench.protocols import Cluster
 from nemesis.fault import HealError
 
 NodeOrLink = str | tuple[str, str]

@@ -18,7 +18,7 @@ import random
 import shlex
 from pathlib import Path
 
-from bench.protocols import Cluster, FaultAction, Node
+from lockbench.protocols import Cluster, FaultAction, Node
 from nemesis.fault import FaultTarget, HealError
 from nemesis.iptables import (
     NETEM_HOOK,
@@ -64,7 +64,7 @@ def shaped_destinations(
 
 
 class NetemNemesis:
-    """Implements bench.protocols.Nemesis for one ``netem`` entry of the test file."""
+    """Implements lockbench.protocols.Nemesis for one ``netem`` entry of the test file."""
 
     name = "netem"
 

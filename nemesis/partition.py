@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bench.protocols import Cluster, FaultAction
+from lockbench.protocols import Cluster, FaultAction
 from nemesis.fault import FaultTarget, HealError
 from nemesis.iptables import (
     PARTITION_HOOK,
@@ -23,7 +23,7 @@ from nemesis.remote import NodeLocks, error_messages, on_nodes, raise_first, run
 
 
 class PartitionNemesis:
-    """Implements bench.protocols.Nemesis for ``start-partition``/``stop-partition``."""
+    """Implements lockbench.protocols.Nemesis for ``start-partition``/``stop-partition``."""
 
     name = "partition"
 

@@ -8,7 +8,7 @@ bench's own FUSE filesystem (nemesis/lazyfs.py, durability model in docs/nemeses
 (SIGUSR1: it unmounts and rolls its directory back to what was fsynced, then reports what it
 dropped), mounts it again and leaves the server down; ``stop-power-loss`` restarts the servers.
 
-The filesystem runs as daemon ``lazyfs`` on the node (bench.cluster.daemon: pidfile, log), from
+The filesystem runs as daemon ``lazyfs`` on the node (lockbench.daemon: pidfile, log), from
 ``{data_dir}/lockbench-lazyfs.py``, under the node's system Python: it is stdlib-only.
 """
 
@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cluster.daemon import log_path, pidfile_path, start_daemon
-from bench.cluster.deploy import write_node_file
-from bench.errors import ConfigError
-from bench.protocols import Backend, Cluster, Node, state_dir_of
+from lockbench.daemon import log_path, pidfile_path, start_daemon
+from lockbench.deploy import write_node_file
+from lockbench.errors import ConfigError
+from lockbench.protocols import Backend, Cluster, Node, state_dir_of
 from nemesis.lazyfs import BACKING_SUFFIX, FSTYPE, REPORT_SUFFIX, TRASH_SUFFIX
 from nemesis.process import ProcessNemesis
 from nemesis.remote import NemesisActionError, NodeLocks, error_messages, on_nodes, raise_first
@@ -179,7 +179,7 @@ class PowerLossMounts:
 
 
 class PowerLossNemesis(ProcessNemesis):
-    """Implements bench.protocols.Nemesis for ``start-power-loss`` / ``stop-power-loss``: a
+    """Implements lockbench.protocols.Nemesis for ``start-power-loss`` / ``stop-power-loss``: a
     kill (ProcessNemesis) whose hit also drops the node's un-fsynced writes."""
 
     def __init__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from bench.protocols import Backend, Cluster, FaultAction
+from lockbench.protocols import Backend, Cluster, FaultAction
 from nemesis.fault import FaultTarget, HealError
 from nemesis.remote import NemesisActionError, NodeLocks, error_messages, on_nodes, raise_first
 
@@ -23,7 +23,7 @@ SIGNALS: dict[str, tuple[str, str]] = {
 
 
 class ProcessNemesis:
-    """Implements bench.protocols.Nemesis for ``start-kill``/``stop-kill`` and pause likewise."""
+    """lockbench.protocols.Nemesis for ``start-kill``/``stop-kill``, and pause likewise."""
 
     def __init__(
         self, fault: ProcessFault, cluster: Cluster, backend: Backend, locks: NodeLocks

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from bench.protocols import CommandResult, Node
+from lockbench.protocols import CommandResult, Node
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bench.protocols import Backend, Cluster, FaultAction, Nemesis, state_dir_of
+from lockbench.protocols import Backend, Cluster, FaultAction, Nemesis, state_dir_of
 from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
 from nemesis.fault import FaultTarget, HealError

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from bench.errors import ConfigError
+from lockbench.errors import ConfigError
 
 FAULTS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "netem", "power-loss")
 
@@ -158,7 +158,7 @@ class ClusterFacts:
     # Peer links run through the local runtime's proxy: partitions and netem go there.
     link_proxy: bool = False
     # The backend's name and whether it declares where its server keeps its data
-    # (bench.protocols.StatefulBackend): power loss needs that directory.
+    # (lockbench.protocols.StatefulBackend): power loss needs that directory.
     backend: str = "the backend"
     backend_state_dir: bool = True
 

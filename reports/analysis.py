@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.history import Call, Op
-from bench.protocols import Anomaly, CheckResult
+from lockbench.history import Call, Op
+from lockbench.protocols import Anomaly, CheckResult
 
 NS_PER_S = 1e9
 # Past this many calls the timeline and latency scatter keep a thinned sample of the ``ok`` calls

@@ -15,17 +15,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from reports.page import document, esc, inline_script, verdict_badge
-from reports.run_dir import (
+from lockbench.run_dir import (
     HISTORY_FILE,
     REPORT_FILE,
     RESULTS_FILE,
     TEST_FILE,
-    describe_component,
+    RunDirProblem,
+    read_results,
+    read_test_data,
     run_time,
 )
+from reports.page import document, esc, inline_script, verdict_badge
+from reports.run_data import describe_component
 
 INDEX_FILE = "index.html"
 RUN_MARKERS: tuple[str, ...] = (HISTORY_FILE, RESULTS_FILE, TEST_FILE)
@@ -105,8 +106,8 @@ def _stamp(path: Path) -> tuple[int, int]:
 @lru_cache(maxsize=4096)
 def _summarize_cached(store: str, run_dir: str, _stamps: tuple[Any, ...]) -> RunSummary:
     directory = Path(run_dir)
-    test = _read_yaml(directory / TEST_FILE)
-    verdict = _read_verdict(directory / RESULTS_FILE)
+    test = _read_test(directory)
+    verdict = _read_verdict(directory)
     ops, last_ns = _scan_history(directory / HISTORY_FILE)
     name = test.get("name")
     return RunSummary(
@@ -123,21 +124,19 @@ def _summarize_cached(store: str, run_dir: str, _stamps: tuple[Any, ...]) -> Run
     )
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_test(run_dir: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, yaml.YAMLError):
+        return read_test_data(run_dir) or {}
+    except RunDirProblem:
         return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
-def _read_verdict(path: Path) -> str:
+def _read_verdict(run_dir: Path) -> str:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, json.JSONDecodeError):
+        stored = read_results(run_dir)
+    except RunDirProblem:
         return "unchecked"
-    verdict = raw.get("verdict") if isinstance(raw, dict) else None
-    return verdict if verdict in ("valid", "invalid", "unknown") else "unchecked"
+    return "unchecked" if stored is None or stored.verdict is None else stored.verdict
 
 
 def _scan_history(path: Path) -> tuple[int, int]:

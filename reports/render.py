@@ -17,10 +17,11 @@ import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from bench.history import Op
+from lockbench.history import Op
+from lockbench.run_dir import REPORT_FILE, TEST_FILE
 from reports import analysis, figures
 from reports.page import asset, document, esc, inline_script, json_script
-from reports.run_dir import REPORT_FILE, TEST_FILE, RunData, fields_of, load_run
+from reports.run_data import RunData, fields_of, load_run
 
 # Lock charts beyond this many locks (the busiest first) are left out, with a note saying so.
 MAX_LOCK_CHARTS = 6

@@ -15,9 +15,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from lockbench.run_dir import HISTORY_FILE, REPORT_FILE, RESULTS_FILE, TEST_FILE, run_time
 from reports.index import INDEX_FILE, render_index_html
 from reports.render import build_report_html
-from reports.run_dir import HISTORY_FILE, REPORT_FILE, RESULTS_FILE, TEST_FILE, run_time
 
 log = logging.getLogger(__name__)
 TEXT_TYPES: dict[str, str] = {

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.checker import run_checkers
 from bench.checker.generate import lock_history, register_history
 from bench.history import Op
+
+from bench.checker import run_checkers
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from bench.cluster.deploy import Wheel, build_wheel
+from bench.cluster.parallel import on_each_node
+
 from bench.backends.reference import ReferenceBackend
 from bench.cluster import open_cluster
-from bench.cluster.deploy import Wheel, build_wheel
 from bench.cluster.netns import netns_down, netns_up
-from bench.cluster.parallel import on_each_node
 
 T = TypeVar("T")
 LEADER_TIMEOUT_S = 60.0

@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.backends.memory import MemoryBackend
-from bench.checker.linearizable import check_linearizable
 from bench.checker.options import CheckOptions
 from bench.history import Op, OpType
+from bench.runner.options import parse_options
+
+from bench.backends.memory import MemoryBackend
+from bench.checker.linearizable import check_linearizable
 from bench.runner.cluster_setup import InProcessCluster
 from bench.runner.history_sink import CountingHistory
-from bench.runner.options import parse_options
 from bench.runner.process import LEASE_LOST, ClientDriver, RunStats
 from workloads.base import WorkloadContext
 from workloads.mutex import MutexOptions, MutexWorkload

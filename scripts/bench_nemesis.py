@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.cluster import ClusterHandle
 from bench.cluster.testing import netns_cluster
+
+from bench.cluster import ClusterHandle
 from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
 from nemesis.fault import FaultTarget

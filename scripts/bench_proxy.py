@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.cluster.parallel import on_each_node
+
 from bench.backends.reference import ReferenceBackend, ReferenceOptions, fetch_status
 from bench.cluster import ClusterHandle, open_cluster
 from bench.cluster.local import local_down, local_up
-from bench.cluster.parallel import on_each_node
 
 PROXY_OFFSET = 16500  # n1 23500/23501, link 23502, control 23503; n2 23510/23511, link 23512
 LOCKD_OFFSET = 16600  # lockd ports 23600-23645, http 23680-23720

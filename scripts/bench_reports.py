@@ -23,8 +23,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from reports.render import render_report
 from reports.synthetic import SyntheticRunSpec, write_synthetic_run
+
+from reports.render import render_report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.runner.options import parse_options
+from bench.runner.resource import ResourceClient, ResourceServer
+
 from bench.backends.memory import MemoryBackend
 from bench.runner.cluster_setup import InProcessCluster
 from bench.runner.history_sink import CountingHistory, RunHistoryWriter
-from bench.runner.options import parse_options
 from bench.runner.process import ClientDriver, ClientProcess, HistorySink, RunStats
-from bench.runner.resource import ResourceClient, ResourceServer
 from workloads.base import WorkloadContext
 from workloads.mutex import MutexOptions, MutexWorkload
 

@@ -7,13 +7,14 @@ skips the critical section, a read's value feeds the following write). Randomnes
 process (test seed + process id), so a run's op sequence for a process does not depend on how the
 processes interleave.
 
-Beyond ``bench.protocols.Workload`` the runner uses these hooks: ``think`` (seconds to wait before
-the next op), ``update``, ``op_timeout`` (ops that legitimately take long, such as a queued acquire
-or a stall, get their own time added), ``node_of`` (the node an op targets), ``final_ops``
-(run once after the faults are healed, e.g. the final read of a counter), and the lease hooks
-``lease_to_check`` / ``lease_lost``: before a critical-section step on a held lock the runner asks
-the client whether its lease may have lapsed, records ``lease-lost`` if so, and the workload then
-goes on as a careful client would (by default: no more resource accesses on that lock, release).
+Beyond ``lockbench.protocols.Workload`` the runner uses these hooks: ``think`` (seconds to wait
+before the next op), ``update``, ``op_timeout`` (ops that legitimately take long, such as a queued
+acquire or a stall, get their own time added), ``node_of`` (the node an op targets),
+``final_ops`` (run once after the faults are healed, e.g. the final read of a counter), and the
+lease hooks ``lease_to_check`` / ``lease_lost``: before a critical-section step on a held lock
+the runner asks the client whether its lease may have lapsed, records ``lease-lost`` if so, and
+the workload then goes on as a careful client would (by default: no more resource accesses on that
+lock, release).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bench.history import OpType
-from bench.protocols import DefiniteFailure, Invocation, LockClient, LockEvent
-from bench.runner.resource import ResourceClient
+from lockbench.history import OpType
+from lockbench.protocols import DefiniteFailure, Invocation, LockClient, LockEvent
+from workloads.resource import ResourceClient
 
 WATCH_SETTLE_SECONDS = 0.5
 """Extra time a watcher keeps reading after its window, for events still in flight."""
@@ -91,6 +92,9 @@ class BenchWorkload:
     """Base of the bundled workloads: plans per process, performs every documented op."""
 
     name: ClassVar[str]
+    # The dataclass of its ``workload_options`` (parsed by lockbench.options.parse_options); the
+    # runner builds the workload as ``cls(options, context)``.
+    options_class: ClassVar[type[Any]]
     default_checkers: ClassVar[tuple[str, ...]]
     uses_resource: ClassVar[bool] = False
     # A careful client stops touching the resource once its lease may have lapsed; the

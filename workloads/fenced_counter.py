@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.history import OpType
-from bench.protocols import Invocation
-from bench.runner.options import require
+from lockbench.history import OpType
+from lockbench.options import require
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, Step, WorkloadContext, acquire_op, release_op
 from workloads.mutex import jittered
 
@@ -39,6 +39,7 @@ class FencedCounterOptions:
 
 class FencedCounterWorkload(BenchWorkload):
     name = "fenced-counter"
+    options_class = FencedCounterOptions
     default_checkers = ("mutual-exclusion", "fencing", "lost-updates", "availability")
     uses_resource = True
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.history import OpType
-from bench.protocols import Invocation
-from bench.runner.options import require
+from lockbench.history import OpType
+from lockbench.options import require
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, Step, WorkloadContext, acquire_op, release_op
 from workloads.mutex import jittered
 
@@ -38,6 +38,7 @@ class FollowerReadOptions:
 
 class FollowerReadWorkload(BenchWorkload):
     name = "follower-read"
+    options_class = FollowerReadOptions
     default_checkers = ("linearizable", "mutual-exclusion", "availability")
 
     def __init__(self, options: FollowerReadOptions, context: WorkloadContext) -> None:

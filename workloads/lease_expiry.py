@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.history import OpType
-from bench.protocols import Invocation
-from bench.runner.options import require
+from lockbench.history import OpType
+from lockbench.options import require
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, Step, WorkloadContext, acquire_op, release_op
 from workloads.mutex import jittered
 
@@ -47,6 +47,7 @@ class LeaseExpiryOptions:
 
 class LeaseExpiryWorkload(BenchWorkload):
     name = "lease-expiry"
+    options_class = LeaseExpiryOptions
     default_checkers = ("mutual-exclusion", "fencing", "liveness")
     uses_resource = True
     # The stalled holder records lease-lost when it wakes, then writes anyway: the test of fencing.

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.history import OpType
-from bench.protocols import Invocation
-from bench.runner.options import require
+from lockbench.history import OpType
+from lockbench.options import require
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, Step, WorkloadContext, acquire_op, release_op
 
 
@@ -46,6 +46,7 @@ def jittered(rng: random.Random, mean: float) -> float:
 
 class MutexWorkload(BenchWorkload):
     name = "mutex"
+    options_class = MutexOptions
     default_checkers = ("linearizable", "mutual-exclusion", "fencing", "liveness", "availability")
     uses_resource = True
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.history import OpType
-from bench.protocols import Invocation
-from bench.runner.options import OptionError, require
+from lockbench.history import OpType
+from lockbench.options import OptionError, require
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, Step, WorkloadContext, acquire_op, release_op
 from workloads.mutex import jittered
 
@@ -42,6 +42,7 @@ class WatchOptions:
 
 class WatchWorkload(BenchWorkload):
     name = "watch"
+    options_class = WatchOptions
     default_checkers = ("watches", "mutual-exclusion", "availability")
 
     def __init__(self, options: WatchOptions, context: WorkloadContext) -> None:

@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bench.errors import ClusterError, ConfigError
-from bench.protocols import (
+from lockbench.errors import ClusterError, ConfigError
+from lockbench.protocols import (
     Cluster,
     DefiniteFailure,
     Grant,

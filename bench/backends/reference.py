@@ -2,7 +2,7 @@
 
 Each node gets ``{data_dir}/lockd.yaml`` (the config contract with reference_impl/server), lockd
 keeps its data in ``{data_dir}/lockd`` and runs as daemon ``lockd`` (pidfile, log, libfaketime)
-through ``bench.cluster.daemon``. Ports are 7000 (clients), 7001 (peers) and 7080 (HTTP status),
+through ``lockbench.daemon``. Ports are 7000 (clients), 7001 (peers) and 7080 (HTTP status),
 each plus the node's ``port_offset``.
 
 On SSH-reached nodes (netns, ssh, vagrant) the project is deployed as a wheel into a venv per
@@ -27,17 +27,17 @@ from typing import Any, cast
 
 import yaml
 
-from bench.cluster.daemon import (
+from bench.backends.reference_client import open_reference_client
+from lockbench.daemon import (
     kill_daemon,
     log_path,
     signal_daemon,
     start_daemon,
     stop_daemon,
 )
-from bench.cluster.deploy import Wheel, deploy_project, node_program, write_node_file
-from bench.cluster.local_node import LocalNode
-from bench.errors import ConfigError
-from bench.protocols import Cluster, LockClient, Node
+from lockbench.deploy import Wheel, deploy_project, node_program, write_node_file
+from lockbench.errors import ConfigError
+from lockbench.protocols import Cluster, LockClient, Node, on_control_host
 
 CLIENT_PORT = 7000
 PEER_PORT = 7001
@@ -154,7 +154,7 @@ def fetch_status(node: Node, *, timeout: float = STATUS_TIMEOUT_S) -> dict[str, 
 
 def runs_in_place(node: Node) -> bool:
     """True when lockd runs from this interpreter instead of a deployed venv (local runtime)."""
-    return isinstance(node, LocalNode)
+    return on_control_host(node)
 
 
 def local_lockd_argv() -> list[str]:
@@ -180,7 +180,7 @@ def leader_from_statuses(
 
 
 class ReferenceBackend:
-    """Implements bench.protocols.Backend for lockd on any runtime."""
+    """Implements lockbench.protocols.Backend for lockd on any runtime."""
 
     name = "reference"
 
@@ -224,8 +224,8 @@ class ReferenceBackend:
         deploy_project(cluster, self.wheel, configure)
 
     def lockd_argv(self, node: Node) -> list[str]:
-        """lockd's command line on ``node``. The pidfile is bench.cluster.daemon's alone, so
-        lockd is not given ``--pidfile`` (see bench.cluster.daemon's docstring)."""
+        """lockd's command line on ``node``. The pidfile is lockbench.daemon's alone, so
+        lockd is not given ``--pidfile`` (see lockbench.daemon's docstring)."""
         program = local_lockd_argv() if runs_in_place(node) else [node_program(node, "lockd")]
         return [*program, "--config", config_path(node), "--log-file", log_path(node, DAEMON)]
 
@@ -278,14 +278,12 @@ class ReferenceBackend:
         return [log_path(node, DAEMON)]
 
     def state_dir(self, node: Node) -> str:
-        """lockd's data directory: its Raft WAL and snapshots (bench.protocols.StatefulBackend)."""
+        """lockd's data directory: its Raft WAL and snapshots (lockbench.protocols.StatefulBackend)."""
         return lockd_data_dir(node)
 
     async def open_client(
         self, cluster: Cluster, node: Node, *, ttl: float, process: int
     ) -> LockClient:
-        from bench.backends.reference_client import open_reference_client
-
         endpoints = [f"{n.address}:{client_port(n)}" for n in cluster.nodes]
         preferred = f"{node.address}:{client_port(node)}"
         client: Any = open_reference_client(endpoints, preferred, ttl=ttl, process=process)

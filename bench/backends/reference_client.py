@@ -19,7 +19,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from bench.protocols import DefiniteFailure, Grant, Indeterminate, LockEvent, OwnerInfo
+from lockbench.protocols import DefiniteFailure, Grant, Indeterminate, LockEvent, OwnerInfo
+from reference_impl.client.async_client import AsyncLockClient
+from reference_impl.client.errors import (
+    DefiniteError,
+    IndeterminateError,
+    LockServiceError,
+    SessionExpired,
+)
 
 T = TypeVar("T")
 # The client library's own per-request timeout; the runner's per-op timeout bounds the whole op.
@@ -49,7 +56,7 @@ async def open_reference_client(
 
 
 class ReferenceLockClient:
-    """One logical process's session with lockd (implements bench.protocols.LockClient)."""
+    """One logical process's session with lockd (implements lockbench.protocols.LockClient)."""
 
     def __init__(
         self,
@@ -66,8 +73,6 @@ class ReferenceLockClient:
         self._client: Any = None
 
     async def connect(self) -> None:
-        from reference_impl.client.async_client import AsyncLockClient
-
         self._client = await _mapped(
             lambda: AsyncLockClient.connect(
                 self.endpoints,
@@ -116,8 +121,6 @@ class ReferenceLockClient:
         key = frozenset(self.endpoints)
         known = _MEMBER_ENDPOINTS.get(key)
         if known is None:
-            from reference_impl.client.errors import LockServiceError
-
             try:
                 members = await self._require().members()
             except LockServiceError as exc:
@@ -183,8 +186,6 @@ class ReferenceLockClient:
 
 async def _mapped(call: Callable[[], Awaitable[T]]) -> T:
     """Run a client-library call, mapping its errors onto fail (definite) and info (unknown)."""
-    from reference_impl.client.errors import DefiniteError, IndeterminateError, SessionExpired
-
     try:
         return await call()
     except SessionExpired as exc:

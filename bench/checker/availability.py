@@ -8,14 +8,14 @@ after a fault exceeds it.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.checker.operations import LEASE_LOST
-from bench.checker.options import CheckOptions
-from bench.history import NEMESIS, Op
-from bench.protocols import Anomaly, CheckResult
+from lockbench.history import NEMESIS, Op, PairedHistory
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult
 
 NS = 1_000_000_000
 FAILOVER_FAULTS = frozenset({"kill", "partition"})
@@ -84,16 +84,15 @@ class AvailabilityChecker:
 
     name = "availability"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        opts = CheckOptions.from_mapping(options)
+    def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         # lease-lost is the client's own observation, not an op the service served
         completions = [
-            op for op in history if op.is_client and op.type != "invoke" and op.f != LEASE_LOST
+            op for op in history.ops if op.is_client and op.type != "invoke" and op.f != LEASE_LOST
         ]
         times = [op.time for op in completions]
         ok_times = [op.time for op in completions if op.type == "ok"]
-        end_time = history[-1].time if history else 0
-        windows = fault_windows(history)
+        end_time = history.end_time
+        windows = fault_windows(history.ops)
         rows: list[dict[str, Any]] = []
         anomalies: list[Anomaly] = []
         for w in windows:

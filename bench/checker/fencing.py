@@ -4,13 +4,13 @@ never accepted a token lower than one it had already accepted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from bench.checker.options import CheckOptions
 from bench.checker.resource import accesses
-from bench.history import Call, Op, pair_calls
-from bench.protocols import Anomaly, CheckResult
+from lockbench.history import Call, PairedHistory
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult
 
 MAX_REPORTED = 20
 
@@ -125,9 +125,8 @@ class FencingChecker:
 
     name = "fencing"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        CheckOptions.from_mapping(options)
-        calls = pair_calls(history)
+    def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
+        calls = history.calls
         order, grants = grant_order_anomalies(calls)
         stale, accepted = stale_acceptance_anomalies(calls)
         anomalies = order + stale

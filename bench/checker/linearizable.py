@@ -19,12 +19,12 @@ from bench.checker.budget import Budget, BudgetExceeded
 from bench.checker.models import MODELS, Model, ModelError, make_model
 from bench.checker.native import NativeOps, encode
 from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
-from bench.checker.options import CheckOptions
 from bench.checker.shared_searches import lookup, remember
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
-from bench.errors import ConfigError
-from bench.history import Call, Op, Process
-from bench.protocols import Anomaly, CheckResult
+from lockbench.errors import ConfigError
+from lockbench.history import Call, Op, PairedHistory, Process
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult
 
 # Window minimisation tries at most this many start points (each a small search) before falling
 # back to the whole key history; enough for any window a person would want to read.
@@ -61,13 +61,22 @@ def resolve_model(name: str | None, history: Sequence[Op], options: CheckOptions
         ) from None
 
 
-def ops_by_key(history: Sequence[Op], model: Model) -> dict[str | None, list[LinOp]]:
+def paired(history: PairedHistory | Sequence[Op]) -> PairedHistory:
+    """The paired history (pairing a plain op list, for callers outside the pipeline)."""
+    return history if isinstance(history, PairedHistory) else PairedHistory.of(history)
+
+
+def ops_by_key(
+    history: PairedHistory | Sequence[Op], model: Model
+) -> dict[str | None, list[LinOp]]:
     """Each key's operations as the model sees them (session expiries added for lock models)."""
+    history = paired(history)
     try:
-        model.prepare(history)
-        by_key, all_calls = calls_by_key(history, model.operations)
-        end_index = history[-1].index if history else 0
-        end_time = history[-1].time if history else 0
+        model.prepare(history.ops)
+        by_key = calls_by_key(history.calls, model.operations)
+        all_calls = history.calls
+        end_index = history.end_index
+        end_time = history.end_time
         out: dict[str | None, list[LinOp]] = {}
         expiry_points = None
         for key, calls in by_key.items():
@@ -124,7 +133,7 @@ class KeyFailure:
 
 
 def check_linearizable(
-    history: Sequence[Op],
+    history: PairedHistory | Sequence[Op],
     options: CheckOptions,
     *,
     checker: str = "linearizable",
@@ -133,9 +142,10 @@ def check_linearizable(
 ) -> CheckResult:
     """Search every key; invalid at the first key that fails, unknown if the budget runs out.
 
-    Inside ``shared_searches()`` (``run_checkers``) a search another checker already ran on the
-    same history, model and options is reused instead of run again."""
-    model = resolve_model(model_name or options.model, history, options)
+    A search another checker already ran on the same paired history, model and options is
+    reused instead of run again (bench.checker.shared_searches)."""
+    history = paired(history)
+    model = resolve_model(model_name or options.model, history.ops, options)
     shared = lookup(history, model.name, options, checker)
     if shared is not None:
         return shared
@@ -145,7 +155,7 @@ def check_linearizable(
 
 
 def _search_keys(
-    history: Sequence[Op],
+    history: PairedHistory,
     options: CheckOptions,
     checker: str,
     model: Model,
@@ -414,5 +424,5 @@ class LinearizableChecker:
 
     name = "linearizable"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        return check_linearizable(history, CheckOptions.from_mapping(options))
+    def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult:
+        return check_linearizable(history, options)

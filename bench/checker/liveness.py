@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import bisect
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.checker.options import CheckOptions
-from bench.history import Call, Op, Process, pair_calls
-from bench.protocols import Anomaly, CheckResult
+from lockbench.history import Call, PairedHistory, Process
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult
 
 NS = 1_000_000_000
 MAX_REPORTED = 20
@@ -78,9 +78,8 @@ class LivenessChecker:
 
     name = "liveness"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        opts = CheckOptions.from_mapping(options)
-        calls = pair_calls(history)
+    def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
+        calls = history.calls
         losses = holder_losses(calls)
         if not losses:
             return CheckResult(self.name, "valid", stats={"holder_losses": 0})
@@ -92,7 +91,7 @@ class LivenessChecker:
                 reason="liveness needs the ttl option (the service's session TTL in seconds)",
             )
         allowance = int((opts.ttl + opts.failover + opts.margin) * NS)
-        end_time = history[-1].time if history else 0
+        end_time = history.end_time
         acquires: dict[str | None, list[Call]] = {}
         grants: dict[str | None, list[tuple[int, Process]]] = {}
         for call in calls:

@@ -7,13 +7,12 @@ every client op is one the history format defines.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.checker.edn import EdnError, Keyword, Symbol, read_forms, to_json
-from bench.history import NEMESIS, OP_TYPES, HistoryError, Op, Process
+from lockbench.history import NEMESIS, OP_TYPES, HistoryError, Op, Process, iter_numbered_ops
 
 # Client operations defined by docs/history.md.
 CLIENT_OPS = frozenset(
@@ -51,23 +50,8 @@ def load_history(path: Path) -> list[Op]:
 
 
 def _read_jsonl(text: str, source: str) -> tuple[list[Op], list[int]]:
-    ops: list[Op] = []
-    lines: list[int] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise HistoryError(source, number, f"not valid JSON ({exc.msg}); truncated?") from exc
-        if not isinstance(obj, dict):
-            raise HistoryError(source, number, "a history line must be a JSON object")
-        try:
-            ops.append(Op.from_json(obj))
-        except ValueError as exc:
-            raise HistoryError(source, number, str(exc)) from exc
-        lines.append(number)
-    return ops, lines
+    numbered = list(iter_numbered_ops(text.splitlines(), source))
+    return [op for _, op in numbered], [number for number, _ in numbered]
 
 
 def _read_edn(text: str, source: str) -> tuple[list[Op], list[int]]:

@@ -8,12 +8,11 @@ on top of the same read (an update was lost); above means a write the history ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.checker.options import CheckOptions
-from bench.history import Call, Op, pair_calls
-from bench.protocols import Anomaly, CheckResult
+from lockbench.history import Call, PairedHistory
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult
 
 
 def _accepted(call: Call) -> bool:
@@ -39,12 +38,11 @@ class LostUpdatesChecker:
 
     name = "lost-updates"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        opts = CheckOptions.from_mapping(options)
+    def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         acknowledged: dict[str | None, int] = {}
         maybe: dict[str | None, int] = {}
         finals: dict[str | None, Call] = {}
-        for call in pair_calls(history):
+        for call in history.calls:
             key = call.invoke.key
             if call.invoke.f == "res-write":
                 if call.outcome == "ok" and _accepted(call):

@@ -31,8 +31,8 @@ from bench.checker.native import (
     native_token,
 )
 from bench.checker.operations import SESSION_EXPIRY, Conversion, LinOp, freeze
-from bench.checker.options import CheckOptions
-from bench.history import Call, Op, Process
+from lockbench.history import Call, Op, Process
+from lockbench.options import CheckOptions
 
 
 class ModelError(ValueError):

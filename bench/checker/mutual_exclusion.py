@@ -9,14 +9,14 @@ sections never interleave; without it they do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bench.checker.linearizable import check_linearizable
-from bench.checker.options import CheckOptions
 from bench.checker.resource import Section, accesses, sections
-from bench.history import Op, pair_calls
-from bench.protocols import Anomaly, CheckResult, combine_verdicts
+from lockbench.history import PairedHistory
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult, combine_verdicts
 
 MAX_REPORTED = 20
 LOCK_MODELS = ("mutex", "owned-mutex")
@@ -63,16 +63,15 @@ class MutualExclusionChecker:
 
     name = "mutual-exclusion"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        opts = CheckOptions.from_mapping(options)
+    def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         model = opts.model if opts.model in LOCK_MODELS else "owned-mutex"
-        has_locks = any(op.f == "acquire" for op in history if op.is_client)
+        has_locks = any(call.invoke.f == "acquire" for call in history.calls)
         model_result = (
             check_linearizable(history, opts, checker=self.name, model_name=model)
             if has_locks
             else CheckResult(self.name, "valid")
         )
-        all_sections = sections(accesses(pair_calls(history)))
+        all_sections = sections(accesses(history.calls))
         overlaps = overlapping_sections(all_sections)
         resource_anomalies = tuple(_overlap_anomaly(a, b) for a, b in overlaps[:MAX_REPORTED])
         verdict = combine_verdicts(

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.history import Call, Op, Process, pair_calls
+from lockbench.history import Call, Process
 
 # The synthetic operation that stands for a lock service releasing a lock on its own: the
 # session of a crashed or stalled holder expired. It is optional, like an info op.
@@ -93,16 +93,13 @@ class Conversion:
     failed: bool = False
 
 
-def calls_by_key(
-    history: Sequence[Op], operations: frozenset[str]
-) -> tuple[dict[str | None, list[Call]], list[Call]]:
-    """Pair calls and group those the model understands by key; also return every client call."""
-    calls = pair_calls(history)
+def calls_by_key(calls: Sequence[Call], operations: frozenset[str]) -> dict[str | None, list[Call]]:
+    """Group the calls the model understands by key."""
     by_key: dict[str | None, list[Call]] = {}
     for call in calls:
         if call.invoke.f in operations:
             by_key.setdefault(call.invoke.key, []).append(call)
-    return by_key, calls
+    return by_key
 
 
 def lin_op(call: Call, conv: Conversion, *, required: bool) -> LinOp:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.history import Call, Process
+from lockbench.history import Call, Process
 
 RESOURCE_OPS = frozenset({"res-enter", "res-read", "res-write", "res-exit"})
 

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.checker.options import CheckOptions
-from bench.history import Call, Op, Process, pair_calls
-from bench.protocols import Anomaly, CheckResult
+from lockbench.history import Call, PairedHistory, Process
+from lockbench.options import CheckOptions
+from lockbench.protocols import Anomaly, CheckResult
 
 MAX_REPORTED = 20
 ACQUIRED = "acquired"
@@ -179,9 +179,8 @@ class WatchesChecker:
 
     name = "watches"
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult:
-        CheckOptions.from_mapping(options)
-        calls = pair_calls(history)
+    def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
+        calls = history.calls
         watches = [c for c in calls if c.invoke.f == "watch" and c.outcome == "ok"]
         changes = lock_changes(calls)
         change_starts = [change.invoke_index for change in changes]

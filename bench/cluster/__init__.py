@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 
-from bench.cluster.daemon import find_local_libfaketime
 from bench.cluster.handle import ALL_FAULTS, ClusterHandle, ClusterNode, require_capabilities
 from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_inventory
 from bench.cluster.link_faults import LinkFaultController, LinkFaultError, LinkFaultState
 from bench.cluster.local_node import LocalNode
 from bench.cluster.ssh_node import NodeUnreachable, SshNode
+from lockbench.daemon import find_local_libfaketime
 
 # What each runtime can do to its nodes. The local runtime's nodes share one loopback: its
 # partitions and netem go through the link proxy (cluster.link_faults), which a cluster whose

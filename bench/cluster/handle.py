@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from bench.cluster.inventory import Inventory, NodeSpec
+from bench.cluster.link_faults import LinkFaultController
 from bench.cluster.local_node import LocalNode
 from bench.cluster.ssh_node import SshNode
-from bench.errors import ConfigError
-from bench.protocols import Cluster
-
-if TYPE_CHECKING:
-    from bench.cluster.link_faults import LinkFaultController
+from lockbench.errors import ConfigError
+from lockbench.protocols import Cluster
 
 ClusterNode = SshNode | LocalNode
 
@@ -23,7 +20,7 @@ ALL_FAULTS: frozenset[str] = frozenset(
 
 
 class ClusterHandle:
-    """Implements bench.protocols.Cluster; close() (or ``with``) closes the SSH connections.
+    """Implements lockbench.protocols.Cluster; close() (or ``with``) closes the SSH connections.
 
     ``link_faults``: on the local runtime, the controller of the link proxy through which its
     partitions and netem go (bench.cluster.link_faults); None on runtimes that use iptables/tc.

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bench.errors import ConfigError
+from lockbench.errors import ConfigError
 
 RUNTIMES: frozenset[str] = frozenset({"netns", "local", "ssh", "vagrant"})
 DEFAULT_NODE_PYTHON = "/usr/bin/python3"

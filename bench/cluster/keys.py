@@ -10,7 +10,7 @@ from pathlib import Path
 
 import paramiko
 
-from bench.errors import ClusterError
+from lockbench.errors import ClusterError
 
 SCAN_TIMEOUT_S = 10.0
 

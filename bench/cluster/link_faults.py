@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import proxy
-from bench.cluster.daemon import daemon_pid, start_daemon, stop_daemon
 from bench.cluster.inventory import Inventory, NodeSpec
 from bench.cluster.local_node import LocalNode
 from bench.cluster.proxy import ControlRequest, Link, LinkFault, ProxyConfig, ProxyError, Route
-from bench.errors import ClusterError, ConfigError
+from lockbench.daemon import daemon_pid, start_daemon, stop_daemon
+from lockbench.errors import ClusterError, ConfigError
 
 PROXY_DIR = "linkproxy"
 PROXY_DAEMON = "linkproxy"

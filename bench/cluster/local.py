@@ -15,11 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.cluster.daemon import detach_fuse_mounts_command
+from lockbench.daemon import detach_fuse_mounts_command
 from bench.cluster.inventory import DEFAULT_NODE_PYTHON, Inventory, NodeSpec, save_inventory
 from bench.cluster.link_faults import PROXY_DIR
 from bench.cluster.processes import process_alive
-from bench.errors import ClusterError
+from lockbench.errors import ClusterError
 
 INVENTORY_FILE = "inventory.yaml"
 LOCAL_ADDRESS = "127.0.0.1"

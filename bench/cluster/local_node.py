@@ -9,13 +9,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 from bench.cluster.inventory import SpecNode
-from bench.protocols import CommandResult, NodeError
+from lockbench.protocols import CommandResult, NodeError
 
 
 class LocalNode(SpecNode):
     """One node of the local runtime: servers bind 127.0.0.1 with ``spec.port_offset``."""
+
+    # lockbench.protocols.on_control_host: this node's files are this machine's
+    on_control_host: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"LocalNode({self.spec.name}, offset {self.spec.port_offset})"

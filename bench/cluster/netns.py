@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.cluster.inventory import Inventory, NodeSpec, save_inventory
 from bench.cluster.keys import generate_keypair, known_hosts_line
 from bench.cluster.processes import process_alive, process_name
-from bench.errors import ClusterError
+from lockbench.errors import ClusterError
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from bench.cluster import open_cluster
-from bench.cluster.daemon import kill_all_daemons
 from bench.cluster.inventory import Inventory, load_inventory
 from bench.cluster.local import local_down, local_up
 from bench.cluster.netns import STATE_FILE, netns_down, netns_up
-from bench.cluster.parallel import on_each_node
 from bench.cluster.ssh_hosts import ssh_up
 from bench.cluster.vagrant import vagrant_down, vagrant_up
-from bench.errors import ClusterError, ConfigError
+from lockbench.daemon import kill_all_daemons
+from lockbench.errors import ClusterError, ConfigError
+from lockbench.parallel import on_each_node
 
 INVENTORY_FILE = "inventory.yaml"
 CLUSTERS_DIR = Path(".clusters")

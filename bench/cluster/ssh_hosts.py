@@ -14,10 +14,10 @@ from pathlib import Path
 from bench.cluster.handle import ClusterHandle
 from bench.cluster.inventory import Inventory, load_inventory, save_inventory
 from bench.cluster.keys import scan_host_key
-from bench.cluster.parallel import on_each_node
 from bench.cluster.ssh_node import SshNode
-from bench.errors import ConfigError
-from bench.protocols import Node
+from lockbench.errors import ConfigError
+from lockbench.parallel import on_each_node
+from lockbench.protocols import Node
 
 INVENTORY_FILE = "inventory.yaml"
 

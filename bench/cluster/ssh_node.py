@@ -18,8 +18,8 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from bench.cluster.inventory import NodeSpec, SpecNode
-from bench.errors import ClusterError
-from bench.protocols import CommandResult, NodeError
+from lockbench.errors import ClusterError
+from lockbench.protocols import CommandResult, NodeError
 
 CONNECT_TIMEOUT_S = 10
 # paramiko logs every connect and authentication at INFO: noise in the bench's log.

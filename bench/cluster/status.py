@@ -7,8 +7,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bench.errors import BenchError
-from bench.protocols import Cluster, Node, NodeError
+from lockbench.errors import BenchError
+from lockbench.protocols import Cluster, Node, NodeError
 
 
 @dataclass(frozen=True, slots=True)

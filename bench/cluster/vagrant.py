@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from bench.cluster.deploy import PROJECT_ROOT
 from bench.cluster.inventory import DEFAULT_DATA_ROOT, Inventory, NodeSpec, save_inventory
 from bench.cluster.keys import scan_host_key
-from bench.errors import ClusterError, ConfigError
+from lockbench.deploy import PROJECT_ROOT
+from lockbench.errors import ClusterError, ConfigError
 
 VAGRANT_DIR = PROJECT_ROOT / "vagrant"
 INVENTORY_FILE = "inventory.yaml"

@@ -3,7 +3,9 @@
 Prints the results as JSON and exits 0 valid, 1 invalid, 3 unknown, 2 bad input. For a run
 directory it reads ``history.jsonl`` (or ``history.edn``), checks it with the checkers and options
 the run's ``test.yaml`` names (so a re-check judges what the run judged), and rewrites
-``results.json`` there through the runner's store, keeping the run's ``errors`` and ``run`` notes.
+``results.json`` there through lockbench.run_dir (as the runner does), keeping the run's
+``errors`` and ``run`` notes. Reading, pairing and checking is bench/checking.py's
+``check_history_file``, the function the runner calls too.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.checker import available_checkers, run_checkers
-from bench.checker.loading import load_history
-from bench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
-from bench.history import HistoryError, Op
-from bench.runner.store import RESULTS_FILE, TEST_FILE, write_results
+from bench.checking import available_checkers, check_history_file, run_checker_options
+from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
+from lockbench.history import Op
+from lockbench.plugins import WORKLOADS, has_plugin, load_plugin
+from lockbench.run_dir import TEST_FILE, RunDirProblem, read_results, read_test_data, write_results
 
 HISTORY_NAMES = ("history.jsonl", "history.edn")
 EXIT_BY_VERDICT = {"valid": EXIT_VALID, "invalid": EXIT_INVALID, "unknown": EXIT_UNKNOWN}
@@ -104,7 +106,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def default_checkers(history: list[Op], options: dict[str, Any]) -> list[str]:
+def default_checkers(history: Sequence[Op], options: Mapping[str, Any]) -> list[str]:
     """The checkers that apply to what the history contains."""
     fs = {op.f for op in history if op.is_client}
     names = ["linearizable"] if fs & {"acquire", "read", "write", "cas"} else []
@@ -149,21 +151,17 @@ def run_settings(run_dir: Path) -> RunSettings:
     directory from another tool) gives no settings.
     """
     path = run_dir / TEST_FILE
-    if not path.is_file():
-        return RunSettings()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = read_test_data(run_dir)
+    except RunDirProblem as exc:
         raise ConfigError(f"{path}: cannot read the run's test file: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: the test file must be a mapping of keys")
-    options: dict[str, object] = {}
-    if data.get("ttl") is not None:
-        options["ttl"] = data["ttl"]  # what the runner passes too (bench/runner/test_run.py)
+    if data is None:
+        return RunSettings()
     checker_options = data.get("checker_options") or {}
     if not isinstance(checker_options, Mapping):
         raise ConfigError(f"{path}: checker_options must be a mapping of option names to values")
-    options.update({str(k): v for k, v in checker_options.items()})
+    # the same options the runner passed (bench/runner/test_run.py)
+    options = run_checker_options(data.get("ttl"), checker_options)
     named = data.get("checkers")
     if named is not None:
         if not isinstance(named, list | tuple) or not all(isinstance(n, str) for n in named):
@@ -174,54 +172,44 @@ def run_settings(run_dir: Path) -> RunSettings:
 
 def _workload_checkers(workload: object) -> tuple[str, ...] | None:
     """The named workload's default checkers; None for an unknown or unavailable workload."""
-    if not isinstance(workload, str):
+    if not isinstance(workload, str) or not has_plugin(WORKLOADS, workload):
         return None
     try:
-        from workloads.registry import WORKLOADS
-    except ImportError:
+        cls = load_plugin(WORKLOADS, workload)
+    except ConfigError:
         return None
-    spec = WORKLOADS.get(workload)
-    return None if spec is None else spec.default_checkers
+    checkers = getattr(cls, "default_checkers", None)
+    return None if checkers is None else tuple(checkers)
 
 
 def _previous_notes(run_dir: Path) -> tuple[list[str], dict[str, object] | None]:
     """The ``errors`` and ``run`` keys of the run's results.json, kept across a re-check."""
-    path = run_dir / RESULTS_FILE
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return [], None  # no results yet, or a damaged file that is about to be replaced
-    if not isinstance(previous, dict):
+        previous = read_results(run_dir)
+    except RunDirProblem:
+        return [], None  # a damaged file that is about to be replaced
+    if previous is None:
         return [], None
-    errors = previous.get("errors")
-    notes = previous.get("run")
-    return (
-        [str(e) for e in errors] if isinstance(errors, list) else [],
-        dict(notes) if isinstance(notes, dict) else None,
-    )
+    return list(previous.errors), None if previous.notes is None else dict(previous.notes)
 
 
 def _checker_names(
-    args: argparse.Namespace, settings: RunSettings, history: list[Op], options: dict[str, Any]
-) -> Sequence[str]:
+    args: argparse.Namespace, settings: RunSettings, options: dict[str, Any]
+) -> Sequence[str] | Callable[[Sequence[Op]], Sequence[str]]:
     """``--checkers``, else the run's test.yaml, else what the history contains."""
     if args.checkers:
         return [name for item in args.checkers for name in item.split(",") if name]
     if settings.checkers is not None:
         return settings.checkers
-    return default_checkers(history, options)
+    return lambda history: default_checkers(history, options)
 
 
 def run(args: argparse.Namespace) -> int:
     history_path, run_dir = _locate(args.path)
     settings = run_settings(run_dir) if run_dir is not None else RunSettings()
     options = {**settings.options, **_options(args)}  # flags override the test file
-    try:
-        history = load_history(history_path)
-    except HistoryError as exc:
-        raise ConfigError(f"bad history: {exc}") from exc
-    names = _checker_names(args, settings, history, options)
-    verdict, results = run_checkers(history, names, options)
+    names = _checker_names(args, settings, options)
+    verdict, results = check_history_file(history_path, names, options)
     document = {
         "verdict": verdict,
         "checkers": {name: result.to_json() for name, result in results.items()},

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import ALL_FAULTS, ClusterHandle, load_inventory, open_cluster
-from bench.cluster.parallel import on_each_node
 from bench.cluster.runtimes import (
     cluster_dir_for,
     cluster_down,
@@ -19,8 +18,11 @@ from bench.cluster.runtimes import (
     load_cluster_inventory,
 )
 from bench.cluster.status import cluster_status
-from bench.errors import EXIT_CLUSTER, BenchError
-from bench.protocols import Backend
+from bench.runner.components import create_backend
+from lockbench.errors import EXIT_CLUSTER, BenchError
+from lockbench.parallel import on_each_node
+from lockbench.protocols import Backend
+from nemesis.heal import heal_cluster
 
 RUNTIMES = ("netns", "local", "vagrant", "ssh")
 
@@ -111,8 +113,6 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from bench.backends import create_backend
-
     backend = create_backend(args.backend, {})
     with _open(args) as cluster:
         started = time.monotonic()
@@ -139,8 +139,6 @@ def _start_everywhere(backend: Backend, cluster: ClusterHandle) -> None:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from nemesis.heal import heal_cluster
-
     with _open(args) as cluster:
         problems = heal_cluster(cluster)
     for problem in problems:

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench.errors import EXIT_VALID, ConfigError
+from lockbench.errors import EXIT_VALID, ConfigError
+from reports.index import build_index
+from reports.render import render_report
 
 
 def register(subparsers: Any) -> None:
@@ -30,9 +32,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reports.index import build_index
-    from reports.render import render_report
-
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: not a directory; pass a run directory such as store/latest")

@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
-from bench.errors import ConfigError
+from bench.runner.config import load_test_config
+from bench.runner.test_run import RunOptions, run_test
+from lockbench.errors import ConfigError
 
 # flag destination -> test-file key, for the flags that override one key each
 FLAG_KEYS: dict[str, str] = {
@@ -36,7 +38,8 @@ def register(subparsers: Any) -> None:
             "Run one Jepsen-style test: set up the cluster, start the lock service, drive it "
             "with the workload's client processes while the nemesis injects faults, heal, tear "
             "down, check the history and write store/<name>/<timestamp>/. Flags override keys "
-            "of the test file. Without a file, tests/configs/default.yaml is run. "
+            "of the test file. Without a file, the packaged default test is run "
+            "(bench/runner/default.yaml; tests/configs/default.yaml in a checkout). "
             "Ctrl-C stops the test early (heal, tear down, check); a second Ctrl-C abandons "
             "in-flight operations."
         ),
@@ -107,9 +110,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from bench.runner.config import load_test_config
-    from bench.runner.test_run import RunOptions, run_test
-
     config = load_test_config(args.test, overrides_from_args(args))
     options = RunOptions(
         store=args.store,

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bench.errors import EXIT_VALID, ConfigError
+from lockbench.errors import EXIT_VALID, ConfigError
+from reports.server import make_server
 
 DEFAULT_PORT = 8080
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reports.server import make_server
-
     store: Path = args.store
     if not store.is_dir():
         raise ConfigError(f"{store}: no such store directory; pass --store DIR or run a test first")

@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cluster import load_inventory, open_cluster
 from bench.cluster.inventory import NodeSpec
 from bench.cluster.local_node import LocalNode
-from bench.errors import ConfigError
-from bench.protocols import Cluster
+from bench.cluster.runtimes import cluster_down, cluster_up
 from bench.runner.config import TestConfig
+from lockbench.errors import ConfigError
+from lockbench.protocols import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ def open_test_cluster(config: TestConfig, run_dir: Path) -> TestCluster:
         in_process = InProcessCluster(run_dir / "nodes" / "bench")
         return TestCluster(in_process, False, lambda _leave: [])
 
-    from bench.cluster import load_inventory, open_cluster
-
     if config.inventory is not None:
         handle = open_cluster(load_inventory(Path(config.inventory)))
 
@@ -84,8 +84,6 @@ def open_test_cluster(config: TestConfig, run_dir: Path) -> TestCluster:
 
     if config.runtime == "ssh":
         raise ConfigError("runtime: 'ssh' needs an inventory of your hosts (--inventory FILE)")
-    from bench.cluster.runtimes import cluster_down, cluster_up
-
     cluster_dir = default_cluster_dir(config)
     inventory = cluster_up(
         config.runtime,

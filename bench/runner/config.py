@@ -21,14 +21,26 @@ from typing import Any, Literal
 
 import yaml
 
-from bench.backends import backend_runtimes, create_backend, load_backend_class
-from bench.errors import ConfigError
-from bench.runner.options import OptionError, parse_options, require
+from bench.checking import available_checkers, run_checker_options
+from bench.cluster import load_inventory, runtime_capabilities
+from bench.runner.components import (
+    backend_runtimes,
+    create_backend,
+    load_backend_class,
+    workload_names,
+    workload_spec,
+)
+from lockbench.errors import ConfigError
+from lockbench.options import CheckOptions, OptionError, parse_options, require
+from lockbench.plugins import WORKLOADS, has_plugin
+from nemesis.spec import ClusterFacts, parse_specs
+from workloads.base import WorkloadContext
 
 log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "netns", "local", "ssh", "vagrant", "none"]
-DEFAULT_TEST_FILE = Path(__file__).resolve().parents[2] / "tests" / "configs" / "default.yaml"
+# The default test ships inside the package, so ``lockbench run`` works from an installed wheel.
+DEFAULT_TEST_FILE = Path(__file__).resolve().parent / "default.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +113,7 @@ class TestConfig:
     def resolved_checkers(self) -> tuple[str, ...]:
         if self.checkers is not None:
             return self.checkers
-        from workloads.registry import WORKLOADS
-
-        return WORKLOADS[self.workload].default_checkers
+        return workload_spec(self.workload).default_checkers
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,10 +193,6 @@ def _resolve(config: TestConfig) -> TestConfig:
 
 
 def _faults_local_can_do(nemesis: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:
-    try:
-        from bench.cluster import runtime_capabilities
-    except ImportError:
-        return nemesis
     possible = runtime_capabilities("local")
     kept = tuple(spec for spec in nemesis if spec.get("fault") in possible)
     dropped = sorted({str(spec.get("fault")) for spec in nemesis} - possible)
@@ -201,9 +207,6 @@ def _faults_local_can_do(nemesis: tuple[Mapping[str, Any], ...]) -> tuple[Mappin
 
 def _validate_parts(config: TestConfig) -> None:
     """Check the named parts exist and fit together (imports only; nothing is started)."""
-    from workloads.base import WorkloadContext
-    from workloads.registry import WORKLOADS
-
     runtimes = backend_runtimes(load_backend_class(config.backend))
     if runtimes is not None and config.runtime not in runtimes:
         raise OptionError(
@@ -216,14 +219,19 @@ def _validate_parts(config: TestConfig) -> None:
     except ConfigError as exc:
         raise OptionError("backend_options", str(exc)) from exc
 
-    spec = WORKLOADS.get(config.workload)
-    if spec is None:
-        raise OptionError("workload", f"unknown workload; known: {', '.join(sorted(WORKLOADS))}")
+    if not has_plugin(WORKLOADS, config.workload):
+        raise OptionError(
+            "workload", f"unknown workload; known: {', '.join(sorted(workload_names()))}"
+        )
+    try:
+        spec = workload_spec(config.workload)
+    except ConfigError as exc:
+        raise OptionError("workload", str(exc)) from exc
     options = parse_options(spec.options, config.workload_options, where="workload_options")
     node_names = tuple(f"n{i + 1}" for i in range(config.nodes))
     context = WorkloadContext(config.seed or 0, config.concurrency, config.ttl, node_names)
     try:
-        spec.factory(options, context)
+        spec.build(options, context)
     except OptionError as exc:
         raise OptionError(f"workload_options.{exc.key}", exc.reason) from None
 
@@ -232,17 +240,13 @@ def _validate_parts(config: TestConfig) -> None:
     _validate_checkers(config)
 
 
-def planned_cluster_facts(config: TestConfig) -> Any:
+def planned_cluster_facts(config: TestConfig) -> ClusterFacts:
     """The nemesis's view of the cluster this test will create (names, addresses, faults).
 
     Lets the fault plan be checked before the cluster exists; the opened cluster is checked
     again. With an inventory the real node names and addresses are read from it.
     """
-    from nemesis.spec import ClusterFacts
-
     if config.inventory is not None:
-        from bench.cluster import load_inventory, runtime_capabilities
-
         inventory = load_inventory(Path(config.inventory))
         return ClusterFacts(
             runtime=inventory.runtime,
@@ -255,8 +259,6 @@ def planned_cluster_facts(config: TestConfig) -> Any:
     if config.runtime == "none":
         capabilities: frozenset[str] = frozenset()
     else:
-        from bench.cluster import runtime_capabilities
-
         capabilities = runtime_capabilities(config.runtime)
     if config.runtime == "netns":
         hosts = ipaddress.IPv4Network(config.subnet).hosts()
@@ -272,10 +274,6 @@ def planned_cluster_facts(config: TestConfig) -> Any:
 
 def _validate_nemesis(config: TestConfig) -> None:
     try:
-        from nemesis.spec import parse_specs
-    except ImportError as exc:
-        raise OptionError("nemesis", f"the nemesis package is not available: {exc}") from exc
-    try:
         facts = planned_cluster_facts(config)
     except ValueError as exc:
         raise OptionError("subnet", str(exc)) from exc
@@ -289,21 +287,12 @@ def _validate_nemesis(config: TestConfig) -> None:
 
 
 def _validate_checkers(config: TestConfig) -> None:
-    try:
-        from bench.checker import available_checkers
-    except ImportError:
-        log.warning("bench.checker is not available: checker names are not validated")
-        return
     known = set(available_checkers())
     for i, name in enumerate(config.resolved_checkers):
         if name not in known:
             key = f"checkers[{i}]" if config.checkers is not None else "workload"
             raise OptionError(key, f"unknown checker {name!r}; known: {', '.join(sorted(known))}")
     try:
-        from bench.checker.options import CheckOptions
-    except ImportError:
-        return
-    try:
-        CheckOptions.from_mapping({"ttl": config.ttl, **config.checker_options})
+        CheckOptions.from_mapping(run_checker_options(config.ttl, config.checker_options))
     except ConfigError as exc:
         raise OptionError("checker_options", str(exc)) from exc

@@ -1,7 +1,7 @@
 """The runner's history writer: the history.jsonl format, at a fraction of the cost per line.
 
 The runner's client path costs ~16 us of CPU per op on the memory backend, so writing two lines
-per op through ``bench.history.HistoryWriter`` (an ``Op`` object, ``json.dumps`` and a flushed
+per op through ``lockbench.history.HistoryWriter`` (an ``Op`` object, ``json.dumps`` and a flushed
 text-file write for every line) would halve the bench's throughput. This writer keeps the
 format and the guarantee that matters (a killed bench leaves a valid prefix), and drops the rest:
 
@@ -18,7 +18,7 @@ format and the guarantee that matters (a killed bench leaves a valid prefix), an
   reusable JSON encoder. There is no ``Op`` object and no dict per line. The output is the same
   JSON, field for field, as ``HistoryWriter``'s (tests/bench/runner/test_runner_history_sink.py).
 
-Readers need nothing new: ``bench.history.read_history`` reads the file.
+Readers need nothing new: ``lockbench.history.read_history`` reads the file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.history import OpType, Process
+from lockbench.history import OpType, Process
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
 _TYPES = {t: _encode(t) for t in ("invoke", "ok", "fail", "info")}

@@ -12,9 +12,9 @@ import asyncio
 import logging
 from typing import Any
 
-from bench.history import NEMESIS
-from bench.protocols import Backend, Cluster
 from bench.runner.process import HistorySink, RunStats
+from lockbench.history import NEMESIS
+from lockbench.protocols import Backend, Cluster
 
 log = logging.getLogger(__name__)
 

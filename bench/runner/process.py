@@ -10,7 +10,7 @@ performs the op under the per-op timeout, and records exactly one completion:
   fresh process id, ``old id + concurrency``, takes the slot with a fresh client.
 
 Before a step that acts as the holder of a lock (a resource access, the release) the process asks
-its client whether the lease may have lapsed (``bench.protocols.LeaseAwareClient``); if so it
+its client whether the lease may have lapsed (``lockbench.protocols.LeaseAwareClient``); if so it
 records ``lease-lost`` with the history time of the deadline that passed, once per grant, so the
 checkers know the service may have released the lock from then on.
 """
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bench.history import OpType, Process
-from bench.protocols import (
+from lockbench.history import OpType, Process
+from lockbench.protocols import (
     Backend,
     Cluster,
     DefiniteFailure,
@@ -34,8 +34,8 @@ from bench.protocols import (
     LockClient,
     lease_deadline_of,
 )
-from bench.runner.resource import RefusedAccess
 from workloads.base import BenchWorkload
+from workloads.resource import RefusedAccess
 
 log = logging.getLogger(__name__)
 

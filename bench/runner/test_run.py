@@ -23,18 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bench.backends import create_backend
-from bench.errors import (
-    EXIT_CLUSTER,
-    EXIT_INVALID,
-    EXIT_UNKNOWN,
-    EXIT_VALID,
-    BenchError,
-    ConfigError,
-)
-from bench.history import NEMESIS, read_history
-from bench.protocols import Backend, CheckResult, Cluster, Verdict
+from bench.checking import check_history_file, run_checker_options
+from bench.cluster.ssh_node import NodeUnreachable
 from bench.runner.cluster_setup import TestCluster, open_test_cluster
+from bench.runner.components import create_backend, workload_spec
 from bench.runner.config import TestConfig
 from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.observer import observe_leader, wait_for_leader
@@ -47,8 +39,20 @@ from bench.runner.process import (
     sleep_unless,
 )
 from bench.runner.progress import ProgressView, show_progress
-from bench.runner.resource import ResourceClient, ResourceServer
-from bench.runner.store import (
+from lockbench.daemon import fetch_logs
+from lockbench.errors import (
+    EXIT_CLUSTER,
+    EXIT_INVALID,
+    EXIT_UNKNOWN,
+    EXIT_VALID,
+    BenchError,
+    ConfigError,
+)
+from lockbench.history import NEMESIS
+from lockbench.options import parse_options
+from lockbench.parallel import NodesFailed
+from lockbench.protocols import Backend, CheckResult, Cluster, Verdict
+from lockbench.run_dir import (
     BENCH_LOG,
     HISTORY_FILE,
     NEMESIS_LOG,
@@ -59,8 +63,10 @@ from bench.runner.store import (
     write_results,
     write_test_file,
 )
+from nemesis.schedule import NemesisRunner
+from reports.render import render_report
 from workloads.base import BenchWorkload, WorkloadContext
-from workloads.registry import WORKLOADS
+from workloads.resource import ResourceClient, ResourceServer
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +215,6 @@ class TestRun:
     ) -> Any:
         if not self.config.nemesis:
             return None
-        from nemesis.schedule import NemesisRunner
-
         nemesis_log = (run_dir / NEMESIS_LOG).open("a", encoding="utf-8")
 
         def record(type: str, f: str, value: Any) -> None:
@@ -262,15 +266,13 @@ class TestRun:
         if has_leader:
             leader = await wait_for_leader(backend, cluster, bound=config.recovery_bound)
             log.info("service up; leader: %s", leader or "none reported")
-        spec = WORKLOADS[config.workload]
+        spec = workload_spec(config.workload)
         server: ResourceServer | None = None
         resource: ResourceClient | None = None
         if spec.uses_resource:
             server = ResourceServer(config.resource_mode, run_dir / RESOURCE_LOG)
             await server.start(config.resource_host, config.resource_port)
             resource = ResourceClient(*server.address)
-        from bench.runner.options import parse_options
-
         context = WorkloadContext(
             seed=config.seed or 0,
             concurrency=config.concurrency,
@@ -278,7 +280,7 @@ class TestRun:
             nodes=tuple(node.name for node in cluster.nodes),
             resource=resource,
         )
-        workload: BenchWorkload = spec.factory(
+        workload: BenchWorkload = spec.build(
             parse_options(spec.options, config.workload_options, where="workload_options"),
             context,
         )
@@ -427,8 +429,6 @@ class TestRun:
             log.info("teardown: leaving out unreachable node(s) %s", ", ".join(sorted(unreachable)))
         if cluster.runtime != "none" and reachable:
             try:
-                from bench.cluster.daemon import fetch_logs
-
                 await asyncio.to_thread(fetch_logs, cluster, run_dir / NODES_DIR, nodes=reachable)
             except Exception as exc:
                 errors.append(f"could not fetch node logs: {exc}")
@@ -476,9 +476,6 @@ class TestRun:
 
 def unreachable_nodes(error: BaseException | None) -> frozenset[str]:
     """The nodes a setup error says could not be reached at all (SSH refused, timed out)."""
-    from bench.cluster.parallel import NodesFailed
-    from bench.cluster.ssh_node import NodeUnreachable
-
     if not isinstance(error, NodesFailed):
         return frozenset()
     return frozenset(
@@ -488,24 +485,18 @@ def unreachable_nodes(error: BaseException | None) -> frozenset[str]:
 
 def checker_options(config: TestConfig) -> dict[str, Any]:
     """The checkers' options: the test's ``checker_options`` plus what the run itself knows."""
-    options: dict[str, Any] = {"ttl": config.ttl}
-    options.update(config.checker_options)
-    return options
+    return run_checker_options(config.ttl, config.checker_options)
 
 
 def check_history(
     path: Path, names: tuple[str, ...], options: Mapping[str, Any]
 ) -> tuple[Verdict, dict[str, CheckResult], str | None]:
-    """Run the checkers on a stored history; an unavailable checker package gives unknown."""
+    """Run the checkers on a stored history (the pipeline ``lockbench check RUN_DIR`` runs too);
+    a history or options the checkers refuse give unknown, with the reason."""
     try:
-        from bench.checker import run_checkers
-    except ImportError as exc:
-        return "unknown", {}, f"checkers unavailable ({exc}); run `lockbench check` later"
-    try:
-        history = read_history(path)
-        verdict, results = run_checkers(history, names, options)
+        verdict, results = check_history_file(path, names, options)
     except ConfigError as exc:
-        return "unknown", {}, f"checkers refused their options: {exc}"
+        return "unknown", {}, f"the checkers refused the run: {exc}"
     except Exception as exc:
         log.exception("checking failed")
         return "unknown", {}, f"checking failed: {type(exc).__name__}: {exc}"
@@ -513,12 +504,7 @@ def check_history(
 
 
 def render(run_dir: Path) -> None:
-    """Write report.html; a missing or failing report module is logged, never fatal."""
-    try:
-        from reports.render import render_report
-    except ImportError as exc:
-        log.warning("no report.html: the reports package is unavailable (%s)", exc)
-        return
+    """Write report.html; a failing report is logged, never fatal."""
     try:
         render_report(run_dir)
         log.info("report: %s", run_dir / REPORT_FILE)

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.cluster.daemon import daemon_pid, log_path, signal_daemon, start_daemon, stop_daemon
-from bench.protocols import Cluster, Node
+from lockbench.daemon import daemon_pid, log_path, signal_daemon, start_daemon, stop_daemon
+from lockbench.protocols import Cluster, Node
 
 PROBE_SERVER = Path(__file__).with_name("nemesis_probe_server.py")
 DAEMON = "probe"
@@ -36,7 +36,7 @@ def read_probe_time(node: Node, timeout: float = 2.0) -> tuple[float, float]:
 
 
 class ProbeBackend:
-    """The fault half of bench.protocols.Backend for the probe server (it serves no locks)."""
+    """The fault half of lockbench.protocols.Backend for the probe server (it serves no locks)."""
 
     name = "probe"
 

@@ -1,6 +1,6 @@
 """A tiny real service for nemesis tests: answers every TCP connection with its wall clock.
 
-Run under libfaketime by bench.cluster.daemon, it shows from the outside what a fault did: a
+Run under libfaketime by lockbench.daemon, it shows from the outside what a fault did: a
 bumped clock in its answer, a pause as silence, a partition or a delay in connect times. Uses no
 ``time.sleep`` (it runs under libfaketime with a real monotonic clock).
 

@@ -19,7 +19,7 @@ import pytest
 from nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
-from bench.cluster.daemon import find_local_libfaketime
+from lockbench.daemon import find_local_libfaketime
 from nemesis.schedule import NemesisRunner
 
 pytestmark = pytest.mark.skipif(

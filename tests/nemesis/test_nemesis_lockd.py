@@ -16,14 +16,14 @@ import pytest
 
 from bench.backends.reference import ReferenceBackend, client_port, fetch_status
 from bench.cluster import ClusterHandle
-from bench.cluster.deploy import build_wheel
-from bench.cluster.testing import netns_cluster
+from lockbench.deploy import build_wheel
 from nemesis.fault import FaultTarget
 from nemesis.heal import heal_cluster
 from nemesis.process import ProcessNemesis
 from nemesis.remote import NodeLocks, on_nodes
 from nemesis.schedule import NemesisRunner
 from reference_impl.client.connection import Connection, ServerError
+from tests.support.netns_cluster import netns_cluster
 
 pytestmark = [
     pytest.mark.root,

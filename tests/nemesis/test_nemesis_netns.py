@@ -24,9 +24,8 @@ import pytest
 from nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 
 from bench.cluster import ClusterHandle
-from bench.cluster.daemon import daemon_pid
-from bench.cluster.testing import netns_cluster
-from bench.protocols import Node
+from lockbench.daemon import daemon_pid
+from lockbench.protocols import Node
 from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
 from nemesis.fault import FaultTarget
@@ -35,6 +34,7 @@ from nemesis.netem import NetemNemesis
 from nemesis.partition import PartitionNemesis
 from nemesis.remote import NodeLocks, on_nodes
 from nemesis.spec import ClockOptions, NetemOptions, TargetSpec
+from tests.support.netns_cluster import netns_cluster
 
 pytestmark = [
     pytest.mark.root,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.history import read_history
+from lockbench.history import read_history
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 

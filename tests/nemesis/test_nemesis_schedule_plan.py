@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.errors import ConfigError
+from lockbench.errors import ConfigError
 from nemesis.schedule import entry_rng, fault_windows, plan
 from nemesis.spec import (
     ClusterFacts,

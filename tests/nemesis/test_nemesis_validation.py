@@ -10,7 +10,7 @@ from nemesis_probe_backend import ProbeBackend
 
 from bench.backends.reference import ReferenceBackend
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
-from bench.errors import ConfigError
+from lockbench.errors import ConfigError
 from nemesis.schedule import NemesisRunner
 from nemesis.spec import (
     ClockOptions,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from report_support import SampleStore
 
-from reports.synthetic import SyntheticRunSpec, write_synthetic_run
+from tests.support.synthetic_runs import SyntheticRunSpec, write_synthetic_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags from the machine notes: no network side channels, fresh profile (playwright makes one).

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 from report_support import SampleStore, write_history
 
-from bench.history import pair_calls, read_history
-from bench.protocols import Anomaly
+from lockbench.history import pair_calls, read_history
+from lockbench.protocols import Anomaly
 from reports import analysis
-from reports.run_dir import load_run
+from reports.run_data import load_run
 
 
 def _nemesis(f: str, value: object = None, typ: str = "info") -> dict[str, object]:

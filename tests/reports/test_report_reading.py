@@ -7,8 +7,8 @@ from pathlib import Path
 
 from report_support import SampleStore, write_history
 
-from bench.history import read_history
-from reports.run_dir import describe_component, load_run
+from lockbench.history import read_history
+from reports.run_data import describe_component, load_run
 
 
 def test_a_complete_run_has_no_problems(sample_store: SampleStore) -> None:

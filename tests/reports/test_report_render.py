@@ -11,7 +11,7 @@ from pathlib import Path
 
 from report_support import SampleStore
 
-from reports.run_dir import load_run
+from reports.run_data import load_run
 
 
 def _figures(page: str) -> dict[str, dict[str, object]]:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.protocols import Invocation
-from bench.runner.options import parse_options
-from bench.runner.resource import ResourceClient
+from bench.runner.components import workload_spec
+from lockbench.options import parse_options
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, WorkloadContext
-from workloads.registry import WORKLOADS
+from workloads.resource import ResourceClient
 
 
 def make(name: str, **options: Any) -> BenchWorkload:
-    spec = WORKLOADS[name]
+    spec = workload_spec(name)
     # never connected: it only tells the plans that a protected resource exists
     resource = ResourceClient("127.0.0.1", 26999)
     context = WorkloadContext(3, 2, 2.0, ("n1",), resource)
-    return spec.factory(parse_options(spec.options, options), context)
+    return spec.build(parse_options(spec.options, options), context)
 
 
 def step(workload: BenchWorkload, process: int, value: Any = None) -> Invocation:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.protocols import Invocation
-from bench.runner.options import parse_options
-from bench.runner.resource import ResourceClient
+from bench.runner.components import workload_spec
+from lockbench.options import parse_options
+from lockbench.protocols import Invocation
 from workloads.base import BenchWorkload, WorkloadContext
-from workloads.registry import WORKLOADS
+from workloads.resource import ResourceClient
 
 
 def make(name: str, concurrency: int = 4, seed: int = 1, **options: Any) -> BenchWorkload:
-    spec = WORKLOADS[name]
+    spec = workload_spec(name)
     # The client is never used here (no op is performed); it only tells the plans a resource exists.
     resource = ResourceClient("127.0.0.1", 19999)
     context = WorkloadContext(seed, concurrency, 2.0, ("n1", "n2", "n3"), resource)
-    return spec.factory(parse_options(spec.options, options), context)
+    return spec.build(parse_options(spec.options, options), context)
 
 
 def drive(workload: BenchWorkload, process: int, results: dict[str, Any], steps: int) -> list[str]:

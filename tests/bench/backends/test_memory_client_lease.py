@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bench.backends.memory import MemoryLockClient, MemoryLockService
-from bench.protocols import Indeterminate, lease_deadline_of
+from lockbench.protocols import Indeterminate, lease_deadline_of
 
 TTL_S = 0.2
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.backends.reference_client import open_reference_client
-from bench.protocols import LeaseAwareClient, lease_deadline_of
+from lockbench.protocols import LeaseAwareClient, lease_deadline_of
 from reference_impl.client.async_client import DEFAULT_DRIFT_BOUND
 from reference_impl.server.local_cluster import LocalCluster
 

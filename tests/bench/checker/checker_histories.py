@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.history import Op
+from lockbench.history import Op
 
 MS = 1_000_000
 

@@ -11,11 +11,11 @@ import pytest
 from checker_histories import history
 
 from bench.checker.edn import EdnError, Keyword, Tagged, read_forms
-from bench.checker.generate import register_history
 from bench.checker.loading import load_history
 from bench.commands import check
-from bench.errors import BenchError
-from bench.history import HistoryError, Op
+from lockbench.errors import BenchError
+from lockbench.history import HistoryError, Op
+from tests.support.histories import register_history
 
 
 def lockbench_check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

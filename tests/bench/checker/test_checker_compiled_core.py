@@ -18,13 +18,13 @@ from test_checker_engine_properties import PROPERTY_SETTINGS, histories
 
 from bench.checker import native
 from bench.checker.budget import Budget, BudgetExceeded
-from bench.checker.generate import lock_history, register_history
+from tests.support.histories import lock_history, register_history
 from bench.checker.linearizable import check_linearizable, ops_by_key
 from bench.checker.models import Model, MutexModel, make_model
 from bench.checker.operations import LinOp
-from bench.checker.options import CheckOptions
+from lockbench.options import CheckOptions
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
-from bench.history import Op
+from lockbench.history import Op
 
 pytestmark = pytest.mark.skipif(
     not native.available(), reason="the compiled core is not built (no C compiler at install)"

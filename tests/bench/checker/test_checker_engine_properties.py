@@ -19,9 +19,9 @@ from bench.checker.budget import Budget
 from bench.checker.linearizable import check_linearizable, ops_by_key, smallest_window
 from bench.checker.models import Model, make_model
 from bench.checker.operations import LinOp
-from bench.checker.options import CheckOptions
 from bench.checker.wgl import search
-from bench.history import Op
+from lockbench.history import Op
+from lockbench.options import CheckOptions
 
 EXAMPLES = 10000 if os.environ.get("LOCKBENCH_LONG") else 700
 PROPERTY_SETTINGS = settings(

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from checker_histories import history
 
-from bench.checker import run_checkers
 from bench.checker.loading import load_history
 from bench.checker.operations import LEASE_LOST
-from bench.history import Op
+from bench.checking import run_checkers
+from lockbench.history import Op
 
 S = 1_000_000_000
 HOLDER, NEXT = 73, 55

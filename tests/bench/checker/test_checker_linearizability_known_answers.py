@@ -8,8 +8,8 @@ import pytest
 from checker_histories import history
 
 from bench.checker.linearizable import check_linearizable
-from bench.checker.options import CheckOptions
-from bench.history import Op
+from lockbench.history import Op
+from lockbench.options import CheckOptions
 
 
 def verdict(ops: list[Op], **options: Any) -> str:
@@ -244,14 +244,14 @@ STALE_READ_TAIL = [
 
 
 def test_unknown_model_is_a_config_error() -> None:
-    from bench.errors import ConfigError
+    from lockbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown model"):
         verdict(STALE_READ, model="queue")
 
 
 def test_cas_in_a_plain_register_history_is_a_config_error() -> None:
-    from bench.errors import ConfigError
+    from lockbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cas-register"):
         verdict(CAS_CHAIN, model="register")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from bench.checker.fencing import grant_order_anomalies
 from bench.checker.mutual_exclusion import overlapping_sections
 from bench.checker.resource import accesses, sections
-from bench.history import Op, pair_calls
+from lockbench.history import Op, pair_calls
 
 EXAMPLES = 5000 if os.environ.get("LOCKBENCH_LONG") else 500
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True)

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from checker_histories import MS, history
 
-from bench.checker import available_checkers, run_checkers
-from bench.errors import ConfigError
-from bench.history import Op
+from bench.checking import available_checkers, run_checkers
+from lockbench.errors import ConfigError
+from lockbench.history import Op
 
 S = 1_000_000_000
 

@@ -10,10 +10,10 @@ import pytest
 from checker_histories import history
 
 import bench.checker.linearizable as linearizable
-from bench.checker import run_checkers
-from bench.checker.generate import lock_history
-from bench.checker.options import CheckOptions
-from bench.checker.shared_searches import shared_searches
+from bench.checking import run_checkers
+from lockbench.history import PairedHistory
+from lockbench.options import CheckOptions
+from tests.support.histories import lock_history
 
 BOTH = ["linearizable", "mutual-exclusion"]
 
@@ -98,9 +98,9 @@ def test_different_options_or_separate_calls_search_again(searched_models: list[
     run_checkers(ops, ["mutual-exclusion"], {})
     assert searched_models == ["owned-mutex", "owned-mutex"]
     searched_models.clear()
-    with shared_searches():
-        linearizable.check_linearizable(ops, CheckOptions(crashed_holders="hold"))
-        linearizable.check_linearizable(ops, CheckOptions())
-        linearizable.check_linearizable(ops, CheckOptions(), checker="mutual-exclusion")
-        linearizable.check_linearizable(list(ops), CheckOptions())  # another history object
+    paired = PairedHistory.of(ops)
+    linearizable.check_linearizable(paired, CheckOptions(crashed_holders="hold"))
+    linearizable.check_linearizable(paired, CheckOptions())
+    linearizable.check_linearizable(paired, CheckOptions(), checker="mutual-exclusion")
+    linearizable.check_linearizable(PairedHistory.of(ops), CheckOptions())  # another history
     assert searched_models == ["owned-mutex", "owned-mutex", "owned-mutex"]

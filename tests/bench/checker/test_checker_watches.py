@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from checker_histories import history
 
-from bench.checker import run_checkers
-from bench.history import Op, read_history
+from bench.checking import run_checkers
+from lockbench.history import Op, read_history
 
 # (process, "acquire" | "release", token): process 0 takes lock L three times, process 1 once.
 CHANGES: list[tuple[int, str, int]] = [

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from bench.cluster import ClusterHandle
-from bench.cluster.testing import netns_cluster
 from tests.bench.cluster.cluster_names import PREFIX, SUBNET
+from tests.support.netns_cluster import netns_cluster
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from bench.backends.reference import ReferenceBackend
 from bench.cluster import load_inventory, open_cluster
 from bench.commands import cluster as cluster_command
-from bench.errors import BenchError
+from lockbench.errors import BenchError
 
 PORT_OFFSET = 15500  # node ports land in 22500-22620
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.cluster import ClusterHandle
-from bench.cluster.daemon import (
+from lockbench.daemon import (
     DaemonError,
     daemon_pid,
     fetch_logs,

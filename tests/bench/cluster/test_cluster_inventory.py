@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_inventory
-from bench.errors import ConfigError
+from lockbench.errors import ConfigError
 
 
 def test_saved_inventory_loads_back_identical_and_private(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from bench.cluster import open_cluster, require_capabilities
-from bench.cluster.daemon import daemon_pid, find_local_libfaketime, start_daemon
-from bench.cluster.deploy import deploy_project
 from bench.cluster.local import local_down, local_up
-from bench.errors import ClusterError, ConfigError
-from bench.protocols import Cluster
+from lockbench.daemon import daemon_pid, find_local_libfaketime, start_daemon
+from lockbench.deploy import deploy_project
+from lockbench.errors import ClusterError, ConfigError
+from lockbench.protocols import Cluster
 from tests.bench.cluster.cluster_names import LOCAL_BASE_OFFSET
 
 

@@ -15,11 +15,11 @@ import pytest
 
 from bench.cluster import NodeUnreachable, SshNode, load_inventory, open_cluster
 from bench.cluster.netns import netns_down, netns_up
-from bench.cluster.parallel import on_each_node
-from bench.cluster.testing import netns_cluster
-from bench.errors import ClusterError
-from bench.protocols import Cluster, Node
+from lockbench.errors import ClusterError
+from lockbench.parallel import on_each_node
+from lockbench.protocols import Cluster, Node
 from tests.bench.cluster.cluster_names import PREFIX, SUBNET, leftovers
+from tests.support.netns_cluster import netns_cluster
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:

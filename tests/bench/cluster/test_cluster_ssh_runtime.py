@@ -12,7 +12,7 @@ from bench.cluster import ClusterHandle, load_inventory, open_cluster
 from bench.cluster.ssh_hosts import ssh_up
 from bench.cluster.status import cluster_status
 from bench.commands import cluster as cluster_command
-from bench.errors import ClusterError
+from lockbench.errors import ClusterError
 
 pytestmark = pytest.mark.root
 

@@ -15,7 +15,7 @@ from bench.cluster.vagrant import (
     load_vagrant_nodes,
     parse_ssh_config,
 )
-from bench.errors import ClusterError
+from lockbench.errors import ClusterError
 
 RECORDED = Path(__file__).parent / "data" / "vagrant_ssh_config.txt"
 

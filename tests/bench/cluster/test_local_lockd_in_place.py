@@ -25,18 +25,18 @@ from bench.backends.reference import (
     leader_from_statuses,
 )
 from bench.cluster import ClusterHandle, open_cluster
-from bench.cluster.daemon import (
+from bench.cluster.local import local_down, local_up
+from bench.runner.history_sink import RunHistoryWriter
+from bench.runner.observer import observe_leader
+from bench.runner.process import RunStats
+from lockbench.daemon import (
     DaemonError,
     daemon_pid,
     pidfile_path,
     start_daemon,
     stop_daemon,
 )
-from bench.cluster.local import local_down, local_up
-from bench.history import read_history
-from bench.runner.history_sink import RunHistoryWriter
-from bench.runner.observer import observe_leader
-from bench.runner.process import RunStats
+from lockbench.history import read_history
 
 BASE_OFFSET = 17100
 LEADER_TIMEOUT_S = 30.0
@@ -92,7 +92,7 @@ def test_local_nodes_run_lockd_from_this_interpreter_without_a_deployed_venv(
     for node in cluster.nodes:
         argv = backend.lockd_argv(node)
         assert argv[:3] == [sys.executable, "-m", "reference_impl.server.main"]
-        assert "--pidfile" not in argv  # the pidfile is bench.cluster.daemon's alone
+        assert "--pidfile" not in argv  # the pidfile is lockbench.daemon's alone
         pid = daemon_pid(node, DAEMON)
         assert pid is not None, f"{node.name}: lockd not running"
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -29,7 +29,7 @@ from bench.cluster.proxy import (
     ProxyError,
     parse_request,
 )
-from bench.errors import ClusterError, ConfigError
+from lockbench.errors import ClusterError, ConfigError
 
 BASE_OFFSET = 16100  # n1: 23100 client, 23101 peer, 23102 link n1->n2, 23103 control; n2: 2311x
 N1_PEER, N2_PEER = 23101, 23111

@@ -25,8 +25,8 @@ from bench.backends.reference import (
 from bench.cluster import ClusterHandle, open_cluster
 from bench.cluster.link_faults import LinkFaultController
 from bench.cluster.local import local_down, local_up
-from bench.cluster.parallel import on_each_node
 from bench.cluster.proxy import Link
+from lockbench.parallel import on_each_node
 
 BASE_OFFSET = 16200
 ELECTION_TIMEOUT_S = 20.0

@@ -16,12 +16,12 @@ from bench.backends.reference import (
     lockd_config,
 )
 from bench.cluster import ClusterHandle, open_cluster
-from bench.cluster.daemon import daemon_pid, fetch_logs
-from bench.cluster.deploy import build_wheel, deploy_project
 from bench.cluster.inventory import Inventory, NodeSpec
 from bench.cluster.netns import netns_down, netns_up
-from bench.cluster.parallel import on_each_node
-from bench.errors import ConfigError
+from lockbench.daemon import daemon_pid, fetch_logs
+from lockbench.deploy import build_wheel, deploy_project
+from lockbench.errors import ConfigError
+from lockbench.parallel import on_each_node
 from tests.bench.cluster.cluster_names import PREFIX, SUBNET, leftovers
 
 LEADER_TIMEOUT_S = 30.0

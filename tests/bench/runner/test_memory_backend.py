@@ -16,8 +16,8 @@ from bench.backends.memory import (
     NotHolder,
     SessionExpired,
 )
-from bench.errors import ConfigError
-from bench.protocols import Indeterminate, LockEvent
+from lockbench.errors import ConfigError
+from lockbench.protocols import Indeterminate, LockEvent
 
 T = TypeVar("T")
 

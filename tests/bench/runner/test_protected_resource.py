@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from runner_support import free_port
 
-from bench.protocols import DefiniteFailure
-from bench.runner.resource import RefusedAccess, ResourceClient, ResourceServer, ResourceState
+from lockbench.protocols import DefiniteFailure
+from workloads.resource import RefusedAccess, ResourceClient, ResourceServer, ResourceState
 
 
 def serve(mode: str, log_path: Path, scenario: Any) -> Any:

@@ -9,8 +9,8 @@ import pytest
 from runner_support import write_test_file
 
 from bench.cli import main
-from bench.errors import EXIT_USAGE, ConfigError
 from bench.runner.config import load_test_config
+from lockbench.errors import EXIT_USAGE, ConfigError
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ from bench.runner.config import load_test_config
         ({"backend": "bench.nosuch:Backend"}, "backend", "cannot import module"),
         ({"backend": "bench.backends.memory:Nope"}, "backend", "has no attribute"),
         (
-            {"backend": "bench.runner.resource:ResourceState"},
+            {"backend": "workloads.resource:ResourceState"},
             "backend",
             "does not implement the Backend protocol",
         ),

@@ -10,9 +10,9 @@ import yaml
 from runner_support import write_test_file
 
 from bench.cli import main
-from bench.history import pair_calls, read_history
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
+from lockbench.history import pair_calls, read_history
 
 
 def test_a_run_writes_a_complete_store_and_exits_with_the_verdict(tmp_path: Path) -> None:

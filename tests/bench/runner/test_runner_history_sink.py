@@ -1,4 +1,4 @@
-"""The runner's history writer writes what bench.history.HistoryWriter writes, line for line."""
+"""The runner's history writer writes what lockbench.history.HistoryWriter writes, line for line."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.history import HistoryWriter, pair_calls, read_history
 from bench.runner.history_sink import RunHistoryWriter
+from lockbench.history import HistoryWriter, pair_calls, read_history
 
 RECORDS: list[tuple[Any, ...]] = [
     (0, "invoke", "acquire", "lock/1", {"timeout": 2.0, "shared": False}, {"node": "n1"}),

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from bench.backends.memory import MemoryBackend, MemoryLockClient
-from bench.checker import run_checkers
-from bench.history import Op, pair_calls, read_history
+from bench.checking import run_checkers
 from bench.runner.cluster_setup import InProcessCluster
 from bench.runner.history_sink import RunHistoryWriter
-from bench.runner.options import parse_options
 from bench.runner.process import LEASE_LOST, ClientDriver, ClientProcess, RunStats
-from bench.runner.resource import ResourceClient, ResourceServer
+from lockbench.history import Op, pair_calls, read_history
+from lockbench.options import parse_options
 from workloads.base import WorkloadContext
 from workloads.mutex import MutexOptions, MutexWorkload
+from workloads.resource import ResourceClient, ResourceServer
 
 TTL_S = 0.3
 LOCK = "lock/0"

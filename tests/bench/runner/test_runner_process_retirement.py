@@ -7,9 +7,9 @@ from collections import defaultdict
 import pytest
 from runner_support import write_test_file
 
-from bench.history import Op, pair_calls, read_history
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
+from lockbench.history import Op, pair_calls, read_history
 
 CONCURRENCY = 5
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from runner_support import free_port, write_test_file
 
-from bench.history import pair_calls, read_history
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
+from lockbench.history import pair_calls, read_history
 
 PIECES = (
     "bench.backends.reference",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from runner_support import write_test_file
 
-from bench.history import pair_calls, read_history
+from lockbench.history import pair_calls, read_history
 
 STARTUP_BOUND_S = 30.0
 

@@ -26,14 +26,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cluster.parallel import on_each_node
-from bench.errors import ClusterError
-from bench.protocols import Cluster, Node
+from lockbench.errors import ClusterError
+from lockbench.parallel import on_each_node
+from lockbench.protocols import Cluster, Node
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES: tuple[str, ...] = ("reference_impl", "bench", "nemesis", "workloads", "reports")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES: tuple[str, ...] = (
+    "lockbench",
+    "reference_impl",
+    "bench",
+    "nemesis",
+    "workloads",
+    "reports",
+)
 PACKAGE_DATA_SUFFIXES: frozenset[str] = frozenset(
     {".py", ".yml", ".yaml", ".js", ".html", ".css", ".typed"}
 )

@@ -200,12 +200,18 @@ def _decode_line(text: str, source: str, number: int) -> Op:
         raise HistoryError(source, number, str(exc)) from exc
 
 
-def iter_history_lines(lines: Iterable[str], source: str = "<history>") -> Iterator[Op]:
-    """Decode JSON Lines strictly; the first bad line raises HistoryError with its number."""
+def iter_numbered_ops(lines: Iterable[str], source: str = "<history>") -> Iterator[tuple[int, Op]]:
+    """Decode JSON Lines strictly with their line numbers; a bad line raises HistoryError."""
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
         if text:
-            yield _decode_line(text, source, number)
+            yield number, _decode_line(text, source, number)
+
+
+def iter_history_lines(lines: Iterable[str], source: str = "<history>") -> Iterator[Op]:
+    """Decode JSON Lines strictly; the first bad line raises HistoryError with its number."""
+    for _, op in iter_numbered_ops(lines, source):
+        yield op
 
 
 def read_history(path: Path) -> list[Op]:
@@ -283,3 +289,52 @@ def pair_calls(history: Sequence[Op], *, client_only: bool = True) -> list[Call]
     for process, inv in pending.items():
         calls[slot[process]] = Call(inv, None)
     return [c for c in calls if c is not None]
+
+
+def pair_calls_lenient(ops: Sequence[Op]) -> list[Call]:
+    """Pairing for damaged histories (reports): completions without an invocation are dropped
+    and an invocation superseded by the same process's next one is left unfinished."""
+    pending: dict[Process, Op] = {}
+    calls: list[Call] = []
+    for op in ops:
+        if not op.is_client:
+            continue
+        if op.type == "invoke":
+            previous = pending.pop(op.process, None)
+            if previous is not None:
+                calls.append(Call(previous, None))
+            pending[op.process] = op
+        else:
+            inv = pending.pop(op.process, None)
+            if inv is not None:
+                calls.append(Call(inv, op))
+    calls.extend(Call(inv, None) for inv in pending.values())
+    calls.sort(key=lambda c: c.invoke.index)
+    return calls
+
+
+@dataclass(slots=True, eq=False)
+class PairedHistory:
+    """A history read once and paired once: what every checker receives.
+
+    ``memo`` holds results the checkers of one check share (``linearizable`` and
+    ``mutual-exclusion`` search the same lock ops; the second reuses the first's search). It lives
+    and dies with this object, so nothing is keyed on object identities.
+    """
+
+    ops: Sequence[Op]
+    calls: Sequence[Call]
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ops: Sequence[Op]) -> PairedHistory:
+        """Pair ``ops``; raises PairingError for a completion without an invocation."""
+        return cls(ops, pair_calls(ops))
+
+    @property
+    def end_index(self) -> int:
+        return self.ops[-1].index if self.ops else 0
+
+    @property
+    def end_time(self) -> int:
+        return self.ops[-1].time if self.ops else 0

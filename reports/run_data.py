@@ -7,25 +7,32 @@ not a mapping each become a sentence in ``RunData.problems`` and the report show
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.history import Call, Op, PairingError, pair_calls, read_history_lenient
-from bench.protocols import Anomaly, CheckResult, Verdict
-
-HISTORY_FILE = "history.jsonl"
-RESULTS_FILE = "results.json"
-TEST_FILE = "test.yaml"
-REPORT_FILE = "report.html"
-TEXT_LOGS: tuple[str, ...] = ("nemesis.log", "bench.log")
-RUN_DIR_TIME_FORMAT = "%Y%m%dT%H%M%S"
-VERDICTS: frozenset[str] = frozenset({"valid", "invalid", "unknown"})
+from lockbench.history import (
+    Call,
+    Op,
+    PairingError,
+    pair_calls,
+    pair_calls_lenient,
+    read_history_lenient,
+)
+from lockbench.protocols import CheckResult, Verdict
+from lockbench.run_dir import (
+    HISTORY_FILE,
+    RESULTS_FILE,
+    TEST_FILE,
+    RunDirProblem,
+    list_node_logs,
+    list_run_files,
+    read_results,
+    read_test_data,
+    run_time,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +68,6 @@ class RunData:
         return self.test.get("seed")
 
 
-def run_time(run_dir: Path) -> datetime | None:
-    """The run's start from its directory name (``YYYYmmddTHHMMSS``), if it has that form."""
-    try:
-        return datetime.strptime(run_dir.name, RUN_DIR_TIME_FORMAT)
-    except ValueError:
-        return None
-
-
 def describe_component(value: Any) -> str:
     """A one-line name for a test.yaml entry that may be a string, a mapping or a list."""
     if value is None:
@@ -89,81 +88,31 @@ def describe_component(value: Any) -> str:
 
 
 def load_test_config(run_dir: Path, problems: list[str]) -> dict[str, Any]:
-    path = run_dir / TEST_FILE
-    if not path.exists():
+    try:
+        data = read_test_data(run_dir)
+    except RunDirProblem as exc:
+        problems.append(str(exc))
+        return {}
+    if data is None:
         problems.append(f"{TEST_FILE} is missing: the test configuration and seed are unknown.")
         return {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
-    except yaml.YAMLError as exc:
-        problems.append(f"{TEST_FILE} is not valid YAML ({exc.__class__.__name__}).")
-        return {}
-    if not isinstance(loaded, dict):
-        problems.append(f"{TEST_FILE} is not a mapping of settings.")
-        return {}
-    return loaded
+    return data
 
 
 def load_results(run_dir: Path, problems: list[str]) -> tuple[list[CheckResult], Verdict | None]:
-    path = run_dir / RESULTS_FILE
-    if not path.exists():
+    try:
+        stored = read_results(run_dir)
+    except RunDirProblem as exc:
+        problems.append(str(exc))
+        return [], None
+    if stored is None:
         problems.append(
             f"{RESULTS_FILE} is missing: this run was not checked "
             f"(run `lockbench check {run_dir}` to check it)."
         )
         return [], None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except json.JSONDecodeError as exc:
-        problems.append(f"{RESULTS_FILE} does not parse ({exc.msg} at line {exc.lineno}).")
-        return [], None
-    if not isinstance(raw, dict):
-        problems.append(f"{RESULTS_FILE} is not a JSON object.")
-        return [], None
-    results: list[CheckResult] = []
-    checkers = raw.get("checkers")
-    if isinstance(checkers, dict):
-        for name, entry in checkers.items():
-            try:
-                results.append(_check_result(str(name), entry))
-            except (TypeError, ValueError, KeyError) as exc:
-                problems.append(f"{RESULTS_FILE}: checker {name!r} could not be read ({exc}).")
-    verdict = raw.get("verdict")
-    return results, verdict if verdict in VERDICTS else None
-
-
-def _check_result(name: str, entry: Any) -> CheckResult:
-    if not isinstance(entry, dict):
-        raise TypeError("not an object")
-    verdict = entry.get("verdict", "unknown")
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict {verdict!r}")
-    anomalies = tuple(_anomaly(a) for a in entry.get("anomalies") or ())
-    window = entry.get("window")
-    stats = entry.get("stats")
-    return CheckResult(
-        checker=str(entry.get("checker") or name),
-        verdict=verdict,
-        anomalies=anomalies,
-        stats=stats if isinstance(stats, dict) else {},
-        window=(int(window[0]), int(window[1])) if window else None,
-        reason=entry.get("reason"),
-    )
-
-
-def _anomaly(raw: Any) -> Anomaly:
-    if not isinstance(raw, dict):
-        raise TypeError("an anomaly is not an object")
-    ts, te = raw.get("time_start"), raw.get("time_end")
-    return Anomaly(
-        kind=str(raw.get("kind", "anomaly")),
-        explanation=str(raw.get("explanation", "")),
-        op_indices=tuple(int(i) for i in raw.get("op_indices") or ()),
-        key=raw.get("key"),
-        processes=tuple(raw.get("processes") or ()),
-        time_start=int(ts) if ts is not None else None,
-        time_end=int(te) if te is not None else None,
-    )
+    problems.extend(stored.problems)
+    return list(stored.results), stored.verdict
 
 
 def load_history(run_dir: Path, problems: list[str]) -> tuple[list[Op], list[Call], bool]:
@@ -189,46 +138,8 @@ def load_history(run_dir: Path, problems: list[str]) -> tuple[list[Op], list[Cal
         calls = pair_calls(ops)
     except PairingError as exc:
         problems.append(f"{HISTORY_FILE}: {exc}; unmatched records are left out of the timeline.")
-        calls = _pair_leniently(ops)
+        calls = pair_calls_lenient(ops)
     return ops, calls, True
-
-
-def _pair_leniently(ops: Sequence[Op]) -> list[Call]:
-    """Pairing that drops completions without an invocation and closes superseded invokes."""
-    pending: dict[Any, Op] = {}
-    calls: list[Call] = []
-    for op in ops:
-        if not op.is_client:
-            continue
-        if op.type == "invoke":
-            previous = pending.pop(op.process, None)
-            if previous is not None:
-                calls.append(Call(previous, None))
-            pending[op.process] = op
-        else:
-            inv = pending.pop(op.process, None)
-            if inv is not None:
-                calls.append(Call(inv, op))
-    calls.extend(Call(inv, None) for inv in pending.values())
-    calls.sort(key=lambda c: c.invoke.index)
-    return calls
-
-
-def list_run_files(run_dir: Path) -> list[str]:
-    """The run's own files (history, results, test.yaml, logs), the report itself left out."""
-    if not run_dir.is_dir():
-        return []
-    skip = {REPORT_FILE, REPORT_FILE + ".tmp"}
-    files = [p.name for p in run_dir.iterdir() if p.is_file() and p.name not in skip]
-    known = {name: i for i, name in enumerate((HISTORY_FILE, RESULTS_FILE, TEST_FILE, *TEXT_LOGS))}
-    return sorted(files, key=lambda name: (known.get(name, len(known)), name))
-
-
-def list_node_logs(run_dir: Path) -> list[str]:
-    nodes = run_dir / "nodes"
-    if not nodes.is_dir():
-        return []
-    return sorted(str(p.relative_to(run_dir)) for p in nodes.rglob("*") if p.is_file())
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -269,13 +180,8 @@ def fields_of(data: RunData) -> dict[str, str]:
 
 
 __all__ = [
-    "HISTORY_FILE",
-    "REPORT_FILE",
-    "RESULTS_FILE",
-    "TEST_FILE",
     "RunData",
     "describe_component",
     "fields_of",
     "load_run",
-    "run_time",
 ]

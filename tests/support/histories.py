@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.history import Op, OpType, Process
+from lockbench.history import Op, OpType, Process
 
 MS = 1_000_000
 

@@ -1,8 +1,9 @@
 """The bench's small protocols (after Jepsen's db/client/nemesis/checker/generator).
 
-A test is plain data (a YAML file) that names one implementation of each. Implementations live in
-their own modules: runtimes in ``bench.cluster``, backends in ``bench.backends``, faults in
-``nemesis``, workloads in ``workloads``, checkers in ``bench.checker``.
+A test is plain data (a YAML file) that names one implementation of each. Implementations are
+plug-ins found by entry point (lockbench.plugins): runtimes in ``bench.cluster``, backends in
+``bench.backends``, faults in ``nemesis``, workloads in ``workloads``, checkers in
+``bench.checker``, report panels in ``reports``; a third-party package adds its own the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from bench.history import Op
+from lockbench.history import PairedHistory
+from lockbench.options import CheckOptions
 
 # ---------------------------------------------------------------------------------------------
 # Nodes and clusters
@@ -64,6 +66,13 @@ class Node(Protocol):
     def put(self, local: Path, remote: str) -> None: ...
 
     def get(self, remote: str, local: Path) -> None: ...
+
+
+def on_control_host(node: Node) -> bool:
+    """True when the node is this machine itself (the ``local`` runtime): its files are the
+    control node's files, so a backend may run its server from this interpreter and sources
+    instead of deploying. A node says so with a true ``on_control_host`` attribute."""
+    return getattr(node, "on_control_host", False) is True
 
 
 Fault: TypeAlias = Literal["partition", "kill", "pause", "clock", "netem", "power-loss"]
@@ -297,11 +306,14 @@ class CheckResult:
 
 
 class Checker(Protocol):
-    """Reads only the history, so it can run later, elsewhere, on histories from other tools."""
+    """Reads only the history, so it can run later, elsewhere, on histories from other tools.
+
+    The history arrives read and paired once (``PairedHistory``) and the options parsed once
+    (``CheckOptions``); the same call serves ``lockbench run`` and ``lockbench check``."""
 
     name: str
 
-    def check(self, history: Sequence[Op], options: Mapping[str, Any]) -> CheckResult: ...
+    def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult: ...
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bench.cluster.parallel import on_each_node
-from bench.errors import ClusterError
-from bench.protocols import Cluster, Node
+from lockbench.errors import ClusterError
+from lockbench.parallel import on_each_node
+from lockbench.protocols import Cluster, Node
 
 log = logging.getLogger(__name__)
 

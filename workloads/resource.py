@@ -2,10 +2,12 @@
 
 Workloads touch it inside their critical sections. It keeps its own monotonic clock (nanoseconds
 since it started), one value per key, and the highest fencing token it accepted per key. In
-``fenced`` mode it refuses an access whose token is lower than that high-water mark (the check a
-real storage system would do); in ``unfenced`` mode it accepts everything, to show what mutual
-exclusion alone gives. Every access is appended to ``resource.log`` (JSON Lines) with the client,
-token, outcome and resource time, so a run can be audited without trusting the clients.
+``fenced`` mode it refuses an access whose token is lower than that high-water mark: the rule of
+``reference_impl.fencing.FencingGuard``, the helper users' resource servers call, so the bench
+checks what users deploy (one fencing rule in the code); in ``unfenced`` mode it accepts
+everything, to show what mutual exclusion alone gives. Every access is appended to
+``resource.log`` (JSON Lines) with the client, token, outcome and resource time, so a run can be
+audited without trusting the clients.
 
 Wire protocol: newline-delimited JSON over TCP, one request and one response per line.
 Request ``{"op": "enter"|"read"|"write"|"exit"|"final-read", "key": k, "token": t, "value": v,
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from bench.protocols import DefiniteFailure, Indeterminate
+from lockbench.protocols import DefiniteFailure, Indeterminate
+from reference_impl.fencing import FencingGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,6 @@ class RefusedAccess(DefiniteFailure):
 @dataclass(slots=True)
 class _KeyState:
     value: Any = 0
-    highest: int | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class ResourceState:
     log_file: IO[str] | None = None
     start_ns: int = field(default_factory=time.monotonic_ns)
     keys: dict[str, _KeyState] = field(default_factory=dict)
+    guard: FencingGuard = field(default_factory=FencingGuard)
     accesses: int = 0
     refusals: int = 0
 
@@ -86,37 +89,39 @@ class ResourceState:
         now = self.now()
         if op == "final-read":
             response: dict[str, Any] = {"value": state.value, "resource_time": now}
-            self._record(request, now, "read", state)
+            self._record(request, now, "read", key, state)
             return response
         token = request.get("token")
-        if token is not None and (not isinstance(token, int) or isinstance(token, bool)):
-            raise ResourceProtocolError(f"token must be an integer or null, got {token!r}")
-        reason = self._refusal(state, token)
+        if token is not None and (
+            not isinstance(token, int) or isinstance(token, bool) or token < 0
+        ):
+            raise ResourceProtocolError(
+                f"token must be a non-negative integer or null, got {token!r}"
+            )
+        reason = self._refusal(key, token)
         if reason is not None:
             self.refusals += 1
-            self._record(request, now, "refused", state, reason=reason)
+            self._record(request, now, "refused", key, state, reason=reason)
             return {
                 "accepted": False,
                 "resource_time": now,
-                "highest": state.highest,
+                "highest": self.guard.highest(key),
                 "reason": reason,
             }
-        if token is not None and (state.highest is None or token > state.highest):
-            state.highest = token
         if op == "write":
             state.value = request.get("value")
         response = {"accepted": True, "resource_time": now}
         if op in ("read", "write"):
             response["value"] = state.value
-        self._record(request, now, "accepted", state)
+        self._record(request, now, "accepted", key, state)
         return response
 
-    def _refusal(self, state: _KeyState, token: int | None) -> str | None:
-        if self.mode == "unfenced":
-            return None
+    def _refusal(self, key: str, token: int | None) -> str | None:
+        """Why an access is refused (None: accepted); the guard's mark rises in either mode."""
         if token is None:
-            return "missing-token"
-        if state.highest is not None and token < state.highest:
+            return None if self.mode == "unfenced" else "missing-token"
+        decision = self.guard.check(key, token)
+        if self.mode == "fenced" and not decision.accepted:
             return "stale-token"
         return None
 
@@ -125,6 +130,7 @@ class ResourceState:
         request: Mapping[str, Any],
         now: int,
         outcome: str,
+        key: str,
         state: _KeyState,
         reason: str | None = None,
     ) -> None:
@@ -139,7 +145,7 @@ class ResourceState:
             "token": request.get("token"),
             "value": state.value,
             "outcome": outcome,
-            "highest": state.highest,
+            "highest": self.guard.highest(key),
         }
         if reason is not None:
             entry["reason"] = reason

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from bench.errors import ClusterError
-from bench.protocols import Node
+from lockbench.errors import ClusterError
+from lockbench.protocols import Node
 
 T = TypeVar("T")
 

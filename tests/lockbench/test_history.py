@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.history import (
+from lockbench.history import (
     HistoryError,
     HistoryWriter,
     Op,
@@ -48,7 +48,7 @@ def test_killed_writer_leaves_a_valid_prefix(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from bench.history import HistoryWriter\n"
+        "from lockbench.history import HistoryWriter\n"
         "w = HistoryWriter(Path(sys.argv[1]))\n"
         "for i in range(500):\n"
         "    w.append(i % 5, 'invoke', 'acquire', 'a', None)\n"
@@ -121,6 +121,6 @@ def test_pairing_rejects_a_second_invoke_while_pending() -> None:
 
 def test_history_module_has_no_dependency_on_the_runner() -> None:
     # Checkers run on old store directories and foreign histories: the format must stand alone.
-    source = (Path(__file__).parents[2] / "bench" / "history.py").read_text()
-    assert "bench.runner" not in source and "import bench." not in source
+    source = (Path(__file__).parents[2] / "lockbench" / "history.py").read_text()
+    assert "from bench" not in source and "import bench" not in source
     assert os.path.exists(Path(__file__).parents[2] / "docs" / "history.md")

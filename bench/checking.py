@@ -1,0 +1,79 @@
+"""The one history pipeline: read a run's history, pair it once, run the checkers on it.
+
+``lockbench run`` (after the run) and ``lockbench check RUN_DIR`` both call
+``check_history_file``, so a stored run can never get a different verdict from the one the run
+printed. Checkers are plug-ins found by entry point (``lockbench.checkers``); each receives the
+same ``PairedHistory`` and the options parsed once, and their verdicts compose the way Jepsen's do
+(invalid beats unknown beats valid). Options are documented in docs/checkers.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.checker.loading import load_history
+from lockbench.errors import ConfigError
+from lockbench.history import HistoryError, Op, PairedHistory, PairingError
+from lockbench.options import CheckOptions
+from lockbench.plugins import CHECKERS, has_plugin, load_plugin, plugin_names
+from lockbench.protocols import Checker, CheckResult, Verdict, combine_verdicts
+
+
+def available_checkers() -> list[str]:
+    """The installed checkers' names, sorted (they run in the order a test names them)."""
+    return sorted(plugin_names(CHECKERS))
+
+
+def load_checker(name: str) -> Checker:
+    """The checker an entry point names (a class is instantiated without arguments)."""
+    found = load_plugin(CHECKERS, name)
+    checker: Checker = found() if isinstance(found, type) else found
+    return checker
+
+
+def run_checkers(
+    history: Sequence[Op] | PairedHistory, names: Sequence[str], options: Mapping[str, Any]
+) -> tuple[Verdict, dict[str, CheckResult]]:
+    """Run each named checker on the history; raises ConfigError for an unknown name or option,
+    or for a history whose calls do not pair up (a completion without an invocation)."""
+    unknown = [name for name in names if not has_plugin(CHECKERS, name)]
+    if unknown:
+        raise ConfigError(
+            f"unknown checker(s) {', '.join(unknown)}; available: {', '.join(available_checkers())}"
+        )
+    parsed = CheckOptions.from_mapping(options)  # fail on a bad option before any work
+    checkers = {name: load_checker(name) for name in dict.fromkeys(names)}
+    if not isinstance(history, PairedHistory):
+        try:
+            history = PairedHistory.of(history)
+        except PairingError as exc:
+            raise ConfigError(f"malformed history: {exc}") from exc
+    results = {name: checker.check(history, parsed) for name, checker in checkers.items()}
+    return combine_verdicts([r.verdict for r in results.values()]), results
+
+
+def check_history_file(
+    path: Path,
+    names: Sequence[str] | Callable[[Sequence[Op]], Sequence[str]],
+    options: Mapping[str, Any],
+) -> tuple[Verdict, dict[str, CheckResult]]:
+    """Read ``path`` (JSON Lines or Jepsen EDN), validate, pair and check it with ``names`` (or
+    the names a function picks from the history read).
+
+    Raises ConfigError naming the file and line for a history that cannot be read."""
+    try:
+        history = load_history(path)
+    except HistoryError as exc:
+        raise ConfigError(f"bad history: {exc}") from exc
+    chosen = names(history) if callable(names) else names
+    return run_checkers(history, chosen, options)
+
+
+def run_checker_options(ttl: object, checker_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkers' options for a run: its ``checker_options`` plus the session TTL it ran with
+    (what both the runner and a re-check of its directory pass)."""
+    options: dict[str, Any] = {} if ttl is None else {"ttl": ttl}
+    options.update({str(k): v for k, v in checker_options.items()})
+    return options
