@@ -8,20 +8,24 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bench.commands import SUBCOMMANDS
 from lockbench.errors import EXIT_USAGE, BenchError
 
-# Subcommand modules, in the order they appear in --help. Each has ``register(subparsers)`` that
-# adds its parser and sets ``func`` (args -> exit code).
-SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "bench.commands.run",
-    "bench.commands.cluster",
-    "bench.commands.check",
-    "bench.commands.report",
-    "bench.commands.serve",
-)
+
+def chosen_subcommand(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (the top-level parser
+    has only flags), if that is a subcommand."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The CLI's parser. Only the subcommand ``argv`` names gets its full parser, so only its
+    module (and what that imports) is loaded: the one place the project imports its own modules
+    lazily, on purpose, for start-up time (docs/architecture.md). The others are listed with their
+    one-line help; without a subcommand (``--help``) nothing else is imported."""
     parser = argparse.ArgumentParser(
         prog="lockbench",
         description=(
@@ -34,15 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
-        module = importlib.import_module(module_name)
-        module.register(subparsers)
+    chosen = chosen_subcommand(argv)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module_name).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -90,7 +90,7 @@ create_venv() {
   local stamp="$VENV/.lockbench-installed" want
   # C sources count too: the editable install builds the compiled checker core in place.
   want=$(cat pyproject.toml setup.py $(find bench -name '*.c' | sort) | sha256sum | cut -d' ' -f1)
-  local imports='import bench, reference_impl'
+  local imports='import lockbench, bench, reference_impl'
   if command -v gcc >/dev/null 2>&1; then
     imports="$imports; import bench.checker._wgl_native"
   fi

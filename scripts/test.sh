@@ -7,4 +7,5 @@ export PATH="$(pwd)/$VENV/bin:$PATH"
 echo "== ruff check"; ruff check .
 echo "== ruff format --check"; ruff format --check .
 echo "== mypy"; mypy
+echo "== import-linter (the floor plan, docs/architecture.md)"; lint-imports
 echo "== pytest"; pytest "$@"

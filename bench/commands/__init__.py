@@ -1,1 +1,32 @@
-"""One module per ``lockbench`` subcommand; each defines ``register(subparsers)``."""
+"""One module per ``lockbench`` subcommand; each defines ``register(subparsers)``.
+
+``SUBCOMMANDS`` names each subcommand's module and one-line help, in ``--help`` order. The CLI
+(bench/cli.py) imports only the module of the subcommand that runs, so ``lockbench check`` never
+loads the runner, SSH or the report libraries (docs/architecture.md, "Start-up").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
+    "run": (
+        "bench.commands.run",
+        "run a test (a YAML file) and store its history, results and report",
+    ),
+    "cluster": (
+        "bench.commands.cluster",
+        "bring a five-node cluster up or down, deploy to it, show or heal it",
+    ),
+    "check": (
+        "bench.commands.check",
+        "check a history (JSON Lines or Jepsen EDN) or a run directory",
+    ),
+    "report": ("bench.commands.report", "write RUN_DIR/report.html from a stored run"),
+    "serve": ("bench.commands.serve", "browse the store's runs and reports in a web browser"),
+}
+
+
+def summary(name: str) -> str:
+    """A subcommand's one-line help (its module passes it to ``add_parser``)."""
+    return SUBCOMMANDS[name][1]

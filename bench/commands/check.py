@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from bench.checking import available_checkers, check_history_file, run_checker_options
+from bench.commands import summary
 from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
 from lockbench.history import Op
 from lockbench.plugins import WORKLOADS, has_plugin, load_plugin
@@ -33,7 +34,7 @@ EXIT_BY_VERDICT = {"valid": EXIT_VALID, "invalid": EXIT_INVALID, "unknown": EXIT
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "check",
-        help="check a history (JSON Lines or Jepsen EDN) or a run directory",
+        help=summary("check"),
         description=(
             "Check a history for linearizability, mutual exclusion, fencing, lost updates, "
             "liveness, availability and watch delivery. Exit codes: 0 valid, 1 invalid, "

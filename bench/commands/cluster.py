@@ -18,6 +18,7 @@ from bench.cluster.runtimes import (
     load_cluster_inventory,
 )
 from bench.cluster.status import cluster_status
+from bench.commands import summary
 from bench.runner.components import create_backend
 from lockbench.errors import EXIT_CLUSTER, BenchError
 from lockbench.parallel import on_each_node
@@ -158,7 +159,7 @@ def _add_target(parser: argparse.ArgumentParser, *, inventory: bool = True) -> N
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "cluster",
-        help="bring a five-node cluster up or down, deploy to it, show or heal it",
+        help=summary("cluster"),
         description="Manage the nodes a test runs on (docs/runtimes.md).",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bench.commands import summary
 from lockbench.errors import EXIT_VALID, ConfigError
 from reports.index import build_index
 from reports.render import render_report
@@ -14,7 +15,7 @@ from reports.render import render_report
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "report",
-        help="write RUN_DIR/report.html from a stored run",
+        help=summary("report"),
         description=(
             "Render the HTML report of a stored run (store/<test>/<timestamp>/ or store/latest): "
             "verdict, checker table, anomalies, timeline with fault windows, lock holders, "

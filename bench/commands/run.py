@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from bench.commands import summary
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.errors import ConfigError
@@ -33,7 +34,7 @@ FLAG_KEYS: dict[str, str] = {
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="run a test (a YAML file) and store its history, results and report",
+        help=summary("run"),
         description=(
             "Run one Jepsen-style test: set up the cluster, start the lock service, drive it "
             "with the workload's client processes while the nemesis injects faults, heal, tear "

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bench.commands import summary
 from lockbench.errors import EXIT_VALID, ConfigError
 from reports.server import make_server
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
-        help="browse the store's runs and reports in a web browser",
+        help=summary("serve"),
         description=(
             "Serve the store read-only: an index of runs (name, time, backend, workload, "
             "nemesis, verdict, ops, duration; filterable, newest first) linking to each run's "
