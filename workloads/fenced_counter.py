@@ -77,7 +77,3 @@ class FencedCounterWorkload(BenchWorkload):
 
     def final_ops(self) -> Sequence[Invocation]:
         return [Invocation("final-read", name, None) for name in self.counter_names()]
-
-
-def build(options: FencedCounterOptions, context: WorkloadContext) -> FencedCounterWorkload:
-    return FencedCounterWorkload(options, context)

@@ -63,7 +63,3 @@ class FollowerReadWorkload(BenchWorkload):
         if op.f == "acquire" and outcome == "ok":
             assert op.key is not None
             plan.append(Step(release_op(op.key), jittered(self.rng(process), self.options.hold)))
-
-
-def build(options: FollowerReadOptions, context: WorkloadContext) -> FollowerReadWorkload:
-    return FollowerReadWorkload(options, context)

@@ -78,7 +78,3 @@ class LeaseExpiryWorkload(BenchWorkload):
         plan.append(Step(Invocation("res-write", op.key, {"token": value, "value": written})))
         plan.append(Step(Invocation("res-exit", op.key, {"token": value})))
         plan.append(Step(release_op(op.key)))
-
-
-def build(options: LeaseExpiryOptions, context: WorkloadContext) -> LeaseExpiryWorkload:
-    return LeaseExpiryWorkload(options, context)

@@ -83,7 +83,3 @@ class MutexWorkload(BenchWorkload):
             # Refused (stale token): do not pretend to be inside; just release.
             while plan and plan[0].op.f == "res-exit":
                 plan.popleft()
-
-
-def build(options: MutexOptions, context: WorkloadContext) -> MutexWorkload:
-    return MutexWorkload(options, context)

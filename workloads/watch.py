@@ -81,7 +81,3 @@ class WatchWorkload(BenchWorkload):
         elif op.f == "acquire" and outcome == "ok":
             assert op.key is not None
             plan.append(Step(release_op(op.key), jittered(self.rng(process), self.options.hold)))
-
-
-def build(options: WatchOptions, context: WorkloadContext) -> WatchWorkload:
-    return WatchWorkload(options, context)
