@@ -343,6 +343,70 @@ class Nemesis(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterFacts:
+    """What checking a fault plan needs to know about the cluster, taken once from the Cluster
+    (or, before it exists, from the test file), so a bad plan fails before anything starts."""
+
+    runtime: str
+    node_names: tuple[str, ...]
+    addresses: Mapping[str, str]
+    capabilities: frozenset[str]
+    # Peer links run through the local runtime's proxy: partitions and netem go there.
+    link_proxy: bool = False
+    # The backend's name and whether it declares where its server keeps its data
+    # (StatefulBackend): power loss needs that directory.
+    backend: str = "the backend"
+    backend_state_dir: bool = True
+
+
+@dataclass(slots=True)
+class NemesisSetting:
+    """What the faults of one run share: the cluster and backend, the run's seed, a lock per node
+    (so two faults never interleave their commands on one node) and the clock offsets set."""
+
+    cluster: Cluster
+    backend: Backend
+    seed: int
+    node_locks: Any
+    clock_offsets: dict[str, float] = field(default_factory=dict)
+    # What a fault kind shares between its entries and with the runner (e.g. the power-loss
+    # filesystem mounted once per node), by a key the kind chooses.
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+class FaultKind(Protocol):
+    """One fault a test file's ``nemesis:`` list names (``fault: NAME``); a ``lockbench.nemeses``
+    entry point. The nemesis runner owns the schedule, seeding, recording and the final heal; a
+    kind checks its entries, picks each start's target and builds the Nemesis that injects it."""
+
+    name: str
+    keys: frozenset[str]
+    """The keys an entry may hold besides ``fault`` and ``schedule``."""
+    capability: str | None
+    """The runtime capability it needs (``Cluster.capabilities``), None if any runtime will do."""
+    heal_phase: int
+    """Heal order: 0 resume paused processes, 1 network and clocks, 2 restart killed ones."""
+
+    def parse(self, where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Any:
+        """The entry's options; ConfigError naming ``where``, the key and the reason."""
+        ...
+
+    def build(self, setting: NemesisSetting, index: int, options: Any) -> Nemesis: ...
+
+    def target(
+        self,
+        options: Any,
+        nodes: Sequence[str],
+        rng: Any,
+        leader: Callable[[], str | None],
+        hold: float,
+    ) -> Any:
+        """What one start hits (passed to ``Nemesis.invoke``), or a ``str`` saying why this
+        start is skipped (e.g. no leader known). ``hold`` bounds the fault's seconds."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Invocation:
     """An operation a workload's generator asks a process to perform."""
 

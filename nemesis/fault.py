@@ -1,7 +1,9 @@
-"""What every fault family shares: the resolved target of one start, and the heal error."""
+"""What every fault family shares: the resolved target of one start, the heal error, and the
+seeded RNG of an entry."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,3 +27,8 @@ class HealError(RuntimeError):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
+
+
+def entry_rng(seed: int, index: int, purpose: str) -> random.Random:
+    """A string seed is hashed with SHA-512 by ``random``: stable across runs and platforms."""
+    return random.Random(f"lockbench:{seed}:{index}:{purpose}")

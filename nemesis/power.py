@@ -30,6 +30,8 @@ from nemesis.remote import NemesisActionError, NodeLocks, error_messages, on_nod
 
 LAZYFS_SOURCE = Path(__file__).with_name("lazyfs.py").read_text(encoding="utf-8")
 DAEMON = "lazyfs"
+# The key of the nodes' PowerLossMounts in lockbench.protocols.NemesisSetting.shared.
+POWER_LOSS_MOUNTS = "power-loss-mounts"
 # Mounting is one syscall; a node slow enough to miss this is too loaded to test on.
 MOUNT_WAIT_S = 15.0
 # Unmount and roll back: bounded by how much was written since the last fsync.

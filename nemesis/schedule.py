@@ -19,32 +19,31 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lockbench.protocols import Backend, Cluster, FaultAction, Nemesis, state_dir_of
-from nemesis import shapes
+from lockbench.protocols import (
+    Backend,
+    Cluster,
+    ClusterFacts,
+    FaultAction,
+    Nemesis,
+    NemesisSetting,
+    state_dir_of,
+)
 from nemesis.clock import ClockNemesis, measure_clock_offsets
-from nemesis.fault import FaultTarget, HealError
+from nemesis.fault import HealError, entry_rng
 from nemesis.heal import heal_cluster
 from nemesis.links import link_faults_of
-from nemesis.netem import NetemNemesis
-from nemesis.partition import PartitionNemesis
-from nemesis.power import PowerLossMounts, PowerLossNemesis
-from nemesis.process import ProcessFault, ProcessNemesis
+from nemesis.power import POWER_LOSS_MOUNTS, PowerLossMounts
 from nemesis.remote import NodeLocks
 from nemesis.spec import (
     ClockOptions,
-    ClusterFacts,
     ExplicitSchedule,
     IntervalSchedule,
     NemesisSpec,
-    NetemOptions,
     PartitionOptions,
-    PowerLossOptions,
-    ProcessOptions,
     RandomSchedule,
     Schedule,
     parse_specs,
 )
-from nemesis.targets import resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,6 @@ CLOCK_SAMPLE_SECONDS = 3.0
 # How long heal_all waits for a fault command already running on a node to finish, so that a
 # fault applied after the heal cannot survive it.
 INFLIGHT_WAIT_SECONDS = 60.0
-# Heal phases, in order: let paused servers answer first, then reconnect the network and fix the
-# clocks (independent, so in parallel), and restart killed servers last, into a healed cluster.
-HEAL_PHASES: tuple[frozenset[str], ...] = (
-    frozenset({"pause"}),
-    frozenset({"partition", "netem", "clock"}),
-    frozenset({"kill", "power-loss"}),
-)
 
 
 def fault_windows(schedule: Schedule, rng: random.Random) -> Iterator[tuple[float, float]]:
@@ -84,11 +76,6 @@ def fault_windows(schedule: Schedule, rng: random.Random) -> Iterator[tuple[floa
         start = previous_stop + rng.uniform(*schedule.gap)
         previous_stop = start + rng.uniform(*schedule.duration)
         yield start, previous_stop
-
-
-def entry_rng(seed: int, index: int, purpose: str) -> random.Random:
-    """A string seed is hashed with SHA-512 by ``random``: stable across runs and platforms."""
-    return random.Random(f"lockbench:{seed}:{index}:{purpose}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +118,8 @@ class NemesisRunner:
         self.nemeses: dict[int, Nemesis] = {}
         self.locks = NodeLocks()
         self.clock_offsets: dict[str, float] = {}
-        # The power-loss filesystem under every node's server data, if a fault needs it.
-        self.power_mounts: PowerLossMounts | None = None
+        self.heal_phases: dict[int, int] = {}
+        self.setting: NemesisSetting | None = None
         self._inflight = 0
         self._inflight_changed = threading.Condition()
         self._closed = False
@@ -154,43 +141,42 @@ class NemesisRunner:
             backend_state_dir=state_dir_of(self.backend) is not None,
         )
         specs = parse_specs(self.raw_specs, facts)
-        self.nemeses = {spec.index: self._build(spec) for spec in specs}
+        setting = NemesisSetting(
+            self.cluster, self.backend, self.seed, self.locks, self.clock_offsets
+        )
+        self.setting = setting
+        self.nemeses = {
+            spec.index: spec.kind.build(setting, spec.index, spec.options) for spec in specs
+        }
+        self.heal_phases = {spec.index: spec.kind.heal_phase for spec in specs}
         self.specs = specs
 
-    def _build(self, spec: NemesisSpec) -> Nemesis:
-        options = spec.options
-        if isinstance(options, PartitionOptions):
-            return PartitionNemesis(self.cluster, f"lockbench-{spec.index}", self.locks)
-        if isinstance(options, ProcessOptions):
-            fault: ProcessFault = "kill" if spec.fault == "kill" else "pause"
-            return ProcessNemesis(fault, self.cluster, self.backend, self.locks)
-        if isinstance(options, ClockOptions):
-            return ClockNemesis(self.cluster, options, spec.index, self.locks, self.clock_offsets)
-        if isinstance(options, PowerLossOptions):
-            if self.power_mounts is None:
-                self.power_mounts = PowerLossMounts(self.cluster, self.backend)
-            return PowerLossNemesis(self.cluster, self.backend, self.power_mounts, self.locks)
-        assert isinstance(options, NetemOptions)
-        rng = entry_rng(self.seed, spec.index, "netem")
-        return NetemNemesis(self.cluster, options, spec.index, self.locks, rng)
-
     # -- what the faults need on the nodes, around the service's life -----------------------
+
+    def _power_mounts(self) -> PowerLossMounts | None:
+        """The power-loss filesystem under every node's server data, if a fault needs it."""
+        if self.setting is None:
+            return None
+        mounts: PowerLossMounts | None = self.setting.shared.get(POWER_LOSS_MOUNTS)
+        return mounts
 
     def prepare_nodes(self) -> None:
         """After deploying, before the servers start: mount the power-loss filesystem under
         every node's server data when a fault needs it (raises, naming the node, if one cannot).
         """
         self.validate()
-        if self.power_mounts is not None:
-            self.power_mounts.mount_all()
+        mounts = self._power_mounts()
+        if mounts is not None:
+            mounts.mount_all()
 
     def release_nodes(self) -> list[str]:
         """After the servers stopped: unmount what ``prepare_nodes`` mounted, keeping the data
         where the backend expects it. Returns one message per problem; never raises."""
-        if self.power_mounts is None:
+        mounts = self._power_mounts()
+        if mounts is None:
             return []
         try:
-            return self.power_mounts.unmount_all()
+            return mounts.unmount_all()
         except Exception as exc:
             return [f"unmounting the power-loss filesystem: {exc}"]
 
@@ -246,45 +232,10 @@ class NemesisRunner:
             if any(isinstance(n, ClockNemesis) and n.driving for n in self.nemeses.values()):
                 await asyncio.to_thread(self._record_clocks)
 
-    def _resolve(self, spec: NemesisSpec, rng: random.Random, hold: float) -> FaultTarget | str:
-        """The target of one start, or the reason there is none (no leader known)."""
+    def _resolve(self, spec: NemesisSpec, rng: random.Random, hold: float) -> Any:
+        """The target of one start, or (a str) the reason there is none (no leader known)."""
         names = [node.name for node in self.cluster.nodes]
-        options = spec.options
-        if isinstance(options, PartitionOptions):
-            grudge = self._grudge(options, names, rng)
-            if grudge is None:
-                return "no leader known"
-            return FaultTarget(nodes=tuple(sorted(grudge)), grudge=grudge, hold_seconds=hold)
-        if isinstance(options, NetemOptions) and options.links:
-            nodes = tuple(sorted({n for link in options.links for n in link}))
-            return FaultTarget(nodes=nodes, hold_seconds=hold)
-        nodes = resolve_target(options.target, names, rng, self._leader)
-        if not nodes:
-            return "no leader known"
-        return FaultTarget(nodes=nodes, hold_seconds=hold)
-
-    def _grudge(
-        self, options: PartitionOptions, names: list[str], rng: random.Random
-    ) -> dict[str, frozenset[str]] | None:
-        shape = options.shape
-        if shape == "halves":
-            return shapes.random_halves(names, rng)
-        if shape == "majority-minority":
-            assert options.minority_size is not None
-            return shapes.majority_minority(names, rng, options.minority_size)
-        if shape == "majorities-ring":
-            return shapes.majorities_ring(names, rng)
-        if shape == "bridge":
-            return shapes.bridge(names, rng)
-        if shape == "grudge":
-            return shapes.explicit(options.grudge)
-        target = options.target if shape == "isolate-one" else None
-        if target is None:
-            victim = self._leader()
-        else:
-            chosen = resolve_target(target, names, rng, self._leader)
-            victim = chosen[0] if chosen else None
-        return shapes.isolate(names, victim) if victim in names else None
+        return spec.kind.target(spec.options, names, rng, self._leader, hold)
 
     def _leader(self) -> str | None:
         try:
@@ -295,11 +246,12 @@ class NemesisRunner:
         self._safe_record("info", "leader", {"leader": leader})
         return leader
 
-    async def _act(self, spec: NemesisSpec, f: str, target: FaultTarget | str | None) -> bool:
+    async def _act(self, spec: NemesisSpec, f: str, target: Any) -> bool:
         """Record invoke, apply in a thread, record info. True if the fault may be on now."""
         intent: dict[str, Any] = {"nemesis": spec.index}
-        if isinstance(target, FaultTarget):
-            intent["nodes"] = list(target.nodes)
+        nodes = getattr(target, "nodes", None)
+        if nodes is not None:
+            intent["nodes"] = list(nodes)
         if isinstance(spec.options, PartitionOptions) and f.startswith("start"):
             intent["shape"] = spec.options.shape
         self._safe_record("invoke", f, intent)
@@ -317,7 +269,7 @@ class NemesisRunner:
             await asyncio.to_thread(self._record_clocks)
         return True
 
-    def _apply(self, spec: NemesisSpec, f: str, target: FaultTarget | None) -> FaultAction:
+    def _apply(self, spec: NemesisSpec, f: str, target: Any) -> FaultAction:
         with self._inflight_changed:
             if self._closed:
                 raise RuntimeError("the nemesis is healing; no new faults")
@@ -357,8 +309,8 @@ class NemesisRunner:
                     self._inflight_changed.wait(timeout=max(0.0, deadline - time.monotonic()))
                 if self._inflight:
                     errors.append(f"{self._inflight} fault command(s) still running after heal")
-            for phase in HEAL_PHASES:
-                group = [(i, n) for i, n in self.nemeses.items() if n.name in phase]
+            for phase in sorted(set(self.heal_phases.values())):
+                group = [(i, n) for i, n in self.nemeses.items() if self.heal_phases[i] == phase]
                 if group:
                     with ThreadPoolExecutor(max_workers=len(group)) as pool:
                         for found in pool.map(self._heal_one, group):

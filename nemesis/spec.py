@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from lockbench.errors import ConfigError
-
-FAULTS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "netem", "power-loss")
+from lockbench.plugins import NEMESES, has_plugin, load_plugin, plugin_names
+from lockbench.protocols import ClusterFacts, FaultKind
 
 PARTITION_SHAPES: tuple[str, ...] = (
     "halves",
@@ -135,45 +135,20 @@ FaultOptions: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class NemesisSpec:
-    """One validated entry of the ``nemesis:`` list."""
+    """One validated entry of the ``nemesis:`` list; ``kind`` is the plug-in that parsed it."""
 
     index: int
     fault: str
     schedule: Schedule
-    options: FaultOptions
+    options: Any
+    kind: FaultKind
 
     @property
     def label(self) -> str:
         return f"nemesis[{self.index}] ({self.fault})"
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterFacts:
-    """What validation needs to know about the cluster, taken once from the Cluster."""
-
-    runtime: str
-    node_names: tuple[str, ...]
-    addresses: Mapping[str, str]
-    capabilities: frozenset[str]
-    # Peer links run through the local runtime's proxy: partitions and netem go there.
-    link_proxy: bool = False
-    # The backend's name and whether it declares where its server keeps its data
-    # (lockbench.protocols.StatefulBackend): power loss needs that directory.
-    backend: str = "the backend"
-    backend_state_dir: bool = True
-
-
-_COMMON_KEYS = frozenset({"fault", "schedule"})
-_KEYS: Mapping[str, frozenset[str]] = {
-    "partition": _COMMON_KEYS | {"shape", "minority_size", "grudge", "target"},
-    "kill": _COMMON_KEYS | {"target", "count"},
-    "pause": _COMMON_KEYS | {"target", "count"},
-    "clock": _COMMON_KEYS
-    | {"mode", "target", "count", "offset_ms", "period_ms", "rate", "reset_on_stop"},
-    "netem": _COMMON_KEYS
-    | {"target", "count", "links", "delay_ms", "jitter_ms", "loss", "reorder", "duplicate"},
-    "power-loss": _COMMON_KEYS | {"target", "count"},
-}
+COMMON_KEYS: frozenset[str] = frozenset({"fault", "schedule"})
 
 
 def parse_specs(raw: Sequence[Mapping[str, Any]], facts: ClusterFacts) -> tuple[NemesisSpec, ...]:
@@ -188,16 +163,19 @@ def _parse_one(index: int, entry: Any, facts: ClusterFacts) -> NemesisSpec:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a mapping with a 'fault' key, got {entry!r}")
     fault = entry.get("fault")
-    if fault not in FAULTS:
+    if not isinstance(fault, str) or not has_plugin(NEMESES, fault):
         raise ConfigError(
-            f"{where}: unknown nemesis fault {fault!r}; known faults: {', '.join(FAULTS)}"
+            f"{where}: unknown nemesis fault {fault!r}; "
+            f"known faults: {', '.join(plugin_names(NEMESES))}"
         )
+    kind: FaultKind = load_plugin(NEMESES, fault)
     where = f"{where} ({fault})"
-    unknown = sorted(set(entry) - _KEYS[fault])
+    allowed_keys = COMMON_KEYS | kind.keys
+    unknown = sorted(set(entry) - allowed_keys)
     if unknown:
-        allowed = ", ".join(sorted(_KEYS[fault]))
+        allowed = ", ".join(sorted(allowed_keys))
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
-    if fault not in facts.capabilities:
+    if kind.capability is not None and kind.capability not in facts.capabilities:
         can = ", ".join(sorted(facts.capabilities)) or "nothing"
         why = " (its filesystem mounts through /dev/fuse: run as root)" * (fault == "power-loss")
         raise ConfigError(
@@ -205,24 +183,8 @@ def _parse_one(index: int, entry: Any, facts: ClusterFacts) -> NemesisSpec:
             f"(it can do: {can})"
         )
     schedule = _parse_schedule(where, entry.get("schedule", DEFAULT_SCHEDULE))
-    options: FaultOptions
-    if fault == "partition":
-        options = _parse_partition(where, entry, facts)
-    elif fault in ("kill", "pause"):
-        options = ProcessOptions(_parse_target(where, entry, facts))
-    elif fault == "clock":
-        options = _parse_clock(where, entry, facts)
-    elif fault == "power-loss":
-        if not facts.backend_state_dir:
-            raise ConfigError(
-                f"{where}: backend {facts.backend!r} does not declare the directory its server "
-                "keeps its data in (a state_dir method, see docs/backends.md), so a power loss "
-                "cannot reach that data"
-            )
-        options = PowerLossOptions(_parse_target(where, entry, facts))
-    else:
-        options = _parse_netem(where, entry, facts)
-    return NemesisSpec(index=index, fault=fault, schedule=schedule, options=options)
+    options = kind.parse(where, entry, facts)
+    return NemesisSpec(index=index, fault=fault, schedule=schedule, options=options, kind=kind)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,7 +276,7 @@ def _fraction(where: str, key: str, value: Any) -> float:
 # Targets
 
 
-def _parse_target(
+def parse_target(
     where: str, entry: Mapping[str, Any], facts: ClusterFacts, default: str = "random"
 ) -> TargetSpec:
     raw = entry.get("target", default)
@@ -384,7 +346,21 @@ def _require_distinct_ip_addresses(where: str, facts: ClusterFacts) -> None:
         seen[address] = name
 
 
-def _parse_partition(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> PartitionOptions:
+def parse_process(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> ProcessOptions:
+    return ProcessOptions(parse_target(where, entry, facts))
+
+
+def parse_power_loss(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> PowerLossOptions:
+    if not facts.backend_state_dir:
+        raise ConfigError(
+            f"{where}: backend {facts.backend!r} does not declare the directory its server "
+            "keeps its data in (a state_dir method, see docs/backends.md), so a power loss "
+            "cannot reach that data"
+        )
+    return PowerLossOptions(parse_target(where, entry, facts))
+
+
+def parse_partition(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> PartitionOptions:
     if not facts.link_proxy:
         _require_distinct_ip_addresses(where, facts)
     shape = entry.get("shape", "halves")
@@ -417,7 +393,7 @@ def _parse_partition(where: str, entry: Mapping[str, Any], facts: ClusterFacts) 
         grudge = _parse_grudge(where, entry.get("grudge"), facts)
     target = TargetSpec("random")
     if shape == "isolate-one":
-        target = _parse_target(where, entry, facts)
+        target = parse_target(where, entry, facts)
         if target.kind not in ("random", "leader", "nodes") or len(target.nodes) > 1:
             raise ConfigError(f"{where}: isolate-one takes target random, leader or one node name")
     return PartitionOptions(shape=shape, minority_size=minority_size, grudge=grudge, target=target)
@@ -445,11 +421,11 @@ def _parse_grudge(
     return tuple(out)
 
 
-def _parse_clock(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> ClockOptions:
+def parse_clock(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> ClockOptions:
     mode = entry.get("mode", "bump")
     if mode not in CLOCK_MODES:
         raise ConfigError(f"{where}: unknown clock mode {mode!r}; modes: {', '.join(CLOCK_MODES)}")
-    target = _parse_target(where, entry, facts, default="all" if mode == "reset" else "random")
+    target = parse_target(where, entry, facts, default="all" if mode == "reset" else "random")
     offset_ms = _number(where, "offset_ms", entry.get("offset_ms", 0.0))
     if abs(offset_ms) > MAX_CLOCK_OFFSET_MS:
         raise ConfigError(
@@ -483,7 +459,7 @@ def _parse_clock(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> C
     )
 
 
-def _parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> NetemOptions:
+def parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> NetemOptions:
     if not facts.link_proxy:
         _require_distinct_ip_addresses(where, facts)
     links: list[tuple[str, str]] = []
@@ -500,7 +476,7 @@ def _parse_netem(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> N
                 if name not in facts.node_names:
                     raise ConfigError(f"{where}: links[{i}] names unknown node {name!r}")
             links.append((str(link[0]), str(link[1])))
-    target = _parse_target(where, entry, facts, default="all")
+    target = parse_target(where, entry, facts, default="all")
     delay_ms = _number(where, "delay_ms", entry.get("delay_ms", 0.0))
     jitter_ms = _number(where, "jitter_ms", entry.get("jitter_ms", 0.0))
     if not 0 <= delay_ms <= MAX_NETEM_DELAY_MS:

@@ -33,7 +33,8 @@ from bench.runner.components import (
 from lockbench.errors import ConfigError
 from lockbench.options import CheckOptions, OptionError, parse_options, require
 from lockbench.plugins import WORKLOADS, has_plugin
-from nemesis.spec import ClusterFacts, parse_specs
+from lockbench.protocols import ClusterFacts
+from nemesis.spec import parse_specs
 from workloads.base import WorkloadContext
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockbench.errors import ConfigError
-from nemesis.schedule import entry_rng, fault_windows, plan
+from lockbench.protocols import ClusterFacts
+from nemesis.fault import entry_rng
+from nemesis.schedule import fault_windows, plan
 from nemesis.spec import (
-    ClusterFacts,
     ExplicitSchedule,
     IntervalSchedule,
     RandomSchedule,
