@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from lockbench.history import PairedHistory
+from lockbench.history import Call, Op, PairedHistory
 from lockbench.options import CheckOptions
 
 # ---------------------------------------------------------------------------------------------
@@ -427,4 +427,39 @@ class Workload(Protocol):
 
     async def perform(self, client: LockClient, op: Invocation) -> Any:
         """Run the op; the return value is recorded as the ok value. Raise ClientError otherwise."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Report panels
+
+
+class RunView(Protocol):
+    """What a report panel may read about a run (reports.run_data.RunData is one)."""
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def test(self) -> Mapping[str, Any]: ...
+
+    @property
+    def ops(self) -> Sequence[Op]: ...
+
+    @property
+    def calls(self) -> Sequence[Call]: ...
+
+    @property
+    def results(self) -> Sequence[CheckResult]: ...
+
+
+class ReportPanel(Protocol):
+    """A section of the HTML report, a ``lockbench.report_panels`` entry point: the report shows
+    every installed panel after its own sections, with a link in its navigation."""
+
+    name: str
+    title: str
+
+    def render(self, run: RunView) -> str | None:
+        """The panel's HTML body (the panel escapes what it shows), or None to leave it out."""
         ...

@@ -18,6 +18,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from lockbench.history import Op
+from lockbench.plugins import REPORT_PANELS, load_plugin, plugin_names
+from lockbench.protocols import ReportPanel
 from lockbench.run_dir import REPORT_FILE, TEST_FILE
 from reports import analysis, figures
 from reports.page import asset, document, esc, inline_script, json_script
@@ -78,6 +80,9 @@ class _Report:
 
     def __init__(self, data: RunData) -> None:
         self.data = data
+        self.panels: list[ReportPanel] = [
+            load_plugin(REPORT_PANELS, name) for name in plugin_names(REPORT_PANELS)
+        ]
         self.end = data.duration_s
         self.calls = analysis.calls_frame(data.calls, self.end)
         self.times = analysis.op_times(data.ops)
@@ -94,7 +99,9 @@ class _Report:
                     self.anomaly_windows.append(analysis.TimeWindow(*span, anomaly.kind))
 
     def body(self) -> str:
-        parts = [self.banner(), self.nav(), "<main>", self.problems()]
+        panels = [(panel, self.panel(panel)) for panel in self.panels]
+        shown = [(panel, html) for panel, html in panels if html]
+        parts = [self.banner(), self.nav([panel for panel, _ in shown]), "<main>", self.problems()]
         parts += [
             self.checkers(),
             self.anomalies(),
@@ -103,10 +110,22 @@ class _Report:
             self.latency(),
             self.roles(),
             self.clock(),
+            *(html for _, html in shown),
             self.config(),
             self.files(),
         ]
         return "".join(parts)
+
+    def panel(self, panel: ReportPanel) -> str:
+        """An installed report panel (lockbench.report_panels); a failing one says so."""
+        section = f"panel-{panel.name}"
+        try:
+            html = panel.render(self.data)
+        except Exception as exc:
+            html = f'<p class="empty">This panel failed: {esc(type(exc).__name__)}: {esc(exc)}</p>'
+        if html is None:
+            return ""
+        return f'<section id="{esc(section)}"><h2>{esc(panel.title)}</h2>{html}</section>'
 
     def banner(self) -> str:
         summary = fields_of(self.data)
@@ -133,8 +152,10 @@ class _Report:
             f"<p>{' · '.join(esc(f) for f in facts)}</p></header>"
         )
 
-    def nav(self) -> str:
-        links = "".join(f'<a href="#{key}">{esc(label)}</a>' for key, label in SECTIONS)
+    def nav(self, shown_panels: list[ReportPanel]) -> str:
+        panels = [(f"panel-{panel.name}", panel.title) for panel in shown_panels]
+        sections = (*SECTIONS[:-2], *panels, *SECTIONS[-2:])
+        links = "".join(f'<a href="#{esc(key)}">{esc(label)}</a>' for key, label in sections)
         return f'<nav class="sections">{links}</nav>'
 
     def problems(self) -> str:

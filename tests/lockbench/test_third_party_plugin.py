@@ -1,4 +1,4 @@
-"""A package a user installs adds a backend, a workload and a checker without touching lockbench.
+"""A package a user installs adds a backend, a workload, a checker and a report panel.
 
 The example plug-in of docs/architecture.md (tests/plugins/lockbench-example) is installed the way
 pip would leave it, as a module plus a ``.dist-info`` with its entry points, on a temporary
@@ -78,6 +78,8 @@ def test_an_installed_plugin_runs_like_a_built_in_and_rechecks_the_same(plugin_d
     own = results["checkers"]["released-what-it-held"]
     assert own["verdict"] == "valid" and own["stats"]["acknowledged_releases"] > 0
     assert results["checkers"]["mutual-exclusion"]["verdict"] == "valid"
+    report = (plugin_dir / "store" / "latest" / "report.html").read_text()
+    assert '<section id="panel-grants-per-process"><h2>Grants per process</h2>' in report
 
     check = lockbench(plugin_dir, "check", "store/latest")
     assert check.returncode == 0, check.stderr[-2000:]

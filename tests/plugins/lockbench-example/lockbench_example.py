@@ -1,13 +1,15 @@
 """lockbench_example: a plug-in package that extends lockbench without touching it.
 
-Its pyproject.toml declares a backend, a workload and a checker as entry points; once it is
-installed a test file names them like built-ins (``backend: example-memory``, ``workload:
-lock-cycle``, ``checkers: [released-what-it-held]``). It imports lockbench's contract
-(``lockbench.*``) and, to stay short, reuses two built-in plug-ins as base classes.
+Its pyproject.toml declares a backend, a workload, a checker and a report panel as entry points;
+once it is installed a test file names them like built-ins (``backend: example-memory``,
+``workload: lock-cycle``, ``checkers: [released-what-it-held]``) and every report shows the
+panel. It imports lockbench's contract (``lockbench.*``) and, to stay short, reuses two built-in
+plug-ins as base classes.
 """
 
 from __future__ import annotations
 
+import html
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from typing import Any
 from bench.backends.memory import MemoryBackend
 from lockbench.history import OpType, PairedHistory, Process
 from lockbench.options import CheckOptions, require
-from lockbench.protocols import Anomaly, CheckResult, Invocation
+from lockbench.protocols import Anomaly, CheckResult, Invocation, RunView
 from workloads.base import BenchWorkload, Step, WorkloadContext, acquire_op, release_op
 
 
@@ -96,3 +98,23 @@ class ReleasedWhatItHeld:
         if not releases:
             return CheckResult(self.name, "unknown", stats=stats, reason="no release to check")
         return CheckResult(self.name, "valid", stats=stats)
+
+
+class GrantsPerProcess:
+    """A report panel: how many acquires each client process was granted."""
+
+    name = "grants-per-process"
+    title = "Grants per process"
+
+    def render(self, run: RunView) -> str | None:
+        grants: dict[str, int] = {}
+        for call in run.calls:
+            if call.invoke.f == "acquire" and call.outcome == "ok":
+                grants[str(call.process)] = grants.get(str(call.process), 0) + 1
+        if not grants:
+            return None
+        rows = "".join(
+            f"<tr><td>{html.escape(process)}</td><td>{count}</td></tr>"
+            for process, count in sorted(grants.items())
+        )
+        return f"<table><tr><th>process</th><th>grants</th></tr>{rows}</table>"
