@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lockbench.protocols import Anomaly, CheckResult, Verdict
 
 TEST_FILE = "test.yaml"
@@ -77,6 +75,8 @@ def update_latest(store: Path, run_dir: Path) -> None:
 
 def write_test_file(run_dir: Path, data: Mapping[str, Any]) -> Path:
     path = run_dir / TEST_FILE
+    import yaml  # third-party, lazily: `lockbench check HISTORY` must start fast (no test.yaml)
+
     path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
     return path
 
@@ -116,6 +116,8 @@ def read_test_data(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / TEST_FILE
     if not path.exists():
         return None
+    import yaml  # third-party, lazily: `lockbench check HISTORY` must start fast (no test.yaml)
+
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
     except OSError as exc:

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.checking import available_checkers, check_history_file, run_checker_options
 from bench.commands import summary
 from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
@@ -103,6 +101,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"--option expects NAME=VALUE, got {item!r}")
+        import yaml  # third-party, lazily: only --option values need it (start-up time)
+
         options[name] = yaml.safe_load(raw)
     return options
 
