@@ -19,7 +19,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from reference_impl.server.metrics import Registry
-from reference_impl.server.service import LockService, PendingWrite, RequestFailed, Subscriber
+from reference_impl.server.request_failed import RequestFailed
+from reference_impl.server.service import LockService, PendingWrite
+from reference_impl.server.watch_hub import Subscriber
 from reference_impl.service.events import WatchEvent
 from reference_impl.service.protocol import (
     E_AUTH,

@@ -1,10 +1,10 @@
 """The lock service on one node: client requests in, Raft proposals and reads out.
 
 ``LockService`` sits between the client connections and the Replica. It is the Replica's state
-machine (it wraps ``LockStateMachine`` so it hears every apply and restore) and it runs the
-leader's timers: session expiry on the monotonic clock (with a fresh TTL for every live session
-when this node becomes leader), try-acquire timeouts and lock-delays. Each timer's decision is
-committed as a log entry, so replicas never disagree about time.
+machine (it wraps ``LockStateMachine`` so it hears every apply and restore) and it serves client
+requests. Two roles are their own classes: the leader's timers (session expiry, try-acquire
+timeouts, lock-delays; reference_impl/server/leader_timers.py) and the watch hub (open watches and
+the events they are owed; reference_impl/server/watch_hub.py).
 
 Writes are served by the leader only; followers answer ``not-leader`` with the leader's client
 address (redirect, docs/protocol.md). Reads (owner, check_token) are served by any node after a
@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from reference_impl.raft.errors import (
     NotLeader,
@@ -29,24 +29,24 @@ from reference_impl.raft.errors import (
     ReadIndexTimeout,
 )
 from reference_impl.server.config import ServerConfig
+from reference_impl.server.leader_timers import LeaderTimers
 from reference_impl.server.metrics import Registry
+from reference_impl.server.replica_like import ReplicaLike
+from reference_impl.server.request_failed import RequestFailed
+from reference_impl.server.watch_hub import Subscriber, WatchHub
 from reference_impl.service.commands import (
     Acquire,
-    CancelWait,
     CloseSession,
     Command,
-    EndLockDelay,
-    ExpireSession,
     OpenSession,
     Release,
     encode_command,
 )
-from reference_impl.service.events import RevisionCompacted, WatchEvent
+from reference_impl.service.events import WatchEvent
 from reference_impl.service.outcome import Outcome
 from reference_impl.service.protocol import (
     E_ACQUIRE_TIMEOUT,
     E_BAD_REQUEST,
-    E_COMPACTED,
     E_NOT_LEADER,
     E_SESSION_EXPIRED,
     E_TIMEOUT,
@@ -58,48 +58,11 @@ from reference_impl.service.state_machine import LockStateMachine
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 5.0  # per proposal / read; the client retries elsewhere after it
-EXPIRY_SCAN_SECONDS = 0.1
-
-
-class RequestFailed(Exception):
-    """A request that ends with an error reply (code from docs/protocol.md)."""
-
-    def __init__(self, code: str, message: str, *, leader: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.leader = leader
-
-
-class ReplicaLike(Protocol):
-    """The part of ``reference_impl.server.replica.Replica`` the service uses."""
-
-    async def propose(self, data: bytes, *, timeout: float) -> Any: ...
-
-    def propose_future(self, data: bytes, *, timeout: float) -> asyncio.Future[Any]: ...
-
-    async def linearizable_read(self, *, timeout: float) -> None: ...
-
-    @property
-    def is_leader(self) -> bool: ...
-
-    @property
-    def leader_id(self) -> str | None: ...
-
-    @property
-    def commit_index(self) -> int: ...
-
-
-@dataclass(slots=True)
-class Subscriber:
-    """One watch: events under ``prefix`` go to ``send``; ``next_revision`` is the next owed."""
-
-    prefix: str
-    send: Callable[[WatchEvent | None, RequestFailed | None], None]
-    next_revision: int
 
 
 class LockService:
+    """Serves client requests on one node; the Replica's state machine (and its observer)."""
+
     def __init__(self, config: ServerConfig, registry: Registry) -> None:
         self.config = config
         self.machine = LockStateMachine(
@@ -108,18 +71,14 @@ class LockService:
         )
         self.machine.observers.append(self)
         self.replica: ReplicaLike | None = None
-        self.wallclock_expiry = config.is_unsafe("wallclock-expiry")
-        self.clock: Callable[[], float] = time.time if self.wallclock_expiry else time.monotonic
-        self.deadlines: dict[str, float] = {}
-        self.expiring: set[str] = set()
+        wallclock_expiry = config.is_unsafe("wallclock-expiry")
+        clock: Callable[[], float] = time.time if wallclock_expiry else time.monotonic
         self.waiters: dict[tuple[str, str], asyncio.Future[int]] = {}
-        self.cancel_timers: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.delay_timers: dict[str, asyncio.Task[None]] = {}
-        self.subscribers: list[Subscriber] = []
-        self.leading = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._expiry_task: asyncio.Task[None] | None = None
+        self.watches = WatchHub(self.machine)
         self._define_metrics(registry)
+        self.timers = LeaderTimers(
+            config, self.machine, clock, wallclock_expiry=wallclock_expiry, expiries=self.expiries
+        )
 
     def _define_metrics(self, registry: Registry) -> None:
         self.requests = registry.counter(
@@ -139,32 +98,21 @@ class LockService:
         gauge("lockd_sessions", "Live sessions.", lambda: stats().sessions)
         gauge("lockd_locks_held", "Locks with a holder.", lambda: stats().locks_held)
         gauge("lockd_waiters", "Queued acquire requests.", lambda: stats().waiters)
-        gauge("lockd_watchers", "Open watches on this node.", lambda: len(self.subscribers))
+        gauge("lockd_watchers", "Open watches on this node.", lambda: len(self.watches.subscribers))
         gauge("lockd_watch_revision", "Newest watch revision.", lambda: stats().last_revision)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def attach(self, replica: ReplicaLike) -> None:
         self.replica = replica
+        self.timers.replica = replica
 
     async def start(self) -> None:
-        self._expiry_task = asyncio.get_running_loop().create_task(self._expiry_loop())
+        self.timers.start()
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self.cancel_timers.values(), *self.delay_timers.values()]
-        if self._expiry_task is not None:
-            tasks.append(self._expiry_task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await self.timers.stop()
         self._fail_waiters(RequestFailed(E_UNAVAILABLE, "the server is shutting down"))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- the Replica's StateMachine -----------------------------------------------------------
 
@@ -176,19 +124,14 @@ class LockService:
 
     def restore(self, data: bytes, index: int) -> None:
         self.machine.restore(data, index)
-        now = self.clock()
-        self.deadlines = {}
-        for session in self.machine.sessions.values():
-            base = session.opened_wall_time if self.wallclock_expiry else now
-            self.deadlines[session.id] = base + session.ttl
+        self.timers.restored()
         # Waiters whose state vanished with the restore are told to retry; watches catch up.
         for key in list(self.waiters):
             session_id, name = key
             waiting = self.machine.sessions.get(session_id)
             if waiting is None or name not in waiting.waiting:
                 self._resolve_waiter(key, error=RequestFailed(E_TIMEOUT, "state restored; retry"))
-        for subscriber in list(self.subscribers):
-            self._catch_up(subscriber)
+        self.watches.catch_up_all()
 
     # -- StateObserver (called while entries apply; never blocks) ------------------------------
 
@@ -205,51 +148,33 @@ class LockService:
         self._resolve_waiter((session, name), error=error)
 
     def session_opened(self, session: str, ttl: float, wall_time: float) -> None:
-        base = wall_time if self.wallclock_expiry else self.clock()
-        self.deadlines[session] = base + ttl
+        self.timers.session_opened(session, ttl, wall_time)
 
     def session_ended(self, session: str, reason: str) -> None:
-        self.deadlines.pop(session, None)
-        self.expiring.discard(session)
+        self.timers.session_ended(session)
 
     def lock_delayed(self, name: str) -> None:
-        if self.leading:
-            self._arm_lock_delay(name)
+        if self.timers.leading:
+            self.timers.arm_lock_delay(name)
 
     def event(self, event: WatchEvent) -> None:
-        for subscriber in list(self.subscribers):
-            if event.revision < subscriber.next_revision:
-                continue
-            if event.name.startswith(subscriber.prefix):
-                subscriber.send(event, None)
-            subscriber.next_revision = event.revision + 1
+        self.watches.deliver(event)
 
     # -- leadership ---------------------------------------------------------------------------
 
     def leader_changed(self, leader: str | None, term: int) -> None:
         """Called by the Replica whenever the known leader changes."""
         self.leader_changes.inc()
-        was_leading = self.leading
-        self.leading = leader == self.config.id
-        if self.leading and not was_leading:
-            log.info("leader in term %d: fresh TTL for %d sessions", term, len(self.deadlines))
-            if not self.wallclock_expiry:
-                now = self.clock()
-                for session in self.machine.sessions.values():
-                    self.deadlines[session.id] = now + session.ttl
-            self.expiring.clear()
-            for lock in self.machine.locks.values():
-                if lock.delayed:
-                    self._arm_lock_delay(lock.name)
-        elif was_leading and not self.leading:
+        was_leading = self.timers.leading
+        leading = leader == self.config.id
+        if leading and not was_leading:
+            self.timers.became_leader(term)
+        elif was_leading and not leading:
             hint = self.leader_endpoint(leader)
             self._fail_waiters(
                 RequestFailed(E_NOT_LEADER, "leadership moved; retry on the leader", leader=hint)
             )
-            for task in [*self.cancel_timers.values(), *self.delay_timers.values()]:
-                task.cancel()
-            self.cancel_timers.clear()
-            self.delay_timers.clear()
+            self.timers.lost_leadership()
 
     def leader_endpoint(self, leader: str | None = None) -> str | None:
         if leader is None and self.replica is not None:
@@ -272,65 +197,13 @@ class LockService:
             )
         return replica
 
-    # -- timers (leader only) -----------------------------------------------------------------
-
-    async def _expiry_loop(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_SCAN_SECONDS)
-            if not self.leading or self.replica is None or not self.replica.is_leader:
-                continue
-            now = self.clock()
-            for session, deadline in list(self.deadlines.items()):
-                if deadline <= now and session not in self.expiring:
-                    self.expiring.add(session)
-                    self.expiries.inc()
-                    lock_delay = self.config.lock_delay_ms / 1000.0
-                    self._spawn(self._propose_quietly(ExpireSession(session, lock_delay), session))
-
-    async def _propose_quietly(self, command: Command, expiring: str | None = None) -> None:
-        replica = self.replica
-        if replica is None:
-            return
-        try:
-            await replica.propose(encode_command(command), timeout=REQUEST_TIMEOUT)
-        except RaftError as exc:
-            log.info("leader-issued %s not committed: %s", type(command).__name__, exc)
-            if expiring is not None:
-                self.expiring.discard(expiring)
-
-    def _arm_lock_delay(self, name: str) -> None:
-        if name in self.delay_timers:
-            return
-
-        async def end_delay() -> None:
-            try:
-                await asyncio.sleep(self.config.lock_delay_ms / 1000.0)
-                await self._propose_quietly(EndLockDelay(name))
-            finally:
-                self.delay_timers.pop(name, None)
-
-        self.delay_timers[name] = asyncio.get_running_loop().create_task(end_delay())
-
-    def _arm_cancel(self, key: tuple[str, str], timeout: float) -> None:
-        if key in self.cancel_timers:
-            return
-
-        async def cancel() -> None:
-            try:
-                await asyncio.sleep(timeout)
-                await self._propose_quietly(CancelWait(*key))
-            finally:
-                self.cancel_timers.pop(key, None)
-
-        self.cancel_timers[key] = asyncio.get_running_loop().create_task(cancel())
+    # -- waiters ------------------------------------------------------------------------------
 
     def _resolve_waiter(
         self, key: tuple[str, str], *, token: int | None = None, error: RequestFailed | None = None
     ) -> None:
         future = self.waiters.pop(key, None)
-        timer = self.cancel_timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+        self.timers.disarm_cancel(key)
         if future is None or future.done():
             return
         if error is not None:
@@ -434,15 +307,15 @@ class LockService:
     async def _keepalive(self, session_id: str) -> dict[str, Any]:
         replica = self._require_leader()
         session = self.machine.sessions.get(session_id)
-        if session is None or session_id in self.expiring:
+        if session is None or self.timers.is_expiring(session_id):
             raise RequestFailed(E_SESSION_EXPIRED, f"session {session_id} expired")
-        self.deadlines[session_id] = self.clock() + session.ttl
+        self.timers.renew(session_id, session.ttl)
         # Confirm leadership after receipt: a leader elected later starts a fresh TTL that ends
         # after this receipt's TTL, so the client's safe deadline stays safe.
         await self._read_barrier()
         if not replica.is_leader:
             raise RequestFailed(E_NOT_LEADER, "leadership moved", leader=self.leader_endpoint())
-        if session_id not in self.machine.sessions or session_id in self.expiring:
+        if session_id not in self.machine.sessions or self.timers.is_expiring(session_id):
             raise RequestFailed(E_SESSION_EXPIRED, f"session {session_id} expired")
         return {"ttl": session.ttl}
 
@@ -518,8 +391,8 @@ class LockService:
             # retrieved so asyncio does not log "exception was never retrieved".
             future.add_done_callback(_retrieve_outcome)
             self.waiters[key] = future
-        if timeout is not None and self.leading:
-            self._arm_cancel(key, float(timeout))
+        if timeout is not None and self.timers.leading:
+            self.timers.arm_cancel(key, float(timeout))
         token = await asyncio.shield(future)
         return {"token": token, "session": command.session}
 
@@ -531,10 +404,10 @@ class LockService:
         lock = self.machine.locks.get(command.name)
         if lock is not None and not lock.compatible(command.shared):
             return None
-        self._spawn(self._propose_quietly(command))
+        self.timers.spawn(self.timers.propose_quietly(command))
         return {"token": replica.commit_index + 1, "session": command.session}
 
-    # -- watches ------------------------------------------------------------------------------
+    # -- watches (the hub's; here for the client server) --------------------------------------
 
     def subscribe(
         self,
@@ -542,37 +415,11 @@ class LockService:
         from_revision: int,
         send: Callable[[WatchEvent | None, RequestFailed | None], None],
     ) -> tuple[Subscriber, int]:
-        """Register a watch and replay its backlog; returns it and the current revision.
-
-        Synchronous on purpose: no entry can apply between the backlog and the registration.
-        """
-        current = self.machine.events.last_revision
-        start = from_revision if from_revision > 0 else current + 1
-        try:
-            backlog = list(self.machine.watch_backlog(prefix, start))
-        except RevisionCompacted as exc:
-            raise RequestFailed(E_COMPACTED, str(exc)) from exc
-        subscriber = Subscriber(prefix, send, max(start, current + 1))
-        for event in backlog:
-            send(event, None)
-        self.subscribers.append(subscriber)
-        return subscriber, current
+        """Register a watch and replay its backlog (WatchHub.subscribe)."""
+        return self.watches.subscribe(prefix, from_revision, send)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        with contextlib.suppress(ValueError):
-            self.subscribers.remove(subscriber)
-
-    def _catch_up(self, subscriber: Subscriber) -> None:
-        """After a snapshot restore, deliver what the subscriber missed (or say it is gone)."""
-        try:
-            events = list(self.machine.watch_backlog(subscriber.prefix, subscriber.next_revision))
-        except RevisionCompacted as exc:
-            self.unsubscribe(subscriber)
-            subscriber.send(None, RequestFailed(E_COMPACTED, str(exc)))
-            return
-        for event in events:
-            subscriber.send(event, None)
-        subscriber.next_revision = self.machine.events.last_revision + 1
+        self.watches.unsubscribe(subscriber)
 
     # -- status -------------------------------------------------------------------------------
 
