@@ -18,7 +18,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +26,7 @@ from typing import IO, Any
 from bench.checking import check_history_file, run_checker_options
 from bench.cluster.ssh_node import NodeUnreachable
 from bench.runner.cluster_setup import TestCluster, open_test_cluster
-from bench.runner.components import create_backend, workload_spec
+from bench.runner.components import WorkloadSpec, create_backend, workload_spec
 from bench.runner.config import TestConfig
 from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.observer import observe_leader, wait_for_leader
@@ -261,18 +261,57 @@ class TestRun:
         nemesis: Any,
         run_dir: Path,
     ) -> None:
+        """The test proper: the workload's clients against the service while the nemesis runs,
+        then recovery and the final ops. Each role is its own step below."""
         config = self.config
         has_leader = cluster.runtime != "none"
         if has_leader:
             leader = await wait_for_leader(backend, cluster, bound=config.recovery_bound)
             log.info("service up; leader: %s", leader or "none reported")
         spec = workload_spec(config.workload)
-        server: ResourceServer | None = None
-        resource: ResourceClient | None = None
-        if spec.uses_resource:
-            server = ResourceServer(config.resource_mode, run_dir / RESOURCE_LOG)
-            await server.start(config.resource_host, config.resource_port)
-            resource = ResourceClient(*server.address)
+        async with self._protected_resource(spec.uses_resource, run_dir) as resource:
+            workload = self._workload(spec, cluster, resource)
+            driver = ClientDriver(
+                workload=workload,
+                backend=backend,
+                cluster=cluster,
+                history=history,
+                stats=self.stats,
+                concurrency=config.concurrency,
+                op_timeout=config.op_timeout,
+                ttl=config.ttl,
+                stop=self.stop,
+                rate=config.rate,
+            )
+            history.start_ns = time.monotonic_ns()  # time 0 is the start of the test proper
+            try:
+                async with self._observers(backend, cluster, history, has_leader):
+                    await self._run_clients(driver, backend, cluster, nemesis, has_leader)
+            finally:
+                await driver.drain()
+
+    @contextlib.asynccontextmanager
+    async def _protected_resource(
+        self, uses_resource: bool, run_dir: Path
+    ) -> AsyncIterator[ResourceClient | None]:
+        """The protected resource the workload's critical sections touch, if it uses one."""
+        if not uses_resource:
+            yield None
+            return
+        config = self.config
+        server = ResourceServer(config.resource_mode, run_dir / RESOURCE_LOG)
+        await server.start(config.resource_host, config.resource_port)
+        resource = ResourceClient(*server.address)
+        try:
+            yield resource
+        finally:
+            await resource.close()
+            await server.stop()
+
+    def _workload(
+        self, spec: WorkloadSpec, cluster: Cluster, resource: ResourceClient | None
+    ) -> BenchWorkload:
+        config = self.config
         context = WorkloadContext(
             seed=config.seed or 0,
             concurrency=config.concurrency,
@@ -280,37 +319,23 @@ class TestRun:
             nodes=tuple(node.name for node in cluster.nodes),
             resource=resource,
         )
-        workload: BenchWorkload = spec.build(
-            parse_options(spec.options, config.workload_options, where="workload_options"),
-            context,
-        )
-        driver = ClientDriver(
-            workload=workload,
-            backend=backend,
-            cluster=cluster,
-            history=history,
-            stats=self.stats,
-            concurrency=config.concurrency,
-            op_timeout=config.op_timeout,
-            ttl=config.ttl,
-            stop=self.stop,
-            rate=config.rate,
-        )
-        history.start_ns = time.monotonic_ns()  # time 0 is the start of the test proper
+        options = parse_options(spec.options, config.workload_options, where="workload_options")
+        return spec.build(options, context)
+
+    @contextlib.asynccontextmanager
+    async def _observers(
+        self, backend: Backend, cluster: Cluster, history: HistorySink, has_leader: bool
+    ) -> AsyncIterator[None]:
+        """The progress view and, with a leader, the leader observer, for the whole block."""
+        config = self.config
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(config.time_limit, self.stop.set)
         observer_stop = asyncio.Event()
-        side_tasks = [
-            loop.create_task(
-                show_progress(
-                    ProgressView(self.stats, config.time_limit, config.name),
-                    observer_stop,
-                    live=self.options.live_progress,
-                )
-            )
+        view = ProgressView(self.stats, config.time_limit, config.name)
+        tasks = [
+            loop.create_task(show_progress(view, observer_stop, live=self.options.live_progress))
         ]
         if has_leader:
-            side_tasks.append(
+            tasks.append(
                 loop.create_task(
                     observe_leader(
                         backend,
@@ -323,6 +348,27 @@ class TestRun:
                     )
                 )
             )
+        try:
+            yield
+        finally:
+            observer_stop.set()
+            for task in tasks:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await task
+
+    async def _run_clients(
+        self,
+        driver: ClientDriver,
+        backend: Backend,
+        cluster: Cluster,
+        nemesis: Any,
+        has_leader: bool,
+    ) -> None:
+        """The client processes and the nemesis until the time limit (or a stop), then the
+        nemesis stopped and, unless aborted, recovery and the final ops."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(config.time_limit, self.stop.set)
         nemesis_task = loop.create_task(nemesis.run(self.stop)) if nemesis is not None else None
         processes = [ClientProcess(driver, slot) for slot in range(config.concurrency)]
         self.stats.phase = "running"
@@ -337,27 +383,18 @@ class TestRun:
                     self.errors.append(f"client process crashed: {result!r}")
             self.stop.set()
             self.stats.phase = "stopping"
-            log.info("generators stopped after %.1fs", history.now() / 1e9)
+            log.info("generators stopped after %.1fs", driver.history.now() / 1e9)
             await asyncio.gather(*(p.close() for p in processes))
             await self._stop_nemesis(nemesis, nemesis_task)
             if not self.abort.is_set():
                 next_id = max(p.process for p in processes) + 1  # no client process used it
                 await self._recover_and_finish(
-                    backend, cluster, driver, workload, has_leader, next_id
+                    backend, cluster, driver, driver.workload, has_leader, next_id
                 )
         finally:
             timer.cancel()
             self.stop.set()
             await asyncio.gather(*(p.close() for p in processes), return_exceptions=True)
-            observer_stop.set()
-            for task in side_tasks:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await task
-            await driver.drain()
-            if resource is not None:
-                await resource.close()
-            if server is not None:
-                await server.stop()
 
     async def _stop_nemesis(self, nemesis: Any, task: asyncio.Task[None] | None) -> None:
         if nemesis is None or task is None:
