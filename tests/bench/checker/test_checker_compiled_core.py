@@ -18,13 +18,13 @@ from test_checker_engine_properties import PROPERTY_SETTINGS, histories
 
 from bench.checker import native
 from bench.checker.budget import Budget, BudgetExceeded
-from tests.support.histories import lock_history, register_history
 from bench.checker.linearizable import check_linearizable, ops_by_key
 from bench.checker.models import Model, MutexModel, make_model
 from bench.checker.operations import LinOp
-from lockbench.options import CheckOptions
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
 from lockbench.history import Op
+from lockbench.options import CheckOptions
+from tests.support.histories import lock_history, register_history
 
 pytestmark = pytest.mark.skipif(
     not native.available(), reason="the compiled core is not built (no C compiler at install)"

@@ -1,0 +1,60 @@
+"""The CLI imports a subcommand's dependencies only when that subcommand runs (docs/architecture.md,
+"Start-up"): ``lockbench check`` on a small history never loads SSH or the report libraries, and
+``lockbench --help`` loads no subcommand at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("paramiko", "fabric", "invoke", "pandas", "numpy", "plotly", "rich")
+
+# Runs the CLI in a fresh interpreter and prints which modules it loaded.
+PROBE = """
+import json, sys
+from bench.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+def loaded(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    return report["code"], set(report["modules"])
+
+
+def tops(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_check_on_a_small_history_loads_no_ssh_and_no_report_libraries(tmp_path: Path) -> None:
+    history = tmp_path / "two.jsonl"
+    ops = [
+        {"index": 0, "time": 0, "process": 0, "type": "invoke", "f": "acquire", "key": "a"},
+        {"index": 1, "time": 5, "process": 0, "type": "ok", "f": "acquire", "key": "a", "value": 1},
+    ]
+    history.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    code, modules = loaded(tmp_path, "check", str(history))
+    assert code == 0
+    assert not tops(modules) & set(HEAVY), sorted(tops(modules) & set(HEAVY))
+    assert "bench.runner" not in modules and "bench.cluster" not in modules
+
+
+def test_help_loads_no_subcommand(tmp_path: Path) -> None:
+    code, modules = loaded(tmp_path, "--help")
+    assert code == 0
+    assert not {m for m in modules if m.startswith("bench.commands.")}
+    assert not tops(modules) & {*HEAVY, "yaml", "workloads", "nemesis", "reports"}
