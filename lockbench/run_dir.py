@@ -110,18 +110,27 @@ def write_results(
     return path
 
 
+def _read_text(run_dir: Path, name: str) -> str | None:
+    """A run file's text (undecodable bytes replaced); None when the file is not there."""
+    path = run_dir / name
+    if not path.exists():
+        return None
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RunDirProblem(f"{name} cannot be read ({exc.strerror or exc}).") from exc
+
+
 def read_test_data(run_dir: Path) -> dict[str, Any] | None:
     """The run's test.yaml as a mapping; None when there is none; RunDirProblem when it is not
     valid YAML or not a mapping."""
-    path = run_dir / TEST_FILE
-    if not path.exists():
+    text = _read_text(run_dir, TEST_FILE)
+    if text is None:
         return None
     import yaml  # third-party, lazily: `lockbench check HISTORY` must start fast (no test.yaml)
 
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError as exc:
-        raise RunDirProblem(f"{TEST_FILE} cannot be read ({exc.strerror or exc}).") from exc
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RunDirProblem(f"{TEST_FILE} is not valid YAML ({exc.__class__.__name__}).") from exc
     if loaded is None:
@@ -146,13 +155,11 @@ class StoredResults:
 
 def read_results(run_dir: Path) -> StoredResults | None:
     """The run's results.json; None when there is none; RunDirProblem when it does not parse."""
-    path = run_dir / RESULTS_FILE
-    if not path.exists():
+    text = _read_text(run_dir, RESULTS_FILE)
+    if text is None:
         return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError as exc:
-        raise RunDirProblem(f"{RESULTS_FILE} cannot be read ({exc.strerror or exc}).") from exc
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RunDirProblem(
             f"{RESULTS_FILE} does not parse ({exc.msg} at line {exc.lineno})."
