@@ -13,10 +13,19 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import yaml
+
+from lockbench.plugins import (
+    KINDS,
+    REPORT_PANELS,
+    entry_point,
+    forget_plugins,
+    plugin_names,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "lockbench-example"
 
@@ -93,3 +102,14 @@ def test_an_unknown_name_lists_the_plugins_names_too(plugin_dir: Path) -> None:
     assert run.returncode == 2
     assert "unknown workload" in run.stderr and "lock-cycle" in run.stderr
     assert "mutex" in run.stderr  # the built-ins are listed beside it
+
+
+def test_plugins_finds_what_importlib_metadata_finds() -> None:
+    """lockbench.plugins reads entry_points.txt itself (start-up time): the same names and
+    targets as the standard library's reader, group by group."""
+    forget_plugins()
+    for group in KINDS:
+        expected = {ep.name: ep.value for ep in entry_points(group=group)}
+        found = {name: entry_point(group, name) for name in plugin_names(group)}
+        assert {name: ep.value for name, ep in found.items() if ep is not None} == expected
+        assert expected or group == REPORT_PANELS  # the built-ins (no bundled panel)
