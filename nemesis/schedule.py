@@ -153,7 +153,8 @@ class NemesisRunner:
 
     # -- what the faults need on the nodes, around the service's life -----------------------
 
-    def _power_mounts(self) -> PowerLossMounts | None:
+    @property
+    def power_mounts(self) -> PowerLossMounts | None:
         """The power-loss filesystem under every node's server data, if a fault needs it."""
         if self.setting is None:
             return None
@@ -165,14 +166,14 @@ class NemesisRunner:
         every node's server data when a fault needs it (raises, naming the node, if one cannot).
         """
         self.validate()
-        mounts = self._power_mounts()
+        mounts = self.power_mounts
         if mounts is not None:
             mounts.mount_all()
 
     def release_nodes(self) -> list[str]:
         """After the servers stopped: unmount what ``prepare_nodes`` mounted, keeping the data
         where the backend expects it. Returns one message per problem; never raises."""
-        mounts = self._power_mounts()
+        mounts = self.power_mounts
         if mounts is None:
             return []
         try:

@@ -278,7 +278,7 @@ class ReferenceBackend:
         return [log_path(node, DAEMON)]
 
     def state_dir(self, node: Node) -> str:
-        """lockd's data directory: its Raft WAL and snapshots (lockbench.protocols.StatefulBackend)."""
+        """lockd's data directory: its Raft WAL and snapshots (a StatefulBackend, lockbench)."""
         return lockd_data_dir(node)
 
     async def open_client(

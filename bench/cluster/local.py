@@ -15,10 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from lockbench.daemon import detach_fuse_mounts_command
 from bench.cluster.inventory import DEFAULT_NODE_PYTHON, Inventory, NodeSpec, save_inventory
 from bench.cluster.link_faults import PROXY_DIR
 from bench.cluster.processes import process_alive
+from lockbench.daemon import detach_fuse_mounts_command
 from lockbench.errors import ClusterError
 
 INVENTORY_FILE = "inventory.yaml"

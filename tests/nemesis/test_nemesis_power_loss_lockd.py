@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lockbench.history import read_history
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
+from lockbench.history import read_history
 
 pytestmark = [
     pytest.mark.root,

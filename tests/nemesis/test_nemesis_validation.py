@@ -11,10 +11,10 @@ from nemesis_probe_backend import ProbeBackend
 from bench.backends.reference import ReferenceBackend
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
 from lockbench.errors import ConfigError
+from lockbench.protocols import ClusterFacts
 from nemesis.schedule import NemesisRunner
 from nemesis.spec import (
     ClockOptions,
-    ClusterFacts,
     ExplicitSchedule,
     IntervalSchedule,
     NetemOptions,
