@@ -38,7 +38,14 @@ def test_up_makes_five_ssh_nodes_each_in_its_own_namespace(tmp_path: Path) -> No
         with open_cluster(inventory) as cluster:
             assert isinstance(cluster, Cluster)
             assert all(isinstance(node, Node) for node in cluster.nodes)
-            assert cluster.capabilities == {"partition", "kill", "pause", "clock", "netem"}
+            assert cluster.capabilities == {
+                "partition",
+                "kill",
+                "pause",
+                "clock",
+                "netem",
+                "power-loss",
+            }
             seen = on_each_node(
                 "probe", cluster.nodes, lambda n: n.run("ip -4 -o addr show scope global").stdout
             )
