@@ -1,7 +1,7 @@
 """Which asyncio event loop lockd runs on: uvloop when installed, the standard one otherwise.
 
 uvloop (libuv, transports in C) cut lockd's CPU per acquire+release pair by 10-20% in
-scripts/bench_lockd_cpu.py (docs/performance.md, "lockd vs etcd, second pass"): most of a node's
+benchmarks/lockd_cpu.py (docs/performance.md, "lockd vs etcd, second pass"): most of a node's
 time outside the lock service is the event loop itself (epoll, callbacks, socket writes). The
 behaviour is the same on both loops, and the tests run lockd on both. A deployed node gets
 uvloop from its system Python (Debian's python3-uvloop, which scripts/setup.sh and the Vagrant

@@ -49,7 +49,7 @@ IN_PROCESS_MAX_SECONDS = 0.002
 """Serialise in process when the last serialisation took less than this. With a child the loop
 still pays 1-1.5 ms for a small state (the fork, reading the pipe, reaping), and the child costs
 4-8 ms of CPU (fork, exit) on a machine whose cores the replicas share; in process, 2 ms is 4%
-of a 50 ms tick. Measured by scripts/bench_snapshots.py (docs/performance.md)."""
+of a 50 ms tick. Measured by benchmarks/snapshots.py (docs/performance.md)."""
 
 CHILD_TIMEOUT_SECONDS = 120.0
 """A child still serialising after this long is killed (a failure like any other): one stuck

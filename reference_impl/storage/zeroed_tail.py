@@ -4,7 +4,7 @@ Appending to a file changes its size, so each batch's fdatasync must also commit
 through the filesystem's journal (on ext4 a jbd2 commit, shared by every writer on the disk).
 Writing into blocks that are already allocated and written (zeros) changes no metadata, so the
 fdatasync writes the data and nothing else: with five writers on this machine's disk
-(scripts/bench_wal_fsync.py) p50 fell from 207-229 us to 150-154 us, p99 from 411-466 us to
+(benchmarks/wal_fsync.py) p50 fell from 207-229 us to 150-154 us, p99 from 411-466 us to
 300-332 us (docs/performance.md). etcd preallocates its WAL segments for the same reason.
 fallocate alone does less: its unwritten extents are converted on the first write, a metadata
 change again (p50 160-162 us, p99 378-403 us in the same runs).

@@ -1,4 +1,4 @@
-"""Certificates for peer-TLS tests and benchmarks: a CA and node certificates naming the node id.
+"""Certificates for peer-TLS tests: a CA and node certificates naming the node id.
 
 Made with ``cryptography`` (installed with paramiko, a runtime dependency); P-256 keys, since
 RSA key generation would cost a good part of the test budget. A node certificate carries no

@@ -5,8 +5,8 @@ and, with a five-node lockd cluster on the local runtime, how long after isolati
 majority elects a new one and how long after healing all five follow one leader. Every loop is
 bounded in count and time; ports 23500-23720 only. Usage:
 
-    python scripts/bench_proxy.py                 # everything (deploys lockd: ~30 s more)
-    python scripts/bench_proxy.py --no-lockd --round-trips 1000
+    python -m benchmarks.proxy                 # everything (deploys lockd: ~30 s more)
+    python -m benchmarks.proxy --no-lockd --round-trips 1000
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.cluster.parallel import on_each_node
-
 from bench.backends.reference import ReferenceBackend, ReferenceOptions, fetch_status
 from bench.cluster import ClusterHandle, open_cluster
 from bench.cluster.local import local_down, local_up
+from benchmarks.stats import percentile
+from lockbench.parallel import on_each_node
 
 PROXY_OFFSET = 16500  # n1 23500/23501, link 23502, control 23503; n2 23510/23511, link 23512
 LOCKD_OFFSET = 16600  # lockd ports 23600-23645, http 23680-23720
@@ -86,8 +86,7 @@ def throughput_mib_s(port: int) -> float:
 
 
 def describe(name: str, samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[int(len(ordered) * 0.99) - 1]
+    p99 = percentile(samples, 0.99)
     return f"{name:<34} median {statistics.median(samples):7.3f} ms   p99 {p99:7.3f} ms"
 
 

@@ -2,7 +2,7 @@
 
 Targets (issue 5): up + deploy of the reference server to five nodes <= 15 s, redeploy of an
 unchanged version <= 5 s, down <= 5 s. Needs root. Uses this task's names (prefix ``lbc``,
-subnet 10.77.1.0/24). Usage: ``sudo .venv/bin/python scripts/bench_cluster.py [--runs 3]``.
+subnet 10.77.1.0/24). Usage: ``sudo .venv/bin/python -m benchmarks.cluster [--runs 3]``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from bench.cluster.deploy import Wheel, build_wheel
-from bench.cluster.parallel import on_each_node
-
 from bench.backends.reference import ReferenceBackend
 from bench.cluster import open_cluster
 from bench.cluster.netns import netns_down, netns_up
+from lockbench.deploy import Wheel, build_wheel
+from lockbench.parallel import on_each_node
 
 T = TypeVar("T")
 LEADER_TIMEOUT_S = 60.0

@@ -8,8 +8,8 @@ the longest the loop stalled while the child ran (a 1 ms sleeper measures it), t
 serialisation time and the time until the result was in the parent's hands. Medians of --repeat
 runs. The in-process threshold (``IN_PROCESS_MAX_SECONDS``) is chosen from these figures.
 
-    python scripts/bench_snapshots.py
-    python scripts/bench_snapshots.py --sessions 10 100 1000 10000 --repeat 5
+    python -m benchmarks.snapshots
+    python -m benchmarks.snapshots --sessions 10 100 1000 10000 --repeat 5
 """
 
 from __future__ import annotations
@@ -19,37 +19,11 @@ import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
+from benchmarks.drivers.lock_state import LOCKS_PER_SESSION, loaded_machine
+from benchmarks.drivers.proc import rss_mib
 from reference_impl.server.snapshotter import IN_PROCESS_MAX_SECONDS, Snapshotter
-from reference_impl.service.commands import Acquire, OpenSession, encode_command
 from reference_impl.service.state_machine import LockStateMachine
-
-LOCKS_PER_SESSION = 10
-
-
-def loaded_machine(sessions: int, locks_per_session: int = LOCKS_PER_SESSION) -> LockStateMachine:
-    """The scale run's state: ``sessions`` sessions holding ``locks_per_session`` locks each."""
-    machine = LockStateMachine()
-    index = 0
-    for i in range(sessions):
-        index += 1
-        machine.apply(index, encode_command(OpenSession(f"c{i}", 1, 3600.0, 0.0)))
-        session = f"s{index}"
-        for j in range(locks_per_session):
-            index += 1
-            machine.apply(
-                index,
-                encode_command(Acquire(f"c{i}", 2 + j, session, f"scale/{i}/{j}", False, False)),
-            )
-    return machine
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def child_run(machine: LockStateMachine) -> tuple[float, float, float, float]:

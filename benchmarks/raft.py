@@ -3,14 +3,14 @@
 
 1. The core alone (no I/O): proposals/s through a 3- and 5-node group driven in memory, and the
    wall-clock commit latency (p50/p99) per proposal at several batch sizes.
-2. The core in the deterministic simulation (fault-free, 1-5 ms network, 1-4 ms fsync): commit
-   latency in virtual milliseconds.
+2. The core on a virtual clock (benchmarks/drivers/raft_group.py: fault-free, 1-5 ms network,
+   1-4 ms fsync, a proposal every 1-3 ms): commit latency in virtual milliseconds.
 3. The log's group commit on this machine's disk: RaftStorage.save at batch sizes 1..256
    (records per fsync, fsyncs/s, records/s, fsync p50/p99).
 4. Real Replica groups on loopback (ports 18900+): proposals/s, records per fsync and fsyncs/s
    at 1..128 concurrent proposers, which shows the shell's group commit at work.
 
-Every loop is bounded by a count and a time limit. Usage: python scripts/bench_raft.py [--quick]
+Every loop is bounded by a count and a time limit. Usage: python -m benchmarks.raft [--quick]
 """
 
 from __future__ import annotations
@@ -23,30 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "reference_impl" / "raft"))
-
-from raft_sim import ManualCluster, SimOptions, Simulation  # noqa: E402
-
-from reference_impl.raft.types import Entry, HardState  # noqa: E402
-from reference_impl.server.replica import Replica  # noqa: E402
-from reference_impl.storage.raft_storage import RaftStorage  # noqa: E402
+from benchmarks.drivers.raft_group import InstantGroup, TimedGroup, TimedOptions
+from benchmarks.drivers.replica_group import propose_load, replica_group
+from benchmarks.stats import percentile
+from reference_impl.raft.types import Entry, HardState
+from reference_impl.storage.raft_storage import RaftStorage
 
 TIME_LIMIT_SECONDS = 8.0
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def bench_core(nodes: int, batch: int, proposals: int) -> None:
-    cluster = ManualCluster(nodes)
+    cluster = InstantGroup(nodes)
     leader = cluster.elect("n1")
-    cluster.tick_all()
     latencies: list[float] = []
     done = 0
     started = time.perf_counter()
@@ -62,9 +50,6 @@ def bench_core(nodes: int, batch: int, proposals: int) -> None:
         elapsed = time.perf_counter() - round_start
         latencies.extend([elapsed] * batch)
         done += batch
-        if leader.applied_index > 10_000:
-            snapshot = leader.compact(leader.applied_index, b"")
-            cluster.storages["n1"].save_snapshot(snapshot)
     total = time.perf_counter() - started
     print(
         f"core  nodes={nodes} batch={batch:4d}: {done / total:9.0f} proposals/s  "
@@ -74,30 +59,16 @@ def bench_core(nodes: int, batch: int, proposals: int) -> None:
 
 
 def bench_simulation(nodes: int, seeds: int) -> None:
-    latencies: list[int] = []
-    options = SimOptions(
-        nodes=nodes,
-        duration_ms=3_000,
-        max_delay_ms=5,
-        partitions=False,
-        crashes=False,
-        transfers=False,
-        proposal_every_ms=(1, 3),
-        max_inflight=16,
-        max_entries_per_append=256,
-    )
+    latencies: list[float] = []
+    options = TimedOptions(nodes=nodes, duration_ms=3_000, network_ms=(1, 5), fsync_ms=(1, 4))
     started = time.perf_counter()
-    committed = 0
     for seed in range(seeds):
-        simulation = Simulation(seed, options).run()
-        latencies.extend(simulation.commit_latencies_ms)
-        committed += len(simulation.acked)
+        latencies.extend(TimedGroup(seed, options).run())
     wall = time.perf_counter() - started
     print(
         f"sim   nodes={nodes} (net 1-5 ms, fsync 1-4 ms): commit p50 "
-        f"{percentile([float(v) for v in latencies], 0.5):.0f} ms  "
-        f"p99 {percentile([float(v) for v in latencies], 0.99):.0f} ms virtual; "
-        f"{committed} commits over {seeds} seeds in {wall:.1f} s wall"
+        f"{percentile(latencies, 0.5):.0f} ms  p99 {percentile(latencies, 0.99):.0f} ms virtual; "
+        f"{len(latencies)} commits over {seeds} seeds in {wall:.1f} s wall"
     )
 
 
@@ -125,48 +96,13 @@ def bench_storage(directory: Path, batch: int, saves: int) -> None:
     )
 
 
-class NullMachine:
-    def apply(self, index: int, data: bytes) -> int:
-        return index
-
-    def snapshot(self) -> bytes:
-        return b""
-
-    def restore(self, data: bytes, index: int) -> None:
-        return None
-
-
 async def bench_replica(directory: Path, nodes: int, concurrency: int, total: int) -> None:
-    base_port = 18900 + nodes * 10
-    peers = {f"n{i}": ("127.0.0.1", base_port + i) for i in range(1, nodes + 1)}
-    replicas = [
-        Replica(node_id, peers, directory / f"r{nodes}-{concurrency}" / node_id, NullMachine())
-        for node_id in peers
-    ]
-    try:
-        for replica in replicas:
-            await replica.start()
-        deadline = time.monotonic() + 10
-        while not any(r.is_leader for r in replicas) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        leader = next(r for r in replicas if r.is_leader)
-        latencies: list[float] = []
-        stop_at = time.monotonic() + TIME_LIMIT_SECONDS
-        per_worker = total // concurrency
-
-        async def worker(worker_id: int) -> None:
-            for i in range(per_worker):
-                if time.monotonic() > stop_at:
-                    return
-                begun = time.perf_counter()
-                await leader.propose(b"w%d-%d" % (worker_id, i), timeout=5)
-                latencies.append(time.perf_counter() - begun)
-
+    node_ids = [f"n{i}" for i in range(1, nodes + 1)]
+    group_dir = directory / f"r{nodes}-{concurrency}"
+    async with replica_group(group_dir, node_ids, 18900 + nodes * 10 + 1) as leader:
         fsyncs_before = leader.metrics.fsyncs
         records_before = leader.metrics.records_persisted
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        wall = time.perf_counter() - started
+        latencies, wall = await propose_load(leader, concurrency, total, TIME_LIMIT_SECONDS)
         fsyncs = leader.metrics.fsyncs - fsyncs_before
         records = leader.metrics.records_persisted - records_before
         print(
@@ -175,9 +111,6 @@ async def bench_replica(directory: Path, nodes: int, concurrency: int, total: in
             f"{percentile(latencies, 0.99) * 1e3:6.2f} ms  leader {fsyncs / wall:5.0f} fsyncs/s "
             f"{records / max(1, fsyncs):5.1f} records/fsync"
         )
-    finally:
-        for replica in replicas:
-            await replica.stop()
 
 
 def main() -> None:

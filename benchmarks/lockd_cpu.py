@@ -2,17 +2,17 @@
 """Where lockd's CPU goes: CPU time per acquire+release pair of each node and of the driver.
 
 Five lockd nodes on loopback (fsync on, ports 25700+), one asyncio driver in this process
-running the uncontended workload of scripts/bench_lockd.py (each client on its own lock). For
+running the uncontended workload of benchmarks/lockd.py (each client on its own lock). For
 each node: CPU per pair (user+system, and system alone) from /proc, context switches per entry,
 per entry the Raft messages, fsyncs and records from its /metrics, and the mean fsync its
 histogram saw; the driver's own CPU per pair; the sum; how much of the machine's cores it all
 used. Runs are bounded by --seconds.
 
-    python scripts/bench_lockd_cpu.py --clients 8 32 --seconds 5 --repeat 2
-    python scripts/bench_lockd_cpu.py --lockd-arg=--event-loop --lockd-arg=asyncio
-    python scripts/bench_lockd_cpu.py --config snapshot_entries=10000
-    python scripts/bench_lockd_cpu.py --config leader_writes=background
-    python scripts/bench_lockd_cpu.py --driver-loop asyncio
+    python -m benchmarks.lockd_cpu --clients 8 32 --seconds 5 --repeat 2
+    python -m benchmarks.lockd_cpu --lockd-arg=--event-loop --lockd-arg=asyncio
+    python -m benchmarks.lockd_cpu --config snapshot_entries=10000
+    python -m benchmarks.lockd_cpu --config leader_writes=background
+    python -m benchmarks.lockd_cpu --driver-loop asyncio
 """
 
 from __future__ import annotations
@@ -20,49 +20,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_lockd import lockd_connect, percentile, uncontended
-
+from benchmarks.drivers.lock_load import lockd_connect, uncontended
+from benchmarks.drivers.lockd_metrics import scrape
+from benchmarks.drivers.proc import context_switches, cpu_seconds
+from benchmarks.stats import percentile
 from reference_impl.server import event_loop
 from reference_impl.server.local_cluster import LocalCluster
 
 BASE_PORT = 25700
-TICKS = os.sysconf("SC_CLK_TCK")
 COUNTERS = ("messages_received", "fsyncs", "records_persisted")
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user+system, system) CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]), int(fields[12])
-    return (user + system) / TICKS, system / TICKS
-
-
-def context_switches(pid: int) -> int:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return sum(int(line.split()[1]) for line in lines if "ctxt_switches" in line)
 
 
 def raft_counters(host: str, port: int) -> dict[str, float]:
     """The COUNTERS and the fsync histogram's sum and count (``fsync_sum``, ``fsync_count``)."""
-    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2).read().decode()
+    metrics = scrape(host, port)
     names = {f"lockd_raft_{name}_total": name for name in COUNTERS}
     names |= {"lockd_raft_fsync_seconds_sum": "fsync_sum"}
     names |= {"lockd_raft_fsync_seconds_count": "fsync_count"}
-    values = {}
-    for line in text.splitlines():
-        metric, _, value = line.partition(" ")
-        if metric in names:
-            values[names[metric]] = float(value)
-    return values
+    return {short: metrics[metric] for metric, short in names.items() if metric in metrics}
 
 
 async def measure(cluster: LocalCluster, clients: int, seconds: float) -> None:
@@ -155,7 +135,7 @@ def main() -> int:
         "--driver-loop",
         choices=event_loop.CHOICES,
         default="auto",
-        help="the driver's event loop (auto: uvloop when installed, as in bench_lockd.py)",
+        help="the driver's event loop (auto: uvloop when installed, as in benchmarks.lockd)",
     )
     args = parser.parse_args()
     loop = event_loop.resolve(args.driver_loop)

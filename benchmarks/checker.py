@@ -3,8 +3,8 @@
 Each case runs in a fresh subprocess so its peak memory (ru_maxrss) is its own. Prints one line per
 case: ops, verdict, check seconds (median of --repeat runs), peak RSS. Usage:
 
-    python scripts/bench_checker.py            # every case
-    python scripts/bench_checker.py --case mutex-100k --repeat 3
+    python -m benchmarks.checker            # every case
+    python -m benchmarks.checker --case mutex-100k --repeat 3
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from bench.checker.generate import lock_history, register_history
-from bench.history import Op
-
-from bench.checker import run_checkers
+from bench.checking import run_checkers
+from lockbench.history import Op
+from tests.support.histories import lock_history, register_history
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def main() -> int:
         out = subprocess.run(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                "benchmarks.checker",
                 "--child",
                 case.name,
                 "--repeat",
@@ -165,6 +166,7 @@ def main() -> int:
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=Path(__file__).resolve().parents[1],
         )
         row = json.loads(out.stdout)
         slowest = f", slowest {row['slowest_history_s']} s" if row["slowest_history_s"] else ""

@@ -5,7 +5,7 @@ under the per-op timeout, completion, workload update) with the history written 
 real run, and the same with a sink that only counts, to show what writing the history costs.
 Trials alternate between the two so machine noise hits both alike; medians are printed.
 
-    python scripts/bench_runner.py [--seconds 3] [--trials 3] [--processes 50] [--resource]
+    python -m benchmarks.runner [--seconds 3] [--trials 3] [--processes 50] [--resource]
 """
 
 from __future__ import annotations
@@ -18,15 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runner.options import parse_options
-from bench.runner.resource import ResourceClient, ResourceServer
-
-from bench.backends.memory import MemoryBackend
-from bench.runner.cluster_setup import InProcessCluster
 from bench.runner.history_sink import CountingHistory, RunHistoryWriter
-from bench.runner.process import ClientDriver, ClientProcess, HistorySink, RunStats
-from workloads.base import WorkloadContext
-from workloads.mutex import MutexOptions, MutexWorkload
+from bench.runner.process import ClientProcess, HistorySink
+from benchmarks.drivers.memory_runner import mutex_on_memory
+from workloads.resource import ResourceClient, ResourceServer
 
 
 async def one_trial(
@@ -43,40 +38,27 @@ async def one_trial(
         server = ResourceServer("fenced", None)
         await server.start("127.0.0.1", 0)
         resource = ResourceClient(*server.address)
-    options = parse_options(
-        MutexOptions,
-        {"locks": 200, "hold": 0.0, "think": 0.0, "use_resource": use_resource},
+    run = mutex_on_memory(
+        tmp,
+        history,
+        processes=processes,
+        mutex_options={"locks": 200, "hold": 0.0, "think": 0.0, "use_resource": use_resource},
+        resource=resource,
     )
-    workload = MutexWorkload(options, WorkloadContext(1, processes, 10.0, ("bench",), resource))
-    backend = MemoryBackend()
-    cluster = InProcessCluster(tmp / "node")
-    stats = RunStats()
-    stop = asyncio.Event()
-    driver = ClientDriver(
-        workload=workload,
-        backend=backend,
-        cluster=cluster,
-        history=history,
-        stats=stats,
-        concurrency=processes,
-        op_timeout=5.0,
-        ttl=10.0,
-        stop=stop,
-    )
-    clients = [ClientProcess(driver, slot) for slot in range(processes)]
+    clients = [ClientProcess(run.driver, slot) for slot in range(processes)]
     loop = asyncio.get_running_loop()
-    loop.call_later(seconds, stop.set)
+    loop.call_later(seconds, run.stop.set)
     started = time.perf_counter()
     cpu_started = time.process_time()
     await asyncio.gather(*(c.run() for c in clients))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     await asyncio.gather(*(c.close() for c in clients))
-    backend.stop(cluster.nodes[0])
+    run.close()
     if resource is not None and server is not None:
         await resource.close()
         await server.stop()
-    return stats.completed / elapsed, stats.completed / cpu
+    return run.stats.completed / elapsed, run.stats.completed / cpu
 
 
 def main() -> None:

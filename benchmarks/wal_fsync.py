@@ -8,8 +8,8 @@ like a cluster's nodes on one disk): ``append`` (O_APPEND), ``zeroed`` (pwrite i
 and synced beforehand) and ``fallocated`` (pwrite into fallocate'd, unwritten extents). Prints
 fsyncs/s in all and p50/p99 per fsync for each, rounds alternating. Bounded by --batches.
 
-    python scripts/bench_wal_fsync.py
-    python scripts/bench_wal_fsync.py --writers 1 --rounds 3 --dir /var/lib/lockd
+    python -m benchmarks.wal_fsync
+    python -m benchmarks.wal_fsync --writers 1 --rounds 3 --dir /var/lib/lockd
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ fault every 7 s, about 1,350 ops/s. Prints one line per figure; ``--browser`` al
 headless Chromium takes until every plot is drawn, ``--screenshot PATH`` saves a picture of the
 sample report (docs/img/report.png).
 
-    .venv/bin/python scripts/bench_reports.py [--repeat 3] [--browser] [--screenshot PATH]
+    .venv/bin/python -m benchmarks.reports [--repeat 3] [--browser] [--screenshot PATH]
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-
-from reports.synthetic import SyntheticRunSpec, write_synthetic_run
+from typing import TYPE_CHECKING
 
 from reports.render import render_report
+from tests.support.synthetic_runs import SyntheticRunSpec, write_synthetic_run
+
+if TYPE_CHECKING:
+    from playwright.sync_api import FloatRect, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -79,7 +82,7 @@ def client_operations(run_dir: Path) -> int:
 
 
 def browser_ready_seconds(report: Path, screenshot: Path | None) -> float:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # only this figure needs a browser
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -97,9 +100,9 @@ def browser_ready_seconds(report: Path, screenshot: Path | None) -> float:
             browser.close()
 
 
-def _clip(page: object) -> dict[str, float]:
+def _clip(page: Page) -> FloatRect:
     """From the banner down through the first lock chart (what a reader looks at first)."""
-    bottom = page.evaluate(  # type: ignore[attr-defined]
+    bottom = page.evaluate(
         "document.getElementById('fig-lock-0').getBoundingClientRect().bottom + window.scrollY"
     )
     return {"x": 0, "y": 0, "width": 1400, "height": float(bottom) + 10}

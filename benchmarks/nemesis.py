@@ -4,7 +4,7 @@ how faithfully the userspace netem and the clock bump land.
 Prints figures; medians over a few cycles (the machine is shared, so expect noise). Uses the
 namespace prefix ``lbn`` and subnet 10.77.2.0/24, like the nemesis tests.
 
-Usage: sudo .venv/bin/python scripts/bench_nemesis.py [--cycles 5]
+Usage: sudo .venv/bin/python -m benchmarks.nemesis [--cycles 5]
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.cluster.testing import netns_cluster
-
 from bench.cluster import ClusterHandle
 from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
@@ -31,6 +29,7 @@ from nemesis.netem import NetemNemesis
 from nemesis.partition import PartitionNemesis
 from nemesis.remote import NodeLocks
 from nemesis.spec import ClockOptions, NetemOptions, TargetSpec
+from tests.support.netns_cluster import netns_cluster
 
 SSH_PORT = 22
 # Runs on a node: median of REPEAT TCP connects (one round trip each) to HOST:PORT, in ms.

@@ -6,7 +6,7 @@
    with no ``lease-lost`` records and with one per 100 grants: the expiries they add are
    optional ops the search may try.
 
-    python scripts/bench_lease_lost.py [--calls 200000] [--cycles 5000] [--trials 5]
+    python -m benchmarks.lease_lost [--calls 200000] [--cycles 5000] [--trials 5]
 """
 
 from __future__ import annotations
@@ -18,38 +18,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.checker.options import CheckOptions
-from bench.history import Op, OpType
-from bench.runner.options import parse_options
-
-from bench.backends.memory import MemoryBackend
 from bench.checker.linearizable import check_linearizable
-from bench.runner.cluster_setup import InProcessCluster
 from bench.runner.history_sink import CountingHistory
-from bench.runner.process import LEASE_LOST, ClientDriver, RunStats
-from workloads.base import WorkloadContext
-from workloads.mutex import MutexOptions, MutexWorkload
+from bench.runner.process import LEASE_LOST
+from benchmarks.drivers.histories import lock_history
+from benchmarks.drivers.memory_runner import mutex_on_memory
+from lockbench.history import Op
+from lockbench.options import CheckOptions
 
 NS = 1_000_000_000
 
 
 async def check_cost(calls: int, tmp: Path) -> float:
     """Microseconds of CPU per check_lease call when the process holds a lock (lease safe)."""
-    options = parse_options(MutexOptions, {"locks": 1, "use_resource": False})
-    workload = MutexWorkload(options, WorkloadContext(1, 1, 10.0, ("bench",)))
-    backend = MemoryBackend()
-    cluster = InProcessCluster(tmp / "node")
-    driver = ClientDriver(
-        workload=workload,
-        backend=backend,
-        cluster=cluster,
-        history=CountingHistory(),
-        stats=RunStats(),
-        concurrency=1,
-        op_timeout=5.0,
-        ttl=10.0,
-        stop=asyncio.Event(),
+    run = mutex_on_memory(
+        tmp, CountingHistory(), processes=1, mutex_options={"locks": 1, "use_resource": False}
     )
+    workload, backend, cluster, driver = run.workload, run.backend, run.cluster, run.driver
     client = await backend.open_client(cluster, cluster.nodes[0], ttl=10.0, process=0)
     acquire = workload.next_op(0)
     assert acquire is not None and acquire.key is not None
@@ -61,41 +46,8 @@ async def check_cost(calls: int, tmp: Path) -> float:
     elapsed = time.process_time() - started
     assert not recorded
     await client.close()
-    backend.stop(cluster.nodes[0])
+    run.close()
     return elapsed / calls * 1e6
-
-
-def lock_history(cycles: int, processes: int, locks: int, lost_every: int) -> list[Op]:
-    """Each cycle: a process acquires a lock, and releases it (or records lease-lost first and
-    its release is unknown, and a fresh process takes its place)."""
-    ops: list[Op] = []
-    t = 0
-
-    def add(
-        process: int, typ: OpType, f: str, key: str, value: object, session: str | None = None
-    ) -> None:
-        nonlocal t
-        t += 1_000_000
-        ops.append(Op(len(ops), t, process, typ, f, key, value, session=session))
-
-    ids = list(range(processes))
-    for cycle in range(cycles):
-        slot = cycle % processes
-        p = ids[slot]
-        key = f"lock/{cycle % locks}"
-        add(p, "invoke", "acquire", key, {"timeout": 1.0})
-        add(p, "ok", "acquire", key, cycle + 1, session=f"s{p}")  # the fencing token
-        if lost_every and cycle % lost_every == lost_every - 1:
-            since = {"since": t + 500_000}
-            add(p, "invoke", LEASE_LOST, key, since, session=f"s{p}")
-            add(p, "ok", LEASE_LOST, key, since, session=f"s{p}")
-            add(p, "invoke", "release", key, None)
-            add(p, "info", "release", key, None)
-            ids[slot] = p + processes
-        else:
-            add(p, "invoke", "release", key, None)
-            add(p, "ok", "release", key, None)
-    return ops
 
 
 def check_seconds(history: list[Op], trials: int) -> float:

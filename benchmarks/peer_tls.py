@@ -4,7 +4,7 @@
 ``--rounds`` trials per mode and concurrency. The leader's fsync stays on (lockd's default).
 
 Every trial is bounded by a proposal count and a time limit. Prints figures for
-docs/performance.md. Usage: python scripts/bench_peer_tls.py [--rounds 3 --seconds 2]
+docs/performance.md. Usage: python -m benchmarks.peer_tls [--rounds 3 --seconds 2]
 """
 
 from __future__ import annotations
@@ -18,30 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "reference_impl" / "server"))
-
-from peer_certs import CertificateAuthority  # noqa: E402
-
-from reference_impl.server.peer_tls import peer_tls_contexts  # noqa: E402
-from reference_impl.server.peer_transport import PeerTlsContexts  # noqa: E402
-from reference_impl.server.replica import Replica  # noqa: E402
+from benchmarks.drivers.openssl_certs import make_peer_certificates
+from benchmarks.drivers.replica_group import propose_load, replica_group
+from reference_impl.server.peer_tls import peer_tls_contexts
+from reference_impl.server.peer_transport import PeerTlsContexts
 
 BASE_PORT = 27300
 NODES = ("n1", "n2", "n3")
 MAX_PROPOSALS_PER_TRIAL = 200_000
-
-
-class NullMachine:
-    def apply(self, index: int, data: bytes) -> int:
-        return index
-
-    def snapshot(self) -> bytes:
-        return b""
-
-    def restore(self, data: bytes, index: int) -> None:
-        return None
 
 
 async def trial(
@@ -52,46 +36,10 @@ async def trial(
     seconds: float,
 ) -> tuple[float, float]:
     """(proposals/s, p50 latency in ms) of one fresh group for ``seconds``."""
-    peers = {node_id: ("127.0.0.1", port + i) for i, node_id in enumerate(NODES)}
-    replicas = [
-        Replica(
-            node_id,
-            peers,
-            directory / node_id,
-            NullMachine(),
-            peer_tls=tls[node_id] if tls else None,
-        )
-        for node_id in NODES
-    ]
-    try:
-        for replica in replicas:
-            await replica.start()
-        deadline = time.monotonic() + 10
-        while not any(r.is_leader for r in replicas):
-            if time.monotonic() > deadline:
-                raise RuntimeError("no leader within 10 s")
-            await asyncio.sleep(0.02)
-        leader = next(r for r in replicas if r.is_leader)
+    async with replica_group(directory, NODES, port, peer_tls=tls) as leader:
         await leader.propose(b"warm-up", timeout=5)
-        latencies: list[float] = []
-        stop_at = time.monotonic() + seconds
-        per_worker = MAX_PROPOSALS_PER_TRIAL // concurrency
-
-        async def worker(worker_id: int) -> None:
-            for i in range(per_worker):
-                if time.monotonic() > stop_at:
-                    return
-                begun = time.perf_counter()
-                await leader.propose(b"w%d-%d" % (worker_id, i), timeout=5)
-                latencies.append(time.perf_counter() - begun)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        wall = time.perf_counter() - started
+        latencies, wall = await propose_load(leader, concurrency, MAX_PROPOSALS_PER_TRIAL, seconds)
         return len(latencies) / wall, statistics.median(latencies) * 1e3
-    finally:
-        for replica in replicas:
-            await replica.stop()
 
 
 def main() -> None:
@@ -106,8 +54,8 @@ def main() -> None:
     print(f"# python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")
     with tempfile.TemporaryDirectory() as raw:
         directory = Path(raw)
-        ca = CertificateAuthority.create(directory / "pki")
-        tls = {node_id: peer_tls_contexts(ca.issue(node_id), node_id) for node_id in NODES}
+        certificates = make_peer_certificates(directory / "pki", list(NODES))
+        tls = {node_id: peer_tls_contexts(certificates[node_id], node_id) for node_id in NODES}
         trial_number = 0
         for concurrency in args.concurrency:
             results: dict[str, list[tuple[float, float]]] = {"plain": [], "tls": []}

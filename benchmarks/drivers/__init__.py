@@ -1,0 +1,1 @@
+"""What several benchmarks share: load loops, /proc and /metrics readers, in-memory groups."""

@@ -1,0 +1,62 @@
+"""The runner's client path on the in-process memory backend: a mutex workload, the memory
+backend's single node and a ``ClientDriver``, wired the way ``lockbench run`` wires them."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.backends.memory import MemoryBackend
+from bench.runner.cluster_setup import InProcessCluster
+from bench.runner.process import ClientDriver, HistorySink, RunStats
+from lockbench.options import parse_options
+from workloads.base import WorkloadContext
+from workloads.mutex import MutexOptions, MutexWorkload
+from workloads.resource import ResourceClient
+
+
+@dataclass
+class MemoryRun:
+    """One wired run; ``close()`` stops the memory backend's node."""
+
+    workload: MutexWorkload
+    backend: MemoryBackend
+    cluster: InProcessCluster
+    driver: ClientDriver
+    stats: RunStats
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def close(self) -> None:
+        self.backend.stop(self.cluster.nodes[0])
+
+
+def mutex_on_memory(
+    directory: Path,
+    history: HistorySink,
+    *,
+    processes: int,
+    mutex_options: dict[str, Any],
+    resource: ResourceClient | None = None,
+) -> MemoryRun:
+    """A mutex workload with ``mutex_options`` (test-file spelling) driven by ``processes``
+    client processes against the memory backend, recording into ``history``."""
+    options = parse_options(MutexOptions, mutex_options)
+    workload = MutexWorkload(options, WorkloadContext(1, processes, 10.0, ("bench",), resource))
+    backend = MemoryBackend()
+    cluster = InProcessCluster(directory / "node")
+    stats = RunStats()
+    stop = asyncio.Event()
+    driver = ClientDriver(
+        workload=workload,
+        backend=backend,
+        cluster=cluster,
+        history=history,
+        stats=stats,
+        concurrency=processes,
+        op_timeout=5.0,
+        ttl=10.0,
+        stop=stop,
+    )
+    return MemoryRun(workload, backend, cluster, driver, stats, stop)
