@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.drivers.lock_load import BenchClient, Connect
+from benchmarks.drivers.lock_load import BenchClient, Connect, gap_after_kill
 
 ETCD_BASE_PORT = 25000  # etcd at 25000+, lockd at 25500+ (benchmarks.lockd)
 ETCD_BINARY = "/usr/bin/etcd"
@@ -238,19 +238,7 @@ async def etcd_failover(cluster: EtcdCluster) -> float:
     leader = await asyncio.to_thread(cluster.wait_for_leader)
     survivors = [cluster.endpoint(n) for n in cluster.names if n != leader]
     client = await EtcdLockClient.connect([*survivors, cluster.endpoint(leader)], timeout=1.0)
-    await client.acquire("bench/failover", timeout=5.0)
-    await client.release("bench/failover")
-    killed = time.monotonic()
-    cluster.kill(leader)
-    while True:
-        try:
-            await client.acquire("bench/failover", timeout=1.0)
-            gap = time.monotonic() - killed
-            await client.release("bench/failover")
-            break
-        except (EtcdError, KeyError):
-            await asyncio.sleep(0.005)
-    await client.close()
+    gap = await gap_after_kill(client, lambda: cluster.kill(leader), (EtcdError, KeyError))
     cluster.start(leader)
     await asyncio.to_thread(cluster.wait_for_leader)
     await asyncio.sleep(1.0)  # let the restarted member catch up before the next trial

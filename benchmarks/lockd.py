@@ -37,7 +37,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.drivers.lock_load import Connect, contended, lockd_connect, uncontended
+from benchmarks.drivers.lock_load import (
+    Connect,
+    contended,
+    gap_after_kill,
+    lockd_connect,
+    uncontended,
+)
 from benchmarks.drivers.lock_state import loaded_machine
 from benchmarks.drivers.lockd_metrics import scrape
 from benchmarks.drivers.proc import cpu_seconds, rss_mib
@@ -57,20 +63,10 @@ async def failover(cluster: LocalCluster) -> float:
     leader = cluster.wait_for_leader()
     survivors = [n.endpoint for n in cluster.nodes if n.id != leader]
     client = await AsyncLockClient.connect(cluster.endpoints, ttl=30.0, timeout=1.0)
-    await client.acquire("bench/failover", timeout=5.0)
-    await client.release("bench/failover")
+    await client.acquire("bench/warm-up", timeout=5.0)  # connected before the kill
+    await client.release("bench/warm-up")
     client.endpoints = [*survivors, cluster.node(leader).endpoint]
-    killed = time.monotonic()
-    cluster.kill(leader)
-    while True:
-        try:
-            await client.acquire("bench/failover", timeout=1.0)
-            gap = time.monotonic() - killed
-            await client.release("bench/failover")
-            break
-        except LockServiceError:
-            await asyncio.sleep(0.005)
-    await client.close()
+    gap = await gap_after_kill(client, lambda: cluster.kill(leader), (LockServiceError,))
     cluster.start(leader)
     await asyncio.to_thread(wait_caught_up, cluster, leader, 60.0)
     return gap

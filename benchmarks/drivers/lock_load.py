@@ -80,3 +80,24 @@ async def contended(connect: Connect, clients: int, seconds: float) -> float:
     for client in sessions:
         await client.close()
     return grants / elapsed
+
+
+async def gap_after_kill(
+    client: BenchClient, kill: Callable[[], None], errors: tuple[type[Exception], ...]
+) -> float:
+    """Seconds from ``kill()`` (of the leader) until ``client`` acquires a lock again; ``errors``
+    are what the client raises while the cluster has no leader. Closes the client."""
+    await client.acquire("bench/failover", timeout=5.0)
+    await client.release("bench/failover")
+    killed = time.monotonic()
+    kill()
+    while True:
+        try:
+            await client.acquire("bench/failover", timeout=1.0)
+            gap = time.monotonic() - killed
+            await client.release("bench/failover")
+            break
+        except errors:
+            await asyncio.sleep(0.005)
+    await client.close()
+    return gap
