@@ -37,7 +37,8 @@ async def check_cost(calls: int, tmp: Path) -> float:
     workload, backend, cluster, driver = run.workload, run.backend, run.cluster, run.driver
     client = await backend.open_client(cluster, cluster.nodes[0], ttl=10.0, process=0)
     acquire = workload.next_op(0)
-    assert acquire is not None and acquire.key is not None
+    assert acquire is not None
+    assert acquire.key is not None
     grant = await client.acquire(acquire.key, timeout=1.0)
     workload.update(0, acquire, "ok", grant.token)  # the next step is the release: a holder step
     started = time.process_time()

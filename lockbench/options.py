@@ -56,7 +56,7 @@ def parse_options(cls: type[T], data: Mapping[str, Any] | None, *, where: str = 
         raise
 
 
-def coerce(value: Any, hint: Any, key: str) -> Any:
+def coerce(value: Any, hint: Any, key: str) -> Any:  # noqa: C901, PLR0912 - one branch per option type
     """Check ``value`` against a type hint, converting lists to tuples and ints to floats."""
     origin = get_origin(hint)
     if origin is Union or origin is types.UnionType:

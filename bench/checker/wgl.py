@@ -109,7 +109,7 @@ def _search_compiled(
     return SearchOutcome(linearizable, steps, explored, None if linearizable else stuck)
 
 
-def search(
+def search(  # noqa: C901, PLR0912, PLR0915 - the checker's hot loop: locals, no calls (docs/checkers.md)
     ops: Sequence[LinOp],
     step: Step,
     initial: Hashable,

@@ -311,7 +311,7 @@ def _kill_all(pids: dict[int, str], removed: list[str]) -> None:
         time.sleep(0.02)
 
 
-def netns_down(cluster_dir: Path) -> list[str]:
+def netns_down(cluster_dir: Path) -> list[str]:  # noqa: C901, PLR0912 - one step per kind of leftover, each best-effort
     """Remove everything ``netns_up`` made (also after a half-finished up); returns what it removed.
 
     Kills the sshds by their pidfiles and every other process left in the namespaces, deletes the

@@ -18,7 +18,8 @@ def test_format_record(benchmark: BenchmarkFixture) -> None:
     line = benchmark(
         format_record, 41, 1_234_567_890, 3, "ok", "acquire", "lock/1", 17, {"session": "s3"}
     )
-    assert line.startswith("{") and line.endswith("}")
+    assert line.startswith("{")
+    assert line.endswith("}")
 
 
 def test_append_and_flush(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
@@ -36,4 +37,6 @@ def test_append_and_flush(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
         loop.close()
         writer.close()
     written = (tmp_path / "history.jsonl").read_text().count("\n")
-    assert written == writer.lines and written % RECORDS == 0 and written > 0
+    assert written == writer.lines
+    assert written % RECORDS == 0
+    assert written > 0

@@ -282,7 +282,7 @@ class AsyncLockClient:
             order = [self._leader] + [e for e in order if e != self._leader]
         return order
 
-    async def _write(
+    async def _write(  # noqa: C901, PLR0912 - the retry rules of one write, in order
         self,
         op: str,
         args: dict[str, Any],

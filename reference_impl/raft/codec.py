@@ -267,7 +267,7 @@ def decode_snapshot(data: bytes) -> Snapshot:
 # Messages
 
 
-def encode_message(msg: Message) -> bytes:
+def encode_message(msg: Message) -> bytes:  # noqa: C901, PLR0912 - one branch per message type
     """Encode a message; raises RaftProtocolError if a field is out of range."""
     fast = _encode_fast(msg)
     if fast is not None:

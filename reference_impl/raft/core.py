@@ -281,7 +281,7 @@ class RaftNode:
         self._log.compact(snapshot)
         return snapshot
 
-    def step(self, msg: Message) -> None:
+    def step(self, msg: Message) -> None:  # noqa: C901, PLR0912 - Raft's dispatch by term, type and role (as etcd-io/raft Step)
         """Feed one message from a peer. Invalid messages are logged and dropped."""
         problem = self._validate(msg)
         if problem is not None:

@@ -522,7 +522,8 @@ class Replica:
     async def _handle_ready(self, node: RaftNode, ready: Ready) -> None:
         transport = self._transport
         writer = self._writer
-        assert transport is not None and writer is not None
+        assert transport is not None
+        assert writer is not None
         # A leader sends its AppendEntries before its own write (Raft thesis 10.2.1), so its
         # fsync overlaps the followers'. Safe: the core counts the leader's own entries toward
         # the commit only once they are reported durable (advance(entries_persisted=...)), and

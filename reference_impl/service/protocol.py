@@ -173,7 +173,7 @@ REQUEST_SCHEMAS: Final[dict[str, dict[str, tuple[str, bool]]]] = {
 }
 
 
-def _check_arg(op: str, key: str, kind: str, value: Any) -> None:
+def _check_arg(op: str, key: str, kind: str, value: Any) -> None:  # noqa: C901, PLR0912 - one branch per argument type
     def bad(reason: str) -> ProtocolError:
         return ProtocolError(f"{op}: argument {key!r} {reason}", fatal=False)
 

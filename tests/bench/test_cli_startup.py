@@ -50,7 +50,8 @@ def test_check_on_a_small_history_loads_no_ssh_and_no_report_libraries(tmp_path:
     code, modules = loaded(tmp_path, "check", str(history))
     assert code == 0
     assert not tops(modules) & set(HEAVY), sorted(tops(modules) & set(HEAVY))
-    assert "bench.runner" not in modules and "bench.cluster" not in modules
+    assert "bench.runner" not in modules
+    assert "bench.cluster" not in modules
 
 
 def test_help_loads_no_subcommand(tmp_path: Path) -> None:

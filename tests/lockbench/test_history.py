@@ -30,8 +30,11 @@ def test_writer_assigns_increasing_indices_and_times(tmp_path: Path) -> None:
     ops = read_history(path)
     assert [op.index for op in ops] == [0, 1, 2]
     assert ops[0].time <= ops[1].time <= ops[2].time
-    assert ops[1].value == 17 and ops[1].node == "n1" and ops[1].session == "s1"
-    assert ops[2].process == "nemesis" and not ops[2].is_client
+    assert ops[1].value == 17
+    assert ops[1].node == "n1"
+    assert ops[1].session == "s1"
+    assert ops[2].process == "nemesis"
+    assert not ops[2].is_client
 
 
 def test_unknown_fields_survive_a_round_trip(tmp_path: Path) -> None:
@@ -84,7 +87,8 @@ def test_bad_lines_are_reported_with_their_line_number(
     assert info.value.line == 2
     assert reason in str(info.value)
     ops, problems = read_history_lenient(path)
-    assert len(ops) == 1 and problems[0].line == 2
+    assert len(ops) == 1
+    assert problems[0].line == 2
 
 
 def _op(index: int, process: int | str, typ: str, f: str = "acquire") -> Op:
@@ -122,5 +126,6 @@ def test_pairing_rejects_a_second_invoke_while_pending() -> None:
 def test_history_module_has_no_dependency_on_the_runner() -> None:
     # Checkers run on old store directories and foreign histories: the format must stand alone.
     source = (Path(__file__).parents[2] / "lockbench" / "history.py").read_text()
-    assert "from bench" not in source and "import bench" not in source
+    assert "from bench" not in source
+    assert "import bench" not in source
     assert os.path.exists(Path(__file__).parents[2] / "docs" / "history.md")

@@ -85,7 +85,8 @@ def test_an_installed_plugin_runs_like_a_built_in_and_rechecks_the_same(plugin_d
     results = json.loads((plugin_dir / "store" / "latest" / "results.json").read_text())
     assert results["verdict"] == "valid"
     own = results["checkers"]["released-what-it-held"]
-    assert own["verdict"] == "valid" and own["stats"]["acknowledged_releases"] > 0
+    assert own["verdict"] == "valid"
+    assert own["stats"]["acknowledged_releases"] > 0
     assert results["checkers"]["mutual-exclusion"]["verdict"] == "valid"
     report = (plugin_dir / "store" / "latest" / "report.html").read_text()
     assert '<section id="panel-grants-per-process"><h2>Grants per process</h2>' in report
@@ -100,7 +101,8 @@ def test_an_installed_plugin_runs_like_a_built_in_and_rechecks_the_same(plugin_d
 def test_an_unknown_name_lists_the_plugins_names_too(plugin_dir: Path) -> None:
     run = lockbench(plugin_dir, "run", "plugin.yaml", "--set", "workload=lock-cycles")
     assert run.returncode == 2
-    assert "unknown workload" in run.stderr and "lock-cycle" in run.stderr
+    assert "unknown workload" in run.stderr
+    assert "lock-cycle" in run.stderr
     assert "mutex" in run.stderr  # the built-ins are listed beside it
 
 

@@ -103,14 +103,17 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
     assert abs(offset_ms - BUMP_MS) < 200 + round_trip_ms
 
     # Stopping the schedule undid everything: restarted, resumed, clock back.
-    assert _answers(n1) and _answers(n3) and backend.running(n1)
+    assert _answers(n1)
+    assert _answers(n3)
+    assert backend.running(n1)
     threading.Event().wait(2.2)  # the server's libfaketime re-reads the reset offset
     assert abs(read_probe_time(n2)[0]) < 200
 
     infos = {f: v for t, f, v in records if t == "info"}
     assert infos["start-kill"] == {"nemesis": 0, "nodes": ["n1"], "signal": "KILL"}
     assert infos["stop-kill"] == {"nemesis": 0, "nodes": ["n1"], "action": "restart"}
-    assert infos["start-pause"]["signal"] == "STOP" and infos["stop-pause"]["signal"] == "CONT"
+    assert infos["start-pause"]["signal"] == "STOP"
+    assert infos["stop-pause"]["signal"] == "CONT"
     assert infos["start-clock"]["offsets_ms"] == {"n2": BUMP_MS}
     clock_readings = [v for t, f, v in records if f == "clock"]
     assert any(abs(r["offsets_ms"]["n2"] - BUMP_MS) < 200 for r in clock_readings)
@@ -153,13 +156,15 @@ def test_a_drifting_clock_is_sampled_while_it_drifts_and_reset_at_the_end(
     finally:
         assert runner.heal_all() == []
     start = next(v for t, f, v in records if t == "info" and f == "start-clock")
-    assert start["rate"] == 1.5 and start["period_ms"] == 3000
+    assert start["rate"] == 1.5
+    assert start["period_ms"] == 3000
     readings = [v["offsets_ms"]["n1"] for t, f, v in records if f == "clock"]
     # Baseline, after the start, periodic samples (the driver writes 0, then +1.5 s after 3 s),
     # after the stop and after the heal.
     assert len(readings) >= 5, readings
     assert max(readings) >= 1400, readings
-    assert abs(readings[0]) < 50 and abs(readings[-1]) < 50, readings
+    assert abs(readings[0]) < 50, readings
+    assert abs(readings[-1]) < 50, readings
 
 
 def _through_proxy(cluster: ClusterHandle, src: str, dst: str) -> float | None:
@@ -182,7 +187,8 @@ def test_partition_and_netem_go_through_the_local_link_proxy(
 ) -> None:
     cluster, backend = local_cluster
     links = cluster.link_faults
-    assert links is not None and {"partition", "netem"} <= cluster.capabilities
+    assert links is not None
+    assert {"partition", "netem"} <= cluster.capabilities
     links.start_proxy({node.name: probe_port(node) for node in cluster.nodes})
     records: list[tuple[str, str, Any]] = []
     specs = [
@@ -213,10 +219,12 @@ def test_partition_and_netem_go_through_the_local_link_proxy(
         assert _through_proxy(cluster, "n1", "n2") is not None
         asyncio.run(scenario())
         assert runner.heal_all() == []
-        assert seen["n1->n2"] is None and seen["n3->n1"] is None, seen
+        assert seen["n1->n2"] is None, seen
+        assert seen["n3->n1"] is None, seen
         for link in ("n2->n3", "n3->n2"):
             delayed = seen[link]
-            assert delayed is not None and delayed >= 190, seen
+            assert delayed is not None, seen
+            assert delayed >= 190, seen
         healthy = [_through_proxy(cluster, a, b) for a, b in (("n1", "n2"), ("n2", "n3"))]
         assert all(ms is not None and ms < 100 for ms in healthy), healthy
     finally:

@@ -98,7 +98,8 @@ def _minority_side_refuses_writes(cluster: ClusterHandle, old: str) -> tuple[str
         if status is not None and status.get("role") != "leader":
             break
         time.sleep(0.1)
-    assert status is not None and status.get("role") != "leader", status
+    assert status is not None, status
+    assert status.get("role") != "leader", status
     outcome = asyncio.run(_write_outcome(f"{node.address}:{client_port(node)}"))
     return str(status.get("role")), outcome
 

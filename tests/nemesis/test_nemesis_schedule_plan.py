@@ -136,5 +136,5 @@ _entries = st.dictionaries(_keys, _values, max_size=5).map(
 def test_any_malformed_list_is_refused_with_a_config_error_and_nothing_else(raw: list[Any]) -> None:
     try:
         parse_specs(raw, FACTS)
-    except ConfigError as exc:
-        assert str(exc).startswith("nemesis")
+    except ConfigError as exc:  # refusing is optional here: some generated lists are valid
+        assert str(exc).startswith("nemesis")  # noqa: PT017

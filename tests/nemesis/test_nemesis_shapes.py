@@ -56,7 +56,8 @@ def test_bridge_joins_two_deaf_halves_through_one_node(n: int, seed: int) -> Non
     others = [name for name in names if name != hub]
     left = _hears(grudge, names, others[0]) - {hub}
     right = frozenset(others) - left
-    assert left and right
+    assert left
+    assert right
     assert not any(shapes.reachable(grudge, a, b) for a in left for b in right)
 
 

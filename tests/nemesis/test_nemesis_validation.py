@@ -69,7 +69,9 @@ def _refused(
 
 def test_unknown_nemesis_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
     message = _refused(tmp_path, {"fault": "meteor"})
-    assert "nemesis[0]" in message and "'meteor'" in message and "partition" in message
+    assert "nemesis[0]" in message
+    assert "'meteor'" in message
+    assert "partition" in message
 
 
 def test_a_minority_of_three_out_of_five_is_impossible(tmp_path: Path) -> None:
@@ -109,7 +111,8 @@ def test_the_local_link_proxy_is_refused_what_it_cannot_shape(tmp_path: Path) ->
 
 def test_clock_offset_out_of_range_is_refused(tmp_path: Path) -> None:
     message = _refused(tmp_path, {"fault": "clock", "mode": "bump", "offset_ms": 7_200_000})
-    assert "offset_ms" in message and "out of range" in message
+    assert "offset_ms" in message
+    assert "out of range" in message
 
 
 def test_strobe_faster_than_libfaketime_rereads_is_refused(tmp_path: Path) -> None:

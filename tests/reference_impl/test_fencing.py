@@ -13,7 +13,8 @@ def test_lower_token_is_refused_after_a_higher_one() -> None:
     assert guard.check("db", 5).accepted  # the current holder's repeated accesses
     assert guard.check("db", 9).accepted
     decision = guard.check("db", 5)
-    assert not decision.accepted and decision.highest == 9
+    assert not decision.accepted
+    assert decision.highest == 9
     with pytest.raises(StaleToken, match="highest accepted 9"):
         guard.require("db", 8)
 

@@ -89,7 +89,8 @@ def test_lock_holds_carry_tokens_and_unknown_acquires_are_possible_holds(tmp_pat
         0.004,
     )
     possible = holds[~holds["certain"]].iloc[0]
-    assert possible["process"] == 1 and possible["start"] == 0.002
+    assert possible["process"] == 1
+    assert possible["start"] == 0.002
     assert possible["end"] == 0.005 + 2.0
 
 
@@ -147,7 +148,8 @@ def test_thinning_bounds_rows_even_when_failures_alone_exceed_the_limit() -> Non
     assert 9_999 in set(thinned["n"]), "a must-keep row survives"
     assert (thinned["n"].iloc[1:] % 2 == 0).all(), "preferred rows fill the room first"
     spread = thinned["n"].iloc[1:]
-    assert spread.min() < 100 and spread.max() > 9_800, "evenly spaced, not a prefix"
+    assert spread.min() < 100, "evenly spaced, not a prefix"
+    assert spread.max() > 9_800, "evenly spaced, not a prefix"
 
 
 def test_an_anomaly_without_times_spans_the_ops_it_names() -> None:

@@ -11,7 +11,6 @@ from report_support import SampleStore
 
 from reports.server import make_server
 
-BROWSER_PORT = 21171
 READY_TIMEOUT_MS = 90_000
 
 PLOT_STATE_JS = """
@@ -60,7 +59,8 @@ def _assert_every_plot_drawn(page: Any) -> list[dict[str, Any]]:
     plots: list[dict[str, Any]] = page.evaluate(PLOT_STATE_JS)
     assert plots, "the report has plots"
     for plot in plots:
-        assert plot["plotted"] and plot["svgChildren"] > 0, plot
+        assert plot["plotted"], plot
+        assert plot["svgChildren"] > 0, plot
         assert plot["traces"] > 0, plot
         if plot["glTraces"]:
             assert plot["canvases"] > 0, f"WebGL traces need a drawn canvas: {plot}"
@@ -124,7 +124,8 @@ def _assert_token_labels_appear_when_zoomed_in(page: Any) -> None:
         "Array.from(document.querySelectorAll('#fig-lock-0 .textpoint text'))"
         ".map((t) => t.textContent).filter((t) => t.length)"
     )
-    assert texts and all(t.isdigit() for t in texts), texts[:5]
+    assert texts, texts[:5]
+    assert all(t.isdigit() for t in texts), texts[:5]
 
 
 @pytest.mark.parametrize("kind", ["damaged", "no_history"])
@@ -142,13 +143,13 @@ def test_reports_of_broken_runs_render_cleanly(
         page.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def served(sample_store: SampleStore) -> Iterator[str]:
-    server = make_server(sample_store.root, "127.0.0.1", BROWSER_PORT)
+    server = make_server(sample_store.root, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{BROWSER_PORT}/"
+        yield f"http://127.0.0.1:{server.server_port}/"
     finally:
         server.shutdown()
         server.server_close()

@@ -18,7 +18,8 @@ def test_a_complete_run_has_no_problems(sample_store: SampleStore) -> None:
     assert {r.checker for r in data.results} >= {"mutual-exclusion", "fencing", "linearizable"}
     assert len(data.ops) == len(read_history(sample_store.invalid / "history.jsonl"))
     assert data.seed == 7
-    assert data.node_logs and all(p.startswith("nodes/") for p in data.node_logs)
+    assert data.node_logs
+    assert all(p.startswith("nodes/") for p in data.node_logs)
 
 
 def test_a_truncated_history_is_read_to_the_damage_and_reported(
@@ -26,7 +27,8 @@ def test_a_truncated_history_is_read_to_the_damage_and_reported(
 ) -> None:
     data = load_run(sample_store.damaged)
     text = " ".join(data.problems)
-    assert "unreadable line" in text and "truncated" in text
+    assert "unreadable line" in text
+    assert "truncated" in text
     assert "results.json is missing" in text
     assert data.ops, "the readable prefix is kept"
     assert data.verdict is None
@@ -34,7 +36,9 @@ def test_a_truncated_history_is_read_to_the_damage_and_reported(
 
 def test_a_run_without_history_still_loads(sample_store: SampleStore) -> None:
     data = load_run(sample_store.no_history)
-    assert not data.has_history and data.ops == [] and data.calls == []
+    assert not data.has_history
+    assert data.ops == []
+    assert data.calls == []
     assert any("history.jsonl is missing" in p for p in data.problems)
 
 

@@ -72,7 +72,8 @@ def test_counterexample_window_is_highlighted(report_pages: dict[str, str]) -> N
 def test_damaged_run_report_says_what_is_missing(report_pages: dict[str, str]) -> None:
     page = report_pages["damaged"]
     assert "What is missing" in page
-    assert "truncated" in page and "results.json is missing" in page
+    assert "truncated" in page
+    assert "results.json is missing" in page
     assert "UNCHECKED" in page
     assert "fig-timeline" in _figures(page), "what could be read is still drawn"
 
@@ -101,7 +102,8 @@ def test_lockbench_report_command_writes_the_report(sample_store: SampleStore) -
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert target.is_file() and str(target) in proc.stdout
+    assert target.is_file()
+    assert str(target) in proc.stdout
 
 
 def test_lockbench_report_on_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:

@@ -15,8 +15,6 @@ from reports.index import build_index, find_runs, render_index_html, summarize_r
 from reports.server import make_server
 
 # Ports for these tests (the task's range is 127.0.0.1:21000-21999).
-SERVE_PORT = 21170
-ESCAPE_PORT = 21172
 
 
 def test_index_lists_every_run_newest_first(sample_store: SampleStore) -> None:
@@ -53,13 +51,13 @@ def test_an_empty_store_says_how_to_fill_it(tmp_path: Path) -> None:
     assert "lockbench run" in render_index_html(tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def served_store(sample_store: SampleStore) -> Iterator[str]:
-    server = make_server(sample_store.root, "127.0.0.1", SERVE_PORT)
+    server = make_server(sample_store.root, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{SERVE_PORT}"
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
@@ -76,11 +74,13 @@ def _get(url: str) -> tuple[int, str, bytes]:
 
 def test_serve_shows_the_index_and_raw_files(served_store: str, sample_store: SampleStore) -> None:
     status, kind, body = _get(served_store + "/")
-    assert status == 200 and kind.startswith("text/html")
+    assert status == 200
+    assert kind.startswith("text/html")
     assert b"mutex-unfenced" in body
     rel = sample_store.valid.relative_to(sample_store.root).as_posix()
     status, kind, body = _get(f"{served_store}/{rel}/history.jsonl")
-    assert status == 200 and kind.startswith("text/plain")
+    assert status == 200
+    assert kind.startswith("text/plain")
     assert body == (sample_store.valid / "history.jsonl").read_bytes()
 
 
@@ -91,7 +91,8 @@ def test_serve_renders_a_missing_report_without_writing_it(
     report.unlink(missing_ok=True)
     rel = sample_store.no_history.relative_to(sample_store.root).as_posix()
     status, _, body = _get(f"{served_store}/{rel}/report.html")
-    assert status == 200 and b"history.jsonl is missing" in body
+    assert status == 200
+    assert b"history.jsonl is missing" in body
     assert not report.exists(), "serve is read-only"
 
 
@@ -110,12 +111,13 @@ def test_serve_does_not_follow_symlinks_out_of_the_store(tmp_path: Path) -> None
     secret = tmp_path / "secret.txt"
     secret.write_text("outside", encoding="utf-8")
     (store / "leak.txt").symlink_to(secret)
-    server = make_server(store, "127.0.0.1", ESCAPE_PORT)
+    server = make_server(store, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        status, _, body = _get(f"http://127.0.0.1:{ESCAPE_PORT}/leak.txt")
-        assert status == 404 and b"outside" not in body
+        status, _, body = _get(f"http://127.0.0.1:{server.server_port}/leak.txt")
+        assert status == 404
+        assert b"outside" not in body
     finally:
         server.shutdown()
         server.server_close()

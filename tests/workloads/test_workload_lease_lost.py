@@ -89,7 +89,9 @@ def test_a_stale_holder_in_lease_expiry_keeps_going_to_test_fencing() -> None:
     assert workload.lease_to_check(0) == "lease/0"
     workload.lease_lost(0, "lease/0")
     write = workload.next_op(0)
-    assert write is not None and write.f == "res-write" and write.value["token"] == 9
+    assert write is not None
+    assert write.f == "res-write"
+    assert write.value["token"] == 9
 
 
 def test_a_retired_process_holds_nothing() -> None:

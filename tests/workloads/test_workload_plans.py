@@ -34,7 +34,8 @@ def drive(workload: BenchWorkload, process: int, results: dict[str, Any], steps:
 def test_mutex_enters_the_resource_with_the_granted_token_then_releases() -> None:
     workload = make("mutex", use_resource=True)
     first = workload.next_op(0)
-    assert first is not None and first.f == "acquire"
+    assert first is not None
+    assert first.f == "acquire"
     workload.update(0, first, "ok", 42)
     ops = [workload.next_op(0) for _ in range(3)]
     assert [(o.f, o.value) for o in ops if o] == [
@@ -87,15 +88,18 @@ def test_lease_expiry_stalls_past_the_ttl_then_writes_with_the_old_token() -> No
 def test_watchers_resume_after_the_last_revision_they_saw() -> None:
     workload = make("watch", concurrency=4, watchers=1, duration=1.0)
     first = workload.next_op(0)
-    assert first is not None and first.value["from_revision"] == 0
+    assert first is not None
+    assert first.value["from_revision"] == 0
     events = [{"revision": r, "kind": "acquired", "lock": "watch/0"} for r in (5, 6)]
     workload.update(0, first, "ok", events)
     second = workload.next_op(0)
-    assert second is not None and second.value["from_revision"] == 7
+    assert second is not None
+    assert second.value["from_revision"] == 7
     # a successor of the retired watcher keeps the slot's stream going
     workload.update(0, second, "info", None)
     successor = workload.next_op(4)
-    assert successor is not None and successor.value["from_revision"] == 7
+    assert successor is not None
+    assert successor.value["from_revision"] == 7
     assert workload.next_op(1).f == "acquire"  # type: ignore[union-attr]
 
 
@@ -104,7 +108,8 @@ def test_follower_reads_visit_every_node() -> None:
     nodes = set()
     for _ in range(6):
         op = workload.next_op(1)
-        assert op is not None and op.f == "owner"
+        assert op is not None
+        assert op.f == "owner"
         nodes.add(workload.node_of(op))
         workload.update(1, op, "ok", {"holders": [], "token": None})
     assert nodes == {"n1", "n2", "n3"}

@@ -17,6 +17,7 @@ from bench.backends.reference_client import open_reference_client
 from lockbench.protocols import LeaseAwareClient, lease_deadline_of
 from reference_impl.client.async_client import DEFAULT_DRIFT_BOUND
 from reference_impl.server.local_cluster import LocalCluster
+from tests.support.ports import free_port_block
 
 TTL_S = 1.0
 SLACK_S = 0.3  # a keepalive round trip on a loaded machine
@@ -24,7 +25,9 @@ SLACK_S = 0.3  # a keepalive round trip on a loaded machine
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("lockd-lease"), size=1, base_port=26000)
+    cluster = LocalCluster(
+        tmp_path_factory.mktemp("lockd-lease"), size=1, base_port=free_port_block(10)
+    )
     try:
         cluster.start_all()
         yield cluster

@@ -14,13 +14,14 @@ import pytest
 
 from bench.backends.reference_client import open_reference_client
 from reference_impl.server.local_cluster import LocalCluster
+from tests.support.ports import free_port_block
 
 TTL_S = 1.0
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("lockd1"), size=1, base_port=24720)
+    cluster = LocalCluster(tmp_path_factory.mktemp("lockd1"), size=1, base_port=free_port_block(10))
     try:
         cluster.start_all()
         yield cluster
@@ -55,13 +56,15 @@ def test_a_stall_beyond_the_ttl_hands_the_lock_over(single: LocalCluster) -> Non
             first = await staller.acquire("stall/long", timeout=2.0)
             stall = asyncio.create_task(staller.stall(TTL_S * 2))
             second = await waiter.acquire("stall/long", timeout=TTL_S * 4)
-            assert first.token is not None and second.token is not None
+            assert first.token is not None
+            assert second.token is not None
             assert second.token > first.token
             await stall
             await waiter.release("stall/long")
             again = await staller.acquire("stall/long", timeout=2.0)
             assert again.session != first.session  # the lost session was replaced
-            assert again.token is not None and again.token > second.token
+            assert again.token is not None
+            assert again.token > second.token
         finally:
             await asyncio.gather(staller.close(), waiter.close())
 

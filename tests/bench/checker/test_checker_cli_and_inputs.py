@@ -55,10 +55,12 @@ def test_check_exits_zero_for_valid_and_one_for_invalid(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = lockbench_check([str(write_jsonl(tmp_path / "good.jsonl", GOOD))], capsys)
-    assert code == 0 and json.loads(out)["verdict"] == "valid"
+    assert code == 0
+    assert json.loads(out)["verdict"] == "valid"
     code, out, _ = lockbench_check([str(write_jsonl(tmp_path / "bad.jsonl", STALE_READ))], capsys)
     document = json.loads(out)
-    assert code == 1 and document["verdict"] == "invalid"
+    assert code == 1
+    assert document["verdict"] == "invalid"
     # No op ever wrote 2, so the read alone is the counterexample.
     assert document["checkers"]["linearizable"]["window"] == [2, 3]
 
@@ -121,7 +123,8 @@ def test_bad_input_exits_two_naming_the_line(
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, _, err = lockbench_check([str(path)], capsys)
     assert code == 2
-    assert f"broken.jsonl:{bad_line}:" in err and message in err
+    assert f"broken.jsonl:{bad_line}:" in err
+    assert message in err
 
 
 KNOSSOS_EDN = """[{:process 0, :type :invoke, :f :write, :value 1}
@@ -146,7 +149,8 @@ def test_knossos_edn_history_reads_and_checks(
     path.write_text(KNOSSOS_EDN, encoding="utf-8")
     ops = load_history(path)
     assert [op.f for op in ops][:2] == ["write", "write"]
-    assert ops[4].process == "nemesis" and ops[2].value == [1, 2]
+    assert ops[4].process == "nemesis"
+    assert ops[2].value == [1, 2]
     code, out, _ = lockbench_check([str(path), "--model", "cas-register"], capsys)
     assert code == 0, out
     stale = KNOSSOS_EDN.replace(":value 2}]", ":value 1}]")
@@ -186,7 +190,8 @@ def test_edn_reader_covers_the_jepsen_subset() -> None:
     first = forms[0][1]
     assert first[Keyword("a")] == (1, -2, 3.5, 0.5, 12)
     assert first[Keyword("b")] == frozenset({Keyword("x"), Keyword("y")})
-    assert first[Keyword("c")] == 'q"uote' and first[Keyword("d")] is None
+    assert first[Keyword("c")] == 'q"uote'
+    assert first[Keyword("d")] is None
     assert first[Keyword("f")] == (1, 2)
     second = forms[1][1]
     assert second[Keyword("index")] == 7
@@ -212,4 +217,5 @@ def test_checkers_may_be_named_with_commas_and_unknown_ones_exit_two(
     assert code == 0
     assert list(json.loads(out)["checkers"]) == ["linearizable", "availability"]
     code, _, err = lockbench_check([path, "--checkers", "linearisable"], capsys)
-    assert code == 2 and "unknown checker" in err
+    assert code == 2
+    assert "unknown checker" in err

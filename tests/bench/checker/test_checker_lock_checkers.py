@@ -194,7 +194,8 @@ def test_liveness_flags_a_waiter_still_waiting_after_the_allowance() -> None:
     result = check("liveness", crashed_holder_history(9.0, True), ttl=3, failover=1, margin=1)
     assert result.verdict == "invalid"
     (anomaly,) = result.anomalies
-    assert anomaly.kind == "lock-not-granted" and anomaly.processes == (0, 1)
+    assert anomaly.kind == "lock-not-granted"
+    assert anomaly.processes == (0, 1)
 
 
 def test_liveness_is_unknown_without_a_ttl() -> None:
@@ -246,7 +247,8 @@ def test_availability_measures_each_fault_window_and_the_longest_gap() -> None:
     assert result.verdict == "valid"
     (window,) = result.stats["windows"]
     assert window["fault"] == "kill"
-    assert window["ops"] == 2 and window["ok"] == 1
+    assert window["ops"] == 2
+    assert window["ok"] == 1
     assert window["success_fraction"] == 0.5
     assert window["longest_gap_s"] == pytest.approx(3.0, abs=0.01)
     assert window["first_success_after_s"] == pytest.approx(3.0, abs=0.01)
@@ -313,7 +315,8 @@ def test_run_checkers_composes_invalid_over_unknown_over_valid() -> None:
 
 
 def test_unknown_checker_and_unknown_option_are_config_errors() -> None:
-    assert "linearizable" in available_checkers() and len(available_checkers()) == 7
+    assert "linearizable" in available_checkers()
+    assert len(available_checkers()) == 7
     with pytest.raises(ConfigError, match="unknown checker"):
         run_checkers([], ["linearisable"], {})
     with pytest.raises(ConfigError, match="unknown checker option"):

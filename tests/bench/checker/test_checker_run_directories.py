@@ -79,7 +79,8 @@ def test_recheck_keeps_the_runs_notes_and_errors(
     results_path.write_text(json.dumps(before), encoding="utf-8")
     code, out, _ = lockbench_check([str(run_dir)], capsys)
     after = read_json(results_path)
-    assert code == 0 and after["verdict"] == "valid"
+    assert code == 0
+    assert after["verdict"] == "valid"
     assert after["run"] == before["run"]
     assert after["errors"] == before["errors"]
     assert json.loads(out)["checkers"] == after["checkers"]

@@ -36,7 +36,8 @@ def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
             == 0
         )
         out = capsys.readouterr().out
-        assert "local cluster up" in out and "go through the link proxy" in out
+        assert "local cluster up" in out
+        assert "go through the link proxy" in out
 
         assert lockbench_cluster("status", *target) == 0
         assert capsys.readouterr().out.count("nothing running") == 5

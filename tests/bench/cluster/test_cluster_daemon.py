@@ -48,8 +48,10 @@ def test_daemon_lifecycle_pidfile_and_refusals(netns: ClusterHandle) -> None:
         other = netns.node("n2")
         fetch = f"python3 -c \"import urllib.request as u; print(u.urlopen('http://{node.address}:7000/').status)\""
         assert other.run(fetch).stdout.strip() == "200"
-        assert signal_daemon(node, "web", "STOP") and _state(node, pid) == "T"
-        assert signal_daemon(node, "web", "CONT") and _state(node, pid) != "T"
+        assert signal_daemon(node, "web", "STOP")
+        assert _state(node, pid) == "T"
+        assert signal_daemon(node, "web", "CONT")
+        assert _state(node, pid) != "T"
         signal_daemon(node, "web", "STOP")
         stop_daemon(node, "web", timeout=2)  # a paused daemon still stops
         assert daemon_pid(node, "web") is None

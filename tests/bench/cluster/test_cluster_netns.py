@@ -51,7 +51,8 @@ def test_up_makes_five_ssh_nodes_each_in_its_own_namespace(tmp_path: Path) -> No
             )
         for spec in inventory.nodes:
             # each namespace sees only its own address: the network really is separate
-            assert seen[spec.name].count("inet ") == 1 and spec.address in seen[spec.name]
+            assert seen[spec.name].count("inet ") == 1
+            assert spec.address in seen[spec.name]
         names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert all(f"{PREFIX}-n{i}" in names for i in range(1, 6))
     finally:
@@ -164,7 +165,8 @@ def test_netns_cluster_context_tears_down_when_the_test_fails(tmp_path: Path) ->
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), netns_cluster(tmp_path, prefix=PREFIX, subnet=SUBNET) as cluster:
+    # The raise must happen inside the cluster's context: its teardown is under test.
+    with pytest.raises(Boom), netns_cluster(tmp_path, prefix=PREFIX, subnet=SUBNET) as cluster:  # noqa: PT012
         cluster.node("n1").run("true")
         raise Boom
     assert leftovers(PREFIX, tmp_path / f"cluster-{PREFIX}") == []

@@ -80,4 +80,6 @@ def test_status_reports_a_node_whose_sshd_is_gone(
     assert args.func(args) == 4
     out = capsys.readouterr().out
     assert out.count(" ok ") == 4
-    assert "n5" in out and "UNREACHABLE" in out and "10.77.1.15:22" in out
+    assert "n5" in out
+    assert "UNREACHABLE" in out
+    assert "10.77.1.15:22" in out

@@ -30,9 +30,8 @@ def test_inventory_uses_private_addresses_with_vagrants_user_and_keys(tmp_path: 
     assert [n.address for n in inventory.nodes] == [f"192.168.56.1{i}" for i in range(1, 6)]
     first = inventory.nodes[0]
     assert (first.user, first.ssh_port, first.data_dir) == ("vagrant", 22, "/var/lib/lockbench/n1")
-    assert first.key_file is not None and first.key_file.endswith(
-        "machines/n1/virtualbox/private_key"
-    )
+    assert first.key_file is not None
+    assert first.key_file.endswith("machines/n1/virtualbox/private_key")
     # a quoted IdentityFile with a space in its path
     assert inventory.nodes[2].key_file == (
         "/home/ada/my projects/lockbench/vagrant/.vagrant/machines/n3/virtualbox/private_key"

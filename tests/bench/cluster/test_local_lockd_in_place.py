@@ -37,6 +37,7 @@ from lockbench.daemon import (
     stop_daemon,
 )
 from lockbench.history import read_history
+from tests.support.waiting import wait_until, wait_until_async
 
 BASE_OFFSET = 17100
 LEADER_TIMEOUT_S = 30.0
@@ -105,10 +106,13 @@ def test_leader_status_gives_the_term_and_the_observer_records_it(
 ) -> None:
     cluster, backend = local_lockd
     leader, term = wait_for_leader(backend, cluster)
-    assert isinstance(term, int) and term >= 1
+    assert isinstance(term, int)
+    assert term >= 1
     assert backend.last_term == term
     status = fetch_status(cluster.node(leader))
-    assert status is not None and status["role"] == "leader" and status["term"] >= term
+    assert status is not None
+    assert status["role"] == "leader"
+    assert status["term"] >= term
 
     async def observe_briefly() -> None:
         stop = asyncio.Event()
@@ -116,7 +120,7 @@ def test_leader_status_gives_the_term_and_the_observer_records_it(
         task = asyncio.create_task(
             observe_leader(backend, cluster, writer, RunStats(), stop, interval=0.2, timeout=2.0)
         )
-        await asyncio.sleep(0.5)
+        await wait_until_async(lambda: writer.lines > 0, timeout=10, what="a leader record")
         stop.set()
         await task
         writer.close()
@@ -125,7 +129,8 @@ def test_leader_status_gives_the_term_and_the_observer_records_it(
     records = [op for op in read_history(tmp_path / "history.jsonl") if op.f == "leader"]
     assert records, "the observer recorded no leader"
     assert isinstance(records[0].value, dict)
-    assert isinstance(records[0].value["term"], int) and records[0].value["term"] >= term
+    assert isinstance(records[0].value["term"], int)
+    assert records[0].value["term"] >= term
 
 
 def test_leader_of_the_highest_term_wins_and_no_leader_has_no_term() -> None:
@@ -163,7 +168,8 @@ def test_concurrent_starts_run_one_lockd_and_its_pidfile_names_it(
         thread.join(60)
     assert outcomes.count(None) == 1, outcomes
     refused = next(o for o in outcomes if o is not None)
-    assert isinstance(refused, DaemonError) and "already running" in str(refused)
+    assert isinstance(refused, DaemonError)
+    assert "already running" in str(refused)
     running = processes_mentioning(f"{node.data_dir}/lockd.yaml")
     assert len(running) == 1, running
     recorded = Path(pidfile_path(node, DAEMON)).read_text().strip()
@@ -198,8 +204,11 @@ def test_a_start_is_judged_by_the_launched_process_not_a_reread_pidfile(tmp_path
             script = f": > {pidfile}; sleep 1; echo $$ > {pidfile}; exec sleep 60 # {cluster_dir}"
             pid = start_daemon(node, "rewriter", ["sh", "-c", script], faketime=False)
             assert daemon_pid(node, "rewriter") in (None, pid)  # the pidfile may be empty now
-            time.sleep(1.5)
-            assert daemon_pid(node, "rewriter") == pid
+            wait_until(
+                lambda: daemon_pid(node, "rewriter") == pid,
+                timeout=10,
+                what="the rewritten pidfile",
+            )
     finally:
         removed = local_down(cluster_dir)
     assert f"process {pid} (n1/rewriter)" in removed

@@ -321,7 +321,7 @@ def test_local_down_stops_the_proxy(tmp_path: Path) -> None:
 def test_a_taken_link_port_fails_the_start_naming_the_link_and_port(tmp_path: Path) -> None:
     cluster_dir = tmp_path / "c"
     try:
-        with (
+        with (  # noqa: PT012 - the proxy start inside the cluster's context is what fails
             open_cluster(local_up(cluster_dir, nodes=2, base_offset=BASE_OFFSET)) as cluster,
             socket.create_server(("127.0.0.1", 23112)),  # the port of link n2->n1
             pytest.raises(ClusterError, match=r"link n2->n1: cannot listen on 127\.0\.0\.1:23112"),

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# Task W's loopback ports (tests/…/runner, docs/running.md): 127.0.0.1:19000-19999.
-PORT_RANGE = range(19000, 20000)
-
-
-def free_port() -> int:
-    """A port in this task's range that nothing listens on right now."""
-    for port in PORT_RANGE:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 127.0.0.1:19000-19999")
+from tests.support.ports import free_port
 
 
 def write_test_file(directory: Path, name: str = "quick", **keys: Any) -> Path:

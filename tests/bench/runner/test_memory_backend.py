@@ -57,7 +57,8 @@ def test_waiters_are_granted_in_fifo_order_with_increasing_tokens() -> None:
     grants = run(scenario)
     assert [p for p, _ in grants] == [0, 1, 2, 3]
     tokens = [t for _, t in grants]
-    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 4
 
 
 def test_acquire_timeout_leaves_the_queue_and_is_definite() -> None:
@@ -104,7 +105,8 @@ def test_a_stalled_holder_loses_its_lock_to_the_next_waiter_with_a_higher_token(
         fresh = await holder.acquire("other", timeout=1)
         assert fresh.session != old.session
         watcher.cancel()
-        assert old.token is not None and new.token is not None
+        assert old.token is not None
+        assert new.token is not None
         return old.token, new.token, [e.kind for e in events]
 
     old, new, kinds = run(scenario)

@@ -38,10 +38,12 @@ def test_fenced_mode_refuses_a_token_lower_than_the_highest_accepted(tmp_path: P
         return refused.value.value
 
     refusal = serve("fenced", tmp_path / "resource.log", scenario)
-    assert refusal["accepted"] is False and refusal["highest"] == 5
+    assert refusal["accepted"] is False
+    assert refusal["highest"] == 5
     entries = [json.loads(line) for line in (tmp_path / "resource.log").read_text().splitlines()]
     assert [e["outcome"] for e in entries] == ["accepted", "refused", "read"]
-    assert entries[1]["client"] == "s1" and entries[1]["token"] == 4
+    assert entries[1]["client"] == "s1"
+    assert entries[1]["token"] == 4
     times = [e["resource_time"] for e in entries]
     assert times == sorted(times)
 

@@ -55,7 +55,8 @@ def test_a_bad_key_is_refused_with_file_key_and_reason(
         load_test_config(path)
     message = str(error.value)
     assert message.startswith(str(path)), message
-    assert key in message and reason in message, message
+    assert key in message, message
+    assert reason in message, message
 
 
 def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
@@ -79,7 +80,8 @@ def test_a_flag_override_is_validated_and_blamed_on_the_command_line(tmp_path: P
 def test_overrides_reach_nested_keys_and_auto_values_are_resolved(tmp_path: Path) -> None:
     path = write_test_file(tmp_path, seed=None)
     config = load_test_config(path, {"workload_options.locks": 5, "concurrency": 3})
-    assert config.workload_options["locks"] == 5 and config.concurrency == 3
+    assert config.workload_options["locks"] == 5
+    assert config.concurrency == 3
     assert config.runtime == "none"  # the memory backend lives in the bench process
     assert isinstance(config.seed, int)  # a random seed, written to test.yaml for replay
     assert config.resolved_checkers == (
@@ -99,7 +101,9 @@ def test_the_cli_exits_2_with_one_line_and_starts_nothing(
     code = main(["run", str(path), "--store", str(store), "--no-progress"])
     assert code == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "concurrency" in err[0] and str(path) in err[0]
+    assert len(err) == 1
+    assert "concurrency" in err[0]
+    assert str(path) in err[0]
     assert not store.exists()  # refused before a run directory was made
 
 

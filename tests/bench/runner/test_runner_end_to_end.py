@@ -34,7 +34,8 @@ def test_a_run_writes_a_complete_store_and_exits_with_the_verdict(tmp_path: Path
         "availability",
     }
     resolved = yaml.safe_load((run_dir / "test.yaml").read_text())
-    assert resolved["runtime"] == "none" and resolved["seed"] == 11
+    assert resolved["runtime"] == "none"
+    assert resolved["seed"] == 11
     history = read_history(run_dir / "history.jsonl")
     calls = pair_calls(history)
     assert len(calls) > 50
@@ -47,7 +48,8 @@ def test_a_run_writes_a_complete_store_and_exits_with_the_verdict(tmp_path: Path
 def test_a_service_without_mutual_exclusion_is_caught_with_exit_1(tmp_path: Path) -> None:
     path = write_test_file(tmp_path, backend_options={"unsafe": ["no-exclusion"]})
     outcome = run_test(load_test_config(path), RunOptions(store=tmp_path, live_progress=False))
-    assert outcome.verdict == "invalid" and outcome.exit_code == 1
+    assert outcome.verdict == "invalid"
+    assert outcome.exit_code == 1
     results = json.loads((outcome.run_dir / "results.json").read_text())
     assert results["checkers"]["mutual-exclusion"]["verdict"] == "invalid"
 
@@ -116,7 +118,8 @@ def test_a_stale_writer_is_refused_by_the_fenced_resource_and_caught_without_it(
         history = read_history(outcome.run_dir / "history.jsonl")
         refused = [op for op in history if op.f == "res-write" and op.error == "stale-token"]
         verdicts[mode] = (outcome.verdict, len(refused))
-    assert verdicts["fenced"][0] == "valid" and verdicts["fenced"][1] >= 1, verdicts
+    assert verdicts["fenced"][0] == "valid", verdicts
+    assert verdicts["fenced"][1] >= 1, verdicts
     assert verdicts["unfenced"] == ("invalid", 0), verdicts
 
 

@@ -12,7 +12,6 @@ valid, and the same history without that record invalid (the false alarm this re
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,27 +24,15 @@ from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.process import LEASE_LOST, ClientDriver, ClientProcess, RunStats
 from lockbench.history import Op, pair_calls, read_history
 from lockbench.options import parse_options
+from tests.support.ports import free_port
 from workloads.base import WorkloadContext
 from workloads.mutex import MutexOptions, MutexWorkload
 from workloads.resource import ResourceClient, ResourceServer
 
 TTL_S = 0.3
 LOCK = "lock/0"
-# Task L's loopback ports (the resource server): 127.0.0.1:26000-26999.
-PORTS = range(26000, 27000)
 # Bounds on each phase, so a broken build fails instead of hanging.
 PHASE_TIMEOUT_S = 8.0
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 127.0.0.1:26000-26999")
 
 
 async def until(condition: Callable[[], object], what: str) -> None:
@@ -122,7 +109,8 @@ def test_the_lapsed_holder_records_lease_lost_once_with_the_deadline_that_passed
         op for op in history if op.process == holder and op.f == "acquire" and op.type == "ok"
     )
     since = ok.value["since"]
-    assert ok.value == invoke.value and ok.session == grant.session == invoke.session
+    assert ok.value == invoke.value
+    assert ok.session == grant.session == invoke.session
     # the deadline lies after the grant (the lease was safe then) and before the record
     assert grant.time < since <= invoke.time
     # the other process was granted the lock after the deadline, before the holder's release
@@ -134,7 +122,8 @@ def test_the_lapsed_holder_records_lease_lost_once_with_the_deadline_that_passed
     release = next(
         op for op in history if op.process == holder and op.f == "release" and op.type != "invoke"
     )
-    assert since <= other.time and other.index < release.index
+    assert since <= other.time
+    assert other.index < release.index
     # the release answered unknown (the session is gone) and retired the holder
     assert release.type == "info"
 

@@ -21,7 +21,8 @@ def test_the_default_test_keeps_its_partitions_on_the_local_runtime() -> None:
     config = load_test_config(DEFAULT_TEST_FILE, {"runtime": "local"})
     assert [spec["fault"] for spec in config.nemesis] == ["partition", "kill"]
     facts = planned_cluster_facts(config)
-    assert facts.link_proxy and facts.runtime == "local"
+    assert facts.link_proxy
+    assert facts.runtime == "local"
     assert set(facts.addresses.values()) == {"127.0.0.1"}
 
 

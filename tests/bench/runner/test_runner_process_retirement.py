@@ -41,7 +41,8 @@ def test_unknown_outcomes_retire_the_process_and_a_fresh_id_takes_its_slot(
         assert call.completion is not None
         by_process[call.process].append(call.completion.type)
     infos = [c for c in calls if c.outcome == "info"]
-    assert len(infos) >= 3 and retired == len(infos)
+    assert len(infos) >= 3
+    assert retired == len(infos)
     errors = {
         c.completion.error.split(":")[0] for c in infos if c.completion and c.completion.error
     }

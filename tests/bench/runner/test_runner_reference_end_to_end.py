@@ -109,7 +109,8 @@ def test_the_reference_server_on_the_local_runtime_runs_without_root(tmp_path: P
     assert all(c.completion is not None for c in calls)
     # follower reads name their node; the client resolves names from lockd's member list
     read_from = {c.invoke.node for c in calls if c.invoke.f == "owner" and c.outcome == "ok"}
-    assert read_from and read_from <= {"n1", "n2", "n3", "n4", "n5"}
+    assert read_from
+    assert read_from <= {"n1", "n2", "n3", "n4", "n5"}
     logs = list((outcome.run_dir / "nodes").glob("*/*.log"))
     assert {p.parent.name for p in logs} == {"n1", "n2", "n3", "n4", "n5"}
     assert not (tmp_path / "cluster" / "nodes").exists()  # the runner took its cluster down

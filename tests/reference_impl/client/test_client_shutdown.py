@@ -20,14 +20,12 @@ from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.connection import Connection
 from reference_impl.client.errors import ConnectionLost
 from reference_impl.server.local_cluster import LocalCluster
-
-LOCKD_BASE_PORT = 24700
-SILENT_PORT = 24710
+from tests.support.ports import free_port_block
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("lockd1"), size=1, base_port=LOCKD_BASE_PORT)
+    cluster = LocalCluster(tmp_path_factory.mktemp("lockd1"), size=1, base_port=free_port_block(10))
     try:
         cluster.start_all()
         yield cluster
@@ -43,9 +41,9 @@ async def silent_node() -> AsyncIterator[str]:
     async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
 
-    server = await asyncio.start_server(accept, "127.0.0.1", SILENT_PORT)
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
     try:
-        yield f"127.0.0.1:{SILENT_PORT}"
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         for writer in held:
             writer.close()

@@ -14,11 +14,12 @@ from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.errors import AcquireTimeout
 from reference_impl.client.sync_client import LockClient
 from reference_impl.server.local_cluster import LocalCluster
+from tests.support.ports import free_port_block
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("lockd1"), size=1, base_port=17500)
+    cluster = LocalCluster(tmp_path_factory.mktemp("lockd1"), size=1, base_port=free_port_block(10))
     try:
         cluster.start_all()
         yield cluster
@@ -59,7 +60,8 @@ def test_lockctl_acquire_owner_watch_status_members(single: LocalCluster) -> Non
     events = [json.loads(line) for line in watched.stdout.splitlines()]
     assert [(e["kind"], e["token"]) for e in events] == [("acquired", token), ("released", token)]
     status = json.loads(lockctl(single, "status").stdout)
-    assert status["role"] == "leader" and status["id"] == "n1"
+    assert status["role"] == "leader"
+    assert status["id"] == "n1"
     members = json.loads(lockctl(single, "members").stdout)
     assert members[0]["client_endpoint"] == single.endpoints[0]
     owner = json.loads(lockctl(single, "owner", "ctl/x").stdout)
@@ -78,7 +80,8 @@ def test_lockctl_release_frees_a_stuck_holder_and_busy_exits_1(single: LocalClus
     try:
         client, session = loop.run_until_complete(hold())
         busy = lockctl(single, "acquire", "ctl/stuck", "--wait", "0", "--hold", "0")
-        assert busy.returncode == 1 and "AcquireTimeout" in busy.stderr
+        assert busy.returncode == 1
+        assert "AcquireTimeout" in busy.stderr
         released = lockctl(single, "release", "ctl/stuck")
         assert released.returncode == 0, released.stderr
         assert json.loads(released.stdout)["session"] == session

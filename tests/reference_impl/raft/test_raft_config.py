@@ -17,7 +17,9 @@ def test_defaults_give_a_50ms_heartbeat_and_a_300_to_600ms_election_timeout() ->
         6,
         12,
     )
-    assert config.pre_vote and config.check_quorum and not config.lease_reads
+    assert config.pre_vote
+    assert config.check_quorum
+    assert not config.lease_reads
     assert config.quorum == 2
     five = ["n1", "n2", "n3", "n4", "n5"]
     assert RaftConfig("n1", five).voters == (*VOTERS, "n4", "n5")  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ def test_a_histogram_counts_into_cumulative_buckets_with_inf_last() -> None:
     for value in (0.05, 0.1, 0.5, 7.0):
         histogram.observe(value)
     assert histogram.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)]
-    assert histogram.count == 4 and histogram.total == pytest.approx(7.65)
+    assert histogram.count == 4
+    assert histogram.total == pytest.approx(7.65)
     assert histogram.quantile(0.5) == 0.1
     assert histogram.quantile(0.99) == float("inf")
     assert Histogram((1.0,)).quantile(0.5) == 0.0

@@ -56,7 +56,8 @@ def test_a_follower_that_hears_nothing_campaigns_and_wins_with_a_majority() -> N
 def test_a_new_leader_commits_a_noop_entry_of_its_term() -> None:
     cluster, leader = _elected_cluster()
     last = leader.log.entry(leader.last_index)
-    assert last.kind is EntryKind.NOOP and last.term == leader.term
+    assert last.kind is EntryKind.NOOP
+    assert last.term == leader.term
     assert leader.commit_index == leader.last_index
     cluster.tick_all()
     assert all(cluster.nodes[i].commit_index == leader.last_index for i in cluster.ids)
@@ -107,7 +108,8 @@ def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> N
     node = _node(restored=RestoredState(HardState(term=1), None, old_log), pre_vote=False)
     for _ in range(node.config.election_ticks_max):
         node.tick()
-    assert node.role is Role.CANDIDATE and node.term == 2
+    assert node.role is Role.CANDIDATE
+    assert node.term == 2
     node.step(VoteResponse("n2", "n1", 2, True))
     assert node.role is Role.LEADER
     assert node.log.entry(3).term == 2  # the leader's noop
@@ -149,7 +151,8 @@ def test_conflicting_uncommitted_entries_are_overwritten_with_few_round_trips() 
     cluster.process("n1")
     cluster.deliver()
     new_leader = cluster.elect("n2")
-    assert new_leader.role is Role.LEADER and new_leader.term == 2
+    assert new_leader.role is Role.LEADER
+    assert new_leader.term == 2
     for i in range(5):
         new_leader.propose(f"kept{i}".encode())
     cluster.process("n2")
@@ -204,8 +207,10 @@ def test_a_follower_rejects_an_append_whose_previous_entry_it_lacks() -> None:
     node.step(AppendEntries("n1", "n2", 1, 5, 1, (Entry(1, 6, b"x"),), 6))
     response = node.ready().messages[-1]
     assert isinstance(response, AppendResponse)
-    assert not response.success and response.hint_index == 0
-    assert node.last_index == 0 and node.commit_index == 0
+    assert not response.success
+    assert response.hint_index == 0
+    assert node.last_index == 0
+    assert node.commit_index == 0
 
 
 # -- PreVote and CheckQuorum --------------------------------------------------------------------
@@ -219,7 +224,8 @@ def test_prevote_keeps_a_rejoining_node_from_disrupting_a_healthy_leader() -> No
     assert cluster.nodes["n3"].term == 1, "a pre-candidate must not bump its term"
     cluster.heal()
     cluster.tick_all(3)
-    assert leader.role is Role.LEADER and leader.term == 1
+    assert leader.role is Role.LEADER
+    assert leader.term == 1
     assert cluster.nodes["n3"].leader == "n1"
 
 
@@ -250,7 +256,9 @@ def test_without_checkquorum_the_unsafe_switch_lets_a_deposed_leader_serve_stale
     for _ in range(4 * old.config.election_ticks_max):
         cluster.tick_all()
     new = cluster.leader()
-    assert new is not None and new.id != "n1" and old.role is Role.LEADER
+    assert new is not None
+    assert new.id != "n1"
+    assert old.role is Role.LEADER
     index = new.propose(b"x")
     cluster.process(new.id)
     cluster.deliver()
@@ -275,7 +283,8 @@ def test_readindex_on_a_follower_returns_an_index_covering_every_acknowledged_wr
     cluster.process("n2")
     cluster.deliver()
     ((ctx, read_index),) = cluster.read_states["n2"]
-    assert ctx == b"r1" and read_index >= index
+    assert ctx == b"r1"
+    assert read_index >= index
     assert cluster.machines["n2"].applied >= read_index
 
 
@@ -343,7 +352,8 @@ def test_a_follower_behind_the_compacted_log_catches_up_by_snapshot() -> None:
     assert leader.applied_index == leader.last_index == 21
     snapshot = leader.compact(leader.applied_index, cluster.machines["n1"].snapshot())
     cluster.storages["n1"].save_snapshot(snapshot)
-    assert leader.log.snapshot_index == 21 and not leader.log.entries
+    assert leader.log.snapshot_index == 21
+    assert not leader.log.entries
     cluster.heal()
     sent: list[object] = []
     for _ in range(3):
@@ -369,7 +379,8 @@ def test_leadership_transfer_hands_over_once_the_target_is_up_to_date() -> None:
     assert any(isinstance(m, TimeoutNow) for m in sent)
     assert cluster.nodes["n2"].role is Role.LEADER
     assert cluster.nodes["n2"].term == 2
-    assert leader.role is Role.FOLLOWER and leader.leader == "n2"
+    assert leader.role is Role.FOLLOWER
+    assert leader.leader == "n2"
 
 
 def test_proposals_are_refused_during_a_transfer_and_accepted_after_it_times_out() -> None:
@@ -403,7 +414,8 @@ def test_figure_8_scenario_an_entry_counted_on_a_majority_in_an_old_term_can_be_
         n5.tick()
     cluster.process("n5")
     cluster.deliver(lambda m: not isinstance(m, AppendEntries))
-    assert n5.role is Role.LEADER and n5.term == 2
+    assert n5.role is Role.LEADER
+    assert n5.term == 2
     cluster.crash("n5")
     cluster.outbox.clear()
     # (c) n1 restarts, wins term 3, and gets index 2 (term 1) onto n3: a majority (n1, n2, n3)
@@ -426,7 +438,8 @@ def test_figure_8_scenario_an_entry_counted_on_a_majority_in_an_old_term_can_be_
         cluster.deliver(only_index_2)
         if n1.role is Role.LEADER:
             break
-    assert n1.role is Role.LEADER and n1.term == 3
+    assert n1.role is Role.LEADER
+    assert n1.term == 3
     assert [cluster.nodes[i].log.term_at(2) for i in ("n1", "n2", "n3")] == [1, 1, 1]
     committed_by_n1 = list(cluster.machines["n1"].commands)
     assert n1.commit_index == 1, "Figure 8: index 2 is from term 1 and must not commit in term 3"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from reference_impl.server.replica import Replica
+from tests.support.waiting import wait_until_async
 
 
 @contextlib.asynccontextmanager
@@ -27,21 +27,17 @@ async def single_leader(
     replicas: Iterable[Replica], timeout: float = 5.0, exclude: str | None = None
 ) -> Replica:
     members = list(replicas)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def the_leader() -> Replica | None:
         leaders = [r for r in members if r.running and r.is_leader and r.id != exclude]
-        if len(leaders) == 1:
-            return leaders[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no single leader within {timeout}s")
+        return leaders[0] if len(leaders) == 1 else None
+
+    leader: Replica = await wait_until_async(the_leader, timeout=timeout, what="a single leader")
+    return leader
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+    await wait_until_async(check, timeout=timeout, what="the condition")
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:

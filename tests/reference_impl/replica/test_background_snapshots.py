@@ -118,7 +118,8 @@ def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_res
             assert {r.id: r.metrics.leader_changes for r in replicas.values()} == changes
             for replica in replicas.values():
                 figures = replica.snapshotter
-                assert figures.children_started >= 2 and figures.children_failed == 0
+                assert figures.children_started >= 2
+                assert figures.children_failed == 0
                 assert figures.last_serialise_seconds is not None
                 # The work the loop was spared: far more than the stall allowed.
                 assert figures.last_serialise_seconds > MAX_LOOP_STALL
@@ -135,8 +136,10 @@ def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_res
             )
             await restarted.start()
             machine = machines[follower.id]
-            assert machine.restored_from is not None and machine.restored_from >= 200
-            assert len(machine.base) == BASE_ITEMS and machine.base[-1] == list(table[-1])
+            assert machine.restored_from is not None
+            assert machine.restored_from >= 200
+            assert len(machine.base) == BASE_ITEMS
+            assert machine.base[-1] == list(table[-1])
             await eventually(lambda: len(machine.commands) == 350, timeout=10.0)
             assert machine.commands == machines[leader.id].commands
 
@@ -223,16 +226,20 @@ def test_a_cheap_state_goes_back_to_the_loop_after_one_child_and_a_failing_child
         ready = asyncio.Event()
         snapshots = Snapshotter("test", serialise, ready.set)
         # Nothing measured yet: the first snapshot forks, whatever the state's size.
-        assert snapshots.start(5) is None and snapshots.child_pid is not None
+        assert snapshots.start(5) is None
+        assert snapshots.child_pid is not None
         state["value"] = 2  # the parent moves on; the child has the state of the fork instant
         await asyncio.wait_for(ready.wait(), 10)
         taken = snapshots.take_result()
-        assert taken is not None and taken.in_child and taken.index == 5
+        assert taken is not None
+        assert taken.in_child
+        assert taken.index == 5
         assert json.loads(taken.data) == {"fail": False, "value": 1}
         assert taken.serialise_seconds < snapshotter_module.IN_PROCESS_MAX_SECONDS
         # That was cheap: the next one is taken in process, at once.
         in_process = snapshots.start(6)
-        assert in_process is not None and not in_process.in_child
+        assert in_process is not None
+        assert not in_process.in_child
         assert json.loads(in_process.data)["value"] == 2
 
         snapshots.last_serialise_seconds = None  # unknown again: fork
@@ -240,7 +247,8 @@ def test_a_cheap_state_goes_back_to_the_loop_after_one_child_and_a_failing_child
         ready.clear()
         assert snapshots.start(7) is None
         await asyncio.wait_for(ready.wait(), 10)
-        assert snapshots.take_result() is None and snapshots.children_failed == 1
+        assert snapshots.take_result() is None
+        assert snapshots.children_failed == 1
         assert not snapshots.may_start()  # not straight into another fork
         await eventually(snapshots.may_start, timeout=2)
         state["fail"] = False
@@ -248,7 +256,9 @@ def test_a_cheap_state_goes_back_to_the_loop_after_one_child_and_a_failing_child
         assert snapshots.start(8) is None
         await asyncio.wait_for(ready.wait(), 10)
         retried = snapshots.take_result()
-        assert retried is not None and retried.index == 8 and retried.in_child
+        assert retried is not None
+        assert retried.index == 8
+        assert retried.in_child
 
     run(scenario)
 
@@ -267,9 +277,11 @@ def test_a_child_that_serialises_past_its_deadline_is_killed_and_counts_as_faile
         assert snapshots.start(1) is None
         pid = snapshots.child_pid
         await asyncio.wait_for(ready.wait(), 10)
-        assert snapshots.take_result() is None and snapshots.children_failed == 1
+        assert snapshots.take_result() is None
+        assert snapshots.children_failed == 1
         assert f"snapshot child {pid} still running after 0s; killing it" in caplog.text
         assert "killed by SIGKILL" in caplog.text
-        assert pid is not None and not Path(f"/proc/{pid}").exists()
+        assert pid is not None
+        assert not Path(f"/proc/{pid}").exists()
 
     run(scenario)

@@ -20,7 +20,8 @@ def test_writes_land_in_order_and_queued_ones_are_grouped(tmp_path: Path) -> Non
     def on_written(
         last: Entry | None, stats: SaveStats | None, error: BaseException | None
     ) -> None:
-        assert error is None and stats is not None
+        assert error is None
+        assert stats is not None
         written.append((last.index if last else None, stats.records))
 
     async def scenario() -> None:
@@ -65,4 +66,5 @@ def test_a_failing_write_is_reported_and_nothing_more_is_written(tmp_path: Path)
 
     asyncio.run(scenario())
     storage._fd = None
-    assert len(errors) == 1 and isinstance(errors[0], OSError)
+    assert len(errors) == 1
+    assert isinstance(errors[0], OSError)

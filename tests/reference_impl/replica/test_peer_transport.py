@@ -1,4 +1,4 @@
-"""The peer transport on loopback (ports 25900-25999): a Ready's messages reach every connected
+"""The peer transport on loopback (free ports): a Ready's messages reach every connected
 peer in order through direct writes, a peer that went away is reconnected to, and messages for
 a peer that cannot be reached are dropped (Raft resends) instead of piling up."""
 
@@ -11,9 +11,10 @@ from collections.abc import Callable
 from reference_impl.raft.metrics import ReplicaMetrics
 from reference_impl.raft.types import AppendResponse, Message
 from reference_impl.server.peer_transport import PeerTransport
+from tests.support.ports import free_port_block
 
-BASE_PORT = 25900
-PEERS = {f"n{i}": ("127.0.0.1", BASE_PORT + i) for i in (1, 2, 3)}
+_BASE_PORT = free_port_block(4)
+PEERS = {f"n{i}": ("127.0.0.1", _BASE_PORT + i) for i in (1, 2, 3)}
 
 
 def ack(src: str, dst: str, index: int) -> AppendResponse:

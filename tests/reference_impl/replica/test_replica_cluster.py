@@ -21,6 +21,7 @@ from replica_testing import running as running_replicas
 from reference_impl.raft.errors import NotLeader, ProposalDropped, ProposalTimeout, RaftError
 from reference_impl.server.peer_transport import PEER_MAGIC, encode_frame
 from reference_impl.server.replica import Replica
+from tests.support.ports import free_port_block
 
 
 class CounterMachine:
@@ -43,8 +44,9 @@ class CounterMachine:
 
 
 class Group:
-    def __init__(self, root: Path, size: int, base_port: int, **options: Any) -> None:
+    def __init__(self, root: Path, size: int, **options: Any) -> None:
         self.root = root
+        base_port = free_port_block(size + 1)
         self.peers = {f"n{i}": ("127.0.0.1", base_port + i) for i in range(1, size + 1)}
         self.options = options
         self.machines = {node_id: CounterMachine() for node_id in self.peers}
@@ -70,14 +72,12 @@ async def running(group: Group) -> AsyncIterator[Group]:
         yield group
 
 
-@pytest.mark.parametrize(
-    ("async_leader_writes", "base_port"), [(True, 18000), (False, 18070)], ids=["async", "inline"]
-)
+@pytest.mark.parametrize("async_leader_writes", [True, False], ids=["async", "inline"])
 def test_three_replicas_elect_replicate_and_survive_the_leaders_stop(
-    tmp_path: Path, async_leader_writes: bool, base_port: int
+    tmp_path: Path, async_leader_writes: bool
 ) -> None:
     async def scenario() -> None:
-        group = Group(tmp_path, 3, base_port, async_leader_writes=async_leader_writes)
+        group = Group(tmp_path, 3, async_leader_writes=async_leader_writes)
         async with running(group):
             leader = await group.leader()
             results = await asyncio.gather(
@@ -110,9 +110,7 @@ def test_five_replicas_transfer_leadership_and_read_on_every_follower(tmp_path: 
     async def scenario() -> None:
         changes: list[tuple[str | None, int]] = []
         async with running(
-            Group(
-                tmp_path, 5, 18010, on_leader_change=lambda who, term: changes.append((who, term))
-            )
+            Group(tmp_path, 5, on_leader_change=lambda who, term: changes.append((who, term)))
         ) as group:
             leader = await group.leader()
             await leader.propose(b"x", timeout=5)
@@ -131,7 +129,7 @@ def test_five_replicas_transfer_leadership_and_read_on_every_follower(tmp_path: 
 
 def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path: Path) -> None:
     async def scenario() -> None:
-        group = Group(tmp_path, 3, 18020, snapshot_every=50)
+        group = Group(tmp_path, 3, snapshot_every=50)
         async with running(group):
             leader = await group.leader()
             for batch in range(4):
@@ -145,7 +143,8 @@ def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path:
             restarted = group.recreate(follower.id)
             await restarted.start()
             machine = group.machines[follower.id]
-            assert machine.restored_from is not None and machine.restored_from >= 50
+            assert machine.restored_from is not None
+            assert machine.restored_from >= 50
             await eventually(lambda: len(machine.commands) == 160)
             assert machine.commands == group.machines[leader.id].commands
 
@@ -154,7 +153,7 @@ def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path:
 
 def test_garbage_on_the_peer_port_drops_the_connection_not_the_node(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with running(Group(tmp_path, 3, 18030)) as group:
+        async with running(Group(tmp_path, 3)) as group:
             leader = await group.leader()
             host, port = group.peers[leader.id]
             for garbage in (
@@ -183,7 +182,7 @@ def test_the_unsafe_switches_are_off_by_default_and_loud_when_on(
     monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
 
     async def scenario() -> None:
-        async with running(Group(tmp_path / "safe", 1, 18040)) as group:
+        async with running(Group(tmp_path / "safe", 1)) as group:
             leader = await group.leader()
             assert await leader.propose(b"a", timeout=5) == 1
         assert synced, "by default every batch is fsynced"
@@ -192,7 +191,6 @@ def test_the_unsafe_switches_are_off_by_default_and_loud_when_on(
             unsafe = Group(
                 tmp_path / "unsafe",
                 1,
-                18045,
                 unsafe_no_fsync=True,
                 unsafe_no_check_quorum=True,
             )
@@ -207,7 +205,7 @@ def test_the_unsafe_switches_are_off_by_default_and_loud_when_on(
 
 def test_a_follower_without_a_known_leader_refuses_reads_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        group = Group(tmp_path, 3, 18050)
+        group = Group(tmp_path, 3)
         lonely = group.replicas["n1"]
         await lonely.start()  # its peers never start: no leader can be elected
         try:
@@ -225,7 +223,7 @@ def test_a_follower_without_a_known_leader_refuses_reads_at_once(tmp_path: Path)
 
 def test_a_leader_left_in_a_minority_steps_down_and_refuses_writes(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with running(Group(tmp_path, 3, 18060)) as group:
+        async with running(Group(tmp_path, 3)) as group:
             leader = await group.leader()
             await leader.propose(b"before", timeout=5)
             for replica in group.replicas.values():
@@ -244,7 +242,7 @@ def test_a_leader_whose_disk_fails_stops_serving_and_the_others_elect_a_new_one(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        async with running(Group(tmp_path, 3, 18080)) as group:
+        async with running(Group(tmp_path, 3)) as group:
             leader = await group.leader()
             await leader.propose(b"before", timeout=5)
             fd = leader._storage._fd
@@ -263,7 +261,7 @@ def test_a_leader_whose_disk_fails_stops_serving_and_the_others_elect_a_new_one(
 
 def test_a_proposal_without_a_quorum_times_out_at_its_deadline(tmp_path: Path) -> None:
     async def scenario() -> None:
-        group = Group(tmp_path, 3, 18090)
+        group = Group(tmp_path, 3)
         async with running(group):
             leader = await group.leader()
             await leader.propose(b"first", timeout=5)

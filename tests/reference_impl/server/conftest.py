@@ -1,4 +1,4 @@
-"""Real lockd clusters on loopback for the server tests (ports 17000-17999, task S's range)."""
+"""Real lockd clusters on loopback for the server tests, on ports the kernel says are free."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from reference_impl.server.local_cluster import LocalCluster
+from tests.support.ports import free_port_block
 
 
 @pytest.fixture
@@ -17,6 +18,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     clusters: list[LocalCluster] = []
 
     def build(**kwargs: Any) -> LocalCluster:
+        kwargs.setdefault("base_port", free_port_block(10 * kwargs.get("size", 3)))
         cluster = LocalCluster(tmp_path / f"cluster{len(clusters)}", **kwargs)
         clusters.append(cluster)
         return cluster

@@ -21,9 +21,7 @@ def test_wrong_or_missing_token_is_refused_and_the_right_one_works(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
-    cluster = make_cluster(
-        size=1, base_port=17400, extra_config={"auth_token_file": str(token_file)}
-    )
+    cluster = make_cluster(size=1, extra_config={"auth_token_file": str(token_file)})
     cluster.start_all()
 
     async def scenario() -> None:
@@ -52,9 +50,7 @@ def test_tls_client_port_serves_tls_and_refuses_plain_clients_clearly(
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    cluster = make_cluster(
-        size=1, base_port=17420, extra_config={"tls": {"cert": str(cert), "key": str(key)}}
-    )
+    cluster = make_cluster(size=1, extra_config={"tls": {"cert": str(cert), "key": str(key)}})
     cluster.start_all()
     context = ssl.create_default_context(cafile=str(cert))
 

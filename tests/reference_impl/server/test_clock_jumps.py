@@ -32,8 +32,7 @@ def test_a_wall_clock_jump_on_the_leader(
         "FAKETIME_CACHE_DURATION": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
-    port = 17660 if survives else 17680
-    cluster = make_cluster(size=1, base_port=port, unsafe=list(unsafe), extra_env=env)
+    cluster = make_cluster(size=1, unsafe=list(unsafe), extra_env=env)
     cluster.start_all()
 
     async def scenario() -> None:

@@ -26,10 +26,13 @@ def test_the_contract_example_loads_exactly(tmp_path: Path) -> None:
     path = tmp_path / "n1.yaml"
     path.write_text(CONTRACT)
     config = load_config(path)
-    assert config.id == "n1" and config.data_dir == Path("/var/lib/lockbench/n1")
+    assert config.id == "n1"
+    assert config.data_dir == Path("/var/lib/lockbench/n1")
     assert list(config.members) == ["n1", "n2"]
     assert config.members["n2"].client_endpoint == "10.77.1.12:7000"
-    assert config.bind_host == "0.0.0.0" and config.tick_ms == 50 and config.fsync
+    assert config.bind_host == "0.0.0.0"
+    assert config.tick_ms == 50
+    assert config.fsync
     assert config.unsafe == frozenset()
 
 
@@ -40,7 +43,8 @@ def test_flags_override_the_file_and_add_unsafe_switches(tmp_path: Path) -> None
         ["--config", str(path), "--id", "n2", "--data-dir", "/d", "--unsafe-reuse-tokens"]
     )
     config = resolve_config(args)
-    assert config.id == "n2" and config.data_dir == Path("/d")
+    assert config.id == "n2"
+    assert config.data_dir == Path("/d")
     assert config.unsafe == {"no-fsync", "reuse-tokens"}
     assert with_overrides(config, tick_ms=None).tick_ms == 50
 

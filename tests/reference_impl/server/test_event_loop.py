@@ -57,7 +57,8 @@ def test_lockd_refuses_an_unknown_event_loop_before_starting() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "--event-loop" in result.stderr and "invalid choice" in result.stderr
+    assert "--event-loop" in result.stderr
+    assert "invalid choice" in result.stderr
 
 
 def test_peer_tls_always_runs_the_standard_loop() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.errors import IndeterminateError, LockServiceError
 from reference_impl.server.local_cluster import LocalCluster
+from tests.support.waiting import wait_until_async
 
 FAILOVER_PROMISE_SECONDS = 5.0  # the design promise; the benchmark measures the real figure
 
@@ -65,7 +66,7 @@ async def _first_acquire_after(endpoints: list[str], started: float) -> float:
 def test_kill_9_of_the_leader_loses_no_grant_and_reuses_no_token(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
-    cluster = make_cluster(size=5, base_port=17100)
+    cluster = make_cluster(size=5)
     leader = cluster.start_all()
     endpoints = cluster.endpoints
 
@@ -74,15 +75,19 @@ def test_kill_9_of_the_leader_loses_no_grant_and_reuses_no_token(
         grants: list[tuple[str, int, str]] = []
         locks = ["own/a", "own/b", "shared/x", "shared/x"]
         workers = [asyncio.create_task(_load(endpoints, lock, stop, grants)) for lock in locks]
-        await asyncio.sleep(1.5)
+        await wait_until_async(lambda: len(grants) >= 20, timeout=30, what="load under way")
         before = len(grants)
         killed_at = time.monotonic()
         cluster.kill(leader)
         gap = await asyncio.wait_for(_first_acquire_after(endpoints, killed_at), 30)
-        await asyncio.sleep(1.0)
+        after_failover = len(grants)
+        await wait_until_async(
+            lambda: len(grants) >= after_failover + 20, timeout=30, what="load resumed after it"
+        )
         stop.set()
         await asyncio.gather(*workers)
-        assert before > 0 and len(grants) > before, "load made no progress around the failover"
+        assert before > 0, "load made no progress around the failover"
+        assert len(grants) > before, "load made no progress around the failover"
         survivor = next(e for n, e in zip(cluster.nodes, endpoints, strict=True) if n.id != leader)
         events = await _all_events(
             survivor, [e for e in endpoints if e != cluster.node(leader).endpoint]
@@ -115,7 +120,7 @@ def test_kill_9_of_the_leader_loses_no_grant_and_reuses_no_token(
 def test_paused_leader_is_replaced_and_steps_down_when_resumed(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
-    cluster = make_cluster(size=5, base_port=17200)
+    cluster = make_cluster(size=5)
     leader = cluster.start_all()
     old_endpoint = cluster.node(leader).endpoint
 

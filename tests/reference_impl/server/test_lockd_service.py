@@ -18,20 +18,21 @@ from reference_impl.client.async_client import AsyncLockClient, WatchEvent
 from reference_impl.client.connection import Connection, ServerError
 from reference_impl.client.errors import AcquireTimeout, NotHolder, SessionExpired
 from reference_impl.server.local_cluster import LocalCluster
+from tests.support.ports import free_port_block
 
 
-@pytest.fixture(scope="module", params=[("uvloop", 17300), ("asyncio", 17800)], ids=lambda p: p[0])
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[LocalCluster]:
     """Every test runs on both event loops lockd can use (docs/reference-server.md)."""
-    loop, base_port = request.param
+    loop = request.param
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         pytest.skip("uvloop is not installed (scripts/setup.sh installs it)")
     cluster = LocalCluster(
         tmp_path_factory.mktemp(f"lockd3-{loop}"),
         size=3,
-        base_port=base_port,
+        base_port=free_port_block(30),
         extra_args=["--event-loop", loop],
     )
     try:
@@ -158,7 +159,8 @@ def test_an_expired_holder_loses_the_lock_to_the_next_waiter(cluster: LocalClust
             assert second.token > first.token
             assert 1.0 < waited < 4.0, f"expiry took {waited:.2f}s for a 1.5s TTL"
             # The stalled client knows from its safe deadline alone, before hearing anything.
-            assert not stalled.session_alive() and lost
+            assert not stalled.session_alive()
+            assert lost
             with pytest.raises(SessionExpired):
                 await stalled.acquire("expiry/y")
             stall.cancel()
@@ -178,7 +180,8 @@ def test_client_election_campaign_observe_resign(cluster: LocalCluster) -> None:
             assert await observed.__anext__() is None
             lease_a = await a.campaign("db-primary", "host-a")
             leader = await asyncio.wait_for(observed.__anext__(), 5)
-            assert leader is not None and leader.value == "host-a"
+            assert leader is not None
+            assert leader.value == "host-a"
             assert leader.token == lease_a.token
             b_campaign = asyncio.ensure_future(b.campaign("db-primary", "host-b"))
             await asyncio.sleep(0.2)
@@ -199,7 +202,8 @@ def test_http_endpoints_report_role_and_metrics(cluster: LocalCluster) -> None:
     base = f"http://{leader.host}:{leader.http_port}"
     with urllib.request.urlopen(base + "/status") as response:
         status = json.loads(response.read())
-    assert status["id"] == leader.id and status["role"] == "leader"
+    assert status["id"] == leader.id
+    assert status["role"] == "leader"
     assert status["commit_index"] >= status["applied_index"] >= 1
     with urllib.request.urlopen(base + "/health") as response:
         assert response.status == 200

@@ -29,6 +29,7 @@ from reference_impl.server.main import build_parser, resolve_config
 from reference_impl.server.peer_tls import peer_tls_contexts
 from reference_impl.server.peer_transport import PEER_MAGIC, PeerTransport
 from reference_impl.server.replica import Replica
+from tests.support.waiting import wait_until_async
 
 NODES = ("n1", "n2", "n3")
 OBSERVE_SECONDS = 1.5
@@ -56,14 +57,6 @@ def _peers(base_port: int) -> dict[str, tuple[str, int]]:
     return {node_id: ("127.0.0.1", base_port + i) for i, node_id in enumerate(NODES)}
 
 
-async def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
 async def _run_group(
     tmp_path: Path, base_port: int, tls: Mapping[str, PeerTlsConfig | None]
 ) -> tuple[dict[str, Replica], dict[str, CounterMachine], int]:
@@ -86,8 +79,10 @@ async def _run_group(
     try:
         for replica in replicas.values():
             await replica.start()
-        await _wait_for(
-            lambda: any(replicas[n].is_leader for n in ("n1", "n2")), 5.0, "a leader among n1, n2"
+        await wait_until_async(
+            lambda: any(replicas[n].is_leader for n in ("n1", "n2")),
+            timeout=5.0,
+            what="a leader among n1, n2",
         )
         leader = next(replicas[n] for n in ("n1", "n2") if replicas[n].is_leader)
         committed = 0
@@ -137,10 +132,12 @@ def test_three_nodes_with_peer_tls_elect_and_commit(tmp_path: Path) -> None:
         try:
             for replica in replicas:
                 await replica.start()
-            await _wait_for(lambda: any(r.is_leader for r in replicas), 5.0, "a leader")
+            await wait_until_async(
+                lambda: any(r.is_leader for r in replicas), timeout=5.0, what="a leader"
+            )
             leader = next(r for r in replicas if r.is_leader)
             assert await leader.propose(b"hello", timeout=5.0) == 1
-            await _wait_for(
+            await wait_until_async(
                 lambda: all(m.commands == [b"hello"] for m in machines.values()),
                 5.0,
                 "the entry applied on every node",
@@ -161,8 +158,10 @@ def test_a_plain_node_cannot_join_a_tls_group_and_both_sides_say_why_once(
     tls = {"n1": ca.issue("n1"), "n2": ca.issue("n2"), "n3": None}
     replicas, machines, committed = asyncio.run(_run_group(tmp_path, 27010, tls))
 
-    assert committed == 20 and machines["n3"].commands == []
-    assert replicas["n3"].commit_index == 0 and not replicas["n3"].is_leader
+    assert committed == 20
+    assert machines["n3"].commands == []
+    assert replicas["n3"].commit_index == 0
+    assert not replicas["n3"].is_leader
     for node_id in ("n1", "n2"):
         refused = _warnings(caplog, node_id, "the peer speaks plain TCP; use peer_tls there")
         # Once per state change: the plain node redials every second, the log stays quiet.
@@ -184,12 +183,12 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(
     tls = {"n1": ca.issue("n1"), "n2": ca.issue("n2"), "n3": rogue.issue("n3")}
     replicas, machines, committed = asyncio.run(_run_group(tmp_path, 27020, tls))
 
-    assert committed == 20 and machines["n3"].commands == []
+    assert committed == 20
+    assert machines["n3"].commands == []
     for node_id in ("n1", "n2"):
         refused = _warnings(caplog, node_id, "n3 at 127.0.0.1:27022: certificate verify failed")
-        assert refused and all(
-            "not signed by the CA in this node's peer_tls.ca" in m for m in refused
-        )
+        assert refused
+        assert all("not signed by the CA in this node's peer_tls.ca" in m for m in refused)
         assert len(refused) <= 2, refused
     # n3 distrusts them too (it trusts only the rogue CA): its dials fail verification.
     own = _warnings(caplog, "n3", "certificate verify failed")
@@ -321,14 +320,15 @@ def test_lockd_with_an_unreadable_peer_certificate_exits_with_a_clear_error(
         timeout=30,
     )
     assert result.returncode != 0
-    assert "peer_tls.cert: cannot read" in result.stderr and "nope.crt" in result.stderr
+    assert "peer_tls.cert: cannot read" in result.stderr
+    assert "nope.crt" in result.stderr
 
 
 def test_real_lockd_cluster_with_peer_tls_serves_and_exports_the_counter(
     make_cluster: Callable[..., LocalCluster], tmp_path: Path
 ) -> None:
     ca = CertificateAuthority.create(tmp_path / "pki")
-    cluster = make_cluster(size=3, base_port=27100, peer_tls={n: ca.issue(n) for n in NODES})
+    cluster = make_cluster(size=3, peer_tls={n: ca.issue(n) for n in NODES})
     cluster.start_all()
     for node in cluster.nodes:
         assert "peer_tls" in yaml.safe_load(node.config_file.read_text())
@@ -389,11 +389,15 @@ def test_a_node_at_the_address_of_another_is_refused_by_name(
         await listener.start()
         await dialler.start()
         try:
-            await _wait_for(lambda: "n2" in dialler.connected_peers(), 5.0, "n1's link to n2")
-            await _wait_for(lambda: metrics.tls_handshake_failures >= 1, 5.0, "a refusal")
+            await wait_until_async(
+                lambda: "n2" in dialler.connected_peers(), timeout=5.0, what="n1's link to n2"
+            )
+            await wait_until_async(
+                lambda: metrics.tls_handshake_failures >= 1, timeout=5.0, what="a refusal"
+            )
             dialler.send_all([AppendResponse("n1", "n3", 1, True, 7)])
             dialler.send_all([AppendResponse("n1", "n2", 1, True, 8)])
-            await _wait_for(lambda: len(received) == 1, 5.0, "n2's message")
+            await wait_until_async(lambda: len(received) == 1, timeout=5.0, what="n2's message")
             assert "n3" not in dialler.connected_peers()
         finally:
             await dialler.stop()
@@ -402,4 +406,5 @@ def test_a_node_at_the_address_of_another_is_refused_by_name(
     asyncio.run(scenario())
     assert [m.dst for m in received] == ["n2"], "nothing meant for n3 reached n2"
     refused = _warnings(caplog, "n1", "n3 at 127.0.0.1:27051: certificate verify failed")
-    assert len(refused) == 1 and "not valid for 'n3'" in refused[0], caplog.text
+    assert len(refused) == 1, caplog.text
+    assert "not valid for 'n3'" in refused[0], caplog.text

@@ -33,7 +33,7 @@ async def _raw_session_holding(endpoint: str, name: str, ttl: float) -> str:
 def test_a_new_leader_gives_live_sessions_a_fresh_ttl(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
-    cluster = make_cluster(size=3, base_port=17600)
+    cluster = make_cluster(size=3)
     leader = cluster.start_all()
     ttl = 3.0
 
@@ -65,9 +65,7 @@ def test_a_new_leader_gives_live_sessions_a_fresh_ttl(
 def test_lock_delay_keeps_an_expired_holders_lock_for_the_delay(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
-    cluster = make_cluster(
-        size=1, base_port=17640, extra_config={"lock_delay_ms": 1500}, unsafe=["reuse-tokens"]
-    )
+    cluster = make_cluster(size=1, extra_config={"lock_delay_ms": 1500}, unsafe=["reuse-tokens"])
     cluster.start_all()
     log_text = cluster.nodes[0].log_file.read_text()
     assert "UNSAFE MODE --unsafe-reuse-tokens" in log_text

@@ -28,7 +28,7 @@ async def _grant_tokens(endpoints: list[str], count: int) -> list[int]:
 def test_tokens_after_a_full_restart(
     make_cluster: Callable[..., LocalCluster], unsafe: tuple[str, ...], reused: bool
 ) -> None:
-    cluster = make_cluster(size=1, base_port=17700 if reused else 17720, unsafe=list(unsafe))
+    cluster = make_cluster(size=1, unsafe=list(unsafe))
     cluster.start_all()
     before = asyncio.run(_grant_tokens(cluster.endpoints, 3))
     cluster.kill("n1")

@@ -16,7 +16,7 @@ from reference_impl.server.local_cluster import LocalCluster
 def test_resume_from_a_compacted_revision_is_refused(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
-    cluster = make_cluster(size=1, base_port=17740, extra_config={"event_log_capacity": 4})
+    cluster = make_cluster(size=1, extra_config={"event_log_capacity": 4})
     cluster.start_all()
 
     async def scenario() -> None:

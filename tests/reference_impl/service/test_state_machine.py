@@ -56,7 +56,8 @@ def test_grant_token_is_the_index_of_the_granting_entry() -> None:
     log = Log()
     a = log.open("a")
     outcome = log.acquire("a", a, "x")
-    assert outcome.status == "ok" and outcome.token == log.index
+    assert outcome.status == "ok"
+    assert outcome.token == log.index
     assert log.machine.check_token("x", log.index)
     assert not log.machine.check_token("x", log.index - 1)
 
@@ -66,7 +67,8 @@ def test_reacquire_by_holder_is_idempotent() -> None:
     a = log.open("a")
     first = log.acquire("a", a, "x")
     again = log.acquire("a", a, "x")
-    assert again.status == "ok" and again.token == first.token
+    assert again.status == "ok"
+    assert again.token == first.token
 
 
 def test_waiters_are_granted_in_fifo_order_with_increasing_tokens() -> None:
@@ -84,7 +86,8 @@ def test_waiters_are_granted_in_fifo_order_with_increasing_tokens() -> None:
             assert view.token is not None
             tokens.append(view.token)
         log.release("abc"[i], sessions[i], "x")
-    assert tokens == sorted(tokens) and len(set(tokens)) == 3
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 3
     assert log.machine.owner("x").holders == ()
 
 
@@ -120,7 +123,8 @@ def test_releasing_a_lock_not_held_is_an_error() -> None:
     log = Log()
     a = log.open("a")
     outcome = log.release("a", a, "x")
-    assert outcome.status == "error" and outcome.error == "not-holder"
+    assert outcome.status == "error"
+    assert outcome.error == "not-holder"
 
 
 def test_expiry_releases_locks_and_grants_the_next_waiter() -> None:
@@ -131,7 +135,9 @@ def test_expiry_releases_locks_and_grants_the_next_waiter() -> None:
     log.apply(ExpireSession(a, 0.0))
     view = log.machine.owner("x")
     assert [h.session for h in view.holders] == [b]
-    assert view.token is not None and first is not None and view.token > first
+    assert view.token is not None
+    assert first is not None
+    assert view.token > first
     assert log.acquire("a", a, "y").error == "session-expired"
     kinds = [e.kind for e in log.machine.watch_backlog("", 1)]
     assert kinds == ["acquired", "expired", "acquired"]
@@ -168,7 +174,8 @@ def test_a_retried_request_is_applied_once() -> None:
     assert log.apply(release).status == "ok"  # the retry gets the cached answer, not not-holder
     opened = OpenSession("z", 1, 10.0, 0.0)
     first, second = log.apply(opened), log.apply(opened)
-    assert first.session == second.session and len(log.machine.sessions) == 2
+    assert first.session == second.session
+    assert len(log.machine.sessions) == 2
 
 
 def test_close_session_releases_everything() -> None:
@@ -176,7 +183,8 @@ def test_close_session_releases_everything() -> None:
     a = log.open("a")
     log.acquire("a", a, "x")
     log.apply(CloseSession("a", log.next_seq(), a))
-    assert log.machine.owner("x").holders == () and log.machine.sessions == {}
+    assert log.machine.owner("x").holders == ()
+    assert log.machine.sessions == {}
 
 
 def test_undecodable_entries_are_answered_not_raised() -> None:

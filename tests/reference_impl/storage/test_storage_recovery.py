@@ -108,7 +108,8 @@ def test_a_foreign_file_is_refused_rather_than_repaired(tmp_path: Path) -> None:
 def test_a_torn_header_of_a_brand_new_wal_starts_it_again(tmp_path: Path) -> None:
     (tmp_path / WAL_FILE).write_bytes(WAL_MAGIC[:3])
     restored = RaftStorage(tmp_path).load()
-    assert restored.entries == () and restored.hard_state == HardState()
+    assert restored.entries == ()
+    assert restored.hard_state == HardState()
 
 
 def test_a_snapshot_compacts_the_log_and_keeps_later_entries(tmp_path: Path) -> None:

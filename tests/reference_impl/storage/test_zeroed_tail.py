@@ -9,7 +9,6 @@ import errno
 import logging
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from reference_impl.raft.types import Entry, HardState, Snapshot, SnapshotMeta
 from reference_impl.storage import zeroed_tail
 from reference_impl.storage.raft_storage import WAL_FILE, RaftStorage
 from reference_impl.storage.wal import RecordKind, encode_record
+from tests.support.waiting import wait_until
 
 
 def _entries(first: int, last: int, term: int = 1, size: int = 0) -> list[Entry]:
@@ -28,10 +28,11 @@ def _entries(first: int, last: int, term: int = 1, size: int = 0) -> list[Entry]
 
 
 def _wait_for_zeros(storage: RaftStorage, path: Path, at_least: int) -> None:
-    deadline = time.monotonic() + 10.0
-    while path.stat().st_size < storage.wal_end + at_least:
-        assert time.monotonic() < deadline, "the filler never zero-filled ahead of the WAL"
-        time.sleep(0.01)
+    wait_until(
+        lambda: path.stat().st_size >= storage.wal_end + at_least,
+        timeout=10.0,
+        what="the filler zero-filling ahead of the WAL",
+    )
 
 
 def test_zeros_are_kept_ahead_of_the_records_and_read_back_as_the_end(
@@ -45,7 +46,8 @@ def test_zeros_are_kept_ahead_of_the_records_and_read_back_as_the_end(
     end = storage.wal_end
     storage.close()
     raw = wal.read_bytes()
-    assert len(raw) > end and not any(raw[end:]), "zeros follow the records"
+    assert len(raw) > end, "zeros follow the records"
+    assert not any(raw[end:]), "zeros follow the records"
     with caplog.at_level(logging.WARNING):
         restored = RaftStorage(tmp_path).load()
     assert list(restored.entries) == _entries(1, 20)
@@ -128,10 +130,11 @@ def test_a_filler_that_cannot_write_is_logged_and_the_wal_keeps_working(
     with caplog.at_level(logging.WARNING):
         storage = RaftStorage(tmp_path)
         storage.load()
-        deadline = time.monotonic() + 10.0
-        while "could not zero-fill" not in caplog.text:
-            assert time.monotonic() < deadline, "the filler's failure was not logged"
-            time.sleep(0.01)
+        wait_until(
+            lambda: "could not zero-fill" in caplog.text,
+            timeout=10.0,
+            what="the filler's failure in the log",
+        )
         storage.save(HardState(1, None, 3), _entries(1, 3))
         storage.close()
     assert "No space left on device" in caplog.text
