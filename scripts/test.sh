@@ -2,9 +2,10 @@
 # The whole test suite: lint, format, the fast test lane, types, then the process lane. Root-only
 # tests skip with a reason when not root. Arguments go to both pytest runs (e.g. a path or -k).
 #
-# The fast lane (tests not marked `process`: no subprocess, cluster or namespace) comes first so
-# a broken import or unit fails within seconds; the process lane (lockd clusters, netns, sshd,
-# chromium) follows. Every test runs under pytest-timeout (default in pyproject.toml).
+# The fast lane (tests marked neither `process` nor `slow`: no subprocess, cluster or namespace)
+# comes first so a broken import or unit fails within seconds; the process lane (lockd clusters,
+# netns, sshd, chromium, long simulations) follows. Every test runs under pytest-timeout (default
+# in pyproject.toml). docs/development.md says more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${LOCKBENCH_VENV:-.venv}"
@@ -21,7 +22,7 @@ lane() {
 
 echo "== ruff check"; ruff check .
 echo "== ruff format --check"; ruff format --check .
-echo "== pytest: fast lane (not process)"; lane -m "not process" --timeout=60 "$@"
+echo "== pytest: fast lane"; lane -m "not process and not slow" --timeout=60 "$@"
 echo "== mypy"; mypy
 echo "== import-linter (the floor plan, docs/architecture.md)"; lint-imports
-echo "== pytest: process lane"; lane -m process "$@"
+echo "== pytest: process lane"; lane -m "process or slow" "$@"

@@ -11,6 +11,7 @@ import pytest
 from bench.cli import main
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("script", ["lockbench", "lockd", "lockctl"])
 def test_console_script_prints_useful_help(script: str) -> None:
     exe = shutil.which(script) or str(__import__("pathlib").Path(sys.executable).parent / script)

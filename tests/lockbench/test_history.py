@@ -46,6 +46,7 @@ def test_unknown_fields_survive_a_round_trip(tmp_path: Path) -> None:
     assert Op.from_json(op.to_json()) == op
 
 
+@pytest.mark.process
 def test_killed_writer_leaves_a_valid_prefix(tmp_path: Path) -> None:
     path = tmp_path / "h.jsonl"
     script = (

@@ -22,9 +22,12 @@ from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
 from lockbench.daemon import find_local_libfaketime
 from nemesis.schedule import NemesisRunner
 
-pytestmark = pytest.mark.skipif(
-    find_local_libfaketime() is None, reason="libfaketime is not installed (package faketime)"
-)
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        find_local_libfaketime() is None, reason="libfaketime is not installed (package faketime)"
+    ),
+]
 # Ports 23000..23830 are this test's own (the local runtime puts every node on 127.0.0.1): probe
 # servers at 7790 + offset, the link proxy right after 7001 + offset (bench.cluster.link_faults).
 PORT_OFFSET = 16000

@@ -11,6 +11,8 @@ from report_support import SampleStore
 
 from reports.server import make_server
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 READY_TIMEOUT_MS = 90_000
 
 PLOT_STATE_JS = """

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from report_support import SampleStore
 
 from reports.run_data import load_run
@@ -92,6 +93,7 @@ def test_report_links_node_logs_and_raw_history(report_pages: dict[str, str]) ->
     assert "Seed: <b>7</b>" in page
 
 
+@pytest.mark.process
 def test_lockbench_report_command_writes_the_report(sample_store: SampleStore) -> None:
     target = sample_store.invalid / "report.html"
     target.unlink(missing_ok=True)

@@ -19,6 +19,8 @@ from reference_impl.client.async_client import DEFAULT_DRIFT_BOUND
 from reference_impl.server.local_cluster import LocalCluster
 from tests.support.ports import free_port_block
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 TTL_S = 1.0
 SLACK_S = 0.3  # a keepalive round trip on a loaded machine
 

@@ -16,6 +16,8 @@ from bench.backends.reference_client import open_reference_client
 from reference_impl.server.local_cluster import LocalCluster
 from tests.support.ports import free_port_block
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 TTL_S = 1.0
 
 

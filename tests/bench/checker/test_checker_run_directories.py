@@ -15,6 +15,8 @@ import pytest
 import yaml
 from test_checker_cli_and_inputs import lockbench_check
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 REPO = Path(__file__).resolve().parents[3]
 QUICK_TEST = REPO / "tests" / "configs" / "memory-quick.yaml"
 MUTEX_DEFAULTS = {"linearizable", "mutual-exclusion", "fencing", "liveness", "availability"}

@@ -154,6 +154,7 @@ seed: 3
 """
 
 
+@pytest.mark.process
 def test_a_real_watch_run_where_sessions_reacquire_locks_is_valid(tmp_path: Path) -> None:
     """A real run of the watch workload (in-process memory backend): every locker's session takes
     the one lock many times while the watchers record; the earlier matching by session reported

@@ -26,6 +26,7 @@ def lockbench_cluster(*argv: str) -> int:
     return code
 
 
+@pytest.mark.process
 def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = ["--dir", str(tmp_path / "c")]
     try:

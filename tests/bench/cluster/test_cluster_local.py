@@ -15,6 +15,8 @@ from lockbench.errors import ClusterError, ConfigError
 from lockbench.protocols import Cluster
 from tests.bench.cluster.cluster_names import LOCAL_BASE_OFFSET
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 
 def test_local_nodes_share_loopback_with_distinct_ports_and_dirs(tmp_path: Path) -> None:
     inventory = local_up(tmp_path / "c", base_offset=LOCAL_BASE_OFFSET)

@@ -39,6 +39,8 @@ from lockbench.daemon import (
 from lockbench.history import read_history
 from tests.support.waiting import wait_until, wait_until_async
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 BASE_OFFSET = 17100
 LEADER_TIMEOUT_S = 30.0
 RESTART_CYCLES = 8

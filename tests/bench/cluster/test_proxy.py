@@ -31,6 +31,8 @@ from bench.cluster.proxy import (
 )
 from lockbench.errors import ClusterError, ConfigError
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 BASE_OFFSET = 16100  # n1: 23100 client, 23101 peer, 23102 link n1->n2, 23103 control; n2: 2311x
 N1_PEER, N2_PEER = 23101, 23111
 SHORT_S = 0.5

@@ -28,6 +28,8 @@ from bench.cluster.local import local_down, local_up
 from bench.cluster.proxy import Link
 from lockbench.parallel import on_each_node
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 BASE_OFFSET = 16200
 ELECTION_TIMEOUT_S = 20.0
 

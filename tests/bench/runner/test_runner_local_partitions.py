@@ -31,6 +31,7 @@ def test_only_the_local_runtime_plans_a_link_proxy(tmp_path: Path) -> None:
     assert not planned_cluster_facts(load_test_config(path)).link_proxy
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_local_run_with_a_partition_blocks_links_and_heals_them(tmp_path: Path) -> None:
     path = write_test_file(

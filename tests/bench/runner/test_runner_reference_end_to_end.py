@@ -78,6 +78,7 @@ def test_the_reference_server_on_a_netns_cluster_gives_a_complete_valid_run(
     assert "lbr-" not in namespaces
 
 
+@pytest.mark.process
 @pytest.mark.slow
 @pytest.mark.skipif(bool(MISSING), reason=f"not landed yet: {', '.join(MISSING)}")
 def test_the_reference_server_on_the_local_runtime_runs_without_root(tmp_path: Path) -> None:

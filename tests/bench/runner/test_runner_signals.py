@@ -15,6 +15,8 @@ from runner_support import write_test_file
 
 from lockbench.history import pair_calls, read_history
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 STARTUP_BOUND_S = 30.0
 
 

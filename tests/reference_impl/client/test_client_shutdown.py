@@ -22,6 +22,8 @@ from reference_impl.client.errors import ConnectionLost
 from reference_impl.server.local_cluster import LocalCluster
 from tests.support.ports import free_port_block
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:

@@ -33,6 +33,7 @@ def _quiet_raft_logs() -> object:
     logging.disable(logging.NOTSET)
 
 
+@pytest.mark.slow  # 2,000 seeds: about a minute of CPU, so the process lane runs it
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_random_faults_never_break_raft_safety_and_the_cluster_converges(chunk: int) -> None:
     first = int(os.environ.get("LOCKBENCH_SIM_FIRST_SEED", "0"))

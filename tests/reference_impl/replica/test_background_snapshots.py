@@ -22,6 +22,8 @@ from reference_impl.server import snapshotter as snapshotter_module
 from reference_impl.server.replica import Replica
 from reference_impl.server.snapshotter import Snapshotter
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 BASE_ITEMS = 200_000
 """Rows of the preloaded table: its readable (indented) JSON takes ~0.3 s to produce here, in
 Python code that holds the GIL throughout: three times the loop stall this file allows."""

@@ -11,6 +11,8 @@ import yaml
 
 import reference_impl
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 ALERTS = Path(reference_impl.__file__).parent / "monitoring" / "alerts.yml"
 
 

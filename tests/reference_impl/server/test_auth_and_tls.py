@@ -15,6 +15,8 @@ from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.errors import AuthError, LockServiceError
 from reference_impl.server.local_cluster import LocalCluster
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 
 def test_wrong_or_missing_token_is_refused_and_the_right_one_works(
     make_cluster: Callable[..., LocalCluster], tmp_path: Path

@@ -13,6 +13,8 @@ import pytest
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.server.local_cluster import LocalCluster
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 

@@ -49,6 +49,7 @@ def test_uvloop_runs_without_uvloop_run_as_in_debians_uvloop_0_17(
     assert seen == ["uvloop"]
 
 
+@pytest.mark.process
 def test_lockd_refuses_an_unknown_event_loop_before_starting() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "reference_impl.server.main", "--event-loop", "trio"],

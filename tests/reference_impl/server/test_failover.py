@@ -6,10 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.errors import IndeterminateError, LockServiceError
 from reference_impl.server.local_cluster import LocalCluster
 from tests.support.waiting import wait_until_async
+
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
 FAILOVER_PROMISE_SECONDS = 5.0  # the design promise; the benchmark measures the real figure
 

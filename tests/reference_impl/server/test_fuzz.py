@@ -11,9 +11,13 @@ import struct
 import urllib.request
 from collections.abc import Callable
 
+import pytest
+
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.server.local_cluster import LocalCluster
 from reference_impl.service.protocol import MAX_FRAME_BYTES, REQUEST_SCHEMAS, FrameDecoder
+
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
 FRAMES = int(os.environ.get("LOCKBENCH_FUZZ_FRAMES", "10000"))
 SEED = int(os.environ.get("LOCKBENCH_SEED", "4"))

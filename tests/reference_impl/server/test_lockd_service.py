@@ -20,6 +20,8 @@ from reference_impl.client.errors import AcquireTimeout, NotHolder, SessionExpir
 from reference_impl.server.local_cluster import LocalCluster
 from tests.support.ports import free_port_block
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 
 @pytest.fixture(scope="module", params=["uvloop", "asyncio"])
 def cluster(

@@ -292,6 +292,7 @@ def test_peer_tls_flags_go_together_and_override_the_file(tmp_path: Path) -> Non
     assert resolve_config(parser.parse_args(member)).peer_tls is None
 
 
+@pytest.mark.process
 def test_lockd_with_an_unreadable_peer_certificate_exits_with_a_clear_error(
     tmp_path: Path,
 ) -> None:
@@ -324,6 +325,7 @@ def test_lockd_with_an_unreadable_peer_certificate_exits_with_a_clear_error(
     assert "nope.crt" in result.stderr
 
 
+@pytest.mark.process
 def test_real_lockd_cluster_with_peer_tls_serves_and_exports_the_counter(
     make_cluster: Callable[..., LocalCluster], tmp_path: Path
 ) -> None:

@@ -7,9 +7,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.connection import Connection
 from reference_impl.server.local_cluster import LocalCluster
+
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
 
 async def _raw_session_holding(endpoint: str, name: str, ttl: float) -> str:

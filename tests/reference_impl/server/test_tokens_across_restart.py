@@ -11,6 +11,8 @@ import pytest
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.server.local_cluster import LocalCluster
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 
 async def _grant_tokens(endpoints: list[str], count: int) -> list[int]:
     client = await AsyncLockClient.connect(endpoints, ttl=5.0)

@@ -12,6 +12,8 @@ from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.errors import WatchCompacted
 from reference_impl.server.local_cluster import LocalCluster
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 
 def test_resume_from_a_compacted_revision_is_refused(
     make_cluster: Callable[..., LocalCluster],

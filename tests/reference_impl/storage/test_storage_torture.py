@@ -21,6 +21,8 @@ from storage_torture_writer import entry_data, snapshot_data
 from reference_impl.raft.types import RestoredState
 from reference_impl.storage.raft_storage import RaftStorage
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 WRITER = Path(__file__).with_name("storage_torture_writer.py")
 
 
