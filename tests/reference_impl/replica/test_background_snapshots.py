@@ -1,4 +1,4 @@
-"""Automatic snapshots of a big state are serialised in a forked child (ports 28000-28499): the
+"""Automatic snapshots of a big state are serialised in a forked child (free ports): the
 event loop keeps its pace and the leader its leadership, a restarted replica comes back from the
 child's snapshot, a killed child costs only that snapshot, and stop() leaves no child behind."""
 
@@ -21,6 +21,7 @@ from replica_testing import eventually, run, running, single_leader
 from reference_impl.server import snapshotter as snapshotter_module
 from reference_impl.server.replica import Replica
 from reference_impl.server.snapshotter import Snapshotter
+from tests.support.ports import free_port_block
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
@@ -102,7 +103,8 @@ def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_res
 ) -> None:
     async def scenario() -> None:
         machines = {f"n{i}": TableMachine(table) for i in (1, 2, 3)}
-        replicas = _replicas(tmp_path, 28000, 3, machines, snapshot_every=100)
+        base_port = free_port_block(4)
+        replicas = _replicas(tmp_path, base_port, 3, machines, snapshot_every=100)
         async with running(replicas.values()):
             leader = await single_leader(replicas.values())
             changes = {r.id: r.metrics.leader_changes for r in replicas.values()}
@@ -131,7 +133,7 @@ def test_big_snapshots_leave_the_loop_responsive_and_the_leader_in_place_and_res
             machines[follower.id] = TableMachine()
             replicas[follower.id] = restarted = Replica(
                 follower.id,
-                {f"n{i}": ("127.0.0.1", 28000 + i) for i in (1, 2, 3)},
+                {f"n{i}": ("127.0.0.1", base_port + i) for i in (1, 2, 3)},
                 tmp_path / follower.id,
                 machines[follower.id],
                 snapshot_every=100,
@@ -171,7 +173,7 @@ def test_a_killed_snapshot_child_leaves_the_replica_serving_and_a_later_snapshot
 
     async def scenario() -> None:
         machines = {"n1": TableMachine(table)}
-        replicas = _replicas(tmp_path, 28010, 1, machines, snapshot_every=20)
+        replicas = _replicas(tmp_path, free_port_block(2), 1, machines, snapshot_every=20)
         replica = replicas["n1"]
         async with running(replicas.values()):
             pid = await _snapshot_child_after(replica, 20)
@@ -199,7 +201,7 @@ def test_stop_while_a_snapshot_child_runs_kills_and_reaps_it(
 ) -> None:
     async def scenario() -> None:
         machines = {"n1": TableMachine(table)}
-        replicas = _replicas(tmp_path, 28020, 1, machines, snapshot_every=10)
+        replicas = _replicas(tmp_path, free_port_block(2), 1, machines, snapshot_every=10)
         replica = replicas["n1"]
         async with running(replicas.values()):
             pid = await _snapshot_child_after(replica, 10)

@@ -17,6 +17,7 @@ from peer_certs import CertificateAuthority
 from reference_impl.server import event_loop
 from reference_impl.server.peer_tls import peer_tls_contexts
 from reference_impl.server.peer_transport import PEER_MAGIC, _HeldStreamProtocol
+from tests.support.ports import free_port
 
 
 def test_auto_means_uvloop_where_installed_and_asyncio_elsewhere(
@@ -115,6 +116,6 @@ def test_the_standard_loop_refuses_a_plain_dialler_on_a_tls_peer_port_at_once(
     """What peer TLS relies on, and why it runs the standard loop: the upgrade of an accepted
     link fails at once when the dialler speaks plain TCP. On uvloop 0.23 the same upgrade stalls
     until its timeout in some runs (4 of 5 runs of the real-lockd peer TLS test failed that way)."""
-    outcome, scenario = _server_side_upgrade_of_a_plain_dialler(tmp_path, 27480)
+    outcome, scenario = _server_side_upgrade_of_a_plain_dialler(tmp_path, free_port())
     asyncio.run(scenario())
     assert outcome == ["refused: SSLError"]

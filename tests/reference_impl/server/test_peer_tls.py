@@ -1,7 +1,7 @@
 """Mutual TLS on the Raft peer links: a TLS group elects and commits; a node without TLS, with a
 certificate from another CA, or with a certificate naming no member is refused, the others keep
 serving, and the logs say why (once, not on every reconnect); configuration mistakes are reported
-at start-up. Ports 127.0.0.1:27000-27499 (task T's range)."""
+at start-up. Ports: free ones, asked of the kernel."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from reference_impl.server.main import build_parser, resolve_config
 from reference_impl.server.peer_tls import peer_tls_contexts
 from reference_impl.server.peer_transport import PEER_MAGIC, PeerTransport
 from reference_impl.server.replica import Replica
+from tests.support.ports import free_port_block
 from tests.support.waiting import wait_until_async
 
 NODES = ("n1", "n2", "n3")
@@ -115,7 +116,7 @@ def test_three_nodes_with_peer_tls_elect_and_commit(tmp_path: Path) -> None:
     ca = CertificateAuthority.create(tmp_path / "pki")
 
     async def scenario() -> None:
-        peers = _peers(27000)
+        peers = _peers(free_port_block(3))
         machines = {node_id: CounterMachine() for node_id in NODES}
         replicas = [
             Replica(
@@ -156,7 +157,7 @@ def test_a_plain_node_cannot_join_a_tls_group_and_both_sides_say_why_once(
     caplog.set_level(logging.INFO, logger="reference_impl.server.peer_transport")
     ca = CertificateAuthority.create(tmp_path / "pki")
     tls = {"n1": ca.issue("n1"), "n2": ca.issue("n2"), "n3": None}
-    replicas, machines, committed = asyncio.run(_run_group(tmp_path, 27010, tls))
+    replicas, machines, committed = asyncio.run(_run_group(tmp_path, free_port_block(3), tls))
 
     assert committed == 20
     assert machines["n3"].commands == []
@@ -181,12 +182,15 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(
     ca = CertificateAuthority.create(tmp_path / "pki")
     rogue = CertificateAuthority.create(tmp_path / "rogue-pki", name="rogue")
     tls = {"n1": ca.issue("n1"), "n2": ca.issue("n2"), "n3": rogue.issue("n3")}
-    replicas, machines, committed = asyncio.run(_run_group(tmp_path, 27020, tls))
+    base_port = free_port_block(3)
+    replicas, machines, committed = asyncio.run(_run_group(tmp_path, base_port, tls))
 
     assert committed == 20
     assert machines["n3"].commands == []
     for node_id in ("n1", "n2"):
-        refused = _warnings(caplog, node_id, "n3 at 127.0.0.1:27022: certificate verify failed")
+        refused = _warnings(
+            caplog, node_id, f"n3 at 127.0.0.1:{base_port + 2}: certificate verify failed"
+        )
         assert refused
         assert all("not signed by the CA in this node's peer_tls.ca" in m for m in refused)
         assert len(refused) <= 2, refused
@@ -203,7 +207,7 @@ def test_a_certificate_that_names_no_member_is_refused_on_the_peer_port(
     caplog.set_level(logging.INFO, logger="reference_impl.server.peer_transport")
     ca = CertificateAuthority.create(tmp_path / "pki")
     outsider = ca.issue("lockctl")
-    peers = _peers(27030)
+    peers = _peers(free_port_block(3))
 
     async def scenario() -> bytes:
         replica = Replica(
@@ -298,6 +302,7 @@ def test_lockd_with_an_unreadable_peer_certificate_exits_with_a_clear_error(
 ) -> None:
     ca = CertificateAuthority.create(tmp_path / "pki")
     good = ca.issue("n1")
+    client_port = free_port_block(3)
     result = subprocess.run(
         [
             sys.executable,
@@ -308,7 +313,7 @@ def test_lockd_with_an_unreadable_peer_certificate_exits_with_a_clear_error(
             "--data-dir",
             str(tmp_path / "data"),
             "--member",
-            "n1=127.0.0.1:27201:27200:27202",
+            f"n1=127.0.0.1:{client_port + 1}:{client_port}:{client_port + 2}",
             "--peer-tls-cert",
             str(tmp_path / "nope.crt"),
             "--peer-tls-key",
@@ -368,8 +373,9 @@ def test_a_node_at_the_address_of_another_is_refused_by_name(
     n3's messages to n2."""
     caplog.set_level(logging.INFO, logger="reference_impl.server.peer_transport")
     ca = CertificateAuthority.create(tmp_path / "pki")
-    n2_address = ("127.0.0.1", 27051)
-    n1_view = {"n1": ("127.0.0.1", 27050), "n2": n2_address, "n3": n2_address}
+    base_port = free_port_block(2)
+    n2_address = ("127.0.0.1", base_port + 1)
+    n1_view = {"n1": ("127.0.0.1", base_port), "n2": n2_address, "n3": n2_address}
     received: list[Message] = []
 
     async def scenario() -> None:
@@ -407,6 +413,6 @@ def test_a_node_at_the_address_of_another_is_refused_by_name(
 
     asyncio.run(scenario())
     assert [m.dst for m in received] == ["n2"], "nothing meant for n3 reached n2"
-    refused = _warnings(caplog, "n1", "n3 at 127.0.0.1:27051: certificate verify failed")
+    refused = _warnings(caplog, "n1", f"n3 at 127.0.0.1:{base_port + 1}: certificate verify failed")
     assert len(refused) == 1, caplog.text
     assert "not valid for 'n3'" in refused[0], caplog.text
