@@ -15,6 +15,8 @@ HEAVY = ("paramiko", "fabric", "invoke", "pandas", "numpy", "plotly", "rich")
 PROBE = """
 import json, sys
 from bench.cli import main
+
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:

@@ -27,6 +27,8 @@ from lockbench.plugins import (
     plugin_names,
 )
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "lockbench-example"
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,7 @@ def source_copy(dest: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a wheel build, a fresh venv and pip install, then a 10 s run
 def test_the_wheel_installed_in_a_fresh_venv_runs_the_default_test(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     source = source_copy(tmp_path / "src")
