@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lockbench.daemon import daemon_pid, log_path, signal_daemon, start_daemon, stop_daemon
-from lockbench.protocols import Cluster, Node
+from lockbench.protocols import Cluster, LockClient, Node
 
 PROBE_SERVER = Path(__file__).with_name("nemesis_probe_server.py")
 DAEMON = "probe"
@@ -70,3 +70,12 @@ class ProbeBackend:
 
     def running(self, node: Node) -> bool:
         return daemon_pid(node, DAEMON) is not None
+
+    def ensure_started(self, node: Node) -> None:
+        if not self.running(node):
+            self.start(node)
+
+    async def open_client(
+        self, cluster: Cluster, node: Node, *, ttl: float, process: int
+    ) -> LockClient:
+        raise NotImplementedError("the probe server serves no locks: it is a target for faults")

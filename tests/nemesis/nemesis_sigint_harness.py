@@ -16,10 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from nemesis_probe_backend import ProbeBackend
-
 from bench.cluster import load_inventory, open_cluster
 from nemesis.schedule import NemesisRunner
+from tests.nemesis.nemesis_probe_backend import ProbeBackend
 
 LONG = {"at": [[0.1, 600]]}
 SPECS: list[dict[str, Any]] = [

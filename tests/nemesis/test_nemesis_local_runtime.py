@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
 from lockbench.daemon import find_local_libfaketime
 from nemesis.schedule import NemesisRunner
+from tests.nemesis.nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 
 pytestmark = [
     pytest.mark.process,
@@ -71,7 +71,7 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
     cluster, backend = local_cluster
     n1, n2, n3 = (cluster.node(name) for name in ("n1", "n2", "n3"))
     records: list[tuple[str, str, Any]] = []
-    specs = [
+    specs: list[dict[str, Any]] = [
         {"fault": "kill", "target": ["n1"], "schedule": {"at": [[0.1, 30]]}},
         {"fault": "pause", "target": ["n3"], "schedule": {"at": [[0.1, 30]]}},
         {"fault": "clock", "offset_ms": BUMP_MS, "target": ["n2"], "schedule": {"at": [[0.1, 30]]}},
@@ -194,7 +194,7 @@ def test_partition_and_netem_go_through_the_local_link_proxy(
     assert {"partition", "netem"} <= cluster.capabilities
     links.start_proxy({node.name: probe_port(node) for node in cluster.nodes})
     records: list[tuple[str, str, Any]] = []
-    specs = [
+    specs: list[dict[str, Any]] = [
         {
             "fault": "partition",
             "shape": "isolate-one",

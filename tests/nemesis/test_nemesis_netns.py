@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 
 from bench.cluster import ClusterHandle
 from lockbench.daemon import daemon_pid
@@ -34,6 +33,7 @@ from nemesis.netem import NetemNemesis
 from nemesis.partition import PartitionNemesis
 from nemesis.remote import NodeLocks, on_nodes
 from nemesis.spec import ClockOptions, NetemOptions, TargetSpec
+from tests.nemesis.nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 from tests.support.netns_cluster import netns_cluster
 
 pytestmark = [
@@ -69,7 +69,7 @@ def healed(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
         yield cluster
     finally:
         assert heal_cluster(cluster, backend) == []
-        on_nodes(list(cluster.nodes), lambda node: backend.running(node) or backend.start(node))
+        on_nodes(list(cluster.nodes), backend.ensure_started)
 
 
 # Runs on a node: connect to each peer's probe port REPEAT times (peers in parallel); prints
@@ -283,7 +283,14 @@ def test_sigint_during_a_schedule_with_every_fault_on_leaves_nothing_behind(
     records = tmp_path / "records.jsonl"
     inventory = cluster.inventory.cluster_dir / "inventory.yaml"
     harness = subprocess.Popen(
-        [sys.executable, str(HERE / "nemesis_sigint_harness.py"), str(inventory), str(records)],
+        [
+            sys.executable,
+            "-m",
+            "tests.nemesis.nemesis_sigint_harness",
+            str(inventory),
+            str(records),
+        ],
+        cwd=HERE.parents[1],  # the repository root, where the tests package is found
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -319,7 +326,14 @@ def test_cluster_heal_by_hand_repairs_what_a_sigkilled_bench_left(
     records = tmp_path / "records.jsonl"
     inventory = cluster.inventory.cluster_dir / "inventory.yaml"
     harness = subprocess.Popen(
-        [sys.executable, str(HERE / "nemesis_sigint_harness.py"), str(inventory), str(records)],
+        [
+            sys.executable,
+            "-m",
+            "tests.nemesis.nemesis_sigint_harness",
+            str(inventory),
+            str(records),
+        ],
+        cwd=HERE.parents[1],  # the repository root, where the tests package is found
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

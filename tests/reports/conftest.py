@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_support import SampleStore
 
+from tests.reports.report_support import SampleStore
 from tests.support.synthetic_runs import SyntheticRunSpec, write_synthetic_run
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from report_support import SampleStore, write_history
 
 from lockbench.history import pair_calls, read_history
 from lockbench.protocols import Anomaly
 from reports import analysis
 from reports.run_data import load_run
+from tests.reports.report_support import SampleStore, write_history
 
 
 def _nemesis(f: str, value: object = None, typ: str = "info") -> dict[str, object]:

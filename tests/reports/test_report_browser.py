@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from report_support import SampleStore
 
 from reports.server import make_server
+from tests.reports.report_support import SampleStore
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 

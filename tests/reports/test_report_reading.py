@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from report_support import SampleStore, write_history
-
 from lockbench.history import read_history
 from reports.run_data import describe_component, load_run
+from tests.reports.report_support import SampleStore, write_history
 
 
 def test_a_complete_run_has_no_problems(sample_store: SampleStore) -> None:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from report_support import SampleStore
 
 from reports.run_data import load_run
+from tests.reports.report_support import SampleStore
 
 
 def _figures(page: str) -> dict[str, dict[str, object]]:

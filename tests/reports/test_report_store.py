@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from report_support import SampleStore
 
 from reports.index import build_index, find_runs, render_index_html, summarize_run
 from reports.server import make_server
+from tests.reports.report_support import SampleStore
 
 # Ports for these tests (the task's range is 127.0.0.1:21000-21999).
 

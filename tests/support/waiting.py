@@ -14,7 +14,7 @@ POLL_SECONDS = 0.02
 
 
 def wait_until(
-    condition: Callable[[], T], *, timeout: float, what: str, interval: float = POLL_SECONDS
+    condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = POLL_SECONDS
 ) -> T:
     """Call ``condition`` until it returns something truthy, and return that; AssertionError
     naming ``what`` when ``timeout`` seconds pass first."""
@@ -29,7 +29,7 @@ def wait_until(
 
 
 async def wait_until_async(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], T | Awaitable[T | None] | None],
     *,
     timeout: float,
     what: str,

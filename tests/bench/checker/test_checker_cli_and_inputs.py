@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker_histories import history
 
 from bench.checker.edn import EdnError, Keyword, Tagged, read_forms
 from bench.checker.loading import load_history
 from bench.commands import check
 from lockbench.errors import BenchError
 from lockbench.history import HistoryError, Op
+from tests.bench.checker.checker_histories import history
 from tests.support.histories import register_history
 
 

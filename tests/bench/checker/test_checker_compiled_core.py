@@ -12,9 +12,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import pytest
-from checker_brute_force import brute_force_linearizable
 from hypothesis import given
-from test_checker_engine_properties import PROPERTY_SETTINGS, histories
 
 from bench.checker import native
 from bench.checker.budget import Budget, BudgetExceeded
@@ -24,6 +22,8 @@ from bench.checker.operations import LinOp
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
 from lockbench.history import Op
 from lockbench.options import CheckOptions
+from tests.bench.checker.checker_brute_force import brute_force_linearizable
+from tests.bench.checker.test_checker_engine_properties import PROPERTY_SETTINGS, histories
 from tests.support.histories import lock_history, register_history
 
 pytestmark = pytest.mark.skipif(

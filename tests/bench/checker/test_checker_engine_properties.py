@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 import pytest
-from checker_brute_force import brute_force_linearizable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from bench.checker.operations import LinOp
 from bench.checker.wgl import search
 from lockbench.history import Op
 from lockbench.options import CheckOptions
+from tests.bench.checker.checker_brute_force import brute_force_linearizable
 
 EXAMPLES = 10000 if os.environ.get("LOCKBENCH_LONG") else 700
 PROPERTY_SETTINGS = settings(

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker_histories import history
 
 from bench.checker.loading import load_history
 from bench.checker.operations import LEASE_LOST
 from bench.checking import run_checkers
 from lockbench.history import Op
+from tests.bench.checker.checker_histories import history
 
 S = 1_000_000_000
 HOLDER, NEXT = 73, 55

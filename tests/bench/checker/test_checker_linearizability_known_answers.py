@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from checker_histories import history
 
 from bench.checker.linearizable import check_linearizable
 from lockbench.history import Op
 from lockbench.options import CheckOptions
+from tests.bench.checker.checker_histories import history
 
 
 def verdict(ops: list[Op], **options: Any) -> str:

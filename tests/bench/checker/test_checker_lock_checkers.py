@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from checker_histories import MS, history
 
 from bench.checking import available_checkers, run_checkers
 from lockbench.errors import ConfigError
 from lockbench.history import Op
+from tests.bench.checker.checker_histories import MS, history
 
 S = 1_000_000_000
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_checker_cli_and_inputs import lockbench_check
+
+from tests.bench.checker.test_checker_cli_and_inputs import lockbench_check
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from checker_histories import history
 
 import bench.checker.linearizable as linearizable
 from bench.checking import run_checkers
 from lockbench.history import PairedHistory
 from lockbench.options import CheckOptions
+from tests.bench.checker.checker_histories import history
 from tests.support.histories import lock_history
 
 BOTH = ["linearizable", "mutual-exclusion"]

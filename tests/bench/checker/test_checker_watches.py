@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker_histories import history
 
 from bench.checking import run_checkers
 from lockbench.history import Op, read_history
+from tests.bench.checker.checker_histories import history
 
 # (process, "acquire" | "release", token): process 0 takes lock L three times, process 1 once.
 CHANGES: list[tuple[int, str, int]] = [

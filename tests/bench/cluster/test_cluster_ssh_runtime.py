@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.root
 def _user_inventory(
     netns: ClusterHandle, path: Path, *, extra: dict[str, str] | None = None
 ) -> Path:
-    nodes = [
+    nodes: list[Mapping[str, str | None]] = [
         {
             "name": s.name,
             "address": s.address,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_jitter_stays_within_its_bounds_and_never_goes_negative() -> None:
         ({"loss": 1.0}, "loss"),
     ],
 )
-def test_impossible_faults_are_refused(kwargs: dict[str, float], message: str) -> None:
+def test_impossible_faults_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ProxyError, match=message):
         LinkFault(**kwargs)
 

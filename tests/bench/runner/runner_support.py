@@ -1,4 +1,4 @@
-"""Helpers for the runner's tests: ports in this task's range, quick memory-backend tests."""
+"""Helpers for the runner's tests: quick memory-backend test files on a free resource port."""
 
 from __future__ import annotations
 

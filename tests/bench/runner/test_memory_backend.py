@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -142,6 +142,7 @@ def test_watch_resumes_from_a_revision_without_losing_or_repeating_events() -> N
             seen.append(event.revision)
             if len(seen) == 4:
                 break
+        assert isinstance(stream, AsyncGenerator)  # closed, as a watcher that stops reading does
         await stream.aclose()
         return seen
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_support import free_port
 
 from lockbench.protocols import DefiniteFailure
+from tests.support.ports import free_port
 from workloads.resource import RefusedAccess, ResourceClient, ResourceServer, ResourceState
 
 

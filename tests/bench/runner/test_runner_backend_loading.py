@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_support import write_test_file
 
 from bench.runner.components import create_backend, load_backend_class
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.errors import ConfigError
+from tests.bench.runner.runner_support import write_test_file
 
 # The minimal example of docs/backends.md, verbatim: a backend whose service lives in the bench.
 USER_BACKEND = textwrap.dedent(

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_support import write_test_file
 
 from bench.cli import main
 from bench.runner.config import load_test_config
 from lockbench.errors import EXIT_USAGE, ConfigError
+from tests.bench.runner.runner_support import write_test_file
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runner_support import write_test_file
 
 from bench.cli import main
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import pair_calls, read_history
+from tests.bench.runner.runner_support import write_test_file
 
 
 def test_a_run_writes_a_complete_store_and_exits_with_the_verdict(tmp_path: Path) -> None:

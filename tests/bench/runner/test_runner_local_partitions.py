@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from runner_support import write_test_file
 
 from bench.runner.config import DEFAULT_TEST_FILE, load_test_config, planned_cluster_facts
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import read_history
+from tests.bench.runner.runner_support import write_test_file
 
 
 def test_the_default_test_keeps_its_partitions_on_the_local_runtime() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from runner_support import write_test_file
 
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import Op, pair_calls, read_history
+from tests.bench.runner.runner_support import write_test_file
 
 CONCURRENCY = 5
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from runner_support import free_port, write_test_file
 
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import pair_calls, read_history
+from tests.bench.runner.runner_support import write_test_file
+from tests.support.ports import free_port
 
 PIECES = (
     "bench.backends.reference",

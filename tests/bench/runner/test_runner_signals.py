@@ -9,18 +9,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from runner_support import write_test_file
 
 from lockbench.history import pair_calls, read_history
+from tests.bench.runner.runner_support import write_test_file
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
 STARTUP_BOUND_S = 30.0
 
 
-def start_bench(tmp_path: Path, **keys: object) -> tuple[subprocess.Popen[str], Path]:
+def start_bench(tmp_path: Path, **keys: Any) -> tuple[subprocess.Popen[str], Path]:
     path = write_test_file(tmp_path, time_limit=60, **keys)
     store = tmp_path / "store"
     proc = subprocess.Popen(
@@ -40,6 +41,7 @@ def wait_for_ops(proc: subprocess.Popen[str], store: Path, count: int) -> Path:
         if history.exists() and history.read_text().count("\n") >= count:
             return (store / "latest").resolve()
         if proc.poll() is not None:
+            assert proc.stderr is not None
             pytest.fail(f"bench exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
         time.sleep(0.05)
     proc.kill()

@@ -19,6 +19,7 @@ ReadIndex answers; at the end the group must heal and converge with every acknow
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import json
 import random
@@ -626,7 +627,7 @@ class Simulation:
             copies = 2 if self.rng.random() < self.options.duplicate_rate else 1
         for _ in range(copies):
             delay = self.rng.randint(self.options.min_delay_ms, self.options.max_delay_ms)
-            self.schedule(delay, lambda msg=msg: self._deliver(msg))
+            self.schedule(delay, functools.partial(self._deliver, msg))
 
     def _deliver(self, msg: Message) -> None:
         if (msg.src, msg.dst) in self.blocked:
@@ -676,10 +677,10 @@ class Simulation:
             cut = self.rng.randint(1, len(shuffled) - 1)
             self._partition(shuffled[:cut], shuffled[cut:])
         elif action == "isolate_leader":
-            leaders = [n.id for n in alive if n.node and n.node.role is Role.LEADER]
-            if leaders:
-                leader = self.rng.choice(leaders)
-                self._partition([leader], [i for i in self.ids if i != leader])
+            leader_ids = [n.id for n in alive if n.node and n.node.role is Role.LEADER]
+            if leader_ids:
+                leader_id = self.rng.choice(leader_ids)
+                self._partition([leader_id], [i for i in self.ids if i != leader_id])
         elif action == "crash" and alive:
             self._crash(self.rng.choice(alive))
         elif action == "restart" and dead:

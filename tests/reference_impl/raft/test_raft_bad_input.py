@@ -8,7 +8,6 @@ import logging
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raft_sim import ManualCluster
 
 from reference_impl.raft.core import RaftNode
 from reference_impl.raft.types import (
@@ -23,6 +22,7 @@ from reference_impl.raft.types import (
     SnapshotMeta,
     VoteRequest,
 )
+from tests.reference_impl.raft.raft_sim import ManualCluster
 
 
 def _state(node: RaftNode) -> tuple[object, ...]:

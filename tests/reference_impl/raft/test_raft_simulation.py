@@ -12,7 +12,8 @@ import logging
 import os
 
 import pytest
-from raft_sim import SimOptions, Simulation
+
+from tests.reference_impl.raft.raft_sim import SimOptions, Simulation
 
 DEFAULT_SEEDS = 2_000
 LONG_SEEDS = 20_000

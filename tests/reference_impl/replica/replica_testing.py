@@ -32,8 +32,7 @@ async def single_leader(
         leaders = [r for r in members if r.running and r.is_leader and r.id != exclude]
         return leaders[0] if len(leaders) == 1 else None
 
-    leader: Replica = await wait_until_async(the_leader, timeout=timeout, what="a single leader")
-    return leader
+    return await wait_until_async(the_leader, timeout=timeout, what="a single leader")
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from replica_testing import eventually, run, running, single_leader
 
 from reference_impl.server import snapshotter as snapshotter_module
 from reference_impl.server.replica import Replica
 from reference_impl.server.snapshotter import Snapshotter
+from tests.reference_impl.replica.replica_testing import eventually, run, running, single_leader
 from tests.support.ports import free_port_block
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)

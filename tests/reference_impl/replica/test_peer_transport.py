@@ -22,11 +22,17 @@ def ack(src: str, dst: str, index: int) -> AppendResponse:
 
 
 class Inbox:
+    """What one node received; every message these tests send is an AppendResponse."""
+
     def __init__(self) -> None:
-        self.messages: list[Message] = []
+        self.messages: list[AppendResponse] = []
+        self.others: list[Message] = []
 
     def __call__(self, msg: Message) -> None:
-        self.messages.append(msg)
+        if isinstance(msg, AppendResponse):
+            self.messages.append(msg)
+        else:
+            self.others.append(msg)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

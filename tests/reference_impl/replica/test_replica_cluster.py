@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from replica_testing import eventually, run, single_leader
-from replica_testing import running as running_replicas
 
 from reference_impl.raft.errors import NotLeader, ProposalDropped, ProposalTimeout, RaftError
 from reference_impl.server.peer_transport import PEER_MAGIC, encode_frame
 from reference_impl.server.replica import Replica
+from tests.reference_impl.replica.replica_testing import eventually, run, single_leader
+from tests.reference_impl.replica.replica_testing import running as running_replicas
 from tests.support.ports import free_port_block
 
 
@@ -179,7 +179,12 @@ def test_the_unsafe_switches_are_off_by_default_and_loud_when_on(
 ) -> None:
     synced: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+
+    def counted_fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted_fdatasync)
 
     async def scenario() -> None:
         async with running(Group(tmp_path / "safe", 1)) as group:

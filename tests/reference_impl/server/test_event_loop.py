@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peer_certs import CertificateAuthority
 
 from reference_impl.server import event_loop
 from reference_impl.server.peer_tls import peer_tls_contexts
 from reference_impl.server.peer_transport import PEER_MAGIC, _HeldStreamProtocol
+from tests.reference_impl.server.peer_certs import CertificateAuthority
 from tests.support.ports import free_port
 
 

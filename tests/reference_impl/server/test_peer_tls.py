@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from peer_certs import CertificateAuthority
 
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.raft.metrics import ReplicaMetrics
@@ -29,6 +28,7 @@ from reference_impl.server.main import build_parser, resolve_config
 from reference_impl.server.peer_tls import peer_tls_contexts
 from reference_impl.server.peer_transport import PEER_MAGIC, PeerTransport
 from reference_impl.server.replica import Replica
+from tests.reference_impl.server.peer_certs import CertificateAuthority
 from tests.support.ports import free_port_block
 from tests.support.waiting import wait_until_async
 
@@ -140,8 +140,8 @@ def test_three_nodes_with_peer_tls_elect_and_commit(tmp_path: Path) -> None:
             assert await leader.propose(b"hello", timeout=5.0) == 1
             await wait_until_async(
                 lambda: all(m.commands == [b"hello"] for m in machines.values()),
-                5.0,
-                "the entry applied on every node",
+                timeout=5.0,
+                what="the entry applied on every node",
             )
             assert all(r.metrics.tls_handshake_failures == 0 for r in replicas)
         finally:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from storage_torture_writer import entry_data, snapshot_data
 
 from reference_impl.raft.types import RestoredState
 from reference_impl.storage.raft_storage import RaftStorage
+from tests.reference_impl.storage.storage_torture_writer import entry_data, snapshot_data
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
