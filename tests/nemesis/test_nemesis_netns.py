@@ -246,6 +246,17 @@ def _process_state(node: Node) -> str:
     return status[1] if len(status) > 1 else "?"
 
 
+def _start_harness(inventory: Path, records: Path, *, output: int) -> subprocess.Popen[str]:
+    """The SIGINT harness (a NemesisRunner with every fault on) as a child process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.nemesis.nemesis_sigint_harness", str(inventory), str(records)],
+        cwd=HERE.parents[1],  # the repository root, where the tests package is found
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+
+
 def _wait_for_faults(records: Path, wanted: set[str], harness: subprocess.Popen[Any]) -> None:
     """Until the harness has recorded every wanted ``start-*`` as done without error (60 s)."""
     deadline = time.monotonic() + 60
@@ -282,19 +293,7 @@ def test_sigint_during_a_schedule_with_every_fault_on_leaves_nothing_behind(
     cluster = healed
     records = tmp_path / "records.jsonl"
     inventory = cluster.inventory.cluster_dir / "inventory.yaml"
-    harness = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.nemesis.nemesis_sigint_harness",
-            str(inventory),
-            str(records),
-        ],
-        cwd=HERE.parents[1],  # the repository root, where the tests package is found
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    harness = _start_harness(inventory, records, output=subprocess.PIPE)
     try:
         wanted = {f"start-{f}" for f in ("partition", "kill", "pause", "clock", "netem")}
         _wait_for_faults(records, wanted, harness)
@@ -325,18 +324,7 @@ def test_cluster_heal_by_hand_repairs_what_a_sigkilled_bench_left(
     cluster = healed
     records = tmp_path / "records.jsonl"
     inventory = cluster.inventory.cluster_dir / "inventory.yaml"
-    harness = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.nemesis.nemesis_sigint_harness",
-            str(inventory),
-            str(records),
-        ],
-        cwd=HERE.parents[1],  # the repository root, where the tests package is found
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    harness = _start_harness(inventory, records, output=subprocess.DEVNULL)
     try:
         wanted = {f"start-{f}" for f in ("partition", "pause", "clock", "netem")}
         _wait_for_faults(records, wanted, harness)
