@@ -42,6 +42,7 @@ pytestmark = [
 ]
 
 HERE = Path(__file__).parent
+HARNESS_MODULE = "tests.nemesis.nemesis_sigint_harness"
 NAMES = ("n1", "n2", "n3", "n4", "n5")
 # libfaketime (cache duration 1 s) re-reads the offset file once the cache is over a second old.
 FAKETIME_REREAD_S = 2.2
@@ -249,7 +250,7 @@ def _process_state(node: Node) -> str:
 def _start_harness(inventory: Path, records: Path, *, output: int) -> subprocess.Popen[str]:
     """The SIGINT harness (a NemesisRunner with every fault on) as a child process."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.nemesis.nemesis_sigint_harness", str(inventory), str(records)],
+        [sys.executable, "-m", HARNESS_MODULE, str(inventory), str(records)],
         cwd=HERE.parents[1],  # the repository root, where the tests package is found
         stdout=output,
         stderr=output,
