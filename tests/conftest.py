@@ -1,10 +1,10 @@
 """Suite-wide pytest setup: the two test lanes, and root-only tests skipping when not root.
 
 Lanes: a test that starts a process (a subprocess, a fork, a lockd cluster, chromium, sshd, a
-network namespace) is marked ``process``; ``scripts/test.sh`` runs the rest first (``-m "not
-process"``, seconds), then the process lane. ``root`` tests are process tests by definition. The
-marker is kept honest here: a test that starts a process without it fails, naming the marker,
-so the fast lane cannot quietly grow slow.
+network namespace) is marked ``process``; ``scripts/test.sh`` runs the others first (``-m "not
+process and not slow"``), then the process lane (``-m "process or slow"``). ``root`` tests are
+process tests by definition. The marker is kept honest here: a test that starts a process without
+it fails, naming the marker, so the fast lane cannot quietly grow slow (docs/development.md).
 """
 
 from __future__ import annotations
