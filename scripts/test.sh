@@ -22,7 +22,7 @@ lane() {
 
 echo "== ruff check"; ruff check .
 echo "== ruff format --check"; ruff format --check .
-echo "== pytest: fast lane"; lane -m "not process and not slow" --timeout=60 "$@"
+echo "== pytest: fast lane"; lane -m "not process and not slow" "$@"
 echo "== mypy"; mypy
 echo "== import-linter (the floor plan, docs/architecture.md)"; lint-imports
 echo "== pytest: process lane"; lane -m "process or slow" "$@"
