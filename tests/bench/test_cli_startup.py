@@ -9,14 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.process  # starts processes (docs/development.md)
+
 HEAVY = ("paramiko", "fabric", "invoke", "pandas", "numpy", "plotly", "rich")
 
 # Runs the CLI in a fresh interpreter and prints which modules it loaded.
 PROBE = """
 import json, sys
 from bench.cli import main
-
-pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:

@@ -26,9 +26,13 @@ from tests.bench.checker.checker_brute_force import brute_force_linearizable
 from tests.bench.checker.test_checker_engine_properties import PROPERTY_SETTINGS, histories
 from tests.support.histories import lock_history, register_history
 
-pytestmark = pytest.mark.skipif(
-    not native.available(), reason="the compiled core is not built (no C compiler at install)"
-)
+pytestmark = [
+    # Property tests over many generated histories: seconds each, so the process lane runs them.
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not native.available(), reason="the compiled core is not built (no C compiler at install)"
+    ),
+]
 
 VARIANTS: list[dict[str, Any]] = [
     {"dominance": False},

@@ -23,6 +23,9 @@ from lockbench.history import Op
 from lockbench.options import CheckOptions
 from tests.bench.checker.checker_brute_force import brute_force_linearizable
 
+# Property tests over many generated histories: seconds each, so the process lane runs them.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = 10000 if os.environ.get("LOCKBENCH_LONG") else 700
 PROPERTY_SETTINGS = settings(
     max_examples=EXAMPLES,

@@ -118,6 +118,7 @@ def test_the_reference_server_on_the_local_runtime_runs_without_root(tmp_path: P
     assert not (tmp_path / "cluster" / "nodes").exists()  # the runner took its cluster down
 
 
+@pytest.mark.process  # builds the wheel (pip) when the cached one is stale
 @pytest.mark.skipif(bool(MISSING), reason=f"not landed yet: {', '.join(MISSING)}")
 def test_an_unreachable_cluster_exits_4_and_still_writes_results(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there: every SSH connection is refused

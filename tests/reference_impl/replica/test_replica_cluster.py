@@ -127,6 +127,7 @@ def test_five_replicas_transfer_leadership_and_read_on_every_follower(tmp_path: 
     run(scenario)
 
 
+@pytest.mark.process  # an automatic snapshot may fork its serialising child
 def test_replicas_snapshot_automatically_and_restart_from_the_snapshot(tmp_path: Path) -> None:
     async def scenario() -> None:
         group = Group(tmp_path, 3, snapshot_every=50)
