@@ -5,7 +5,7 @@ directory either plain or under nemesis/lazyfs.py (mounted as the power-loss fau
 Rounds alternate the order of the two setups; each figure is the median over rounds, and the
 ratio is taken within this one run (the machine is shared and noisy). Needs root (FUSE mount).
 
-    sudo .venv/bin/python scripts/bench_power_loss_fs.py --rounds 3 --seconds 5 --clients 1,8
+    sudo .venv/bin/python -m benchmarks.power_loss_fs --rounds 3 --seconds 5 --clients 1,8
 """
 
 from __future__ import annotations
@@ -23,11 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_lockd import lockd_connect, uncontended
-
+from benchmarks.drivers.lock_load import lockd_connect, uncontended
 from nemesis import lazyfs
 from reference_impl.server.local_cluster import LocalCluster
 
