@@ -88,7 +88,8 @@ def test_a_write_without_fsync_is_gone_after_power_loss(tmp_path: Path) -> None:
     disk.write("wal", b"+record", 6)
     lost = disk.power_loss()
     assert disk.read("wal") == b"header"
-    assert lost["dirty_files"] == 1 and lost["bytes_cut"] == 7
+    assert lost["dirty_files"] == 1
+    assert lost["bytes_cut"] == 7
 
 
 def test_a_write_with_fsync_survives_power_loss(tmp_path: Path) -> None:
@@ -129,7 +130,8 @@ def test_an_fsync_of_the_directory_keeps_the_file_but_not_its_unsynced_data(
     disk.write("f", b"never synced", 0)
     disk.fsync_dir()
     disk.power_loss()
-    assert disk.names() == {"f"} and disk.read("f") == b""
+    assert disk.names() == {"f"}
+    assert disk.read("f") == b""
 
 
 def test_any_fsync_commits_every_earlier_namespace_change_in_order(tmp_path: Path) -> None:
@@ -160,7 +162,8 @@ def test_a_rename_over_a_file_is_undone_without_a_later_fsync(tmp_path: Path) ->
     disk.power_loss()
     # the rename was not made durable: the old snapshot is back, the new one under its old name
     assert disk.names() == {"snapshot", "snapshot.tmp"}
-    assert disk.read("snapshot") == b"old" and disk.read("snapshot.tmp") == b"new"
+    assert disk.read("snapshot") == b"old"
+    assert disk.read("snapshot.tmp") == b"new"
 
 
 def test_a_rename_over_a_file_is_kept_after_an_fsync_of_the_directory(tmp_path: Path) -> None:
@@ -168,7 +171,8 @@ def test_a_rename_over_a_file_is_kept_after_an_fsync_of_the_directory(tmp_path: 
     _replace_snapshot(disk)
     disk.fsync_dir()
     disk.power_loss()
-    assert disk.names() == {"snapshot"} and disk.read("snapshot") == b"new"
+    assert disk.names() == {"snapshot"}
+    assert disk.read("snapshot") == b"new"
 
 
 def test_rename_of_unsynced_data_keeps_the_name_and_loses_the_data(tmp_path: Path) -> None:
@@ -179,7 +183,8 @@ def test_rename_of_unsynced_data_keeps_the_name_and_loses_the_data(tmp_path: Pat
     disk.rename("config.tmp", "config")
     disk.fsync_dir()
     disk.power_loss()
-    assert disk.names() == {"config"} and disk.read("config") == b""
+    assert disk.names() == {"config"}
+    assert disk.read("config") == b""
 
 
 def test_an_unlink_without_fsync_comes_back_with_its_content(tmp_path: Path) -> None:
@@ -212,7 +217,8 @@ def test_a_clean_stop_keeps_everything(tmp_path: Path) -> None:
     disk.close_all()
     kept = disk.state.keep_all()
     assert kept == {"dirty_files": 1, "journal_entries": 2}
-    assert disk.names() == {"f", "d"} and disk.read("f") == b"unsynced"
+    assert disk.names() == {"f", "d"}
+    assert disk.read("f") == b"unsynced"
 
 
 @settings(

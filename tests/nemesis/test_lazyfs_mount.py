@@ -141,7 +141,8 @@ def test_a_clean_stop_keeps_every_write_and_unmounts(tmp_path: Path) -> None:
     with mounted(directory) as mount:  # the directory need not exist yet
         _write(directory / "f", b"unsynced but kept", sync=False)
         report = mount.stop(signal.SIGTERM)
-    assert report["mode"] == "clean" and report["dirty_files"] == 1
+    assert report["mode"] == "clean"
+    assert report["dirty_files"] == 1
     assert not lazyfs.is_mounted(str(directory))
     assert (directory / "f").read_bytes() == b"unsynced but kept"
 
@@ -166,4 +167,5 @@ def test_lockd_storage_keeps_what_it_fsyncs_and_loses_the_rest(tmp_path: Path, f
         assert [e.index for e in restored.entries] == list(range(1, 21))
         assert restored.hard_state == HardState(term=1, vote="n1", commit=20)
     else:
-        assert restored.entries == () and restored.hard_state == HardState()
+        assert restored.entries == ()
+        assert restored.hard_state == HardState()

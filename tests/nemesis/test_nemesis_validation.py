@@ -217,7 +217,8 @@ def test_a_power_loss_entry_parses_with_its_target(tmp_path: Path) -> None:
     assert runner.specs is not None
     assert runner.specs[0].options == PowerLossOptions(TargetSpec("majority", 4))
     # validating mounts nothing: the filesystem is mounted by prepare_nodes, after deploying
-    assert runner.power_mounts is not None and runner.power_mounts.mounted == set()
+    assert runner.power_mounts is not None
+    assert runner.power_mounts.mounted == set()
 
 
 def test_power_loss_is_refused_for_a_backend_without_a_state_dir(tmp_path: Path) -> None:
@@ -231,7 +232,8 @@ def test_power_loss_is_refused_for_a_backend_without_a_state_dir(tmp_path: Path)
     with pytest.raises(ConfigError) as info:
         runner.validate()
     message = str(info.value)
-    assert "nemesis[0] (power-loss)" in message and "'probe'" in message
+    assert "nemesis[0] (power-loss)" in message
+    assert "'probe'" in message
     assert "state_dir" in message
 
 
