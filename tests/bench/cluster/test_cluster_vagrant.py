@@ -58,6 +58,7 @@ def test_nodes_file_lists_five_vms_on_one_private_network() -> None:
     assert len({n.ip.rsplit(".", 1)[0] for n in nodes}) == 1
 
 
+@pytest.mark.process  # runs vagrant
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed here")
 def test_vagrantfile_validates() -> None:
     result = subprocess.run(
