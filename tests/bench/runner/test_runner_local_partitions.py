@@ -39,7 +39,6 @@ def test_a_local_run_with_a_partition_blocks_links_and_heals_them(tmp_path: Path
         name="lbi-local-partition",
         runtime="local",
         port_offset=17500,
-        resource_port=24900,
         cluster_dir=str(tmp_path / "cluster"),
         backend="reference",
         backend_options={"tick_ms": 100},
