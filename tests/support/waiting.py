@@ -14,17 +14,24 @@ POLL_SECONDS = 0.02
 
 
 def wait_until(
-    condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = POLL_SECONDS
+    condition: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = POLL_SECONDS,
+    details: Callable[[], object] | None = None,
 ) -> T:
     """Call ``condition`` until it returns something truthy, and return that; AssertionError
-    naming ``what`` when ``timeout`` seconds pass first."""
+    naming ``what`` (and what ``details()`` shows then, e.g. the nodes' logs) when ``timeout``
+    seconds pass first."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:g} s")
+            shown = f"\n{details()}" if details is not None else ""
+            raise AssertionError(f"{what}: not reached within {timeout:g} s{shown}")
         time.sleep(interval)
 
 

@@ -11,7 +11,6 @@ import asyncio
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,13 +78,17 @@ def local_lockd(
 
 
 def wait_for_leader(backend: ReferenceBackend, cluster: ClusterHandle) -> tuple[str, int | None]:
-    deadline = time.monotonic() + LEADER_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def known_leader() -> tuple[str, int | None] | None:
         leader, term = backend.leader_status(cluster)
-        if leader is not None:
-            return leader, term
-        time.sleep(0.2)
-    raise AssertionError(f"no leader: {[fetch_status(n) for n in cluster.nodes]}")
+        return (leader, term) if leader is not None else None
+
+    return wait_until(
+        known_leader,
+        timeout=LEADER_TIMEOUT_S,
+        what="a leader",
+        interval=0.2,
+        details=lambda: [fetch_status(n) for n in cluster.nodes],
+    )
 
 
 def test_local_nodes_run_lockd_from_this_interpreter_without_a_deployed_venv(

@@ -11,7 +11,7 @@ import pytest
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.client.errors import IndeterminateError, LockServiceError
 from reference_impl.server.local_cluster import LocalCluster
-from tests.support.waiting import wait_until_async
+from tests.support.waiting import wait_until, wait_until_async
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
@@ -109,16 +109,18 @@ def test_kill_9_of_the_leader_loses_no_grant_and_reuses_no_token(
         assert events.get((lock, token)) == session, f"acknowledged grant {lock}@{token} lost"
     # The killed node restarts from its WAL and catches up.
     cluster.start(leader)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def caught_up() -> bool:
         status = cluster.status(leader)
         new_leader = cluster.leader()
         target = cluster.status(new_leader) if new_leader else None
-        if status and target and status["applied_index"] >= target["commit_index"]:  # type: ignore[operator]
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"restarted {leader} did not catch up\n{cluster.logs()}")
+        return bool(
+            status
+            and target
+            and int(str(status["applied_index"])) >= int(str(target["commit_index"]))
+        )
+
+    wait_until(caught_up, timeout=20, what=f"restarted {leader} caught up", details=cluster.logs)
 
 
 def test_paused_leader_is_replaced_and_steps_down_when_resumed(
