@@ -243,6 +243,19 @@ def state_dir_of(backend: object) -> Callable[[Node], str] | None:
     return method if callable(method) else None
 
 
+def fault_refusal(backend: object, fault: str, runtime: str) -> str | None:
+    """Why ``backend`` cannot take ``fault`` on ``runtime`` (None: it can, as far as it knows).
+
+    An optional capability: a backend may define
+    ``fault_refusal(fault, runtime) -> str | None``, for a fault the runtime can inject that
+    cannot reach the service (a clock skew through libfaketime cannot move a Go server's clock).
+    The runner refuses such a test before anything starts, and ``lockbench compare`` shows the
+    reason in the cell instead of a verdict: a fault that never reached the service proves nothing.
+    """
+    ask: Callable[[str, str], str | None] | None = getattr(backend, "fault_refusal", None)
+    return None if ask is None else ask(fault, runtime)
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkers
 

@@ -14,6 +14,10 @@ SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
         "bench.commands.run",
         "run a test (a YAML file) and store its history, results and report",
     ),
+    "compare": (
+        "bench.commands.compare",
+        "run several backends under the same faults and write compare.html",
+    ),
     "cluster": (
         "bench.commands.cluster",
         "bring a five-node cluster up or down, deploy to it, show or heal it",

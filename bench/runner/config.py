@@ -33,7 +33,7 @@ from bench.runner.components import (
 from lockbench.errors import ConfigError
 from lockbench.options import CheckOptions, OptionError, parse_options, require
 from lockbench.plugins import WORKLOADS, has_plugin
-from lockbench.protocols import ClusterFacts
+from lockbench.protocols import ClusterFacts, fault_refusal
 from nemesis.spec import parse_specs
 from workloads.base import WorkloadContext
 
@@ -216,9 +216,15 @@ def _validate_parts(config: TestConfig) -> None:
             f"not {config.runtime!r}",
         )
     try:
-        create_backend(config.backend, config.backend_options)
+        backend = create_backend(config.backend, config.backend_options)
     except ConfigError as exc:
         raise OptionError("backend_options", str(exc)) from exc
+    for index, entry in enumerate(config.nemesis):
+        refusal = fault_refusal(backend, str(entry.get("fault")), config.runtime)
+        if refusal is not None:
+            raise OptionError(
+                f"nemesis[{index}]", f"backend {config.backend!r} cannot take this fault: {refusal}"
+            )
 
     if not has_plugin(WORKLOADS, config.workload):
         raise OptionError(

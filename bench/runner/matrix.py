@@ -1,0 +1,392 @@
+"""A matrix of runs (backend x workload x fault) on one cluster, one backend at a time.
+
+``lockbench compare`` uses it; anything else that runs many tests in a row can. Planning does
+all the checking before anything starts: every name is resolved, every cell's test file is
+written and validated like ``lockbench run`` validates one, and a cell that cannot run (a fault
+the runtime cannot inject, or one that cannot reach the backend's servers) gets its reason
+instead of a test. Running makes the cluster once, wipes each backend's data before each of its
+runs (each run stops the service on every node at its end), and takes the cluster down last.
+
+The fault schedule of a cell depends only on the fault, the time limit and the seed (random
+targets, drawn from the seed), so every backend meets the same faults at the same times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.cluster import open_cluster, runtime_capabilities
+from bench.cluster.runtimes import INVENTORY_FILE, cluster_down, cluster_up
+from bench.runner.components import (
+    backend_runtimes,
+    create_backend,
+    load_backend_class,
+    workload_names,
+)
+from bench.runner.config import TestConfig, load_test_config
+from bench.runner.test_run import RunOptions, run_test
+from lockbench.errors import ConfigError
+from lockbench.plugins import NEMESES, plugin_names
+from lockbench.protocols import Verdict, fault_refusal
+
+log = logging.getLogger(__name__)
+
+# "none": a run without faults, the baseline a backend's faulted runs are read against.
+NO_FAULT = "none"
+CELLS_DIR = "cells"
+SUMMARY_FILE = "compare.json"
+NODES = 5
+# Options that let each backend run well on a busy two-core machine (see tests/configs/).
+BACKEND_OPTIONS: Mapping[str, Mapping[str, Any]] = {
+    # a 100 ms Raft tick: the 50 ms default churns leaders on a loaded machine (default.yaml)
+    "reference": {"tick_ms": 100},
+}
+WORKLOAD_OPTIONS: Mapping[str, Mapping[str, Any]] = {
+    "mutex": {"locks": 3, "hold": 0.05, "think": 0.05, "acquire_timeout": 3},
+    "lease-expiry": {"locks": 2, "acquire_timeout": 3, "stall_probability": 0.3},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixSpec:
+    """What to run: the names, and how long and how hard."""
+
+    backends: tuple[str, ...]
+    workloads: tuple[str, ...]
+    faults: tuple[str, ...]
+    time_limit: float = 20.0
+    seed: int = 1
+    concurrency: int = 6
+    ttl: float = 3.0
+    netns_prefix: str = "lb"
+    subnet: str = "10.77.0.0/24"
+    runtime: str | None = None  # None: netns as root, else local
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    backend: str
+    workload: str
+    fault: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.workload}-{self.fault}".replace(":", "_").replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCell:
+    """A cell with its validated test, or the reason it cannot run."""
+
+    cell: Cell
+    test_file: Path | None
+    config: TestConfig | None
+    refusal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CellOutcome:
+    """What a cell gave: its run directory and verdict, or why there is none."""
+
+    cell: Cell
+    run_dir: Path | None
+    verdict: Verdict | None
+    anomalies: int
+    reason: str | None = None
+    errors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.cell.backend,
+            "workload": self.cell.workload,
+            "fault": self.cell.fault,
+            "run_dir": None if self.run_dir is None else str(self.run_dir.resolve()),
+            "verdict": self.verdict,
+            "anomalies": self.anomalies,
+            "reason": self.reason,
+            "errors": list(self.errors),
+        }
+
+
+@dataclass
+class MatrixPlan:
+    spec: MatrixSpec
+    runtime: str
+    directory: Path
+    cells: list[PlannedCell] = field(default_factory=list)
+
+
+def split_names(text: str, what: str) -> tuple[str, ...]:
+    """``a,b,c`` -> names, each once, in order; ConfigError if none."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ConfigError(f"--{what}: give at least one name (comma-separated)")
+    return names
+
+
+def cluster_runtime(spec: MatrixSpec) -> str:
+    return spec.runtime or ("netns" if os.geteuid() == 0 else "local")
+
+
+def fault_schedule(time_limit: float) -> dict[str, Any]:
+    """About three fault windows per run, each half its interval long."""
+    interval = max(4.0, round(time_limit / 3.0, 1))
+    return {"interval": interval, "duration": round(interval / 2.0, 1)}
+
+
+def nemesis_entry(fault: str, time_limit: float) -> dict[str, Any]:
+    """The one fault a cell runs, targets drawn from the seed (the same for every backend)."""
+    schedule = fault_schedule(time_limit)
+    if fault == "partition":
+        return {"fault": "partition", "shape": "majorities-ring", "schedule": schedule}
+    if fault == "clock":
+        # a jump larger than the TTL, on two nodes: a wall-clock lease would expire at once
+        return {
+            "fault": "clock",
+            "mode": "bump",
+            "offset_ms": 10_000,
+            "target": "minority",
+            "schedule": schedule,
+        }
+    if fault == "netem":
+        return {"fault": "netem", "delay_ms": 100, "jitter_ms": 50, "schedule": schedule}
+    return {"fault": fault, "target": "random", "schedule": schedule}
+
+
+def cell_test_data(spec: MatrixSpec, cell: Cell, runtime: str) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": f"compare-{cell.name}",
+        "runtime": runtime,
+        "backend": cell.backend,
+        "backend_options": dict(BACKEND_OPTIONS.get(cell.backend, {})),
+        "workload": cell.workload,
+        "workload_options": dict(WORKLOAD_OPTIONS.get(cell.workload, {})),
+        "nemesis": [] if cell.fault == NO_FAULT else [nemesis_entry(cell.fault, spec.time_limit)],
+        "time_limit": spec.time_limit,
+        "concurrency": spec.concurrency,
+        "ttl": spec.ttl,
+        "op_timeout": 5,
+        "seed": spec.seed,
+        "recovery_bound": 60,
+    }
+    if runtime == "netns":
+        data["netns_prefix"] = spec.netns_prefix
+        data["subnet"] = spec.subnet
+    return data
+
+
+def _runtime_for(backend: str, cluster: str) -> tuple[str, str | None]:
+    """The runtime a backend's cells run on, or a reason they cannot run on this machine."""
+    runtimes = backend_runtimes(load_backend_class(backend))
+    if runtimes == ("none",):
+        return "none", None
+    if runtimes is not None and cluster not in runtimes:
+        return cluster, (
+            f"{backend} runs only on runtime(s) {', '.join(runtimes)}; this machine's "
+            f"cluster is {cluster}" + (" (run as root for netns)" if cluster == "local" else "")
+        )
+    return cluster, None
+
+
+def fault_names() -> tuple[str, ...]:
+    """The faults a column may name: ``none`` and every nemesis fault plug-in."""
+    return (NO_FAULT, *plugin_names(NEMESES))
+
+
+def _capabilities(runtime: str) -> frozenset[str]:
+    return frozenset() if runtime == "none" else runtime_capabilities(runtime)
+
+
+def refusal_for(backend: str, fault: str, runtime: str) -> str | None:
+    """Why ``fault`` cannot be tested on ``backend`` here (None: it can)."""
+    if fault == NO_FAULT:
+        return None
+    if runtime == "none":
+        return f"{backend} runs inside the bench (runtime none): there is no server to {fault}"
+    if fault not in _capabilities(runtime):
+        return f"the {runtime} runtime cannot inject {fault} faults"
+    instance = create_backend(backend, BACKEND_OPTIONS.get(backend, {}))
+    reason = fault_refusal(instance, fault, runtime)
+    return None if reason is None else f"{fault} fault cannot reach {backend}: {reason}"
+
+
+def plan_matrix(spec: MatrixSpec, directory: Path) -> MatrixPlan:
+    """Check every name and every cell's test before anything starts (ConfigError: exit 2)."""
+    for backend in spec.backends:
+        load_backend_class(backend)  # unknown names: ConfigError listing the known ones
+    known_workloads = sorted(workload_names())
+    for workload in spec.workloads:
+        if workload not in known_workloads:
+            raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(known_workloads)}")
+    faults = fault_names()
+    for fault in spec.faults:
+        if fault not in faults:
+            raise ConfigError(f"unknown nemesis fault {fault!r}; known: {', '.join(faults)}")
+    if spec.time_limit <= 0:
+        raise ConfigError(f"--time-limit must be positive seconds: {spec.time_limit:g}")
+    runtime = cluster_runtime(spec)
+    plan = MatrixPlan(spec, runtime, directory)
+    cells_dir = directory / CELLS_DIR
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    for backend in spec.backends:
+        backend_runtime, backend_refusal = _runtime_for(backend, runtime)
+        for workload in spec.workloads:
+            for fault in spec.faults:
+                cell = Cell(backend, workload, fault)
+                refusal = backend_refusal or refusal_for(backend, fault, backend_runtime)
+                if refusal is not None:
+                    plan.cells.append(PlannedCell(cell, None, None, refusal))
+                    continue
+                path = cells_dir / f"{cell.name}.yaml"
+                data = cell_test_data(spec, cell, backend_runtime)
+                path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+                try:
+                    config = load_test_config(path)
+                except ConfigError as exc:
+                    raise ConfigError(f"cell {cell.name}: {exc}") from exc
+                plan.cells.append(PlannedCell(cell, path, config, None))
+    return plan
+
+
+def count_anomalies(results: Mapping[str, Any]) -> int:
+    checkers = results.get("checkers")
+    if not isinstance(checkers, Mapping):
+        return 0
+    return sum(
+        len(entry.get("anomalies") or []) for entry in checkers.values() if isinstance(entry, dict)
+    )
+
+
+def read_outcome(cell: Cell, run_dir: Path, errors: Sequence[str]) -> CellOutcome:
+    """A finished cell from its run directory's results.json."""
+    try:
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return CellOutcome(cell, run_dir, None, 0, f"no results: {exc}", tuple(errors))
+    verdict = results.get("verdict")
+    reason = None
+    notes = results.get("notes") or {}
+    if isinstance(notes, dict) and notes.get("setup_failed"):
+        reason = "could not set up: " + "; ".join(errors or ["see bench.log"])
+        verdict = None
+    elif isinstance(notes, dict) and notes.get("reason"):
+        reason = str(notes["reason"])
+    return CellOutcome(cell, run_dir, verdict, count_anomalies(results), reason, tuple(errors))
+
+
+@dataclass
+class MatrixCluster:
+    """The one cluster every networked cell runs on (made lazily, taken down by ``close``)."""
+
+    runtime: str
+    directory: Path
+    spec: MatrixSpec
+    inventory_path: Path | None = None
+    handle: Any = None
+
+    def open(self) -> Path:
+        if self.inventory_path is None:
+            inventory = cluster_up(
+                self.runtime,
+                self.directory,
+                subnet=self.spec.subnet,
+                prefix=self.spec.netns_prefix,
+                nodes=NODES,
+                port_offset=0,
+            )
+            self.inventory_path = self.directory / INVENTORY_FILE
+            self.handle = open_cluster(inventory)
+        return self.inventory_path
+
+    def wipe(self, backend: str) -> None:
+        """Delete the backend's data on every node (a fresh service for each run)."""
+        if self.handle is None:
+            return
+        instance = create_backend(backend, BACKEND_OPTIONS.get(backend, {}))
+        for node in self.handle.nodes:
+            try:
+                instance.wipe(node)
+            except Exception as exc:
+                log.warning("could not wipe %s on %s: %s", backend, node.name, exc)
+
+    def close(self) -> list[str]:
+        errors: list[str] = []
+        if self.handle is not None:
+            try:
+                self.handle.close()
+            except Exception as exc:
+                errors.append(f"could not close the cluster's connections: {exc}")
+        if self.inventory_path is not None:
+            try:
+                cluster_down(self.directory)
+            except Exception as exc:
+                errors.append(f"could not take down the cluster in {self.directory}: {exc}")
+        return errors
+
+
+def run_matrix(
+    plan: MatrixPlan,
+    store: Path,
+    *,
+    on_cell: Callable[[CellOutcome], None] | None = None,
+) -> list[CellOutcome]:
+    """Run every planned cell, one backend at a time; refused cells keep their reason."""
+    outcomes: list[CellOutcome] = []
+    cluster = MatrixCluster(plan.runtime, plan.directory / "cluster", plan.spec)
+    try:
+        for planned in plan.cells:
+            cell = planned.cell
+            if planned.config is None:
+                outcome = CellOutcome(cell, None, None, 0, planned.refusal)
+            else:
+                config = planned.config
+                if config.runtime != "none":
+                    inventory = cluster.open()
+                    cluster.wipe(cell.backend)
+                    config = dataclasses.replace(config, inventory=str(inventory))
+                log.info("compare: running %s", cell.name)
+                started = time.monotonic()
+                result = run_test(config, RunOptions(store=store, live_progress=False))
+                log.info("compare: %s took %.0f s", cell.name, time.monotonic() - started)
+                outcome = read_outcome(cell, result.run_dir, result.errors)
+            outcomes.append(outcome)
+            if on_cell is not None:
+                on_cell(outcome)
+    finally:
+        for error in cluster.close():
+            log.error("compare: %s", error)
+    return outcomes
+
+
+def write_summary(directory: Path, spec: MatrixSpec, outcomes: Sequence[CellOutcome]) -> Path:
+    """compare.json: the spec and every cell's outcome (compare.html is built from it)."""
+    path = directory / SUMMARY_FILE
+    document = {
+        "backends": list(spec.backends),
+        "workloads": list(spec.workloads),
+        "faults": list(spec.faults),
+        "time_limit": spec.time_limit,
+        "seed": spec.seed,
+        "concurrency": spec.concurrency,
+        "cells": [outcome.to_json() for outcome in outcomes],
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def remove_plan(directory: Path) -> None:
+    """Drop a plan's directory (after a validation error: nothing ran)."""
+    shutil.rmtree(directory, ignore_errors=True)
