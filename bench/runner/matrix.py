@@ -178,7 +178,8 @@ def cell_test_data(spec: MatrixSpec, cell: Cell, runtime: str) -> dict[str, Any]
         "ttl": spec.ttl,
         "op_timeout": 5,
         "seed": spec.seed,
-        "recovery_bound": 60,
+        # an upper bound on waiting for a leader: five JVMs may take minutes on a loaded machine
+        "recovery_bound": 240,
     }
     if runtime == "netns":
         data["netns_prefix"] = spec.netns_prefix
@@ -282,6 +283,12 @@ def read_outcome(cell: Cell, run_dir: Path, errors: Sequence[str]) -> CellOutcom
         verdict = None
     elif isinstance(notes, dict) and notes.get("reason"):
         reason = str(notes["reason"])
+    ops = notes.get("ops") if isinstance(notes, dict) else None
+    ok_ops = ops.get("ok") if isinstance(ops, dict) else None
+    if verdict == "valid" and ok_ops == 0:
+        # nothing succeeded, so nothing was checked: a verdict must be earned
+        verdict = "unknown"
+        reason = "no client operation succeeded: nothing was checked"
     return CellOutcome(cell, run_dir, verdict, count_anomalies(results), reason, tuple(errors))
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bench.cli import main
-from bench.runner.matrix import MatrixSpec, plan_matrix
+from bench.runner.matrix import Cell, MatrixSpec, plan_matrix, read_outcome
 
 
 def compare_dir(store: Path) -> Path:
@@ -88,6 +88,16 @@ def test_the_same_seed_gives_every_backend_the_same_cell_tests(tmp_path: Path) -
     if planned:  # as root (netns) or not (local): the same entry and seed either way
         assert {p["seed"] for p in planned} == {5}
         assert len({json.dumps(p["nemesis"]) for p in planned}) == 1
+
+
+def test_a_valid_run_in_which_nothing_succeeded_is_unknown(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    results = {"verdict": "valid", "checkers": {}, "notes": {"ops": {"ok": 0, "info": 7}}}
+    (run_dir / "results.json").write_text(json.dumps(results))
+    outcome = read_outcome(Cell("zookeeper", "mutex", "pause"), run_dir, [])
+    assert outcome.verdict == "unknown"
+    assert outcome.reason == "no client operation succeeded: nothing was checked"
 
 
 @pytest.mark.parametrize(
