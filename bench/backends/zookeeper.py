@@ -43,12 +43,14 @@ JAVA = "java"
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 # Five JVMs share a two-core machine with the bench: a small heap and the serial collector keep
 # each server's footprint and GC pauses small (the pause nemesis, not the JVM, should stop them),
-# and the C1 compiler alone halves the CPU a server burns while it starts.
+# the C1 compiler alone halves the CPU a server burns while it starts, and sizing the JVM for
+# one processor keeps its thread pools (GC, compiler, NIO workers) small.
 JVM_FLAGS: tuple[str, ...] = (
     "-Xms32m",
     "-Xmx192m",
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
+    "-XX:ActiveProcessorCount=1",
     "-Djava.net.preferIPv4Stack=true",
 )
 STATUS_TIMEOUT_S = 1.0
