@@ -81,10 +81,14 @@ class HeardHandler(SequentialThreadingHandler):  # type: ignore[misc]
     and a stall that freezes the connection thread (a process stopped by a long GC pause).
 
     kazoo's connection thread waits for its socket in ``select``; the socket is the first of
-    the sockets it watches. Readable means a server spoke (a reply, a ping's answer)."""
+    the sockets it watches. Readable while the session is connected means a server spoke (a
+    reply, a ping's answer). While kazoo is reconnecting it is not counted: a server that is not
+    serving (cut off from its quorum) closes each new connection, and end-of-file is readable
+    too, but the session's server has not heard from the client."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.client: Any = None  # the KazooClient, once made
         self.last_heard = time.monotonic()
         self._thawed = threading.Event()
         self._thawed.set()
@@ -93,7 +97,8 @@ class HeardHandler(SequentialThreadingHandler):  # type: ignore[misc]
         self._thawed.wait()
         result = super().select(*args, **kwargs)
         readable, watched = result[0], (args[0] if args else [])
-        if watched and readable and watched[0] in readable:
+        connected = self.client is not None and self.client.connected
+        if connected and watched and readable and watched[0] in readable:
             self.last_heard = time.monotonic()
         return result
 
@@ -161,6 +166,7 @@ class ZooKeeperLockClient:
             randomize_hosts=False,
             connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.5},
         )
+        self._heard.client = self._kazoo
         self._kazoo.hosts = HostsCountedAsOne(self._kazoo.hosts)
         self._kazoo.add_listener(self._on_state)
         await self._call(lambda: self._kazoo.start(timeout=CONNECT_TIMEOUT_S))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
+import subprocess
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +16,29 @@ import yaml
 
 from bench.backends.zookeeper import (
     DEBIAN_PACKAGE,
+    JVM_FLAGS,
+    LOG4J_PROPERTIES,
+    LOGGING_JARS,
+    MAIN_CLASS,
     SERVER_JAR,
     ZooKeeperBackend,
     ZooKeeperOptions,
     zoo_cfg,
 )
-from bench.backends.zookeeper_client import lock_path, sequence_of, session_timeout_for
+from bench.backends.zookeeper_client import (
+    ZooKeeperLockClient,
+    lock_path,
+    open_zookeeper_client,
+    sequence_of,
+    session_timeout_for,
+)
 from bench.runner.cluster_setup import InProcessCluster
 from bench.runner.components import create_backend
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.history import pair_calls, read_history
+from lockbench.protocols import DefiniteFailure, Indeterminate
 
 HAVE_ZOOKEEPER = Path(SERVER_JAR).is_file()
 
@@ -126,3 +141,70 @@ def test_a_real_ensemble_on_a_netns_cluster_grants_locks_with_rising_tokens(
     logs = list((outcome.run_dir / "nodes").glob("*/zookeeper.log"))
     assert len(logs) == 5
     assert any("LEADING" in log.read_text(errors="replace") for log in logs)
+
+
+@pytest.fixture
+def standalone_server(tmp_path: Path) -> Iterator[str]:
+    """One real ZooKeeper server on 127.0.0.1 (standalone: no ensemble, no root needed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "zoo.cfg").write_text(
+        f"tickTime=1000\ndataDir={tmp_path / 'data'}\nclientPort={port}\n"
+        "clientPortAddress=127.0.0.1\nadmin.enableServer=false\n"
+    )
+    (tmp_path / "log4j.properties").write_text(LOG4J_PROPERTIES)
+    classpath = ":".join([str(tmp_path), SERVER_JAR, *LOGGING_JARS])
+    argv = [*JVM_FLAGS, f"-Dlog4j.configuration=file:{tmp_path}/log4j.properties"]
+    with (tmp_path / "zookeeper.log").open("w") as log:
+        server = subprocess.Popen(
+            ["java", *argv, "-cp", classpath, MAIN_CLASS, str(tmp_path / "zoo.cfg")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+async def _connect(host: str, process: int) -> ZooKeeperLockClient:
+    for _ in range(120):  # the JVM takes a few seconds to serve
+        try:
+            return await open_zookeeper_client([host], ttl=2, process=process, tick_ms=1000)
+        except Indeterminate:
+            await asyncio.sleep(0.5)
+    raise AssertionError("the standalone server never served")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAVE_ZOOKEEPER, reason=f"no {SERVER_JAR}: install the Debian package '{DEBIAN_PACKAGE}'"
+)
+def test_a_stalled_holder_loses_its_lock_to_a_higher_token_and_learns_it(
+    standalone_server: str,
+) -> None:
+    async def scenario() -> None:
+        holder = await _connect(standalone_server, 0)
+        waiter = await _connect(standalone_server, 1)
+        first = await holder.acquire("lock/0", timeout=2)
+        with pytest.raises(DefiniteFailure, match="not granted"):
+            await waiter.acquire("lock/0", timeout=0.5)  # queued, timed out, left the queue
+        assert (await waiter.owner("lock/0")).holders == (holder.session,)
+        waiting = asyncio.create_task(waiter.acquire("lock/0", timeout=15))
+        await asyncio.sleep(0.2)
+        assert holder.lease_deadline() is None  # connected and heard from: the lease is safe
+        await holder.stall(3.5)  # a 2 s session: ZooKeeper expires it, the waiter is granted
+        second = await waiting
+        assert first.token is not None and second.token is not None
+        assert second.token > first.token
+        assert holder.lease_deadline() is not None  # it can tell its lease lapsed
+        with pytest.raises(Indeterminate, match="expired"):
+            await holder.release("lock/0")  # released by the service at an unknown time
+        await waiter.release("lock/0")
+        await holder.close()
+        await waiter.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
