@@ -61,7 +61,8 @@ def test_a_holder_that_releases_without_noticing_counts_as_never_aware() -> None
     h.call(6.0, 6.1, 1, "release", "L")  # ok: the old holder never learned
     perf = run_performance(h.ops)
     (takeover,) = perf.takeovers
-    assert takeover.aware_at is None and takeover.how == "released unaware"
+    assert takeover.aware_at is None
+    assert takeover.how == "released unaware"
     assert takeover.unaware_s == pytest.approx(4.0)
     assert perf.never_aware == 1
 

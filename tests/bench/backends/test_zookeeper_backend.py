@@ -76,6 +76,7 @@ def test_the_session_timeout_asked_for_is_one_the_server_grants() -> None:
     assert session_timeout_for(60.0, 500) == 10.0  # at most 20 ticks
 
 
+@pytest.mark.process
 def test_a_node_without_the_server_fails_before_anything_starts_naming_the_package(
     tmp_path: Path,
 ) -> None:
@@ -137,7 +138,8 @@ def test_a_real_ensemble_on_a_netns_cluster_grants_locks_with_rising_tokens(
         assert call.completion is not None
         by_lock[call.invoke.key or ""].append(int(call.completion.value))
     for tokens in by_lock.values():
-        assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+        assert tokens == sorted(tokens), tokens
+        assert len(set(tokens)) == len(tokens), tokens
     logs = list((outcome.run_dir / "nodes").glob("*/zookeeper.log"))
     assert len(logs) == 5
     assert any("LEADING" in log.read_text(errors="replace") for log in logs)
@@ -179,6 +181,7 @@ async def _connect(host: str, process: int) -> ZooKeeperLockClient:
     raise AssertionError("the standalone server never served")
 
 
+@pytest.mark.process
 @pytest.mark.slow
 @pytest.mark.skipif(
     not HAVE_ZOOKEEPER, reason=f"no {SERVER_JAR}: install the Debian package '{DEBIAN_PACKAGE}'"
@@ -198,7 +201,8 @@ def test_a_stalled_holder_loses_its_lock_to_a_higher_token_and_learns_it(
         assert holder.lease_deadline() is None  # connected and heard from: the lease is safe
         await holder.stall(3.5)  # a 2 s session: ZooKeeper expires it, the waiter is granted
         second = await waiting
-        assert first.token is not None and second.token is not None
+        assert first.token is not None
+        assert second.token is not None
         assert second.token > first.token
         assert holder.lease_deadline() is not None  # it can tell its lease lapsed
         with pytest.raises(Indeterminate, match="expired"):
