@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.checker.loading import load_history
 from lockbench.errors import ConfigError
-from lockbench.history import HistoryError, Op, PairedHistory, PairingError
+from lockbench.history import NEMESIS, HistoryError, Op, PairedHistory, PairingError
 from lockbench.options import CheckOptions
 from lockbench.plugins import CHECKERS, has_plugin, load_plugin, plugin_names
 from lockbench.protocols import Checker, CheckResult, Verdict, combine_verdicts
@@ -33,11 +33,25 @@ def load_checker(name: str) -> Checker:
     return checker
 
 
+# Run on every history with clock observations: a clock fault must have reached the servers
+# for the run to be valid on its strength (bench/checker/fault_reach.py, docs/nemeses.md).
+FAULT_REACH = "fault-reach"
+
+
+def reach_checkers(history: Sequence[Op] | PairedHistory, names: Sequence[str]) -> list[str]:
+    """``fault-reach`` when the history has clock observations and it is not named already."""
+    ops = history.ops if isinstance(history, PairedHistory) else history
+    clock = any(op.process == NEMESIS and op.f == "clock" for op in ops)
+    installed = has_plugin(CHECKERS, FAULT_REACH)
+    return [FAULT_REACH] if clock and installed and FAULT_REACH not in names else []
+
+
 def run_checkers(
     history: Sequence[Op] | PairedHistory, names: Sequence[str], options: Mapping[str, Any]
 ) -> tuple[Verdict, dict[str, CheckResult]]:
     """Run each named checker on the history; raises ConfigError for an unknown name or option,
     or for a history whose calls do not pair up (a completion without an invocation)."""
+    names = [*names, *reach_checkers(history, names)]
     unknown = [name for name in names if not has_plugin(CHECKERS, name)]
     if unknown:
         raise ConfigError(

@@ -2,9 +2,10 @@
 
 A daemon ``name`` on a node has a pidfile ``{data_dir}/{name}.pid`` and a log
 ``{data_dir}/{name}.log`` (stdout and stderr, appended). It is started in its own session
-(``setsid``) so it outlives the SSH command that started it, and, unless asked otherwise, under
-libfaketime with a per-node offset file ``{data_dir}/faketime.offset`` that the clock nemesis
-rewrites (``+0`` at start; see MACHINE-NOTES: monotonic clocks are left alone).
+(``setsid``) so it outlives the SSH command that started it. On a node armed for clock faults
+(``lockbench.clock_preload``: the offset file ``{data_dir}/clock.offset`` exists) it starts
+under the bench's wall-clock library, which reads that file; on any other node, or with
+``faketime=False``, it starts plain: no preload at all.
 
 The pidfile belongs to this module alone: the daemon must not be given it. lockd used to rewrite
 it (truncate, then write) while the start script polled it; a read in between looked like a dead
@@ -16,27 +17,19 @@ of the file.
 
 from __future__ import annotations
 
-import glob
 import logging
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lockbench.clock_preload import OFFSET_ENV, node_library_path, offset_path
 from lockbench.errors import ClusterError
 from lockbench.parallel import on_each_node
 from lockbench.protocols import Cluster, Node
 
 log = logging.getLogger(__name__)
 
-FAKETIME_OFFSET_FILE = "faketime.offset"
-# Where distributions put libfaketime (Debian/Ubuntu multiarch first).
-FAKETIME_LIBRARY_GLOBS: tuple[str, ...] = (
-    "/usr/lib/*/faketime/libfaketime.so.1",
-    "/usr/lib/faketime/libfaketime.so.1",
-    "/usr/local/lib/faketime/libfaketime.so.1",
-    "/usr/lib64/faketime/libfaketime.so.1",
-)
 # How long a daemon must stay alive after start before we call it started (when no ready port).
 STARTUP_GRACE_S = 0.3
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -46,25 +39,17 @@ class DaemonError(ClusterError):
     """A daemon could not be started or stopped; names the node, the daemon and the cause."""
 
 
-def find_local_libfaketime() -> str | None:
-    """libfaketime on this machine, if installed (decides the local runtime's clock capability)."""
-    for pattern in FAKETIME_LIBRARY_GLOBS:
-        for match in sorted(glob.glob(pattern)):
-            return match
-    return None
-
-
 def pidfile_path(node: Node, name: str) -> str:
     return f"{node.data_dir}/{name}.pid"
 
 
+def realtime_marker_path(node: Node, name: str) -> str:
+    """Exists while daemon ``name`` was last started with ``faketime=False`` (a helper)."""
+    return f"{node.data_dir}/.{name}.realtime"
+
+
 def log_path(node: Node, name: str) -> str:
     return f"{node.data_dir}/{name}.log"
-
-
-def offset_path(node: Node) -> str:
-    """The libfaketime offset file the clock nemesis writes (e.g. ``+12`` or ``-3.5``)."""
-    return f"{node.data_dir}/{FAKETIME_OFFSET_FILE}"
 
 
 def _check_name(name: str) -> None:
@@ -118,30 +103,33 @@ def start_daemon(
     if ready_port is not None:
         probe = f"/dev/tcp/{node.address}/{ready_port}"
         lines.append(f"if (exec 3<>{probe}) 2>/dev/null; then echo TAKEN; exit 0; fi")
+    realtime = shlex.quote(realtime_marker_path(node, name))
     if faketime:
-        globs = " ".join(FAKETIME_LIBRARY_GLOBS)
+        # armed (the offset file exists): under the wall-clock library; its absence is an error
         lines += [
-            "lib=",
-            f'for f in {globs}; do if [ -e "$f" ]; then lib=$f; break; fi; done',
-            '[ -n "$lib" ] || { echo NOFAKETIME; exit 0; }',
             f"offset={shlex.quote(offset_path(node))}",
-            '[ -s "$offset" ] || echo +0 > "$offset"',
+            f"lib={shlex.quote(node_library_path(node))}",
+            'armed=; if [ -e "$offset" ]; then armed=1; fi',
+            'if [ -n "$armed" ] && [ ! -e "$lib" ]; then echo NOCLOCKLIB; exit 0; fi',
+            f"rm -f {realtime}",
         ]
-        variables.update(
-            {
-                "FAKETIME_TIMESTAMP_FILE": offset_path(node),
-                "FAKETIME_CACHE_DURATION": "1",
-                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            }
-        )
+    else:
+        # a helper on the real clock: the clock nemesis's reach check must not expect the library
+        lines += ["armed=", f": > {realtime}"]
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(variables.items()))
-    preload = '"LD_PRELOAD=$lib"' if faketime else ""
+    preload = f'"LD_PRELOAD=$lib" "{OFFSET_ENV}=$offset"'
     command = " ".join(shlex.quote(a) for a in argv)
+    # 9>&-: the daemon must not inherit (and so hold) the start lock
+    launch = f">> {logfile} 2>&1 < /dev/null 9>&- &"
     lines += [
         f"cd {data_dir}",
-        f'echo "=== start $(date -u +%FT%TZ): "{shlex.quote(command)} >> {logfile}',
-        # 9>&-: the daemon must not inherit (and so hold) the start lock
-        f"setsid env {assignments} {preload} {command} >> {logfile} 2>&1 < /dev/null 9>&- &",
+        'how=; [ -n "$armed" ] && how=" (wall clock: lockbench clock library, $offset)"',
+        f'echo "=== start $(date -u +%FT%TZ): "{shlex.quote(command)}"$how" >> {logfile}',
+        'if [ -n "$armed" ]; then',
+        f"  setsid env {assignments} {preload} {command} {launch}",
+        "else",
+        f"  setsid env {assignments} {command} {launch}",
+        "fi",
         "pid=$!",
         'echo "$pid" > "$pidfile.new" && mv -f "$pidfile.new" "$pidfile"',
         # the launched process itself, not whatever the pidfile says by now
@@ -177,10 +165,11 @@ def start_daemon(
         raise DaemonError(
             f"{where}: port {ready_port} on {node.address} is already taken by another process"
         )
-    if last == "NOFAKETIME":
+    if last == "NOCLOCKLIB":
         raise DaemonError(
-            f"{where}: libfaketime not found on the node (install the faketime package; "
-            "it is needed for clock faults)"
+            f"{where}: the node is armed for clock faults ({offset_path(node)} exists) but the "
+            f"wall-clock library {node_library_path(node)} is missing; arm it again "
+            "(lockbench.clock_preload.arm_clock) or remove the offset file"
         )
     tail = node.run(f"tail -n 15 {logfile}", check=False).stdout.strip()
     if status == "NOTREADY":

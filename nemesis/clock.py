@@ -1,12 +1,12 @@
-"""Clock faults through libfaketime: bump, strobe, drift and reset a node's wall clock.
+"""Clock faults: bump, strobe, drift and reset the wall clock a node's servers see.
 
-Servers on a node run under libfaketime reading ``{data_dir}/faketime.offset`` (see
-lockbench.daemon), re-read at most once a second. A bump rewrites that file; a strobe or a
-drift runs a small driver on the node (nemesis/clock_driver.py) that keeps rewriting it for the
-fault's duration. The host clock is never stepped: netns nodes share it with everything else.
+Servers on a node armed for clock faults run under the bench's wall-clock library reading
+``{data_dir}/clock.offset`` (lockbench.clock_preload), re-read at most every 20 ms. A bump
+rewrites that file; a strobe or a drift runs a small driver on the node (nemesis/clock_driver.py)
+that keeps rewriting it for the fault's duration. The host clock is never stepped: netns nodes
+share it with everything else.
 
-Offsets are written as signed seconds with microseconds (``+0.500000``): libfaketime reads a plain
-number as seconds and a suffix ``m`` as *minutes*, so milliseconds must never carry a unit.
+Offsets are written as signed seconds with microseconds (``+0.500000``), never with a unit.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lockbench.daemon import FAKETIME_LIBRARY_GLOBS, offset_path
-from lockbench.protocols import Cluster, FaultAction, Node
+from lockbench.clock_preload import OFFSET_ENV, node_library_path, offset_path
+from lockbench.protocols import Backend, Cluster, FaultAction, Node
+from nemesis.clock_check import check_reach, daemons_command, parse_daemons
 from nemesis.fault import FaultTarget, HealError
 from nemesis.remote import (
     NemesisActionError,
@@ -39,7 +41,7 @@ DRIVER_GRACE_SECONDS = 10.0
 
 
 def format_offset(offset_ms: float) -> str:
-    """The offset file's text for libfaketime, e.g. ``+0.500000`` for 500 ms."""
+    """The offset file's text, e.g. ``+0.500000`` for 500 ms."""
     return f"{offset_ms / 1000.0:+.6f}"
 
 
@@ -50,7 +52,7 @@ def parse_offset(text: str) -> float:
 
 
 def write_offset_command(node: Node, offset_ms: float) -> str:
-    """Replace the offset file atomically (libfaketime must never read a half-written file)."""
+    """Replace the offset file atomically (a server must never read a half-written file)."""
     path = shlex.quote(offset_path(node))
     temporary = shlex.quote(offset_path(node) + ".tmp")
     return (
@@ -204,15 +206,19 @@ class ClockNemesis:
 class ClockReading:
     """Measured node clocks.
 
-    ``offsets_ms``: the node's clock as its servers see it (under libfaketime) minus the node's
-    system clock, both read on the node within a few milliseconds: the injected offset, exactly.
+    ``offsets_ms``: the node's clock as its servers see it (under the clock library) minus the
+    node's system clock, both read on the node within a few milliseconds: the injected offset,
+    exactly.
     ``system_offsets_ms``: the node's system clock minus the control node's, taken at the middle
     of the command's round trip; ``uncertainty_ms`` (half that round trip) bounds its error.
+    ``daemons``: per node, each running daemon and whether the clock library is mapped in it
+    (for nemesis.clock_check; not recorded as such).
     """
 
     offsets_ms: Mapping[str, float]
     system_offsets_ms: Mapping[str, float]
     uncertainty_ms: Mapping[str, float]
+    daemons: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, dict[str, float]]:
         def rounded(values: Mapping[str, float]) -> dict[str, float]:
@@ -226,35 +232,36 @@ class ClockReading:
 
 
 def probe_time_command(node: Node) -> str:
-    """Print the system time, the time servers see (under libfaketime if they run under it),
-    and the system time again, one per line."""
-    globs = " ".join(FAKETIME_LIBRARY_GLOBS)
+    """Print the system time, the time servers see (a fresh ``date`` under the clock library
+    if the node is armed), and the system time again, one per line; then a ``DAEMON`` line per
+    running daemon saying whether the library is loaded in it (nemesis.clock_check)."""
+    library = shlex.quote(node_library_path(node))
     offset = shlex.quote(offset_path(node))
     return (
-        f'lib=; for f in {globs}; do if [ -e "$f" ]; then lib=$f; break; fi; done; '
         "date +%s.%N; "
-        f'if [ -n "$lib" ] && [ -s {offset} ]; then '
-        f'LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE={offset} FAKETIME_NO_CACHE=1 date +%s.%N; '
-        "else date +%s.%N; fi; date +%s.%N"
+        f"if [ -e {library} ] && [ -e {offset} ]; then "
+        f"LD_PRELOAD={library} {OFFSET_ENV}={offset} date +%s.%N; "
+        "else date +%s.%N; fi; date +%s.%N; " + daemons_command(node)
     )
 
 
 def measure_clock_offsets(cluster: Cluster) -> ClockReading:
     """Ask every node its time (in parallel); see ClockReading for what is measured how."""
 
-    def ask(node: Node) -> tuple[float, float, float]:
+    def ask(node: Node) -> tuple[float, float, float, dict[str, bool]]:
         command = probe_time_command(node)
         before = time.time()
         result = run_checked(node, command, "reading the clock")
         after = time.time()
-        system_before, served, system_after = (
-            float(x) for x in result.stdout.strip().splitlines()[-3:]
-        )
+        lines = result.stdout.strip().splitlines()
+        times = [line for line in lines if not line.startswith("DAEMON ")][-3:]
+        system_before, served, system_after = (float(x) for x in times)
         system = (system_before + system_after) / 2
         return (
             (served - system) * 1000.0,
             (system - (before + after) / 2) * 1000.0,
             (after - before) * 500.0,
+            parse_daemons(lines),
         )
 
     readings = raise_first(on_nodes(list(cluster.nodes), ask))
@@ -262,4 +269,28 @@ def measure_clock_offsets(cluster: Cluster) -> ClockReading:
         offsets_ms={n: r[0] for n, r in readings.items()},
         system_offsets_ms={n: r[1] for n, r in readings.items()},
         uncertainty_ms={n: r[2] for n, r in readings.items()},
+        daemons={n: r[3] for n, r in readings.items()},
     )
+
+
+def record_clocks(cluster: Cluster, backend: Backend) -> dict[str, Any]:
+    """The ``f: "clock"`` record: measured offsets and, per node, whether they reached its
+    server (nemesis.clock_check). A mismatch is measured once more before it is recorded as
+    ``not_reached``: a strobe or drift may move the offset between the two readings."""
+    value: dict[str, Any] = {}
+    for _attempt in range(2):
+        reading = measure_clock_offsets(cluster)
+        reach = check_reach(
+            cluster,
+            backend,
+            reading.offsets_ms,
+            reading.system_offsets_ms,
+            reading.uncertainty_ms,
+            reading.daemons,
+        )
+        value = {**reading.to_json(), "reach": {n: r.to_json() for n, r in sorted(reach.items())}}
+        not_reached = sorted(n for n, r in reach.items() if r.reached is False)
+        if not not_reached:
+            return value
+        value["not_reached"] = not_reached
+    return value

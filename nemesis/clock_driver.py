@@ -1,10 +1,10 @@
-"""Moves a node's libfaketime offset over time: a strobe (flip between two offsets) or a drift.
+"""Moves a node's clock offset over time: a strobe (flip between two offsets) or a drift.
 
-libfaketime's own rate spec (``+0 x1.05``) counts from each process's start, so two processes on a
-node would disagree and a probe could never see the server's clock; rewriting the offset file that
-every process on the node reads keeps one clock per node. Stdlib only and self-contained: the
-nemesis ships its source in the command line. Ends by itself after ``seconds`` or on SIGTERM,
-leaving the file as it last wrote it (the nemesis resets it).
+Rewriting the offset file that every process on the node reads keeps one clock per node (a rate
+applied inside each process would count from each process's start, and two would disagree).
+Stdlib only and self-contained: the nemesis ships its source in the command line. Ends by
+itself after ``seconds`` or on SIGTERM, leaving the file as it last wrote it (the nemesis
+resets it).
 
 Usage:
   python3 clock_driver.py MARKER strobe FILE BASE_MS OFFSET_MS PERIOD_MS SECONDS
@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-# libfaketime reads "+1.5" as 1.5 seconds; "+500ms" would be 500 minutes, so always seconds.
+# The offset file holds signed seconds ("+1.5"), never a unit.
 LIMIT_MS = 3_600_000.0
 
 
@@ -29,7 +29,7 @@ def format_offset(offset_ms: float) -> str:
 
 
 def write_offset(path: str, offset_ms: float) -> None:
-    """Replace the file atomically so libfaketime never reads a half-written offset."""
+    """Replace the file atomically so a server never reads a half-written offset."""
     temporary = f"{path}.driver.tmp"
     with open(temporary, "w", encoding="ascii") as fh:
         fh.write(format_offset(offset_ms))

@@ -1,7 +1,7 @@
 """Repair a cluster by hand (``lockbench cluster heal``) or after a bench that died mid-fault.
 
 Needs no memory of what was done: it removes our iptables chains (never the user's rules), stops
-every lockbench helper (clock drivers, packet shapers) by its pidfile, puts libfaketime offsets
+every lockbench helper (clock drivers, packet shapers) by its pidfile, puts clock offsets
 back to ``+0`` and sends SIGCONT to every daemon with a pidfile in the node's data directory. Then
 it checks that no chain of ours is left. On the local runtime the link proxy is healed instead of
 iptables. Killed servers are not restarted here: only the run knows which ones it killed
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import shlex
 
-from lockbench.daemon import offset_path
+from lockbench.clock_preload import offset_path
 from lockbench.protocols import Backend, Cluster, Node
 from nemesis.clock import write_offset_command
 from nemesis.fault import HealError

@@ -148,7 +148,8 @@ class PowerLossKind:
 
 @dataclass(frozen=True, slots=True)
 class ClockKind:
-    """``clock``: libfaketime offsets per node (bump, strobe, drift, reset)."""
+    """``clock``: wall-clock offsets per node through the bench's clock library (bump, strobe,
+    drift, reset)."""
 
     name: str = "clock"
     keys: frozenset[str] = frozenset(

@@ -31,12 +31,13 @@ TARGET_KINDS: tuple[str, ...] = ("random", "leader", "minority", "majority", "al
 CLOCK_MODES: tuple[str, ...] = ("bump", "strobe", "drift", "reset")
 
 # A clock further off than an hour tests nothing a lease service can survive and usually means a
-# unit mistake (seconds written as milliseconds); libfaketime itself would accept it silently.
+# unit mistake (seconds written as milliseconds); the clock library would accept it silently.
 MAX_CLOCK_OFFSET_MS = 3_600_000.0
-# With FAKETIME_CACHE_DURATION=1 libfaketime re-reads the offset file only once the cache is
-# *more* than a second old, i.e. every 2 s (measured here). A strobe must be slower than that, or
-# the server samples it in the same phase every time and never sees it flip.
-MIN_CLOCK_PERIOD_MS = 3_000.0
+# The wall-clock library re-reads the offset file at most every 20 ms (lockbench.clock_preload)
+# and the driver rewrites it from a Python loop: a strobe or drift step ten times that is still
+# seen at every step. (libfaketime, used before, re-read only every 2 s and needed 3 s.)
+MIN_CLOCK_PERIOD_MS = 200.0
+DEFAULT_CLOCK_PERIOD_MS = 3_000.0
 # A rate outside this band is a different fault (a stopped or racing clock), not a skew.
 MIN_CLOCK_RATE, MAX_CLOCK_RATE = 0.5, 2.0
 # Delays longer than this stall every TCP connection into timeouts; that is a partition.
@@ -103,7 +104,7 @@ class ClockOptions:
     mode: ClockMode
     target: TargetSpec
     offset_ms: float = 0.0
-    period_ms: float = MIN_CLOCK_PERIOD_MS
+    period_ms: float = DEFAULT_CLOCK_PERIOD_MS
     rate: float = 1.0
     reset_on_stop: bool = True
 
@@ -434,11 +435,11 @@ def parse_clock(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Cl
         )
     if mode in ("bump", "strobe") and offset_ms == 0:
         raise ConfigError(f"{where}: mode {mode} needs a non-zero offset_ms")
-    period_ms = _number(where, "period_ms", entry.get("period_ms", MIN_CLOCK_PERIOD_MS))
+    period_ms = _number(where, "period_ms", entry.get("period_ms", DEFAULT_CLOCK_PERIOD_MS))
     if period_ms < MIN_CLOCK_PERIOD_MS:
         raise ConfigError(
-            f"{where}: period_ms {period_ms:g} is below {MIN_CLOCK_PERIOD_MS:g} ms; libfaketime "
-            "re-reads the offset only every 2 s, so faster changes would not reach the server"
+            f"{where}: period_ms {period_ms:g} is below {MIN_CLOCK_PERIOD_MS:g} ms; the clock "
+            "library re-reads the offset every 20 ms, and faster steps would not all reach it"
         )
     rate = _number(where, "rate", entry.get("rate", 1.0))
     if mode == "drift" and not (MIN_CLOCK_RATE <= rate <= MAX_CLOCK_RATE and rate != 1.0):

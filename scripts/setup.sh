@@ -14,7 +14,8 @@ declare -A APT_PURPOSE=(
   [iptables]="partition faults"
   [openssh-server]="sshd on every netns node"
   [openssh-client]="ssh-keygen for per-cluster keys"
-  [faketime]="clock-skew faults (libfaketime)"
+  [libc6-dev]="clock-skew faults (builds the bench's wall-clock library, lockbench/lbclock.c)"
+  [default-jdk-headless]="the JVM clock test (a Java server under the wall-clock library)"
   [etcd-server]="the etcd backend"
   [redis-server]="the Redis and Redlock backends"
   [zookeeper]="the ZooKeeper backend"
@@ -25,12 +26,12 @@ declare -A APT_PURPOSE=(
   [python3-pip]="the deployed server on netns nodes (a venv over the system python3)"
   [python3-yaml]="the deployed server on netns nodes (PyYAML from the system)"
   [python3-uvloop]="the deployed server's faster event loop on netns nodes (uvloop from the system)"
-  [gcc]="the checker's compiled search core (the checker runs in pure Python without it)"
+  [gcc]="clock-skew faults (the wall-clock library, lockbench/lbclock.c) and the checker's compiled search core (pure Python without it)"
   [python3-dev]="the checker's compiled search core (the checker runs in pure Python without it)"
 )
-APT_PACKAGES=(iproute2 iptables openssh-server openssh-client faketime etcd-server redis-server zookeeper
-              chromium prometheus python3 python3-venv python3-pip python3-yaml python3-uvloop
-              gcc python3-dev)
+APT_PACKAGES=(iproute2 iptables openssh-server openssh-client gcc libc6-dev etcd-server redis-server zookeeper
+              default-jdk-headless chromium prometheus python3 python3-venv python3-pip python3-yaml python3-uvloop
+              python3-dev)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -70,7 +71,7 @@ install_system_packages() {
 report_missing_tools() {
   local tool purpose
   for spec in "ip:iproute2" "iptables:iptables" "sshd:openssh-server" "ssh-keygen:openssh-client" \
-              "faketime:faketime" "etcd:etcd-server" "redis-server:redis-server" \
+              "gcc:gcc" "javac:default-jdk-headless" "etcd:etcd-server" "redis-server:redis-server" \
               "chromium:chromium" "promtool:prometheus"; do
     tool=${spec%%:*}; purpose=${APT_PURPOSE[${spec#*:}]}
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
@@ -107,7 +108,18 @@ create_venv() {
   echo "$want" > "$stamp"
 }
 
+build_clock_library() {
+  # Compiled once per source version and cached (lockbench.clock_preload); runs copy it to nodes.
+  local built
+  if built=$("$VENV/bin/python" -c 'from lockbench.clock_preload import build_library; print(build_library())' 2>&1); then
+    say "wall-clock library: $built"
+  else
+    say "could not build the wall-clock library: disables clock-skew faults ($built)"
+  fi
+}
+
 install_system_packages
 report_missing_tools
 create_venv
+build_clock_library
 say "done: run .venv/bin/lockbench --help"

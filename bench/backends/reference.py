@@ -1,9 +1,9 @@
 """The reference lock server (lockd) as a bench backend, deployed with the cluster runtime code.
 
 Each node gets ``{data_dir}/lockd.yaml`` (the config contract with reference_impl/server), lockd
-keeps its data in ``{data_dir}/lockd`` and runs as daemon ``lockd`` (pidfile, log, libfaketime)
-through ``lockbench.daemon``. Ports are 7000 (clients), 7001 (peers) and 7080 (HTTP status),
-each plus the node's ``port_offset``.
+keeps its data in ``{data_dir}/lockd`` and runs as daemon ``lockd`` (pidfile, log, and the
+wall-clock library when clock faults are armed) through ``lockbench.daemon``. Ports are
+7000 (clients), 7001 (peers) and 7080 (HTTP status), each plus the node's ``port_offset``.
 
 On SSH-reached nodes (netns, ssh, vagrant) the project is deployed as a wheel into a venv per
 node. The local runtime's nodes are directories on the control machine itself, so lockd runs
@@ -190,7 +190,6 @@ class ReferenceBackend:
         """``wheel``: deploy this prebuilt wheel instead of building the current tree."""
         self.options = options or ReferenceOptions()
         self.wheel = wheel
-        self._use_faketime = True
         # The term of the leader the last ``leader()`` call found (None: no leader or unknown);
         # the runner's leader observer records it beside the name.
         self.last_term: int | None = None
@@ -206,7 +205,6 @@ class ReferenceBackend:
         to the real peer ports, so partitions and netem can act on the links. Local nodes get
         only their configs: lockd runs there from this interpreter (see the module docstring).
         """
-        self._use_faketime = "clock" in cluster.capabilities
         link_faults = getattr(cluster, "link_faults", None)
         if link_faults is not None:
             link_faults.start_proxy({node.name: peer_port(node) for node in cluster.nodes})
@@ -229,6 +227,16 @@ class ReferenceBackend:
         program = local_lockd_argv() if runs_in_place(node) else [node_program(node, "lockd")]
         return [*program, "--config", config_path(node), "--log-file", log_path(node, DAEMON)]
 
+    def server_programs(self, node: Node) -> list[str]:
+        """The program lockd runs as (for the clock-reach check: a Python, so libc's clock)."""
+        return self.lockd_argv(node)[:1]
+
+    def server_clock(self, node: Node) -> float | None:
+        """The wall clock lockd itself sees (``wall_time`` in ``/status``); None if silent."""
+        status = fetch_status(node)
+        wall = None if status is None else status.get("wall_time")
+        return float(wall) if isinstance(wall, int | float) and not isinstance(wall, bool) else None
+
     def start(self, node: Node) -> None:
         # In place, the sources must be importable whatever the daemon's working directory.
         env = {"PYTHONPATH": str(SOURCE_ROOT)} if runs_in_place(node) else None
@@ -237,7 +245,6 @@ class ReferenceBackend:
             DAEMON,
             self.lockd_argv(node),
             env=env,
-            faketime=self._use_faketime,
             ready_port=peer_port(node),
         )
 

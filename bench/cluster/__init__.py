@@ -14,12 +14,13 @@ from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_in
 from bench.cluster.link_faults import LinkFaultController, LinkFaultError, LinkFaultState
 from bench.cluster.local_node import LocalNode
 from bench.cluster.ssh_node import NodeUnreachable, SshNode
-from lockbench.daemon import find_local_libfaketime
+from lockbench.clock_preload import can_build_library
 
 # What each runtime can do to its nodes. The local runtime's nodes share one loopback: its
 # partitions and netem go through the link proxy (cluster.link_faults), which a cluster whose
-# ports leave no room for it lacks; it has clock faults only where libfaketime is installed, and
-# power loss only as root (the filesystem of that fault mounts itself through /dev/fuse).
+# ports leave no room for it lacks; it has clock faults only where the wall-clock library
+# (lockbench.clock_preload) is built or a C compiler can build it, and power loss only as
+# root (the filesystem of that fault mounts itself through /dev/fuse).
 LINK_FAULTS: frozenset[str] = frozenset({"partition", "netem"})
 RUNTIME_CAPABILITIES: dict[str, frozenset[str]] = {
     "netns": ALL_FAULTS,
@@ -32,7 +33,7 @@ RUNTIME_CAPABILITIES: dict[str, frozenset[str]] = {
 def runtime_capabilities(runtime: str) -> frozenset[str]:
     """The faults a runtime can inject on this machine."""
     capabilities = RUNTIME_CAPABILITIES[runtime]
-    if runtime == "local" and find_local_libfaketime() is not None:
+    if runtime == "local" and can_build_library():
         capabilities = capabilities | {"clock"}
     if runtime == "local" and can_mount_fuse():
         capabilities = capabilities | {"power-loss"}

@@ -2,8 +2,8 @@
 
 No root, any POSIX OS. Node i's services listen on the usual ports plus ``port_offset``
 (``base_offset + (i - 1) * offset_step``). Kills and pauses are signals; clock skew works where
-libfaketime is installed; partitions and netem go through a fault-injecting proxy on every peer
-link (bench.cluster.link_faults), since all nodes share one loopback.
+the wall-clock library can be built (gcc); partitions and netem go through a fault-injecting proxy
+on every peer link (bench.cluster.link_faults), since all nodes share one loopback.
 """
 
 from __future__ import annotations

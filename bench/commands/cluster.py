@@ -74,7 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         why = {
             "partition": "partition (no room for the link proxy's ports)",
             "netem": "netem (no room for the link proxy's ports)",
-            "clock": "clock (libfaketime not installed)",
+            "clock": "clock (no C compiler to build the wall-clock library)",
         }
         if lacking:
             print(f"cannot inject: {', '.join(why.get(f, f) for f in sorted(lacking))}")

@@ -39,6 +39,8 @@ from bench.runner.process import (
     sleep_unless,
 )
 from bench.runner.progress import ProgressView, show_progress
+from lockbench.clock_preload import arm_clock, disarm_clock
+from lockbench.clock_reach import require_clock_reach
 from lockbench.daemon import fetch_logs
 from lockbench.errors import (
     EXIT_CLUSTER,
@@ -195,6 +197,10 @@ class TestRun:
             return self._setup_failed(run_dir, setup_error)
         return self._analyse(run_dir)
 
+    @property
+    def has_clock_fault(self) -> bool:
+        return any(spec.get("fault") == "clock" for spec in self.config.nemesis)
+
     def _report(self, message: str) -> None:
         log.error("%s", message)
         self.errors.append(message)
@@ -245,8 +251,20 @@ class TestRun:
         return runner
 
     def _start_service(self, backend: Backend, cluster: Cluster, nemesis: Any = None) -> None:
+        clock_fault = self.has_clock_fault and cluster.runtime != "none"
+        if clock_fault:
+            # A server whose clock cannot be moved is refused before anything is installed
+            # (programs the deploy installs are checked after it, below).
+            require_clock_reach(backend, cluster, missing_ok=True)
+            log.info("arming %d node(s) for clock faults", len(cluster.nodes))
+            arm_clock(cluster)
+        elif cluster.runtime != "none":
+            # Servers run under the wall-clock library only when this test has a clock fault.
+            disarm_clock(cluster)
         log.info("deploying %s to %d node(s)", backend.name, len(cluster.nodes))
         backend.deploy(cluster)
+        if clock_fault:
+            require_clock_reach(backend, cluster)
         if nemesis is not None:
             # e.g. the power-loss filesystem under each server's data, before the servers start
             nemesis.prepare_nodes()

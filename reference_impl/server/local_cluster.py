@@ -84,7 +84,7 @@ class LocalCluster:
         self.unsafe = list(unsafe)
         self.extra_config = dict(extra_config or {})
         self.extra_args = list(extra_args)
-        self.extra_env = dict(extra_env or {})  # e.g. LD_PRELOAD of libfaketime
+        self.extra_env = dict(extra_env or {})  # e.g. LD_PRELOAD of the bench's clock library
         self.peer_tls = dict(peer_tls or {})  # node id -> its peer_tls section; default: off
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()

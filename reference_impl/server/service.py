@@ -434,6 +434,9 @@ class LockService:
             "commit_index": int(getattr(replica, "commit_index", 0) or 0),
             "applied_index": int(getattr(replica, "applied_index", 0) or 0),
             "unsafe": sorted(self.config.unsafe),
+            # The wall clock this process sees (seconds since the epoch): the clock nemesis
+            # reads it to check that a clock fault reached the server itself.
+            "wall_time": time.time(),
         }
 
     def members(self) -> list[dict[str, Any]]:

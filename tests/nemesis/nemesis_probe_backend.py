@@ -32,7 +32,21 @@ def read_probe_time(node: Node, timeout: float = 2.0) -> tuple[float, float]:
         sock.settimeout(timeout)
         data = sock.makefile().readline()
     after = time.time()
-    return (float(data) - (before + after) / 2) * 1000.0, (after - before) * 1000.0
+    return (float(data.split()[0]) - (before + after) / 2) * 1000.0, (after - before) * 1000.0
+
+
+def read_probe_clock(node: Node, timeout: float = 2.0) -> float:
+    """The wall clock the probe server itself sees, in seconds since the epoch."""
+    with socket.create_connection((node.address, probe_port(node)), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        return float(sock.makefile().readline().split()[0])
+
+
+def read_probe_ticks(node: Node, timeout: float = 2.0) -> int:
+    """How often the probe's timer thread has returned from ``time.sleep(0.05)`` so far."""
+    with socket.create_connection((node.address, probe_port(node)), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        return int(sock.makefile().readline().split()[1])
 
 
 class ProbeBackend:
@@ -67,6 +81,16 @@ class ProbeBackend:
 
     def log_files(self, node: Node) -> Sequence[str]:
         return [log_path(node, DAEMON)]
+
+    def server_programs(self, node: Node) -> Sequence[str]:
+        return [sys.executable]
+
+    def server_clock(self, node: Node) -> float | None:
+        """The probe's own wall clock (for the nemesis's reach check); None if it is silent."""
+        try:
+            return read_probe_clock(node, timeout=1.0)
+        except OSError:
+            return None
 
     def running(self, node: Node) -> bool:
         return daemon_pid(node, DAEMON) is not None

@@ -1,14 +1,15 @@
 """The whole runner on the local runtime (no root): kill, pause and clock faults seen from outside.
 
-Three probe servers run under libfaketime on this machine; a schedule kills one, pauses one and
-bumps the clock of the third, and the test reads each server over TCP while the faults are on and
-after they stop. The records must say exactly what was done.
+Three probe servers run under the wall-clock library on this machine; a schedule kills one,
+pauses one and bumps the clock of the third, and the test reads each server over TCP while the
+faults are on and after they stop. The records must say exactly what was done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,16 +19,26 @@ from typing import Any
 import pytest
 
 from bench.cluster import ClusterHandle, Inventory, NodeSpec, open_cluster
-from lockbench.daemon import find_local_libfaketime
+from lockbench.clock_preload import REFRESH_MS, arm_clock, can_build_library
+from lockbench.daemon import daemon_pid, start_daemon
 from nemesis.schedule import NemesisRunner
-from tests.nemesis.nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
+from tests.nemesis.nemesis_probe_backend import (
+    DAEMON,
+    PROBE_SERVER,
+    ProbeBackend,
+    probe_port,
+    read_probe_ticks,
+    read_probe_time,
+)
 
 pytestmark = [
     pytest.mark.process,
     pytest.mark.skipif(
-        find_local_libfaketime() is None, reason="libfaketime is not installed (package faketime)"
+        not can_build_library(), reason="no C compiler (gcc) to build the wall-clock library"
     ),
 ]
+# A fault reaches a running server within the library's re-read interval; a margin on top.
+REREAD_S = REFRESH_MS / 1000.0 + 0.2
 # Ports 23000..23830 are this test's own (the local runtime puts every node on 127.0.0.1): probe
 # servers at 7790 + offset, the link proxy right after 7001 + offset (bench.cluster.link_faults).
 PORT_OFFSET = 16000
@@ -48,6 +59,7 @@ def local_cluster(tmp_path: Path) -> Iterator[tuple[ClusterHandle, ProbeBackend]
     backend = ProbeBackend()
     with open_cluster(Inventory("local", nodes, tmp_path, None)) as cluster:
         try:
+            arm_clock(cluster)
             for node in cluster.nodes:
                 backend.start(node)
             yield cluster, backend
@@ -79,6 +91,7 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
     runner = NemesisRunner(specs, cluster, backend, seed=5, record=lambda *r: records.append(r))
     runner.validate()
     seen: dict[str, Any] = {}
+    sleeper = daemon_pid(n2, DAEMON), read_probe_ticks(n2)  # its timer thread calls time.sleep
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -88,7 +101,7 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
             if started <= {f for t, f, _ in records if t == "info"}:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(2.2)  # libfaketime re-reads the offset file every 2 s
+        await asyncio.sleep(REREAD_S)
         seen["n1"] = await asyncio.to_thread(_answers, n1)
         seen["n3"] = await asyncio.to_thread(_answers, n3)
         seen["n2"] = await asyncio.to_thread(read_probe_time, n2)
@@ -109,8 +122,11 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
     assert _answers(n1)
     assert _answers(n3)
     assert backend.running(n1)
-    threading.Event().wait(2.2)  # the server's libfaketime re-reads the reset offset
+    threading.Event().wait(REREAD_S)  # the server's library re-reads the reset offset
     assert abs(read_probe_time(n2)[0]) < 200
+    # The Python server whose timer thread sleeps survived its clock's bump and reset, ticking.
+    assert daemon_pid(n2, DAEMON) == sleeper[0]
+    assert read_probe_ticks(n2) > sleeper[1]
 
     infos = {f: v for t, f, v in records if t == "info"}
     assert infos["start-kill"] == {"nemesis": 0, "nodes": ["n1"], "signal": "KILL"}
@@ -121,6 +137,11 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
     clock_readings = [v for t, f, v in records if f == "clock"]
     assert any(abs(r["offsets_ms"]["n2"] - BUMP_MS) < 200 for r in clock_readings)
     assert abs(clock_readings[-1]["offsets_ms"]["n2"]) < 200
+    # Reach was checked on the server's own clock after the bump: n2 showed the offset.
+    bumped = next(r for r in clock_readings if abs(r["offsets_ms"]["n2"] - BUMP_MS) < 200)
+    assert bumped["reach"]["n2"]["by"] == "server" and bumped["reach"]["n2"]["reached"] is True
+    assert abs(bumped["reach"]["n2"]["seen_ms"] - BUMP_MS) < 100
+    assert all("not_reached" not in r for r in clock_readings), clock_readings
     for fault in ("start-kill", "stop-kill", "start-pause", "stop-pause"):
         kinds = [t for t, f, _ in records if f == fault]
         assert kinds == ["invoke", "info"], (fault, kinds)
@@ -236,3 +257,41 @@ def test_partition_and_netem_go_through_the_local_link_proxy(
     infos = {f: v for t, f, v in records if t == "info"}
     assert infos["start-partition"]["grudge"]["n1"] == ["n2", "n3"]
     assert infos["start-netem"]["via"] == "link proxy"
+
+
+def test_a_server_started_without_the_clock_library_is_recorded_as_not_reached(
+    local_cluster: tuple[ClusterHandle, ProbeBackend],
+) -> None:
+    """A server the fault cannot move (here: one started plain) must never count as faulted."""
+    cluster, backend = local_cluster
+    n3 = cluster.node("n3")
+    backend.stop(n3)
+    argv = [sys.executable, str(PROBE_SERVER), n3.address, str(probe_port(n3))]
+    start_daemon(n3, DAEMON, argv, faketime=False, ready_port=probe_port(n3))
+    records: list[tuple[str, str, Any]] = []
+    specs = [
+        {"fault": "clock", "offset_ms": BUMP_MS, "target": "all", "schedule": {"at": [[0, 30]]}}
+    ]
+    runner = NemesisRunner(specs, cluster, backend, seed=5, record=lambda *r: records.append(r))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        for _ in range(200):
+            if any(f == "start-clock" and t == "info" for t, f, _ in records):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        assert runner.heal_all() == []
+    after_start = [v for t, f, v in records if f == "clock" and "not_reached" in v]
+    assert after_start, records
+    reach = after_start[0]["reach"]
+    assert after_start[0]["not_reached"] == ["n3"]
+    assert reach["n3"]["reached"] is False and reach["n3"]["by"] == "server"
+    assert abs(reach["n3"]["seen_ms"]) < 100 and abs(reach["n3"]["expected_ms"] - BUMP_MS) < 50
+    assert reach["n1"]["reached"] is True and reach["n2"]["reached"] is True

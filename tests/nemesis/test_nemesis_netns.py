@@ -1,8 +1,8 @@
 """Each fault observed from the outside on a real netns cluster (sshd per node), and each heal.
 
-Probe servers (nemesis_probe_server.py, under libfaketime) run on every node; the tests connect
-between namespaces for partitions and netem, from the control node for clocks. Namespaces use the
-prefix ``lbn`` and the subnet 10.77.2.0/24 (this suite's own).
+Probe servers (nemesis_probe_server.py, under the wall-clock library) run on every node; the
+tests connect between namespaces for partitions and netem, from the control node for clocks.
+Namespaces use the prefix ``lbn`` and the subnet 10.77.2.0/24 (this suite's own).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from bench.cluster import ClusterHandle
+from lockbench.clock_preload import REFRESH_MS, arm_clock, offset_path
 from lockbench.daemon import daemon_pid
 from lockbench.protocols import Node
 from nemesis import shapes
@@ -44,8 +45,8 @@ pytestmark = [
 HERE = Path(__file__).parent
 HARNESS_MODULE = "tests.nemesis.nemesis_sigint_harness"
 NAMES = ("n1", "n2", "n3", "n4", "n5")
-# libfaketime (cache duration 1 s) re-reads the offset file once the cache is over a second old.
-FAKETIME_REREAD_S = 2.2
+# The wall-clock library re-reads the offset file every 20 ms; a margin on top.
+REREAD_S = REFRESH_MS / 1000.0 + 0.2
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]
         tmp_path_factory.mktemp("nemesis"), prefix="lbn", subnet="10.77.2.0/24"
     ) as handle:
         try:
+            arm_clock(handle)
             on_nodes(list(handle.nodes), backend.start)
             yield handle
         finally:
@@ -171,7 +173,7 @@ def test_a_bumped_node_reports_the_bumped_time_and_reset_restores_it(
     options = ClockOptions(mode="bump", target=TargetSpec("nodes", None, ("n2",)), offset_ms=-700)
     nemesis = ClockNemesis(cluster, options, 0, NodeLocks(), offsets)
     nemesis.invoke("start-clock", FaultTarget(nodes=("n2",)))
-    time.sleep(FAKETIME_REREAD_S)
+    time.sleep(REREAD_S)
     probe_offset, round_trip = read_probe_time(cluster.node("n2"))
     assert abs(probe_offset + 700) < 100 + round_trip
     assert abs(read_probe_time(cluster.node("n1"))[0]) < 100 + round_trip
@@ -181,7 +183,7 @@ def test_a_bumped_node_reports_the_bumped_time_and_reset_restores_it(
     # netns nodes share the host's system clock: only the injected offset differs.
     assert abs(measured.system_offsets_ms["n2"]) <= measured.uncertainty_ms["n2"] + 5
     nemesis.invoke("stop-clock", None)
-    time.sleep(FAKETIME_REREAD_S)
+    time.sleep(REREAD_S)
     probe_offset, round_trip = read_probe_time(cluster.node("n2"))
     assert abs(probe_offset) < 100 + round_trip
 
@@ -280,7 +282,7 @@ def _leftovers(node: Node) -> list[str]:
     found += [f"pidfile {f}" for f in files if f.startswith("lockbench-") and f.endswith(".pid")]
     processes = node.run("ps -eo args").stdout.splitlines()
     found += [p for p in processes if "lockbench-helper" in p and node.data_dir in p]
-    offset = node.run(f"cat {node.data_dir}/faketime.offset").stdout.strip()
+    offset = node.run(f"cat {offset_path(node)}").stdout.strip()
     if float(offset) != 0.0:
         found.append(f"clock offset {offset}")
     if _process_state(node) not in ("S", "R"):

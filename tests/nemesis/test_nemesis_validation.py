@@ -115,9 +115,9 @@ def test_clock_offset_out_of_range_is_refused(tmp_path: Path) -> None:
     assert "out of range" in message
 
 
-def test_strobe_faster_than_libfaketime_rereads_is_refused(tmp_path: Path) -> None:
+def test_strobe_faster_than_the_clock_library_rereads_is_refused(tmp_path: Path) -> None:
     message = _refused(
-        tmp_path, {"fault": "clock", "mode": "strobe", "offset_ms": 200, "period_ms": 100}
+        tmp_path, {"fault": "clock", "mode": "strobe", "offset_ms": 200, "period_ms": 50}
     )
     assert "period_ms" in message
 

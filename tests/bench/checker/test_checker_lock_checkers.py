@@ -316,7 +316,7 @@ def test_run_checkers_composes_invalid_over_unknown_over_valid() -> None:
 
 def test_unknown_checker_and_unknown_option_are_config_errors() -> None:
     assert "linearizable" in available_checkers()
-    assert len(available_checkers()) == 7
+    assert len(available_checkers()) == 8
     with pytest.raises(ConfigError, match="unknown checker"):
         run_checkers([], ["linearisable"], {})
     with pytest.raises(ConfigError, match="unknown checker option"):

@@ -1,4 +1,4 @@
-"""Daemons on SSH nodes: pidfiles, logs, refusals, signals, libfaketime offsets, log fetching."""
+"""Daemons on SSH nodes: pidfiles, logs, refusals, signals, clock offsets, log fetching."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from bench.cluster import ClusterHandle
+from lockbench.clock_preload import arm_node, build_library, disarm_node, offset_path
 from lockbench.daemon import (
     DaemonError,
     daemon_pid,
     fetch_logs,
     kill_daemon,
-    offset_path,
     signal_daemon,
     start_daemon,
     stop_daemon,
@@ -85,10 +85,28 @@ def test_kill_is_immediate_and_start_works_again(netns: ClusterHandle) -> None:
     assert time.monotonic() - started < 5
 
 
+def _environment(node: object, pid: int) -> str:
+    return node.run(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout  # type: ignore[attr-defined]
+
+
+def test_a_node_not_armed_for_clock_faults_starts_daemons_without_any_preload(
+    netns: ClusterHandle,
+) -> None:
+    node = netns.node("n5")
+    disarm_node(node)
+    pid = start_daemon(node, "plain", CLOCK_PRINTER)
+    try:
+        assert "LD_PRELOAD" not in _environment(node, pid)
+    finally:
+        stop_daemon(node, "plain")
+
+
 def test_offset_file_moves_the_daemons_wall_clock(netns: ClusterHandle) -> None:
     node = netns.node("n4")
-    start_daemon(node, "clock", CLOCK_PRINTER)
+    arm_node(node, build_library())
+    pid = start_daemon(node, "clock", CLOCK_PRINTER)
     try:
+        assert "LD_PRELOAD=" in _environment(node, pid)
         assert node.run(f"cat {offset_path(node)}").stdout.strip() == "+0"
         node.run(f"echo +3600 > {offset_path(node)}")
         deadline = time.monotonic() + 8
@@ -102,7 +120,7 @@ def test_offset_file_moves_the_daemons_wall_clock(netns: ClusterHandle) -> None:
         assert 3500 < skew < 3700
     finally:
         stop_daemon(node, "clock")
-        node.run(f"echo +0 > {offset_path(node)}")
+        disarm_node(node)
 
 
 def test_fetch_logs_copies_every_nodes_logs(netns: ClusterHandle, tmp_path: Path) -> None:

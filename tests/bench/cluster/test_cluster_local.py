@@ -9,7 +9,8 @@ import pytest
 
 from bench.cluster import open_cluster, require_capabilities
 from bench.cluster.local import local_down, local_up
-from lockbench.daemon import daemon_pid, find_local_libfaketime, start_daemon
+from lockbench.clock_preload import can_build_library
+from lockbench.daemon import daemon_pid, start_daemon
 from lockbench.deploy import deploy_project
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.protocols import Cluster
@@ -36,7 +37,7 @@ def test_local_runtime_refuses_faults_it_cannot_inject(tmp_path: Path) -> None:
     with open_cluster(local_up(tmp_path / "c", base_offset=LOCAL_BASE_OFFSET)) as cluster:
         assert isinstance(cluster, Cluster)
         assert {"kill", "pause", "partition", "netem"} <= cluster.capabilities  # link proxy
-        assert ("clock" in cluster.capabilities) == (find_local_libfaketime() is not None)
+        assert ("clock" in cluster.capabilities) == can_build_library()
         require_capabilities(cluster, ["kill", "pause", "partition", "netem"])
     local_down(tmp_path / "c")
     # ports packed too tightly leave no room for the link proxy: no partitions, no netem

@@ -1,5 +1,6 @@
 """Sessions expire on the leader's monotonic clock, so a wall-clock jump expires nobody; with
---unsafe-wallclock-expiry the same jump expires a healthy holder (the switch is exposed)."""
+--unsafe-wallclock-expiry the same jump expires a healthy holder (the switch is exposed). The jump
+is the clock nemesis's own mechanism: the bench's wall-clock library and its offset file."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from lockbench.clock_preload import OFFSET_ENV, build_library, can_build_library
 from reference_impl.client.async_client import AsyncLockClient
 from reference_impl.server.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-
-
-@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime (Debian faketime) missing")
+@pytest.mark.skipif(not can_build_library(), reason="no C compiler to build the wall-clock library")
 @pytest.mark.parametrize(("unsafe", "survives"), [((), True), (("wallclock-expiry",), False)])
 def test_a_wall_clock_jump_on_the_leader(
     make_cluster: Callable[..., LocalCluster],
@@ -28,12 +27,7 @@ def test_a_wall_clock_jump_on_the_leader(
 ) -> None:
     offset = tmp_path / "offset"
     offset.write_text("+0\n")
-    env = {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME_TIMESTAMP_FILE": str(offset),
-        "FAKETIME_CACHE_DURATION": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    env = {"LD_PRELOAD": str(build_library()), OFFSET_ENV: str(offset)}
     cluster = make_cluster(size=1, unsafe=list(unsafe), extra_env=env)
     cluster.start_all()
 
