@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.cluster import ClusterHandle
+from lockbench.clock_preload import arm_clock
 from nemesis import shapes
 from nemesis.clock import ClockNemesis, measure_clock_offsets
 from nemesis.fault import FaultTarget
@@ -79,6 +80,7 @@ def main() -> int:
         names = [n.name for n in cluster.nodes]
         for node in cluster.nodes:
             node.run("true")  # open SSH connections before timing anything
+        arm_clock(cluster)  # the clock library on every node, as a run with a clock fault does
         locks = NodeLocks()
 
         partition = PartitionNemesis(cluster, "lockbench-bench", locks)

@@ -139,7 +139,8 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
     assert abs(clock_readings[-1]["offsets_ms"]["n2"]) < 200
     # Reach was checked on the server's own clock after the bump: n2 showed the offset.
     bumped = next(r for r in clock_readings if abs(r["offsets_ms"]["n2"] - BUMP_MS) < 200)
-    assert bumped["reach"]["n2"]["by"] == "server" and bumped["reach"]["n2"]["reached"] is True
+    assert bumped["reach"]["n2"]["by"] == "server"
+    assert bumped["reach"]["n2"]["reached"] is True
     assert abs(bumped["reach"]["n2"]["seen_ms"] - BUMP_MS) < 100
     assert all("not_reached" not in r for r in clock_readings), clock_readings
     for fault in ("start-kill", "stop-kill", "start-pause", "stop-pause"):
@@ -292,6 +293,9 @@ def test_a_server_started_without_the_clock_library_is_recorded_as_not_reached(
     assert after_start, records
     reach = after_start[0]["reach"]
     assert after_start[0]["not_reached"] == ["n3"]
-    assert reach["n3"]["reached"] is False and reach["n3"]["by"] == "server"
-    assert abs(reach["n3"]["seen_ms"]) < 100 and abs(reach["n3"]["expected_ms"] - BUMP_MS) < 50
-    assert reach["n1"]["reached"] is True and reach["n2"]["reached"] is True
+    assert reach["n3"]["reached"] is False
+    assert reach["n3"]["by"] == "server"
+    assert abs(reach["n3"]["seen_ms"]) < 100
+    assert abs(reach["n3"]["expected_ms"] - BUMP_MS) < 50
+    assert reach["n1"]["reached"] is True
+    assert reach["n2"]["reached"] is True

@@ -27,9 +27,12 @@ import pytest
 
 from lockbench.clock_preload import OFFSET_ENV, build_library, can_build_library
 
-pytestmark = pytest.mark.skipif(
-    not can_build_library(), reason="no C compiler (gcc) to build the wall-clock library"
-)
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        not can_build_library(), reason="no C compiler (gcc) to build the wall-clock library"
+    ),
+]
 
 SERVERS = Path(__file__).with_name("clock_servers")
 # (offset in seconds, how long it is held): forward an hour, back half an hour, then none.

@@ -24,9 +24,12 @@ from lockbench.errors import ConfigError
 from lockbench.protocols import Node
 from tests.bench.cluster.cluster_names import LOCAL_BASE_OFFSET
 
-pytestmark = pytest.mark.skipif(
-    not can_build_library(), reason="no C compiler: the local runtime has no clock faults"
-)
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        not can_build_library(), reason="no C compiler: the local runtime has no clock faults"
+    ),
+]
 
 
 class Servers:
@@ -66,8 +69,10 @@ def test_a_go_server_is_refused_with_the_reason(cluster: ClusterHandle) -> None:
     reach = clock_reach(Servers("etcd", ["etcd"]), cluster)  # type: ignore[arg-type]
     assert reach.reachable is False
     assert reach.reason.startswith("clock fault cannot reach etcd on this runtime (local): ")
-    assert "is a Go program" in reach.reason and "vDSO" in reach.reason
-    assert {p.kind for p in reach.programs} == {"go"} and len(reach.programs) == 5
+    assert "is a Go program" in reach.reason
+    assert "vDSO" in reach.reason
+    assert {p.kind for p in reach.programs} == {"go"}
+    assert len(reach.programs) == 5
     with pytest.raises(ConfigError, match="clock fault cannot reach etcd"):
         require_clock_reach(Servers("etcd", ["etcd"]), cluster)  # type: ignore[arg-type]
 
@@ -76,7 +81,8 @@ def test_a_static_server_is_refused_with_the_reason(cluster: ClusterHandle, tmp_
     binary = _compile(tmp_path, "-static")
     reach = clock_reach(Servers("staticd", [str(binary)]), cluster)  # type: ignore[arg-type]
     assert reach.reachable is False
-    assert "statically linked" in reach.reason and str(binary) in reach.reason
+    assert "statically linked" in reach.reason
+    assert str(binary) in reach.reason
 
 
 def test_python_jvm_and_dynamic_c_servers_are_reachable(
@@ -97,7 +103,8 @@ def test_a_script_is_followed_to_its_interpreter(cluster: ClusterHandle, tmp_pat
     script.chmod(0o755)
     reach = clock_reach(Servers("scripted", [str(script)]), cluster)  # type: ignore[arg-type]
     assert reach.reachable is True, reach.reason
-    assert reach.programs[0].path is not None and "python" in reach.programs[0].path
+    assert reach.programs[0].path is not None
+    assert "python" in reach.programs[0].path
 
 
 def test_a_missing_program_is_refused_unless_it_may_still_be_deployed(
@@ -106,12 +113,14 @@ def test_a_missing_program_is_refused_unless_it_may_still_be_deployed(
     backend = Servers("ghost", ["/opt/none/ghostd"])
     assert clock_reach(backend, cluster, missing_ok=True).reachable is True  # type: ignore[arg-type]
     reach = clock_reach(backend, cluster)  # type: ignore[arg-type]
-    assert reach.reachable is False and "/opt/none/ghostd not found on n1" in reach.reason
+    assert reach.reachable is False
+    assert "/opt/none/ghostd not found on n1" in reach.reason
 
 
 def test_a_backend_naming_no_programs_gets_no_verdict(cluster: ClusterHandle) -> None:
     reach = clock_reach(Unnamed(), cluster)  # type: ignore[arg-type]
-    assert reach.reachable is None and "names no server programs" in reach.reason
+    assert reach.reachable is None
+    assert "names no server programs" in reach.reason
     require_clock_reach(Unnamed(), cluster)  # type: ignore[arg-type]  # not refused
 
 

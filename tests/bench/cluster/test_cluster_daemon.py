@@ -19,6 +19,7 @@ from lockbench.daemon import (
     start_daemon,
     stop_daemon,
 )
+from lockbench.protocols import Node
 
 pytestmark = pytest.mark.root
 
@@ -85,8 +86,8 @@ def test_kill_is_immediate_and_start_works_again(netns: ClusterHandle) -> None:
     assert time.monotonic() - started < 5
 
 
-def _environment(node: object, pid: int) -> str:
-    return node.run(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout  # type: ignore[attr-defined]
+def _environment(node: Node, pid: int) -> str:
+    return node.run(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
 
 
 def test_a_node_not_armed_for_clock_faults_starts_daemons_without_any_preload(

@@ -11,12 +11,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from runner_support import write_test_file
 
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.errors import EXIT_USAGE
 from lockbench.history import read_history
+from tests.bench.runner.runner_support import write_test_file
 
 pytestmark = [
     pytest.mark.root,
@@ -35,7 +35,7 @@ def test_a_clock_fault_on_etcd_is_refused_with_the_reason_before_anything_starts
         netns_prefix="lbc",
         subnet="10.77.7.0/24",
         cluster_dir=str(tmp_path / "cluster"),
-        backend="etcd_servers:EtcdServers",
+        backend="tests.bench.runner.etcd_servers:EtcdServers",
         nemesis=[{"fault": "clock", "mode": "bump", "offset_ms": 500, "target": "all"}],
         time_limit=5,
     )
@@ -102,7 +102,8 @@ def test_a_clock_bump_on_lockd_reaches_every_server_and_a_plain_run_has_no_prelo
     bumped = [c for c in clocks if all(abs(v - 700) < 50 for v in c["offsets_ms"].values())]
     assert bumped, clocks
     for node, reach in bumped[0]["reach"].items():
-        assert reach["by"] == "server" and reach["reached"] is True, (node, reach)
+        assert reach["by"] == "server", (node, reach)
+        assert reach["reached"] is True, (node, reach)
         assert abs(reach["seen_ms"] - 700) < reach["tolerance_ms"], (node, reach)
     assert all(
         "wall clock: lockbench clock library" in line
@@ -119,4 +120,5 @@ def test_a_clock_bump_on_lockd_reaches_every_server_and_a_plain_run_has_no_prelo
     outcome = run_test(load_test_config(plain), RunOptions(store=tmp_path / "store"))
     assert outcome.exit_code == 0, outcome.errors
     lines = _lockd_start_lines(outcome.run_dir)
-    assert lines and not any("clock library" in line for line in lines), lines
+    assert lines
+    assert not any("clock library" in line for line in lines), lines

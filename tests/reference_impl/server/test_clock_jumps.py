@@ -17,6 +17,7 @@ from reference_impl.server.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
+
 @pytest.mark.skipif(not can_build_library(), reason="no C compiler to build the wall-clock library")
 @pytest.mark.parametrize(("unsafe", "survives"), [((), True), (("wallclock-expiry",), False)])
 def test_a_wall_clock_jump_on_the_leader(

@@ -6,7 +6,7 @@ Debian's libfaketime in the settings the bench could have used. For each it runs
 offset) at a +100 s offset, then a C loop timing ``clock_gettime(CLOCK_REALTIME)`` and
 ``gettimeofday`` (median of three runs). The figures are quoted in docs/nemeses.md.
 
-Usage: .venv/bin/python scripts/bench_clock_preload.py
+Usage: .venv/bin/python -m benchmarks.clock_preload
 """
 
 from __future__ import annotations
