@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,18 +169,8 @@ def test_a_drifting_clock_is_sampled_while_it_drifts_and_reset_at_the_end(
     }
     runner = NemesisRunner([spec], cluster, backend, seed=1, record=lambda *r: records.append(r))
 
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
-        # three periods: a loaded machine may delay a 3-s sample past the second period
-        await asyncio.sleep(10.0)
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        assert runner.heal_all() == []
+    # three periods: a loaded machine may delay a 3-s sample past the second period
+    _run_schedule(runner, lambda: asyncio.sleep(10.0))
     start = next(v for t, f, v in records if t == "info" and f == "start-clock")
     assert start["rate"] == 1.5
     assert start["period_ms"] == 3000
@@ -191,6 +181,22 @@ def test_a_drifting_clock_is_sampled_while_it_drifts_and_reset_at_the_end(
     assert max(readings) >= 1400, readings
     assert abs(readings[0]) < 50, readings
     assert abs(readings[-1]) < 50, readings
+
+
+def _run_schedule(runner: NemesisRunner, until: Callable[[], Awaitable[object]]) -> None:
+    """Run the schedule until ``until()`` returns, stop it, and heal: nothing may be left."""
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await until()
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        assert runner.heal_all() == []
 
 
 def _through_proxy(cluster: ClusterHandle, src: str, dst: str) -> float | None:
@@ -276,20 +282,13 @@ def test_a_server_started_without_the_clock_library_is_recorded_as_not_reached(
     ]
     runner = NemesisRunner(specs, cluster, backend, seed=5, record=lambda *r: records.append(r))
 
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
+    async def clock_started() -> None:
         for _ in range(200):
             if any(f == "start-clock" and t == "info" for t, f, _ in records):
-                break
+                return
             await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        assert runner.heal_all() == []
+    _run_schedule(runner, clock_started)
     after_start = [v for t, f, v in records if f == "clock" and "not_reached" in v]
     assert after_start, records
     reach = after_start[0]["reach"]
