@@ -46,6 +46,7 @@ import stat
 import struct
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 PAGE = 4096
@@ -842,6 +843,9 @@ def serve(directory: str) -> int:  # noqa: PLR0915 - mount, serve and unmount, i
             reply, error = b"", -exc.code
         except OSError as exc:
             reply, error = b"", -(exc.errno or errno.EIO)
+        except Exception:  # a bug here must not leave a dead mount under a live server
+            traceback.print_exc()
+            reply, error = b"", -errno.EIO
         if opcode in NO_REPLY:
             continue
         out = reply or b""
