@@ -241,3 +241,10 @@ def test_power_loss_is_refused_where_the_filesystem_cannot_be_mounted() -> None:
     facts = ClusterFacts("local", NAMES, dict.fromkeys(NAMES, "127.0.0.1"), frozenset({"kill"}))
     with pytest.raises(ConfigError, match=r"cannot inject power-loss faults .*run as root"):
         parse_specs([{"fault": "power-loss"}], facts)
+
+
+def test_without_a_power_loss_entry_nothing_is_mounted(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, [{"fault": "kill"}])
+    runner.prepare_nodes()  # would mount the filesystem if a fault needed it; none does
+    assert runner.power_mounts is None
+    assert runner.release_nodes() == []
