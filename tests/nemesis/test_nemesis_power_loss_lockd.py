@@ -46,7 +46,7 @@ def _test_file(tmp_path: Path, unsafe: list[str]) -> Path:
         "resource_mode": "fenced",
         # every node at once, early: the rest of the run acquires on the restarted cluster
         "nemesis": [{"fault": "power-loss", "target": "all", "schedule": {"at": [[6, 7]]}}],
-        "time_limit": 35,
+        "time_limit": 40,
         "concurrency": 5,
         "op_timeout": 3,
         "ttl": 5,
