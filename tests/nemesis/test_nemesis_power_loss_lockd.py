@@ -4,6 +4,12 @@ Five lockd nodes on netns (prefix lbf, 10.77.10.0/24), a mutex workload on the f
 and one power loss of every node early in the run. Without fsync the Raft log is gone from every
 node at once: the cluster restarts at term 0 and hands out fencing tokens again, which the
 checkers see. With fsync (the same run, the switch off) everything granted survives: valid.
+
+Every node is down at once, for as long as the power loss and the restart take: on a loaded
+machine 15-20 s. The liveness checker allows ttl + failover + margin for a waiter to get a lock
+its crashed holder had; with the default failover (5 s) a whole-cluster outage that long is a
+liveness failure of the *fault's* making (seen once at load average 30-80: safety checkers
+valid, the run invalid). So ``failover`` is set to what restarting a whole cluster takes.
 """
 
 from __future__ import annotations
@@ -31,6 +37,20 @@ pytestmark = [
 ]
 
 
+# How long a power loss of all five nodes plus their restart may take on a loaded 2-core machine
+# (7.8 s + 3.7 s measured at load average ~10; three times that under heavier load).
+WHOLE_CLUSTER_RESTART_S = 30
+SAFETY_CHECKERS = ("linearizable", "mutual-exclusion", "fencing")
+
+
+def _verdicts(results: dict[str, Any]) -> dict[str, Any]:
+    """Each checker's verdict with its first anomaly: what a failed assertion shows."""
+    return {
+        name: (result["verdict"], [a["explanation"] for a in result["anomalies"][:1]])
+        for name, result in results["checkers"].items()
+    }
+
+
 def _test_file(tmp_path: Path, unsafe: list[str]) -> Path:
     data: dict[str, Any] = {
         "name": "power-loss-" + ("no-fsync" if unsafe else "fsync"),
@@ -52,6 +72,7 @@ def _test_file(tmp_path: Path, unsafe: list[str]) -> Path:
         "ttl": 5,
         "recovery_bound": 20,
         "seed": 3,
+        "checker_options": {"failover": WHOLE_CLUSTER_RESTART_S},
     }
     path = tmp_path / "test.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -83,8 +104,10 @@ def _no_mount_left() -> None:
 
 def test_a_power_loss_of_every_node_catches_lockd_without_fsync(tmp_path: Path) -> None:
     code, results, run_dir = _run(tmp_path, ["no-fsync"])
-    assert code == 1, results
-    assert results["verdict"] == "invalid"
+    verdicts = _verdicts(results)
+    assert code == 1, verdicts
+    # caught by what it breaks: safety (tokens handed out again), not by the outage's length
+    assert any(verdicts[name][0] == "invalid" for name in SAFETY_CHECKERS), verdicts
     (loss,) = _power_losses(run_dir)
     assert sorted(loss["dropped"]) == ["n1", "n2", "n3", "n4", "n5"]
     assert all(
@@ -98,7 +121,7 @@ def test_a_power_loss_of_every_node_catches_lockd_without_fsync(tmp_path: Path) 
 
 def test_the_same_power_loss_leaves_lockd_with_fsync_valid(tmp_path: Path) -> None:
     code, results, run_dir = _run(tmp_path, [])
-    assert code == 0, results
+    assert code == 0, _verdicts(results)
     (loss,) = _power_losses(run_dir)
     assert sorted(loss["dropped"]) == ["n1", "n2", "n3", "n4", "n5"]
     log = (run_dir / "nodes" / "n1" / "lockd.log").read_text(errors="replace")
