@@ -1,0 +1,184 @@
+"""Redis servers (Debian's redis-server, 7.0) on the bench's nodes: config, daemon, persistence.
+
+The ``redis`` backend runs one server (on the first node; the others stay idle), the ``redlock``
+backend one independent server on every node. Either way each server is daemon ``redis`` through
+``lockbench.daemon``, configured by ``{data_dir}/redis.conf`` (written by the bench, so the
+Debian default config plays no part), with its data in ``{data_dir}/redis``, port 6379 plus the
+node's ``port_offset``.
+
+Persistence is what the Redlock restart anomaly is about, so it is an option, not a default left
+to chance: ``appendonly: false`` (the default) keeps nothing across a restart (Debian's stock
+config snapshots at most once a minute, which is the same for runs this short);
+``appendonly: true`` writes every command to the append-only file, fsynced per ``appendfsync``
+(``always``, ``everysec``, or ``no``: left to the kernel).
+
+Clock faults are refused for now: under libfaketime's preload (Debian's 0.9.10, what the clock
+nemesis uses) redis-server does not start at all: jemalloc reads the clock while libfaketime is
+still initialising, and libfaketime aborts the recursion by failing ``clock_gettime``. A clock
+fault that reaches Redis needs a preload that moves only the wall clock (the clock-fault work on
+the bench's roadmap); until then the daemon runs without one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.backends.node_daemon import NodeDaemon, port_offset
+from bench.backends.server_binaries import ServerBinary, require_server_binaries
+from lockbench.daemon import kill_daemon, start_daemon, stop_daemon
+from lockbench.deploy import write_node_file
+from lockbench.errors import ConfigError
+from lockbench.parallel import on_each_node
+from lockbench.protocols import Cluster, Node
+
+PORT = 6379
+DAEMON = "redis"
+REDIS = ServerBinary("/usr/bin/redis-server", "redis-server")
+APPENDFSYNC_MODES: tuple[str, ...] = ("always", "everysec", "no")
+CLOCK_REFUSAL = (
+    "redis-server does not start under libfaketime 0.9.10 (jemalloc reads the clock while the "
+    "preload initialises, and libfaketime fails clock_gettime to break the recursion), so no "
+    "clock fault can reach it yet"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisServerOptions:
+    """How each Redis server persists its data (see the module docstring)."""
+
+    appendonly: bool = False
+    appendfsync: str = "everysec"
+
+    @staticmethod
+    def parse(options: Mapping[str, Any], backend: str, extra: frozenset[str]) -> dict[str, Any]:
+        """Check the server keys; return the remaining (backend-specific) ones unchanged."""
+        known = frozenset({"appendonly", "appendfsync"}) | extra
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"backend_options: unknown key(s) {', '.join(unknown)} for the {backend} "
+                f"backend (known: {', '.join(sorted(known))})"
+            )
+        appendonly = options.get("appendonly", False)
+        if not isinstance(appendonly, bool):
+            raise ConfigError(f"backend_options: appendonly must be true or false: {appendonly!r}")
+        appendfsync = options.get("appendfsync", "everysec")
+        if appendfsync not in APPENDFSYNC_MODES:
+            raise ConfigError(
+                f"backend_options: appendfsync must be one of {', '.join(APPENDFSYNC_MODES)}: "
+                f"{appendfsync!r}"
+            )
+        return {k: v for k, v in options.items() if k in extra}
+
+    @staticmethod
+    def from_mapping(options: Mapping[str, Any]) -> RedisServerOptions:
+        return RedisServerOptions(
+            appendonly=bool(options.get("appendonly", False)),
+            appendfsync=str(options.get("appendfsync", "everysec")),
+        )
+
+
+def redis_port(node: Node) -> int:
+    return PORT + port_offset(node)
+
+
+def redis_endpoint(node: Node) -> str:
+    return f"{node.address}:{redis_port(node)}"
+
+
+def config_path(node: Node) -> str:
+    return f"{node.data_dir}/redis.conf"
+
+
+def redis_data_dir(node: Node) -> str:
+    return f"{node.data_dir}/redis"
+
+
+def redis_config(node: Node, options: RedisServerOptions) -> str:
+    """The server's whole configuration (no include of Debian's redis.conf)."""
+    lines = [
+        f"bind {node.address}",
+        f"port {redis_port(node)}",
+        "protected-mode no",
+        "daemonize no",
+        'logfile ""',  # stdout: the daemon's log
+        f"dir {redis_data_dir(node)}",
+        'save ""',
+        f"appendonly {'yes' if options.appendonly else 'no'}",
+        f"appendfsync {options.appendfsync}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class RedisServers(NodeDaemon):
+    """Deploys, starts and faults Redis servers on ``server_nodes(cluster)`` (Backend methods).
+
+    Nodes without a server accept the same calls and do nothing: a fault aimed at an idle node
+    reaches no lock service, as on a real deployment where that machine runs none.
+    """
+
+    name = "redis-servers"
+    daemon = DAEMON
+    runtimes = ("netns", "ssh", "vagrant", "local")
+
+    def __init__(self, server_options: RedisServerOptions | None = None) -> None:
+        self.server_options = server_options or RedisServerOptions()
+        self._servers: tuple[str, ...] | None = None
+
+    def fault_refusal(self, fault: str, runtime: str) -> str | None:
+        """Clock faults cannot reach Redis yet (CLOCK_REFUSAL)."""
+        return CLOCK_REFUSAL if fault == "clock" else None
+
+    def server_nodes(self, cluster: Cluster) -> Sequence[Node]:
+        """The nodes that run a server (all of them unless a subclass says otherwise)."""
+        return list(cluster.nodes)
+
+    def runs_on(self, node: Node) -> bool:
+        return self._servers is None or node.name in self._servers
+
+    def deploy(self, cluster: Cluster) -> None:
+        """Check the nodes have redis-server, stop servers an earlier run left, write configs and
+        clear old data: every run starts with empty servers."""
+        require_server_binaries(cluster, self.name, [REDIS])
+        servers = list(self.server_nodes(cluster))
+        self._servers = tuple(node.name for node in servers)
+
+        def prepare(node: Node) -> None:
+            stop_daemon(node, DAEMON)
+            data = shlex.quote(redis_data_dir(node))
+            node.run(f"rm -rf {data} && mkdir -p {data}")
+            write_node_file(node, config_path(node), redis_config(node, self.server_options))
+
+        on_each_node(f"preparing {self.name}", servers, prepare)
+        idle = [node for node in cluster.nodes if node.name not in self._servers]
+        # an empty data directory on idle nodes too: a power-loss fault mounts its filesystem
+        # on every node's state_dir
+        on_each_node(
+            f"preparing {self.name}'s idle nodes",
+            idle,
+            lambda node: node.run(f"mkdir -p {shlex.quote(redis_data_dir(node))}"),
+        )
+
+    def state_dir(self, node: Node) -> str:
+        """Where the server keeps its append-only file (the power-loss fault's filesystem)."""
+        return redis_data_dir(node)
+
+    def start(self, node: Node) -> None:
+        if not self.runs_on(node):
+            return
+        start_daemon(
+            node,
+            DAEMON,
+            [REDIS.program, config_path(node)],
+            faketime=False,  # see CLOCK_REFUSAL
+            ready_port=redis_port(node),
+        )
+
+    def wipe(self, node: Node) -> None:
+        if self.runs_on(node):
+            kill_daemon(node, DAEMON)
+            data = shlex.quote(redis_data_dir(node))
+            node.run(f"rm -rf {data} && mkdir -p {data}")
