@@ -167,7 +167,7 @@ class Instance:
 
 
 class RedlockClient:
-    """One logical process's locks on N Redis instances (implements lockbench.protocols.LockClient)."""
+    """One logical process's locks on N Redis instances (a lockbench.protocols.LockClient)."""
 
     def __init__(
         self,
