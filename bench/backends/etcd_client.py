@@ -1,6 +1,6 @@
 """The bench's LockClient for etcd: etcd's lock recipe over gRPC (aetcd's stubs, grpc.aio).
 
-gRPC, not the JSON gateway: measured with scripts/bench_etcd_clients.py, the gRPC path does more
+gRPC, not the JSON gateway: measured with benchmarks/etcd_clients.py, the gRPC path does more
 acquire+release pairs per second at every client count (docs/backends.md has the figures).
 
 One client is one lease (the "session", named by the lease id in hex, as etcd names lock keys):

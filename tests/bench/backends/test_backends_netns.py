@@ -23,6 +23,8 @@ from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import pair_calls, read_history
 from tests.support.netns_cluster import netns_cluster
 
+pytestmark = pytest.mark.process  # real servers (etcd, redis-server) or netns nodes
+
 PREFIX = "lbe"
 SUBNET = "10.77.6.0/24"
 SERVERS: dict[str, ServerBinary] = {"etcd": ETCD, "redis": REDIS, "redlock": REDIS}
@@ -38,6 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # the first one also brings the five namespaces up
 @pytest.mark.parametrize("backend", ["etcd", "redis", "redlock"])
 def test_a_short_mutex_run_is_valid(backend: str, cluster: ClusterHandle, tmp_path: Path) -> None:
     server = SERVERS[backend]

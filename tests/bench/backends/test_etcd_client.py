@@ -18,6 +18,8 @@ from bench.cluster.local import local_down, local_up
 from lockbench.parallel import on_each_node
 from lockbench.protocols import DefiniteFailure, Indeterminate
 
+pytestmark = pytest.mark.process  # real servers (etcd, redis-server) or netns nodes
+
 BASE_OFFSET = 1500  # ports 3879/3880 and up: clear of other suites' local clusters
 LEADER_TIMEOUT_S = 30.0
 
@@ -56,7 +58,8 @@ def test_the_leader_is_found_from_the_status_endpoint(cluster: ClusterHandle) ->
     backend: EtcdBackend = cluster.backend  # type: ignore[attr-defined]
     leader, term = backend.leader_status(cluster)
     assert leader in {node.name for node in cluster.nodes}
-    assert term is not None and term >= 1
+    assert term is not None
+    assert term >= 1
 
 
 def test_tokens_are_create_revisions_and_waits_are_fifo(cluster: ClusterHandle) -> None:
@@ -65,13 +68,15 @@ def test_tokens_are_create_revisions_and_waits_are_fifo(cluster: ClusterHandle) 
         b = await _client(cluster, "n2", 1)
         first = await a.acquire("lock/fifo", timeout=1)
         seen = await b.owner("lock/fifo", node="n3")  # a local read on another member
-        assert seen.holders == (a.session,) and seen.token == first.token
+        assert seen.holders == (a.session,)
+        assert seen.token == first.token
         waiting = asyncio.ensure_future(b.acquire("lock/fifo", timeout=5))
         await asyncio.sleep(0.3)
         assert not waiting.done()
         await a.release("lock/fifo")
         second = await waiting
-        assert second.token is not None and first.token is not None
+        assert second.token is not None
+        assert first.token is not None
         assert second.token > first.token
         await b.release("lock/fifo")
         await a.close()
@@ -109,7 +114,8 @@ def test_a_lapsed_lease_surfaces_as_a_lost_lock(cluster: ClusterHandle) -> None:
         assert a.lease_deadline() is None
         await a.stall(3.5)  # keepalives stop: etcd expires the 2 s lease
         deadline = a.lease_deadline()
-        assert deadline is not None and deadline < time.monotonic()
+        assert deadline is not None
+        assert deadline < time.monotonic()
         taken = await b.acquire("lock/lease", timeout=3)  # the lock went to b
         assert taken.session == b.session
         with pytest.raises(Indeterminate, match="lease expired"):

@@ -34,6 +34,8 @@ from lockbench.errors import ConfigError
 from lockbench.protocols import DefiniteFailure, Indeterminate, Node
 from tests.bench.backends.redis_cluster import running
 
+pytestmark = pytest.mark.process  # real servers (etcd, redis-server) or netns nodes
+
 LOCK = "lock/rules"
 
 
@@ -58,12 +60,24 @@ def servers(cluster: ClusterHandle) -> list[redis.Redis]:
     return connections
 
 
-def client(cluster: ClusterHandle, *, ttl: float = 2.0, **settings: float) -> RedlockClient:
+def client(
+    cluster: ClusterHandle,
+    *,
+    ttl: float = 2.0,
+    instance_timeout: float = 1.0,
+    retry_delay: float = 0.2,
+) -> RedlockClient:
     """A client; unless a test is about them, instance timeouts are long enough that a loaded
     machine does not turn an answer into a timeout."""
-    settings.setdefault("instance_timeout", 1.0)
     endpoints = [redis_endpoint(node) for node in cluster.nodes]
-    return RedlockClient(endpoints, ttl=ttl, process=0, settings=RedlockSettings(**settings))
+    settings = RedlockSettings(instance_timeout=instance_timeout, retry_delay=retry_delay)
+    return RedlockClient(endpoints, ttl=ttl, process=0, settings=settings)
+
+
+def value(server: redis.Redis) -> str | None:
+    """The lock's value on one server (the connections decode replies to str)."""
+    found = server.get(LOCK)
+    return None if found is None else str(found)
 
 
 def resume_and_settle(
@@ -92,7 +106,8 @@ def test_quorum_is_a_majority() -> None:
 
 
 def test_validity_is_the_ttl_less_elapsed_time_and_drift() -> None:
-    assert CLOCK_DRIFT_FACTOR == 0.01 and DRIFT_FIXED_MS == 2
+    assert CLOCK_DRIFT_FACTOR == 0.01
+    assert DRIFT_FIXED_MS == 2
     assert drift_ms(10_000) == 102
     assert validity_ms(10_000, 100) == 10_000 - 100 - 102
     assert acquired([True, True, True, False, None], 10_000, 9_897)
@@ -109,8 +124,9 @@ def test_rule_1_the_same_key_and_value_with_the_ttl_on_every_instance(
     async def scenario() -> None:
         locks = client(cluster, ttl=2.0)
         grant = await locks.acquire(LOCK, timeout=1)
-        values = {server.get(LOCK) for server in servers}
-        assert len(values) == 1 and next(iter(values)).startswith(f"{grant.session}/")
+        values = {value(server) for server in servers}
+        assert len(values) == 1
+        assert str(next(iter(values))).startswith(f"{grant.session}/")
         assert all(1500 < server.pttl(LOCK) <= 2000 for server in servers)
         await locks.close()
 
@@ -126,8 +142,8 @@ def test_rule_2_a_majority_is_needed(cluster: ClusterHandle, servers: list[redis
             await locks.acquire(LOCK, timeout=0.3)
         servers[2].delete(LOCK)  # now only two instances are taken: three are free
         grant = await locks.acquire(LOCK, timeout=0.3)
-        assert [server.get(LOCK) for server in servers[:2]] == ["other", "other"]
-        assert all(server.get(LOCK).startswith(f"{grant.session}/") for server in servers[2:])
+        assert [value(server) for server in servers[:2]] == ["other", "other"]
+        assert all(str(value(server)).startswith(f"{grant.session}/") for server in servers[2:])
         await locks.close()
 
     asyncio.run(scenario())
@@ -157,7 +173,7 @@ def test_rule_2_and_3_a_majority_set_too_late_is_no_lock(
                 await locks.acquire(LOCK, timeout=1.0)
         finally:
             await asyncio.to_thread(pauser.join)
-        assert all(server.get(LOCK) is None for server in servers)  # rule 4: unlocked again
+        assert all(value(server) is None for server in servers)  # rule 4: unlocked again
         await locks.close()
 
     asyncio.run(scenario())
@@ -174,7 +190,7 @@ def test_rule_4_a_failed_attempt_unlocks_every_instance_even_unlocked_ones(
             await locks.acquire(LOCK, timeout=0.5)  # one attempt: the retry delay is longer
         # every instance got the unlock script, the three it could not lock too
         assert [evals(server) for server in servers] == [1, 1, 1, 1, 1]
-        assert [server.get(LOCK) for server in servers] == ["other"] * 3 + [None, None]
+        assert [value(server) for server in servers] == ["other"] * 3 + [None, None]
         await locks.close()
 
     asyncio.run(scenario())
@@ -254,7 +270,7 @@ def test_rule_6_release_deletes_only_this_clients_value_on_every_instance(
         await locks.acquire(LOCK, timeout=1)
         servers[4].set(LOCK, "other")  # someone else's value on one instance
         await locks.release(LOCK)
-        assert [server.get(LOCK) for server in servers] == [None] * 4 + ["other"]
+        assert [value(server) for server in servers] == [None] * 4 + ["other"]
         assert [evals(server) for server in servers] == [1] * 5
 
         await locks.acquire(LOCK, timeout=1)
@@ -274,12 +290,13 @@ def test_rule_7_extension_keeps_the_lock_and_a_stall_loses_it(
         locks = client(cluster, ttl=0.6)
         grant = await locks.acquire(LOCK, timeout=1)
         await asyncio.sleep(1.5)  # 2.5 TTLs: held only because it was extended
-        assert all(server.get(LOCK).startswith(f"{grant.session}/") for server in servers)
+        assert all(str(value(server)).startswith(f"{grant.session}/") for server in servers)
         assert locks.lease_deadline() is None
         await locks.stall(1.0)  # no extensions: the keys expire
-        assert all(server.get(LOCK) is None for server in servers)
+        assert all(value(server) is None for server in servers)
         deadline = locks.lease_deadline()
-        assert deadline is not None and deadline < time.monotonic() - 0.3
+        assert deadline is not None
+        assert deadline < time.monotonic() - 0.3
         with pytest.raises(Indeterminate):
             await locks.release(LOCK)
         await locks.close()
@@ -311,7 +328,8 @@ def test_backend_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="instance_timeout must be positive"):
         RedlockBackend.from_options({"instance_timeout": 0})
     backend = RedlockBackend.from_options({"instance_timeout": 0.02, "appendonly": True})
-    assert backend.settings.instance_timeout == 0.02 and backend.server_options.appendonly
+    assert backend.settings.instance_timeout == 0.02
+    assert backend.server_options.appendonly
 
 
 def test_killed_servers_refuse_connections_so_a_failed_acquire_is_definite(
@@ -348,7 +366,8 @@ def test_rule_7_an_extension_that_finds_a_majority_without_the_value_marks_the_l
         lost_by = time.monotonic() + 0.4  # the next extension runs within TTL/3
         await asyncio.sleep(0.45)
         deadline = locks.lease_deadline()
-        assert deadline is not None and deadline <= lost_by
+        assert deadline is not None
+        assert deadline <= lost_by
         with pytest.raises(Indeterminate):
             await locks.release(LOCK)
         await locks.close()

@@ -50,7 +50,8 @@ def test_etcd_members_are_configured_on_the_command_line(tmp_path: Path) -> None
     assert flags["--initial-cluster"] == (
         "n1=http://10.77.6.11:2380,n2=http://10.77.6.12:2380,n3=http://10.77.6.13:2380"
     )
-    assert flags["--heartbeat-interval"] == "50" and flags["--election-timeout"] == "500"
+    assert flags["--heartbeat-interval"] == "50"
+    assert flags["--election-timeout"] == "500"
     assert flags["--data-dir"] == "/srv/n2/etcd"
 
 
@@ -95,9 +96,12 @@ def test_redis_config_is_written_whole(tmp_path: Path) -> None:
     cluster = open_cluster(_ssh_inventory(tmp_path))
     text = redis_config(cluster.node("n1"), RedisServerOptions(appendonly=True, appendfsync="no"))
     lines = text.splitlines()
-    assert "bind 10.77.6.11" in lines and "port 6379" in lines
-    assert "appendonly yes" in lines and "appendfsync no" in lines
-    assert 'save ""' in lines and "dir /srv/n1/redis" in lines
+    assert "bind 10.77.6.11" in lines
+    assert "port 6379" in lines
+    assert "appendonly yes" in lines
+    assert "appendfsync no" in lines
+    assert 'save ""' in lines
+    assert "dir /srv/n1/redis" in lines
 
 
 def test_the_redis_backend_runs_one_server_on_the_first_node(tmp_path: Path) -> None:
@@ -132,9 +136,11 @@ def test_etcd_on_the_local_runtime_refuses_link_faults() -> None:
     backend = EtcdBackend()
     refusals = {f: fault_refusal(backend, f, "local") for f in ("partition", "netem", "kill")}
     assert refusals["kill"] is None
-    assert "same peer URLs" in str(refusals["partition"]) and refusals["netem"]
+    assert "same peer URLs" in str(refusals["partition"])
+    assert refusals["netem"]
 
 
+@pytest.mark.process  # runs shell commands on the local nodes
 def test_a_missing_server_binary_names_the_debian_package(tmp_path: Path) -> None:
     cluster_dir = tmp_path / "cluster"
     try:
@@ -143,7 +149,8 @@ def test_a_missing_server_binary_names_the_debian_package(tmp_path: Path) -> Non
             with pytest.raises(MissingServerBinary) as caught:
                 require_server_binaries(cluster, "example", [missing])
             message = str(caught.value)
-            assert "n1: " in message and "n2: " in message
+            assert "n1: " in message
+            assert "n2: " in message
             assert "apt-get install no-such-package" in message
             require_server_binaries(cluster, "example", [ServerBinary("/bin/sh", "dash")])
     finally:

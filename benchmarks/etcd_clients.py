@@ -11,7 +11,7 @@ A five-member etcd (Debian's etcd-server) is started on the local runtime (127.0
 alternate the two paths, so load from other work on the machine hits both alike; the figures are
 medians over the rounds. Needs aiohttp (``pip install aiohttp``), which lockbench itself does not.
 
-    .venv/bin/python scripts/bench_etcd_clients.py --clients 1,8,32 --seconds 5 --rounds 3
+    .venv/bin/python -m benchmarks.etcd_clients --clients 1,8,32 --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ import argparse
 import asyncio
 import base64
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.backends.etcd import EtcdBackend, client_port
 from bench.cluster import open_cluster
