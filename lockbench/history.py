@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from types import MappingProxyType
+from typing import IO, Annotated, Any, Literal, TypeAlias
+
+import msgspec
 
 OpType: TypeAlias = Literal["invoke", "ok", "fail", "info"]
 Process: TypeAlias = int | str
@@ -35,21 +38,32 @@ class HistoryError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One history record. ``extra`` keeps any field this version does not know."""
+# The JSON name of ``Op.extra`` when a line is decoded straight into an Op: no history line has
+# it, so unknown fields make the typed decoder fail and such a line takes the exact path.
+_EXTRA_NAME = "lockbench:extra"
+# ``extra`` of a record without unknown fields: one shared read-only empty mapping.
+NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
-    index: int
+
+class Op(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """One history record. ``extra`` keeps any field this version does not know.
+
+    A msgspec Struct, so a history line decodes straight into it (the annotations are the
+    format's rules); ``gc=False`` keeps millions of records out of the cyclic collector (a record
+    never refers back to itself).
+    """
+
+    index: Annotated[int, msgspec.Meta(ge=0)]
     time: int
     process: Process
     type: OpType
-    f: str
+    f: Annotated[str, msgspec.Meta(min_length=1)]
     key: str | None = None
     value: Any = None
     node: str | None = None
     error: str | None = None
     session: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = msgspec.field(default=NO_EXTRA, name=_EXTRA_NAME)
 
     @property
     def is_client(self) -> bool:
@@ -187,7 +201,17 @@ class ReadProblem:
     reason: str
 
 
-def _decode_line(text: str, source: str, number: int) -> Op:
+_DECODER = msgspec.json.Decoder(Op)
+_force_setattr = msgspec.structs.force_setattr
+
+
+def _decode_exact(raw: str | bytes, source: str, number: int) -> Op:
+    """The reference decoding (stdlib JSON, then ``Op.from_json``): keeps unknown fields in
+    ``extra`` and names what is wrong with a bad line."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise HistoryError(source, number, f"not UTF-8 ({exc.reason})") from exc
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -200,23 +224,82 @@ def _decode_line(text: str, source: str, number: int) -> Op:
         raise HistoryError(source, number, str(exc)) from exc
 
 
-def iter_numbered_ops(lines: Iterable[str], source: str = "<history>") -> Iterator[tuple[int, Op]]:
-    """Decode JSON Lines strictly with their line numbers; a bad line raises HistoryError."""
+class _LineDecoder:
+    """Lines straight into Ops with msgspec's typed decoder (~20x the stdlib path per line).
+
+    A line the typed decoder refuses (a bad line, unknown fields to keep in ``extra``, a
+    non-string ``node``) takes the exact path, so every line decodes to the same Op, or fails
+    with the same message, either way. Repeated strings (op names, keys, sessions) are shared:
+    a million records hold a few hundred distinct ones.
+    """
+
+    __slots__ = ("_strings", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._strings: dict[str, str] = {}
+
+    def decode(self, raw: str | bytes, number: int) -> Op:
+        try:
+            op = _DECODER.decode(raw)
+        except msgspec.DecodeError:
+            return _decode_exact(raw, self.source, number)
+        if op.extra is not NO_EXTRA:  # the line named the internal field: read it exactly
+            return _decode_exact(raw, self.source, number)
+        strings = self._strings
+        f = op.f
+        shared = strings.setdefault(f, f)
+        if shared is not f:
+            _force_setattr(op, "f", shared)
+        key = op.key
+        if key is not None:
+            shared = strings.setdefault(key, key)
+            if shared is not key:
+                _force_setattr(op, "key", shared)
+        session = op.session
+        if session is not None:
+            shared = strings.setdefault(session, session)
+            if shared is not session:
+                _force_setattr(op, "session", shared)
+        return op
+
+
+def _complete(raw: str | bytes) -> bool:
+    if isinstance(raw, bytes):
+        return raw.endswith(b"\n")
+    return raw.endswith("\n")
+
+
+def iter_numbered_ops(
+    lines: Iterable[str | bytes], source: str = "<history>"
+) -> Iterator[tuple[int, Op]]:
+    """Decode JSON Lines strictly with their line numbers; a bad line raises HistoryError.
+
+    Lines keep their newlines (as a file iterates): a last line without one that does not decode
+    is a write cut short (a bench killed with SIGKILL mid-line), so the history is read as the
+    prefix before it."""
+    decoder = _LineDecoder(source)
     for number, raw in enumerate(lines, start=1):
-        text = raw.strip()
-        if text:
-            yield number, _decode_line(text, source, number)
+        if not raw.strip():
+            continue
+        try:
+            op = decoder.decode(raw, number)
+        except HistoryError:
+            if not _complete(raw):
+                return
+            raise
+        yield number, op
 
 
-def iter_history_lines(lines: Iterable[str], source: str = "<history>") -> Iterator[Op]:
+def iter_history_lines(lines: Iterable[str | bytes], source: str = "<history>") -> Iterator[Op]:
     """Decode JSON Lines strictly; the first bad line raises HistoryError with its number."""
     for _, op in iter_numbered_ops(lines, source):
         yield op
 
 
 def read_history(path: Path) -> list[Op]:
-    """Read a whole history strictly (the checker's view)."""
-    with path.open(encoding="utf-8") as fh:
+    """Read a whole history strictly (the checker's view); a torn last line is left out."""
+    with path.open("rb") as fh:
         return list(iter_history_lines(fh, str(path)))
 
 
@@ -224,13 +307,13 @@ def read_history_lenient(path: Path) -> tuple[list[Op], list[ReadProblem]]:
     """Read what can be read and list the rest (the report's view of a damaged run)."""
     ops: list[Op] = []
     problems: list[ReadProblem] = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    decoder = _LineDecoder(str(path))
+    with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            text = raw.strip()
-            if not text:
+            if not raw.strip():
                 continue
             try:
-                ops.append(_decode_line(text, str(path), number))
+                ops.append(decoder.decode(raw, number))
             except HistoryError as exc:
                 problems.append(ReadProblem(number, exc.reason))
     return ops, problems

@@ -7,9 +7,10 @@ every client op is one the history format defines.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bench.checker.edn import EdnError, Keyword, Symbol, read_forms, to_json
 from lockbench.history import NEMESIS, OP_TYPES, HistoryError, Op, Process, iter_numbered_ops
@@ -36,25 +37,41 @@ CLIENT_OPS = frozenset(
 
 
 def load_history(path: Path) -> list[Op]:
-    """Read and validate ``path`` (``.edn`` or content starting with ``{:``/``[{`` is EDN)."""
+    """Read and validate ``path`` (``.edn`` or content starting with ``{:``/``[{`` is EDN).
+
+    JSON Lines are decoded from the file line by line, straight into ops
+    (``lockbench.history.iter_numbered_ops``); a torn last line is left out."""
+    source = str(path)
+    lines: Sequence[int]
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            if path.suffix == ".edn" or _starts_like_edn(fh):
+                ops, lines = _read_edn(fh.read().decode("utf-8"), source)
+            else:
+                ops, lines = _read_jsonl(fh, source)
     except (OSError, UnicodeDecodeError) as exc:
-        raise HistoryError(str(path), 0, f"cannot read the history: {exc}") from exc
-    if path.suffix == ".edn" or text.lstrip().startswith(("{:", "[{", "#jepsen")):
-        ops, lines = _read_edn(text, str(path))
-    else:
-        ops, lines = _read_jsonl(text, str(path))
-    validate(ops, lines, str(path))
+        raise HistoryError(source, 0, f"cannot read the history: {exc}") from exc
+    validate(ops, lines, source)
     return ops
 
 
-def _read_jsonl(text: str, source: str) -> tuple[list[Op], list[int]]:
-    numbered = list(iter_numbered_ops(text.splitlines(), source))
-    return [op for _, op in numbered], [number for number, _ in numbered]
+def _starts_like_edn(fh: BinaryIO) -> bool:
+    """Whether the first non-blank bytes open an EDN map or vector; leaves the file at 0."""
+    head = fh.read(4096).lstrip()
+    fh.seek(0)
+    return head.startswith((b"{:", b"[{", b"#jepsen"))
 
 
-def _read_edn(text: str, source: str) -> tuple[list[Op], list[int]]:
+def _read_jsonl(lines: Iterable[bytes], source: str) -> tuple[list[Op], Sequence[int]]:
+    ops: list[Op] = []
+    numbers = array("q")  # 8 bytes a line, for naming lines in validation errors
+    for number, op in iter_numbered_ops(lines, source):
+        ops.append(op)
+        numbers.append(number)
+    return ops, numbers
+
+
+def _read_edn(text: str, source: str) -> tuple[list[Op], Sequence[int]]:
     try:
         forms = list(read_forms(text))
     except EdnError as exc:

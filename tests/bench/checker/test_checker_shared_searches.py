@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 import bench.checker.linearizable as linearizable
@@ -35,7 +35,7 @@ def searched_models(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def tokenless(ops: list[Any]) -> list[Any]:
     """The same history from a backend without fencing tokens (owned-mutex is inferred)."""
     return [
-        dataclasses.replace(op, value=None) if op.f == "acquire" and op.type == "ok" else op
+        msgspec.structs.replace(op, value=None) if op.f == "acquire" and op.type == "ok" else op
         for op in ops
     ]
 
