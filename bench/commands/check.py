@@ -1,6 +1,9 @@
-"""``lockbench check``: run the checkers on a history file or a run directory.
+"""``lockbench check``: run the checkers on a history file or a run directory, or on many.
 
-Prints the results as JSON and exits 0 valid, 1 invalid, 3 unknown, 2 bad input. For a run
+For one history it prints the results as JSON and exits 0 valid, 1 invalid, 3 unknown, 2 bad
+input. Given several paths, or a directory of runs or history files, it checks them all in this
+one process and prints a line per history and a summary; the exit code is the worst outcome
+(invalid, then bad input, then unknown, then valid). For a run
 directory it reads ``history.jsonl`` (or ``history.edn``), checks it with the checkers and options
 the run's ``test.yaml`` names (so a re-check judges what the run judged), and rewrites
 ``results.json`` there through lockbench.run_dir (as the runner does), keeping the run's
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +24,17 @@ from typing import Any
 
 from bench.checking import available_checkers, check_history_file, run_checker_options
 from bench.commands import summary
-from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
+from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_USAGE, EXIT_VALID, ConfigError
 from lockbench.history import Op
 from lockbench.plugins import WORKLOADS, has_plugin, load_plugin
+from lockbench.protocols import CheckResult, Verdict
 from lockbench.run_dir import TEST_FILE, RunDirProblem, read_results, read_test_data, write_results
 
 HISTORY_NAMES = ("history.jsonl", "history.edn")
+HISTORY_SUFFIXES = (".jsonl", ".edn")
 EXIT_BY_VERDICT = {"valid": EXIT_VALID, "invalid": EXIT_INVALID, "unknown": EXIT_UNKNOWN}
+# Many histories: the exit code of the worst one, worst first.
+EXIT_SEVERITY = (EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN, EXIT_VALID)
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +47,14 @@ def register(subparsers: Any) -> None:
             "3 unknown (a checker ran out of budget or lacked an option), 2 bad input."
         ),
     )
-    parser.add_argument("path", type=Path, metavar="HISTORY_OR_RUN_DIR")
+    parser.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="HISTORY_OR_RUN_DIR",
+        help="a history file or run directory; several, or a directory of them, are checked "
+        "one after another in this process, a line each",
+    )
     parser.add_argument(
         "--model",
         help="linearizability model: mutex, owned-mutex, fenced-mutex, register, cas-register, "
@@ -206,18 +221,104 @@ def _checker_names(
 
 
 def run(args: argparse.Namespace) -> int:
-    history_path, run_dir = _locate(args.path)
-    settings = run_settings(run_dir) if run_dir is not None else RunSettings()
-    options = {**settings.options, **_options(args)}  # flags override the test file
-    names = _checker_names(args, settings, options)
-    verdict, results = check_history_file(history_path, names, options)
+    paths: list[Path] = args.paths
+    flags = _options(args)  # a bad flag fails before anything is read
+    if len(paths) == 1 and not _is_collection(paths[0]):
+        return _run_one(args, paths[0], flags)
+    return _run_many(args, _expand(paths), flags)
+
+
+def _run_one(args: argparse.Namespace, path: Path, flags: dict[str, Any]) -> int:
+    verdict, results = _check(args, path, flags)
     document = {
         "verdict": verdict,
         "checkers": {name: result.to_json() for name, result in results.items()},
     }
-    if run_dir is not None:
-        errors, notes = _previous_notes(run_dir)
-        write_results(run_dir, verdict, results, errors=errors, notes=notes)
     json.dump(document, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return EXIT_BY_VERDICT[verdict]
+
+
+def _check(
+    args: argparse.Namespace, path: Path, flags: dict[str, Any]
+) -> tuple[Verdict, dict[str, CheckResult]]:
+    """Check one history file or run directory (rewriting a run directory's results.json)."""
+    history_path, run_dir = _locate(path)
+    settings = run_settings(run_dir) if run_dir is not None else RunSettings()
+    options = {**settings.options, **flags}  # flags override the test file
+    names = _checker_names(args, settings, options)
+    verdict, results = check_history_file(history_path, names, options)
+    if run_dir is not None:
+        errors, notes = _previous_notes(run_dir)
+        write_results(run_dir, verdict, results, errors=errors, notes=notes)
+    return verdict, results
+
+
+def _is_collection(path: Path) -> bool:
+    """A directory that is not itself a run directory: the runs and histories inside it."""
+    return path.is_dir() and not any((path / name).is_file() for name in HISTORY_NAMES)
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Every history to check: files and run directories as given, and the run directories and
+    history files directly inside a directory of them (sorted; links to one already listed,
+    such as a store's ``latest``, once)."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if _is_collection(path):
+            found = [
+                entry
+                for entry in sorted(path.iterdir(), key=lambda e: (e.is_symlink(), e.name))
+                if (entry.is_dir() and not _is_collection(entry))
+                or (entry.is_file() and entry.suffix in HISTORY_SUFFIXES)
+            ]
+            if not found:
+                raise ConfigError(f"{path}: no run directories or history files in it")
+        else:
+            found = [path]
+        for entry in found:
+            real = entry.resolve()
+            if real not in seen:
+                seen.add(real)
+                out.append(entry)
+    return out
+
+
+def _run_many(args: argparse.Namespace, paths: Sequence[Path], flags: dict[str, Any]) -> int:
+    started = time.perf_counter()
+    counts: dict[str, int] = {"valid": 0, "invalid": 0, "unknown": 0, "bad input": 0}
+    worst = EXIT_VALID
+    for path in paths:
+        one = time.perf_counter()
+        try:
+            verdict, results = _check(args, path, flags)
+        except ConfigError as exc:
+            counts["bad input"] += 1
+            code = EXIT_USAGE
+            line = f"{'error':<8} {path}  {exc}"
+        else:
+            counts[verdict] += 1
+            code = EXIT_BY_VERDICT[verdict]
+            line = f"{verdict:<8} {path}  {_describe(results)}"
+        seconds = time.perf_counter() - one
+        print(f"{line}  ({seconds:.3f} s)", flush=True)
+        if EXIT_SEVERITY.index(code) < EXIT_SEVERITY.index(worst):
+            worst = code
+    total = time.perf_counter() - started
+    summary_line = ", ".join(f"{n} {what}" for what, n in counts.items() if n or what == "valid")
+    print(f"{len(paths)} histories: {summary_line} ({total:.2f} s)")
+    return worst
+
+
+def _describe(results: Mapping[str, CheckResult]) -> str:
+    """Each checker's verdict, with the first anomaly or the reason where it is not valid."""
+    parts = []
+    for name, result in results.items():
+        part = f"{name} {result.verdict}"
+        if result.verdict == "invalid" and result.anomalies:
+            part += f" ({result.anomalies[0].explanation})"
+        elif result.verdict == "unknown" and result.reason:
+            part += f" ({result.reason})"
+        parts.append(part)
+    return "; ".join(parts)
