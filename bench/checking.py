@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.checker.loading import load_history
+from bench.checker.loading import load_paired_history
 from lockbench.errors import ConfigError
 from lockbench.history import NEMESIS, HistoryError, Op, PairedHistory, PairingError
 from lockbench.options import CheckOptions
@@ -78,10 +78,10 @@ def check_history_file(
 
     Raises ConfigError naming the file and line for a history that cannot be read."""
     try:
-        history = load_history(path)
+        history = load_paired_history(path)  # validated and paired in one pass
     except HistoryError as exc:
         raise ConfigError(f"bad history: {exc}") from exc
-    chosen = names(history) if callable(names) else names
+    chosen = names(history.ops) if callable(names) else names
     return run_checkers(history, chosen, options)
 
 

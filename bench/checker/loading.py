@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.checker.edn import EdnError, Keyword, Symbol, read_forms, to_json
-from lockbench.history import NEMESIS, OP_TYPES, HistoryError, Op, Process, iter_numbered_ops
+from lockbench.history import (
+    NEMESIS,
+    OP_TYPES,
+    Call,
+    HistoryError,
+    Op,
+    PairedHistory,
+    Process,
+    iter_numbered_ops,
+)
 
 # Client operations defined by docs/history.md.
 CLIENT_OPS = frozenset(
@@ -37,7 +46,12 @@ CLIENT_OPS = frozenset(
 
 
 def load_history(path: Path) -> list[Op]:
-    """Read and validate ``path`` (``.edn`` or content starting with ``{:``/``[{`` is EDN).
+    """Read and validate ``path`` (``.edn`` or content starting with ``{:``/``[{`` is EDN)."""
+    return list(load_paired_history(path).ops)
+
+
+def load_paired_history(path: Path) -> PairedHistory:
+    """Read, validate and pair ``path`` (``.edn`` or content starting with ``{:``/``[{`` is EDN).
 
     JSON Lines are decoded from the file line by line, straight into ops
     (``lockbench.history.iter_numbered_ops``); a torn last line is left out."""
@@ -51,8 +65,7 @@ def load_history(path: Path) -> list[Op]:
                 ops, lines = _read_jsonl(fh, source)
     except (OSError, UnicodeDecodeError) as exc:
         raise HistoryError(source, 0, f"cannot read the history: {exc}") from exc
-    validate(ops, lines, source)
-    return ops
+    return PairedHistory(ops, validate(ops, lines, source))
 
 
 def _starts_like_edn(fh: BinaryIO) -> bool:
@@ -127,35 +140,43 @@ def _edn_op(form: Mapping[Any, Any], position: int, line: int, source: str) -> O
     )
 
 
-def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> None:
-    """Known client ops; each completion pairs with a pending invocation of the same op."""
-    pending: dict[Process, Op] = {}
+def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> list[Call]:
+    """Known client ops; each completion pairs with a pending invocation of the same op.
+
+    Returns the client calls, paired as ``pair_calls`` pairs them (validating is pairing, so
+    the checkers get this pass's result instead of a second one)."""
+    pending: dict[Process, tuple[Op, int]] = {}
+    calls: list[Call] = []
     for op, line in zip(ops, lines, strict=True):
-        if not op.is_client:
-            continue
+        process = op.process
+        if not isinstance(process, int):
+            continue  # nemesis records
         if op.f not in CLIENT_OPS:
             raise HistoryError(
                 source, line, f"unknown op {op.f!r}; known ops: {', '.join(sorted(CLIENT_OPS))}"
             )
         if op.type == "invoke":
-            if op.process in pending:
+            if process in pending:
                 raise HistoryError(
                     source,
                     line,
-                    f"process {op.process} invoked {op.f} while its {pending[op.process].f} "
+                    f"process {process} invoked {op.f} while its {pending[process][0].f} "
                     "is still pending",
                 )
-            pending[op.process] = op
+            pending[process] = (op, len(calls))
+            calls.append(Call(op, None))
             continue
-        invoked = pending.pop(op.process, None)
+        invoked = pending.pop(process, None)
         if invoked is None:
             raise HistoryError(
-                source, line, f"{op.type} of {op.f} by process {op.process} without an invocation"
+                source, line, f"{op.type} of {op.f} by process {process} without an invocation"
             )
-        if invoked.f != op.f:
+        if invoked[0].f != op.f:
             raise HistoryError(
                 source,
                 line,
-                f"{op.type} of {op.f} by process {op.process} completes an invocation of "
-                f"{invoked.f}",
+                f"{op.type} of {op.f} by process {process} completes an invocation of "
+                f"{invoked[0].f}",
             )
+        calls[invoked[1]] = Call(invoked[0], op)
+    return calls

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from bench.checker.edn import EdnError, Keyword, Tagged, read_forms
-from bench.checker.loading import load_history
+from bench.checker.loading import load_history, load_paired_history
 from bench.commands import check
 from lockbench.errors import BenchError
-from lockbench.history import HistoryError, Op
+from lockbench.history import HistoryError, Op, pair_calls
 from tests.bench.checker.checker_histories import history
 from tests.support.histories import register_history
 
@@ -217,5 +217,13 @@ def test_checkers_may_be_named_with_commas_and_unknown_ones_exit_two(
     assert code == 0
     assert list(json.loads(out)["checkers"]) == ["linearizable", "availability"]
     code, _, err = lockbench_check([path, "--checkers", "linearisable"], capsys)
-    assert code == 2
-    assert "unknown checker" in err
+    assert code == 2 and "unknown checker" in err
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_loading_pairs_the_calls_as_pair_calls_does(tmp_path: Path, seed: int) -> None:
+    """Validation pairs the calls in the same pass; the result is pair_calls' own."""
+    ops = register_history(seed=seed, ops=500, info_rate=0.2)
+    paired = load_paired_history(write_jsonl(tmp_path / "h.jsonl", ops))
+    assert list(paired.ops) == ops
+    assert list(paired.calls) == pair_calls(ops)
