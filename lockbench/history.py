@@ -319,8 +319,7 @@ def read_history_lenient(path: Path) -> tuple[list[Op], list[ReadProblem]]:
     return ops, problems
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(msgspec.Struct, frozen=True, gc=False):
     """An invocation paired with its completion (None if the history ends first)."""
 
     invoke: Op

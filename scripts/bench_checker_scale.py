@@ -116,13 +116,14 @@ def generate(
     return index
 
 
-def _child_run(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Run a command; (wall seconds, its peak RSS in MiB, exit code)."""
+def _child_run(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
+    """Run a command; (wall seconds, CPU seconds, its peak RSS in MiB, exit code)."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
 def big(path: Path, repeat: int, pure: bool, checkers: list[str]) -> None:
@@ -133,15 +134,17 @@ def big(path: Path, repeat: int, pure: bool, checkers: list[str]) -> None:
     )
     for label, extra in variants:
         env = {**os.environ, **extra}
-        walls, rss, codes = [], [], []
+        walls, cpus, rss, codes = [], [], [], []
         for _ in range(repeat):
-            wall, peak, code = _child_run(argv, env)
+            wall, cpu, peak, code = _child_run(argv, env)
             walls.append(wall)
+            cpus.append(cpu)
             rss.append(peak)
             codes.append(code)
         print(
             f"big {path.name} ({label}): wall median {statistics.median(walls):.2f} s "
-            f"(runs {', '.join(f'{w:.2f}' for w in walls)}), peak RSS median "
+            f"(runs {', '.join(f'{w:.2f}' for w in walls)}), CPU median "
+            f"{statistics.median(cpus):.2f} s, peak RSS median "
             f"{statistics.median(rss):.0f} MiB (max {max(rss):.0f}), exit codes {codes}",
             flush=True,
         )

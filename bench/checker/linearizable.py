@@ -104,18 +104,34 @@ def _expiries_for_key(
     succeed. Attaching only these keeps the search from trying hopeless expiries."""
     mine: dict[Process, list[Call]] = {}
     for call in calls:
-        if call.process in expiry_points and call.invoke.f in ("acquire", "release"):
-            mine.setdefault(call.process, []).append(call)
+        invoke = call.invoke
+        process = invoke.process
+        if process in expiry_points and (invoke.f == "acquire" or invoke.f == "release"):
+            own = mine.get(process)
+            if own is None:
+                mine[process] = [call]
+            else:
+                own.append(call)
     out: list[LinOp] = []
     for process, own in mine.items():
-        starts = [c.invoke.index for c in own]
+        last_start = own[-1].invoke.index
+        starts: list[int] | None = None
         for expiry in expiry_points[process]:
-            last = bisect.bisect_right(starts, expiry.invoke_index) - 1
-            if last < 0:
-                continue
-            previous = own[last]
-            may_hold = (previous.invoke.f == "acquire" and previous.outcome != "fail") or (
-                previous.invoke.f == "release" and previous.outcome != "ok"
+            point = expiry.invoke_index
+            if last_start <= point:  # the usual case: the expiry follows all of its calls
+                previous = own[-1]
+            else:
+                if starts is None:
+                    starts = [c.invoke.index for c in own]
+                last = bisect.bisect_right(starts, point) - 1
+                if last < 0:
+                    continue
+                previous = own[last]
+            f = previous.invoke.f
+            completion = previous.completion
+            outcome = None if completion is None else completion.type
+            may_hold = (f == "acquire" and outcome != "fail") or (
+                f == "release" and outcome != "ok"
             )
             if may_hold:
                 out.append(expiry)

@@ -146,7 +146,7 @@ def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> list[Call]
     Returns the client calls, paired as ``pair_calls`` pairs them (validating is pairing, so
     the checkers get this pass's result instead of a second one)."""
     pending: dict[Process, tuple[Op, int]] = {}
-    calls: list[Call] = []
+    calls: list[Call | None] = []
     for op, line in zip(ops, lines, strict=True):
         process = op.process
         if not isinstance(process, int):
@@ -164,7 +164,7 @@ def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> list[Call]
                     "is still pending",
                 )
             pending[process] = (op, len(calls))
-            calls.append(Call(op, None))
+            calls.append(None)
             continue
         invoked = pending.pop(process, None)
         if invoked is None:
@@ -179,4 +179,6 @@ def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> list[Call]
                 f"{invoked[0].f}",
             )
         calls[invoked[1]] = Call(invoked[0], op)
-    return calls
+    for invoked_op, slot in pending.values():
+        calls[slot] = Call(invoked_op, None)
+    return calls  # type: ignore[return-value]  # every slot is filled

@@ -118,23 +118,27 @@ class _LockModel(Model):
                 self.session_process.setdefault(op.session, op.process)
 
     def convert(self, call: Call) -> tuple[Conversion, bool] | None:
-        f = call.invoke.f
-        value = call.invoke.value
+        invoke = call.invoke
+        f = invoke.f
         if f == "owner":
             return self._owner(call)
-        if f == "acquire" and isinstance(value, dict) and value.get("shared"):
-            raise ModelError(
-                f"op {call.invoke.index}: shared acquires are outside the mutex models; "
-                "check this history with the lock checkers only"
-            )
-        if call.outcome == "fail":
+        if f == "acquire":
+            value = invoke.value
+            if isinstance(value, dict) and value.get("shared"):
+                raise ModelError(
+                    f"op {invoke.index}: shared acquires are outside the mutex models; "
+                    "check this history with the lock checkers only"
+                )
+        completion = call.completion
+        outcome = None if completion is None else completion.type
+        if outcome == "fail":
             return None
-        if call.outcome == "ok":
-            assert call.completion is not None
-            token = call.completion.value if f == "acquire" else None
+        if outcome == "ok":
+            assert completion is not None
+            token = completion.value if f == "acquire" else None
             if token is not None and (not isinstance(token, int) or isinstance(token, bool)):
                 raise ModelError(
-                    f"op {call.completion.index}: acquire's ok value must be an integer "
+                    f"op {completion.index}: acquire's ok value must be an integer "
                     f"fencing token or null, got {token!r}"
                 )
             return Conversion(f, None, token, True), True

@@ -9,8 +9,9 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from lockbench.history import Call, Process
 
@@ -21,9 +22,9 @@ SESSION_EXPIRY = "session-expiry"
 LEASE_LOST = "lease-lost"
 
 
-@dataclass(frozen=True, slots=True)
-class LinOp:
-    """One operation as the search sees it.
+class LinOp(msgspec.Struct, frozen=True, gc=False):
+    """One operation as the search sees it (a Struct: a million are built per 1M-record check,
+    ~3x faster than a frozen dataclass).
 
     ``ret`` is None for ops that may take effect at any time after ``call`` or never (info ops,
     unfinished ops, session expiries); ``known`` says whether ``out`` is the op's real result.
@@ -82,8 +83,7 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Conversion:
+class Conversion(msgspec.Struct, frozen=True, gc=False):
     """How the calls of a history map to model inputs (filled in by each model)."""
 
     f: str
@@ -104,20 +104,37 @@ def calls_by_key(calls: Sequence[Call], operations: frozenset[str]) -> dict[str 
 
 def lin_op(call: Call, conv: Conversion, *, required: bool) -> LinOp:
     """Build the search's view of a call; optional ops get no return position."""
+    invoke = call.invoke
+    index = invoke.index
     comp = call.completion
+    if comp is None:
+        return LinOp(
+            invoke.process,
+            index * 2,
+            None,
+            conv.f,
+            conv.arg,
+            conv.out,
+            conv.known,
+            index,
+            None,
+            invoke.time,
+            None,
+            conv.failed,
+        )
     return LinOp(
-        process=call.process,
-        call=call.invoke.index * 2,
-        ret=comp.index * 2 if (required and comp is not None) else None,
-        f=conv.f,
-        arg=conv.arg,
-        out=conv.out,
-        known=conv.known,
-        invoke_index=call.invoke.index,
-        completion_index=None if comp is None else comp.index,
-        time_start=call.invoke.time,
-        time_end=None if comp is None else comp.time,
-        failed=conv.failed,
+        invoke.process,
+        index * 2,
+        comp.index * 2 if required else None,
+        conv.f,
+        conv.arg,
+        conv.out,
+        conv.known,
+        index,
+        comp.index,
+        invoke.time,
+        comp.time,
+        conv.failed,
     )
 
 
