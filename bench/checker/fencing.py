@@ -45,28 +45,26 @@ def grant_order_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:
     """Duplicate tokens, and grants whose token is not above every grant completed before them."""
     out: list[Anomaly] = []
     # Sweep in history order: at B's invocation remember the highest token completed so far; at
-    # B's completion its token must be higher.
-    events: list[tuple[int, int, Call]] = []
-    grants = 0
-    for call in calls:
-        if _granted_token(call) is not None:
-            assert call.completion is not None
-            events.append((call.invoke.index, 0, call))
-            events.append((call.completion.index, 1, call))
-            grants += 1
-    events.sort(key=lambda e: (e[0], e[1]))
+    # B's completion its token must be higher. Invocations are already in order (calls are);
+    # completions are sorted; the two streams are merged, so only the grants in flight are held.
+    grants = [(call, token) for call in calls if (token := _granted_token(call)) is not None]
+    grants.sort(key=lambda grant: grant[0].invoke.index)  # already in order when paired
+    completions = sorted(grants, key=lambda grant: grant[0].completion.index)  # type: ignore[union-attr]
     best: dict[str | None, tuple[int, Call]] = {}
     bound: dict[int, tuple[int, Call]] = {}
-    seen: dict[tuple[str | None, int], Call] = {}
-    for _, is_completion, call in events:
+    seen: dict[str | None, dict[int, Call]] = {}
+    invoked = 0
+    for call, token in completions:
+        completion = call.completion
+        assert completion is not None
+        while invoked < len(grants) and grants[invoked][0].invoke.index < completion.index:
+            started = grants[invoked][0].invoke
+            if started.key in best:
+                bound[started.index] = best[started.key]
+            invoked += 1
         key = call.invoke.key
-        if not is_completion:
-            if key in best:
-                bound[call.invoke.index] = best[key]
-            continue
-        token = _granted_token(call)
-        assert token is not None
-        earlier = seen.get((key, token))
+        tokens = seen.setdefault(key, {})
+        earlier = tokens.get(token)
         if earlier is not None:
             out.append(
                 _anomaly(
@@ -77,8 +75,8 @@ def grant_order_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:
                 )
             )
         else:
-            seen[(key, token)] = call
-        before = bound.get(call.invoke.index)
+            tokens[token] = call
+        before = bound.pop(call.invoke.index, None)
         if before is not None and token < before[0]:
             out.append(
                 _anomaly(
@@ -91,7 +89,7 @@ def grant_order_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:
             )
         if key not in best or token > best[key][0]:
             best[key] = (token, call)
-    return out, grants
+    return out, len(grants)
 
 
 def stale_acceptance_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:

@@ -70,30 +70,54 @@ def ops_by_key(
     history: PairedHistory | Sequence[Op], model: Model
 ) -> dict[str | None, list[LinOp]]:
     """Each key's operations as the model sees them (session expiries added for lock models)."""
+    return {key: convert_key(key_calls, model) for key, key_calls in calls_per_key(history, model)}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCalls:
+    """One key's calls and the session expiries attached to it, before conversion."""
+
+    calls: list[Call]
+    expiries: list[LinOp]
+
+    def __len__(self) -> int:
+        return len(self.calls) + len(self.expiries)
+
+
+def calls_per_key(
+    history: PairedHistory | Sequence[Op], model: Model
+) -> list[tuple[str | None, KeyCalls]]:
+    """Each key's calls and expiries, in the history's key order (conversion comes later, a key
+    at a time, so a big history never holds every key's converted ops at once)."""
     history = paired(history)
+    model.prepare(history.ops)
+    by_key = calls_by_key(history.calls, model.operations)
+    expiry_points = None
+    out: list[tuple[str | None, KeyCalls]] = []
+    for key, calls in by_key.items():
+        expiries: list[LinOp] = []
+        if model.is_lock and model.options.crashed_holders == "release":
+            if expiry_points is None:
+                expiry_points = session_expiries(history.calls, history.end_index, history.end_time)
+            expiries = _expiries_for_key(calls, expiry_points)
+        out.append((key, KeyCalls(calls, expiries)))
+    return out
+
+
+def convert_key(key_calls: KeyCalls, model: Model) -> list[LinOp]:
+    """The key's ops as the model sees them; ConfigError if a call does not fit the model."""
+    ops: list[LinOp] = []
+    convert = model.convert
     try:
-        model.prepare(history.ops)
-        by_key = calls_by_key(history.calls, model.operations)
-        all_calls = history.calls
-        end_index = history.end_index
-        end_time = history.end_time
-        out: dict[str | None, list[LinOp]] = {}
-        expiry_points = None
-        for key, calls in by_key.items():
-            ops: list[LinOp] = []
-            for call in calls:
-                converted = model.convert(call)
-                if converted is not None:
-                    conv, required = converted
-                    ops.append(lin_op(call, conv, required=required))
-            if model.is_lock and model.options.crashed_holders == "release":
-                if expiry_points is None:
-                    expiry_points = session_expiries(all_calls, end_index, end_time)
-                ops.extend(_expiries_for_key(calls, expiry_points))
-            out[key] = ops
-        return out
+        for call in key_calls.calls:
+            converted = convert(call)
+            if converted is not None:
+                conv, required = converted
+                ops.append(lin_op(call, conv, required=required))
     except ModelError as exc:
         raise ConfigError(f"history does not fit model {model.name}: {exc}") from exc
+    ops.extend(key_calls.expiries)
+    return ops
 
 
 def _expiries_for_key(
@@ -179,12 +203,16 @@ def _search_keys(
 ) -> CheckResult:
     started = time.monotonic()
     budget = budget or Budget.start(options.time_budget_s, options.memory_budget_mb)
-    keys = ops_by_key(history, model)
+    keys = calls_per_key(history, model)
+    # Smallest keys first (by calls and expiries), each converted only when its turn comes.
+    keys.sort(key=lambda item: len(item[1]))
     stats: dict[str, Any] = {"model": model.name, "keys": len(keys), "keys_checked": 0}
     total_steps = 0
+    total_ops = 0
     largest_cache = 0
-    for key in sorted(keys, key=lambda k: len(keys[k])):
-        ops = keys[key]
+    for key, key_calls in keys:
+        ops = convert_key(key_calls, model)
+        total_ops += len(ops)
         try:
             outcome, refuted = _search_or_refute(key, ops, model, budget)
         except BudgetExceeded as exc:
@@ -215,7 +243,7 @@ def _search_keys(
             )
             return _invalid(checker, model, failure, stats)
     stats.update(
-        ops=sum(len(v) for v in keys.values()),
+        ops=total_ops,
         steps=total_steps,
         largest_cache=largest_cache,
         seconds=round(time.monotonic() - started, 3),

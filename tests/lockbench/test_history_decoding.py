@@ -84,12 +84,28 @@ def test_typed_decoding_gives_the_stdlib_path_s_op_or_error(line: str) -> None:
         assert fast == exact, (line, fast, exact)
 
 
-def test_repeated_strings_are_shared(tmp_path: Path) -> None:
+def test_repeated_strings_and_small_maps_are_shared_exactly(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     record = {"index": 0, "time": 0, "process": 0, "type": "invoke", "f": "acquire", "key": "L"}
-    path.write_text("\n".join(json.dumps({**record, "index": i}) for i in range(3)) + "\n")
+    values: list[Any] = [
+        {"timeout": 1.0},
+        {"timeout": 1},
+        {"timeout": True},
+        {"timeout": 1.0},
+        {"b": 1, "a": 2},
+        {"a": 2, "b": 1},
+        {"timeout": [1]},
+        {"timeout": [1]},
+    ]
+    lines = [json.dumps({**record, "index": i, "value": v}) for i, v in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n")
     ops = read_history(path)
-    assert ops[0].f is ops[2].f and ops[0].key is ops[2].key
+    assert ops[0].f is ops[7].f and ops[0].key is ops[7].key
+    for op, value in zip(ops, values, strict=True):
+        assert json.dumps(op.value) == json.dumps(value)  # types and field order kept
+    assert ops[0].value is ops[3].value
+    assert ops[0].value is not ops[1].value and ops[1].value is not ops[2].value
+    assert ops[4].value is not ops[5].value
 
 
 def _records(n: int) -> list[str]:
