@@ -302,7 +302,7 @@ def _run_many(args: argparse.Namespace, paths: Sequence[Path], flags: dict[str, 
             code = EXIT_BY_VERDICT[verdict]
             line = f"{verdict:<8} {path}  {_describe(results)}"
         seconds = time.perf_counter() - one
-        print(f"{line}  ({seconds:.3f} s)", flush=True)
+        print(f"{line}  ({seconds * 1e3:.2f} ms)", flush=True)
         if EXIT_SEVERITY.index(code) < EXIT_SEVERITY.index(worst):
             worst = code
     total = time.perf_counter() - started
