@@ -4,9 +4,10 @@ Subcommands (each prints one line per measurement; medians of --repeat):
 
     python scripts/bench_checker_scale.py generate --records 1000000 OUT.jsonl
         stream a valid lock history to a file (nothing held in memory; 36M records work)
-    python scripts/bench_checker_scale.py big HISTORY.jsonl [--repeat 3]
-        ``lockbench check HISTORY`` in a fresh process: wall seconds and peak RSS (the child's
-        ru_maxrss), default checkers; also the same with LOCKBENCH_PURE_PYTHON=1 (--pure)
+    python scripts/bench_checker_scale.py big HISTORY.jsonl [--pure] [--baseline PYTHON]
+        ``lockbench check HISTORY`` in a fresh process: wall and CPU seconds, peak RSS (the
+        child's ru_maxrss), default checkers; --pure also runs it with LOCKBENCH_PURE_PYTHON=1,
+        --baseline also with another venv's Python (an earlier commit installed there), in turns
     python scripts/bench_checker_scale.py many DIR [--histories 100]
         writes that many small histories into DIR, then ``lockbench check DIR`` in one process:
         total and per-history seconds, and per-history overhead beyond the search
@@ -126,26 +127,33 @@ def _child_run(argv: list[str], env: dict[str, str]) -> tuple[float, float, floa
     return wall, cpu, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
-def big(path: Path, repeat: int, pure: bool, checkers: list[str]) -> None:
-    lockbench = str(Path(sys.executable).with_name("lockbench"))
-    argv = [lockbench, "check", str(path), *(["--checkers", *checkers] if checkers else [])]
-    variants: list[tuple[str, dict[str, str]]] = [("compiled core", {})] + (
-        [("pure Python", {"LOCKBENCH_PURE_PYTHON": "1"})] * pure
-    )
-    for label, extra in variants:
-        env = {**os.environ, **extra}
-        walls, cpus, rss, codes = [], [], [], []
-        for _ in range(repeat):
-            wall, cpu, peak, code = _child_run(argv, env)
-            walls.append(wall)
-            cpus.append(cpu)
-            rss.append(peak)
-            codes.append(code)
+def big(path: Path, repeat: int, pure: bool, checkers: list[str], baseline: Path | None) -> None:
+    """``lockbench check`` in fresh processes, variants taking turns: this tree, optionally this
+    tree without the compiled core, and optionally another install (the Python of a venv with
+    an earlier commit installed, for an A/B in one run)."""
+    tail = ["-m", "bench.cli", "check", str(path), *(["--checkers", *checkers] if checkers else [])]
+    variants: list[tuple[str, list[str], dict[str, str]]] = [
+        ("this tree, compiled core", [sys.executable, *tail], {})
+    ]
+    if pure:
+        variants.append(
+            ("this tree, pure Python", [sys.executable, *tail], {"LOCKBENCH_PURE_PYTHON": "1"})
+        )
+    if baseline is not None:
+        variants.append((f"baseline {baseline}", [str(baseline), *tail], {}))
+    runs: dict[str, list[tuple[float, float, float, int]]] = {label: [] for label, *_ in variants}
+    for _ in range(repeat):
+        for label, argv, extra in variants:
+            runs[label].append(_child_run(argv, {**os.environ, **extra}))
+    for label, results in runs.items():
+        walls = [r[0] for r in results]
+        cpus = [r[1] for r in results]
+        rss = [r[2] for r in results]
         print(
             f"big {path.name} ({label}): wall median {statistics.median(walls):.2f} s "
             f"(runs {', '.join(f'{w:.2f}' for w in walls)}), CPU median "
-            f"{statistics.median(cpus):.2f} s, peak RSS median "
-            f"{statistics.median(rss):.0f} MiB (max {max(rss):.0f}), exit codes {codes}",
+            f"{statistics.median(cpus):.2f} s, peak RSS median {statistics.median(rss):.0f} MiB "
+            f"(max {max(rss):.0f}), exit codes {[r[3] for r in results]}",
             flush=True,
         )
 
@@ -322,6 +330,7 @@ def main() -> int:
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--pure", action="store_true", help="also with the pure-Python search")
     b.add_argument("--checkers", nargs="*", default=[])
+    b.add_argument("--baseline", type=Path, help="also check with this Python (a venv's, A/B)")
     m = sub.add_parser("many")
     m.add_argument("directory", type=Path)
     m.add_argument("--histories", type=int, default=100)
@@ -344,7 +353,7 @@ def main() -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         print(f"generated {n} records in {time.perf_counter() - started:.1f} s ({peak} MiB)")
     elif args.what == "big":
-        big(args.history, args.repeat, args.pure, args.checkers)
+        big(args.history, args.repeat, args.pure, args.checkers, args.baseline)
     elif args.what == "many":
         many(args.directory, args.histories, args.repeat)
     else:
