@@ -120,7 +120,8 @@ def generate(
 def _child_run(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
     """Run a command; (wall seconds, CPU seconds, its peak RSS in MiB, exit code)."""
     started = time.perf_counter()
-    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    # not from a source tree: ``python -m`` puts the working directory first on the path
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, cwd="/")
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     cpu = usage.ru_utime + usage.ru_stime
