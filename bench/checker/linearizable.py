@@ -8,7 +8,6 @@ the key could have been in when the window opened.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -92,16 +91,60 @@ def calls_per_key(
     history = paired(history)
     model.prepare(history.ops)
     by_key = calls_by_key(history.calls, model.operations)
-    expiry_points = None
-    out: list[tuple[str | None, KeyCalls]] = []
-    for key, calls in by_key.items():
-        expiries: list[LinOp] = []
-        if model.is_lock and model.options.crashed_holders == "release":
-            if expiry_points is None:
-                expiry_points = session_expiries(history.calls, history.end_index, history.end_time)
-            expiries = _expiries_for_key(calls, expiry_points)
-        out.append((key, KeyCalls(calls, expiries)))
-    return out
+    expiries: dict[str | None, list[LinOp]] = {}
+    if model.is_lock and model.options.crashed_holders == "release":
+        points = session_expiries(history.calls, history.end_index, history.end_time)
+        expiries = expiries_by_key(history.calls, points)
+    return [(key, KeyCalls(calls, expiries.get(key, []))) for key, calls in by_key.items()]
+
+
+def expiries_by_key(
+    calls: Sequence[Call], expiry_points: Mapping[Process, Sequence[LinOp]]
+) -> dict[str | None, list[LinOp]]:
+    """Each key's session expiries: those of processes that may hold its lock at the expiry
+    point (their last acquire or release of the key before it was an acquire that did not fail,
+    or a release that did not succeed). Attaching only these keeps the search from trying
+    hopeless expiries. Per key, processes come in the order of their first acquire or release
+    of it, each with its expiries in order.
+
+    One walk over each expiring process's own calls, all keys at once (per key it was a walk
+    over every call of the key: most processes of a long history retire at some point)."""
+    own: dict[Process, list[Call]] = {p: [] for p in expiry_points}
+    for call in calls:
+        invoke = call.invoke
+        if invoke.f in _HOLDING_OPS and invoke.process in own:
+            own[invoke.process].append(call)
+    found: dict[str | None, list[tuple[int, int, LinOp]]] = {}
+    for process, own_calls in own.items():
+        if not own_calls:
+            continue
+        first: dict[str | None, int] = {}
+        for call in own_calls:
+            first.setdefault(call.invoke.key, call.invoke.index)
+        last: dict[str | None, Call] = {}
+        walked = 0
+        for number, expiry in enumerate(expiry_points[process]):
+            point = expiry.invoke_index
+            while walked < len(own_calls) and own_calls[walked].invoke.index <= point:
+                last[own_calls[walked].invoke.key] = own_calls[walked]
+                walked += 1
+            for key, previous in last.items():
+                if _may_hold(previous):
+                    found.setdefault(key, []).append((first[key], number, expiry))
+    return {
+        key: [e for *_, e in sorted(items, key=lambda i: i[:2])] for key, items in found.items()
+    }
+
+
+_HOLDING_OPS = frozenset({"acquire", "release"})
+
+
+def _may_hold(call: Call) -> bool:
+    """After this call (its last on the key) the process may hold the key's lock."""
+    f = call.invoke.f
+    completion = call.completion
+    outcome = None if completion is None else completion.type
+    return (f == "acquire" and outcome != "fail") or (f == "release" and outcome != "ok")
 
 
 def convert_key(key_calls: KeyCalls, model: Model) -> list[LinOp]:
@@ -118,48 +161,6 @@ def convert_key(key_calls: KeyCalls, model: Model) -> list[LinOp]:
         raise ConfigError(f"history does not fit model {model.name}: {exc}") from exc
     ops.extend(key_calls.expiries)
     return ops
-
-
-def _expiries_for_key(
-    calls: Sequence[Call], expiry_points: Mapping[Process, Sequence[LinOp]]
-) -> list[LinOp]:
-    """The expiries of processes that may hold this key's lock at the expiry point: their last
-    call on the key before it was an acquire that did not fail, or a release that did not
-    succeed. Attaching only these keeps the search from trying hopeless expiries."""
-    mine: dict[Process, list[Call]] = {}
-    for call in calls:
-        invoke = call.invoke
-        process = invoke.process
-        if process in expiry_points and (invoke.f == "acquire" or invoke.f == "release"):
-            own = mine.get(process)
-            if own is None:
-                mine[process] = [call]
-            else:
-                own.append(call)
-    out: list[LinOp] = []
-    for process, own in mine.items():
-        last_start = own[-1].invoke.index
-        starts: list[int] | None = None
-        for expiry in expiry_points[process]:
-            point = expiry.invoke_index
-            if last_start <= point:  # the usual case: the expiry follows all of its calls
-                previous = own[-1]
-            else:
-                if starts is None:
-                    starts = [c.invoke.index for c in own]
-                last = bisect.bisect_right(starts, point) - 1
-                if last < 0:
-                    continue
-                previous = own[last]
-            f = previous.invoke.f
-            completion = previous.completion
-            outcome = None if completion is None else completion.type
-            may_hold = (f == "acquire" and outcome != "fail") or (
-                f == "release" and outcome != "ok"
-            )
-            if may_hold:
-                out.append(expiry)
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from bench.checker.linearizable import expiries_by_key
 from bench.checker.loading import load_history
-from bench.checker.operations import LEASE_LOST
+from bench.checker.operations import LEASE_LOST, LinOp, session_expiries
 from bench.checking import run_checkers
-from lockbench.history import Op
+from lockbench.history import Call, Op, PairedHistory, Process
 from tests.bench.checker.checker_histories import history
+from tests.support.histories import lock_history
 
 S = 1_000_000_000
 HOLDER, NEXT = 73, 55
@@ -123,3 +125,37 @@ def test_availability_does_not_count_the_record_as_a_served_op() -> None:
     _, results = run_checkers(ops, ["availability"], {})
     served_ok = sum(1 for op in ops if op.type == "ok" and op.f != LEASE_LOST)
     assert results["availability"].stats["overall"]["ok"] == served_ok
+
+
+def _expiries_straight_from_the_definition(
+    calls: list[Call], points: dict[Process, list[LinOp]]
+) -> dict[str | None, list[LinOp]]:
+    """Per key, per process (in order of its first acquire/release of the key), per expiry:
+    kept if the process's last acquire/release of the key at or before the point may hold."""
+    out: dict[str | None, list[LinOp]] = {}
+    keys = dict.fromkeys(c.invoke.key for c in calls if c.invoke.f in ("acquire", "release"))
+    for key in keys:
+        mine = [c for c in calls if c.invoke.key == key and c.invoke.f in ("acquire", "release")]
+        for process in dict.fromkeys(c.process for c in mine if c.process in points):
+            own = [c for c in mine if c.process == process]
+            for expiry in points[process]:
+                before = [c for c in own if c.invoke.index <= expiry.invoke_index]
+                if not before:
+                    continue
+                last = before[-1]
+                holds = (last.invoke.f == "acquire" and last.outcome != "fail") or (
+                    last.invoke.f == "release" and last.outcome != "ok"
+                )
+                if holds:
+                    out.setdefault(key, []).append(expiry)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_expiries_are_attached_to_exactly_the_keys_a_process_may_hold(seed: int) -> None:
+    ops = lock_history(seed=seed, ops=3000, locks=4, processes=6, info_rate=0.05)
+    paired = PairedHistory.of(ops)
+    points = session_expiries(paired.calls, paired.end_index, paired.end_time)
+    assert sum(map(len, points.values())) > 10
+    expected = _expiries_straight_from_the_definition(list(paired.calls), points)
+    assert expiries_by_key(paired.calls, points) == expected
