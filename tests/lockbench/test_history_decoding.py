@@ -80,7 +80,7 @@ def _outcome(decode: Any) -> Op | str:
 def test_typed_decoding_gives_the_stdlib_path_s_op_or_error(line: str) -> None:
     exact = _outcome(lambda: decode_exact(line, "h", 1))
     for raw in (line + "\n", (line + "\n").encode()):
-        fast = _outcome(lambda raw=raw: next(iter_numbered_ops([raw], "h"))[1])  # type: ignore[misc]
+        fast = _outcome(lambda raw=raw: next(iter_numbered_ops([raw], "h"))[1])
         assert fast == exact, (line, fast, exact)
 
 
@@ -100,11 +100,13 @@ def test_repeated_strings_and_small_maps_are_shared_exactly(tmp_path: Path) -> N
     lines = [json.dumps({**record, "index": i, "value": v}) for i, v in enumerate(values)]
     path.write_text("\n".join(lines) + "\n")
     ops = read_history(path)
-    assert ops[0].f is ops[7].f and ops[0].key is ops[7].key
+    assert ops[0].f is ops[7].f
+    assert ops[0].key is ops[7].key
     for op, value in zip(ops, values, strict=True):
         assert json.dumps(op.value) == json.dumps(value)  # types and field order kept
     assert ops[0].value is ops[3].value
-    assert ops[0].value is not ops[1].value and ops[1].value is not ops[2].value
+    assert ops[0].value is not ops[1].value
+    assert ops[1].value is not ops[2].value
     assert ops[4].value is not ops[5].value
 
 
@@ -124,7 +126,9 @@ def test_a_history_torn_mid_line_is_read_as_the_prefix_before_the_tear(tmp_path:
     assert [op.index for op in read_history(path)] == list(range(6))
     assert [op.index for op in load_history(path)] == list(range(6))
     ops, problems = read_history_lenient(path)
-    assert len(ops) == 6 and problems and problems[0].line == 7  # the report still names it
+    assert len(ops) == 6
+    assert problems
+    assert problems[0].line == 7
 
 
 def test_a_bad_line_in_the_middle_is_still_an_error(tmp_path: Path) -> None:
@@ -133,7 +137,8 @@ def test_a_bad_line_in_the_middle_is_still_an_error(tmp_path: Path) -> None:
     path.write_text("\n".join([*records[:2], records[2][:10], records[3]]))
     with pytest.raises(HistoryError) as info:
         read_history(path)
-    assert info.value.line == 3 and "truncated?" in info.value.reason
+    assert info.value.line == 3
+    assert "truncated?" in info.value.reason
 
 
 WRITER = """
@@ -150,6 +155,7 @@ with HistoryWriter(Path(sys.argv[1])) as w:
 """
 
 
+@pytest.mark.process
 def test_a_history_whose_writer_was_killed_is_read_as_a_prefix(tmp_path: Path) -> None:
     """SIGKILL the writer mid-stream; what it left reads as complete calls plus maybe a tail."""
     path = tmp_path / "history.jsonl"
@@ -159,7 +165,8 @@ def test_a_history_whose_writer_was_killed_is_read_as_a_prefix(tmp_path: Path) -
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"ready"
         while path.stat().st_size < 2_000_000:
             pass
     finally:

@@ -7,10 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from checker_histories import history
-from test_checker_cli_and_inputs import GOOD, STALE_READ, lockbench_check, write_jsonl
 
 from lockbench.run_dir import RESULTS_FILE
+from tests.bench.checker.checker_histories import history
+from tests.bench.checker.test_checker_cli_and_inputs import (
+    GOOD,
+    STALE_READ,
+    lockbench_check,
+    write_jsonl,
+)
 
 
 def _lines(out: str) -> list[str]:
@@ -28,16 +33,20 @@ def test_several_files_get_a_line_each_and_the_worst_exit_code(
     code, out, _ = lockbench_check([str(good), str(bad), str(broken), *argv], capsys)
     lines = _lines(out)
     assert len(lines) == 4
-    assert lines[0].startswith("valid") and str(good) in lines[0]
-    assert lines[1].startswith("invalid") and "cannot be linearized" in lines[1]
-    assert lines[2].startswith("error") and "missing field 'time'" in lines[2]
+    assert lines[0].startswith("valid")
+    assert str(good) in lines[0]
+    assert lines[1].startswith("invalid")
+    assert "cannot be linearized" in lines[1]
+    assert lines[2].startswith("error")
+    assert "missing field 'time'" in lines[2]
     assert lines[3].startswith("3 histories: 1 valid, 1 invalid, 1 bad input")
     assert code == 1  # invalid is the worst outcome
 
     code, out, _ = lockbench_check([str(good), str(broken), *argv], capsys)
     assert code == 2  # bad input beats valid
     code, out, _ = lockbench_check([str(good), str(good), *argv], capsys)
-    assert code == 0 and _lines(out)[-1].startswith("1 histories: 1 valid")  # listed once
+    assert code == 0
+    assert _lines(out)[-1].startswith("1 histories: 1 valid")
 
 
 CRASHED_HOLDER = history(
@@ -56,11 +65,13 @@ def test_unknown_and_bad_input_rank_between_invalid_and_valid(
     code, out, _ = lockbench_check(
         [str(crashed), str(crashed.parent), "--checkers", "liveness"], capsys
     )
-    assert _lines(out)[0].startswith("unknown") and "liveness unknown (" in out
+    assert _lines(out)[0].startswith("unknown")
+    assert "liveness unknown (" in out
     assert code == 3
     missing = str(tmp_path / "missing.jsonl")
     code, out, _ = lockbench_check([str(crashed), missing, "--checkers", "liveness"], capsys)
-    assert _lines(out)[1].startswith("error") and "no such history file" in out
+    assert _lines(out)[1].startswith("error")
+    assert "no such history file" in out
     assert code == 2  # bad input is worse than unknown
 
 
@@ -91,11 +102,13 @@ def test_a_single_run_directory_still_prints_its_json_document(
     run.mkdir()
     write_jsonl(run / "history.jsonl", GOOD)
     code, out, _ = lockbench_check([str(run), "--checkers", "linearizable"], capsys)
-    assert code == 0 and json.loads(out)["verdict"] == "valid"
+    assert code == 0
+    assert json.loads(out)["verdict"] == "valid"
 
 
 def test_an_empty_directory_is_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = lockbench_check([str(tmp_path)], capsys)
-    assert code == 2 and "no run directories or history files" in err
+    assert code == 2
+    assert "no run directories or history files" in err

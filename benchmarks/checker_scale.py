@@ -2,16 +2,16 @@
 
 Subcommands (each prints one line per measurement; medians of --repeat):
 
-    python scripts/bench_checker_scale.py generate --records 1000000 OUT.jsonl
+    python -m benchmarks.checker_scale generate --records 1000000 OUT.jsonl
         stream a valid lock history to a file (nothing held in memory; 36M records work)
-    python scripts/bench_checker_scale.py big HISTORY.jsonl [--pure] [--baseline PYTHON]
+    python -m benchmarks.checker_scale big HISTORY.jsonl [--pure] [--baseline PYTHON]
         ``lockbench check HISTORY`` in a fresh process: wall and CPU seconds, peak RSS (the
         child's ru_maxrss), default checkers; --pure also runs it with LOCKBENCH_PURE_PYTHON=1,
         --baseline also with another venv's Python (an earlier commit installed there), in turns
-    python scripts/bench_checker_scale.py many DIR [--histories 100]
+    python -m benchmarks.checker_scale many DIR [--histories 100]
         writes that many small histories into DIR, then ``lockbench check DIR`` in one process:
         total and per-history seconds, and per-history overhead beyond the search
-    python scripts/bench_checker_scale.py small [--histories 400]
+    python -m benchmarks.checker_scale small [--histories 400]
         the WGL search per small history (hundreds of ops, 5 clients, register and lock models),
         compiled core and pure Python in one run, and the whole linearizability check per history
 
