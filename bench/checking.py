@@ -5,10 +5,15 @@
 printed. Checkers are plug-ins found by entry point (``lockbench.checkers``); each receives the
 same ``PairedHistory`` and the options parsed once, and their verdicts compose the way Jepsen's do
 (invalid beats unknown beats valid). Options are documented in docs/checkers.md.
+
+Valid must be earned: the ``stats`` checker runs on every history (unknown when nothing ran or
+some op kind never succeeded), and a checker's ``valid`` becomes ``unknown`` when none of the op
+kinds it declares in ``requires`` ever succeeded: it had nothing to check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,11 @@ from lockbench.history import NEMESIS, HistoryError, Op, PairedHistory, PairingE
 from lockbench.options import CheckOptions
 from lockbench.plugins import CHECKERS, has_plugin, load_plugin, plugin_names
 from lockbench.protocols import Checker, CheckResult, Verdict, combine_verdicts
+
+# Runs on every history (bench/checker/stats.py, found by its entry point like any checker).
+STATS_CHECKER = "stats"
+# A client's record that its own lease may have lapsed (docs/history.md).
+LEASE_LOST = "lease-lost"
 
 
 def available_checkers() -> list[str]:
@@ -58,14 +68,40 @@ def run_checkers(
             f"unknown checker(s) {', '.join(unknown)}; available: {', '.join(available_checkers())}"
         )
     parsed = CheckOptions.from_mapping(options)  # fail on a bad option before any work
-    checkers = {name: load_checker(name) for name in dict.fromkeys(names)}
+    checkers = {name: load_checker(name) for name in dict.fromkeys([*names, STATS_CHECKER])}
     if not isinstance(history, PairedHistory):
         try:
             history = PairedHistory.of(history)
         except PairingError as exc:
             raise ConfigError(f"malformed history: {exc}") from exc
-    results = {name: checker.check(history, parsed) for name, checker in checkers.items()}
+    succeeded = succeeded_kinds(history.ops)
+    results = {
+        name: require_evidence(checker.check(history, parsed), checker, succeeded)
+        for name, checker in checkers.items()
+    }
     return combine_verdicts([r.verdict for r in results.values()]), results
+
+
+def succeeded_kinds(ops: Sequence[Op]) -> frozenset[str]:
+    """The client op kinds with at least one ok completion (a client's own ``lease-lost``
+    record is not an operation the service served)."""
+    return frozenset(op.f for op in ops if op.is_client and op.type == "ok" and op.f != LEASE_LOST)
+
+
+def require_evidence(
+    result: CheckResult, checker: object, succeeded: frozenset[str]
+) -> CheckResult:
+    """A ``valid`` result becomes ``unknown`` when none of the op kinds the checker declares in
+    ``requires`` succeeded (an empty tuple: any client op). A checker that declares nothing is
+    taken at its word."""
+    kinds: tuple[str, ...] | None = getattr(checker, "requires", None)
+    if result.verdict != "valid" or kinds is None:
+        return result
+    if (succeeded & set(kinds)) if kinds else succeeded:
+        return result
+    wanted = " or ".join(kinds) if kinds else "client"
+    reason = f"nothing to check: no {wanted} operation succeeded in the history"
+    return dataclasses.replace(result, verdict="unknown", reason=reason)
 
 
 def check_history_file(

@@ -264,7 +264,10 @@ VERDICT_RANK: Mapping[str, int] = {"valid": 0, "unknown": 1, "invalid": 2}
 
 
 def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
-    """Jepsen's composition: invalid beats unknown beats valid (no checkers means valid)."""
+    """Jepsen's composition: invalid beats unknown beats valid. No verdicts at all is unknown:
+    nothing was checked, so nothing was earned."""
+    if not verdicts:
+        return "unknown"
     worst: Verdict = "valid"
     for v in verdicts:
         if VERDICT_RANK[v] > VERDICT_RANK[worst]:

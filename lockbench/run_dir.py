@@ -4,6 +4,11 @@ Layout (docs/history.md, docs/running.md): test.yaml (the resolved test), histor
 results.json, report.html, resource.log, nemesis.log, bench.log and nodes/<node>/*.log. This
 module is the only one that knows the layout and results.json: the runner, ``lockbench check
 RUN_DIR`` and the reports write and read them through it.
+
+A run writes results.json twice: ``unfinished`` when it starts (so a bench killed with SIGKILL
+leaves a directory every reader knows never finished), and the verdict at the end. The ``run``
+notes say whether the test started and finished; ``never_valid_reason`` turns them into the
+reason no command may call such a run valid.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ NEMESIS_LOG = "nemesis.log"
 BENCH_LOG = "bench.log"
 NODES_DIR = "nodes"
 LATEST_LINK = "latest"
+UNFINISHED_REASON = (
+    "the run never finished (the bench stopped before checking, or is still running): "
+    "its history may be a prefix"
+)
 TEXT_LOGS: tuple[str, ...] = (NEMESIS_LOG, BENCH_LOG)
 RUN_DIR_TIME_FORMAT = "%Y%m%dT%H%M%S"
 VERDICTS: frozenset[str] = frozenset({"valid", "invalid", "unknown"})
@@ -79,6 +88,25 @@ def write_test_file(run_dir: Path, data: Mapping[str, Any]) -> Path:
 
     path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
     return path
+
+
+def unfinished_notes() -> dict[str, Any]:
+    """The ``run`` notes of a run that has started but not yet written its verdict."""
+    return {"finished": False, "reason": UNFINISHED_REASON}
+
+
+def never_valid_reason(notes: Mapping[str, Any] | None) -> str | None:
+    """Why a run with these ``run`` notes can never be valid (set-up failed, the test never
+    started, the bench never finished), or None for a run that ran to its end."""
+    if not notes:
+        return None
+    if notes.get("setup_failed"):
+        return "the run's set-up failed: the test never started"
+    if notes.get("started") is False:
+        return "the run was interrupted during set-up: the test never started"
+    if notes.get("finished") is False:
+        return UNFINISHED_REASON
+    return None
 
 
 def write_results(

@@ -7,6 +7,7 @@ reads on an axis. Nothing here draws; ``reports.figures`` turns these frames int
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,10 +198,37 @@ def leader_spans(ops: Sequence[Op], end_time: float) -> list[LeaderSpan]:
     return spans
 
 
-def failover_gaps(spans: Sequence[LeaderSpan]) -> list[tuple[float, float, str]]:
-    """(start, end, text) for each time no leader was known, from one leader to the next."""
+# Faults whose start may begin a failover (the leader killed, paused or cut off).
+FAILOVER_FAULTS: frozenset[str] = frozenset({"kill", "pause", "partition"})
+
+
+def failover_gaps(
+    spans: Sequence[LeaderSpan], faults: Sequence[FaultWindow] = ()
+) -> list[tuple[float, float, str]]:
+    """(start, end, text) for each failover: a time no leader was known, from one leader to
+    the next, and a change from one leader straight to another with no leaderless sample in
+    between (the new leader won before the next poll). Such a change is timed from the last
+    kill, pause or partition that started during the old leader's span, else from the moment
+    the new leader was first seen (a change the poll could not time)."""
     gaps: list[tuple[float, float, str]] = []
     for i, span in enumerate(spans):
+        previous = spans[i - 1] if i else None
+        if (
+            span.leader is not None
+            and previous is not None
+            and previous.leader is not None
+            and previous.leader != span.leader
+        ):
+            causes = [
+                w.start
+                for w in faults
+                if w.fault in FAILOVER_FAULTS and previous.start <= w.start <= span.start
+            ]
+            start = max(causes) if causes else span.start
+            took = f"{span.start - start:.2f} s" if causes else "under one poll"
+            text = f"failover {took}: {previous.leader} → {span.leader}"
+            gaps.append((start, span.start, text))
+            continue
         if span.leader is not None:
             continue
         before = next((s.leader for s in reversed(spans[:i]) if s.leader), None)
@@ -451,3 +479,48 @@ def counterexample_windows(
             label = f"{result.checker} counterexample (ops {first} to {last})"
             windows.append(TimeWindow(times[first], times[last], label))
     return windows
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyGroup:
+    """Anomalies of one checker, kind and cause: the report lists one line per group."""
+
+    checker: str
+    kind: str
+    cause: str
+    members: tuple[tuple[int, Anomaly], ...]  # (number in the report, anomaly), in order
+    span: tuple[float, float] | None
+
+    @property
+    def first(self) -> tuple[int, Anomaly]:
+        return self.members[0]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def anomaly_cause(explanation: str) -> str:
+    """The explanation with its particulars (locks, processes, tokens, times) left out: two
+    anomalies with the same cause differ only in where and when they happened."""
+    return _NUMBER.sub("#", _QUOTED.sub("…", explanation))
+
+
+def group_anomalies(
+    results: Sequence[CheckResult], times: Mapping[int, float]
+) -> list[AnomalyGroup]:
+    """Anomalies grouped by checker, kind and cause, numbered 1.. in checker order; each group
+    spans its members' time spans (None when none of them has a time)."""
+    grouped: dict[tuple[str, str, str], list[tuple[int, Anomaly]]] = {}
+    number = 0
+    for result in results:
+        for anomaly in result.anomalies:
+            number += 1
+            key = (result.checker, anomaly.kind, anomaly_cause(anomaly.explanation))
+            grouped.setdefault(key, []).append((number, anomaly))
+    groups = []
+    for (checker, kind, cause), members in grouped.items():
+        spans = [s for _, a in members if (s := anomaly_span(a, times)) is not None]
+        span = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+        groups.append(AnomalyGroup(checker, kind, cause, tuple(members), span))
+    return groups

@@ -66,6 +66,7 @@ class RunSummary:
     workload: str
     nemesis: str
     verdict: str
+    status: str  # "" for a run that ran to its end, else why it is not a whole run
     ops: int
     duration_s: float
     has_report: bool
@@ -107,7 +108,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 def _summarize_cached(store: str, run_dir: str, _stamps: tuple[Any, ...]) -> RunSummary:
     directory = Path(run_dir)
     test = _read_test(directory)
-    verdict = _read_verdict(directory)
+    verdict, status = _read_verdict(directory)
     ops, last_ns = _scan_history(directory / HISTORY_FILE)
     name = test.get("name")
     return RunSummary(
@@ -118,6 +119,7 @@ def _summarize_cached(store: str, run_dir: str, _stamps: tuple[Any, ...]) -> Run
         workload=describe_component(test.get("workload")),
         nemesis=describe_component(test.get("nemesis")),
         verdict=verdict,
+        status=status,
         ops=ops,
         duration_s=last_ns / 1e9,
         has_report=(directory / REPORT_FILE).is_file(),
@@ -131,12 +133,24 @@ def _read_test(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _read_verdict(run_dir: Path) -> str:
+def _read_verdict(run_dir: Path) -> tuple[str, str]:
+    """The verdict, and the run's status: unfinished, set-up failed, never started, or ""."""
     try:
         stored = read_results(run_dir)
     except RunDirProblem:
-        return "unchecked"
-    return "unchecked" if stored is None or stored.verdict is None else stored.verdict
+        return "unchecked", ""
+    if stored is None:
+        return "unchecked", ""
+    verdict = "unchecked" if stored.verdict is None else stored.verdict
+    notes = stored.notes or {}
+    status = ""
+    if notes.get("setup_failed"):
+        status = "set-up failed"
+    elif notes.get("started") is False:
+        status = "never started"
+    elif notes.get("finished") is False:
+        status = "unfinished"
+    return verdict, status
 
 
 def _scan_history(path: Path) -> tuple[int, int]:
@@ -193,6 +207,7 @@ def render_index_html(store: Path, *, live: bool = False) -> str:
 def _row(summary: RunSummary, live: bool) -> str:
     when = summary.time.strftime("%Y-%m-%d %H:%M:%S") if summary.time else ""
     href = f"{summary.path}/{REPORT_FILE}"
+    status = f' <span class="meta status">{esc(summary.status)}</span>' if summary.status else ""
     if summary.has_report or live:
         link = f'<a href="{esc(href)}">report</a>'
     else:
@@ -201,7 +216,7 @@ def _row(summary: RunSummary, live: bool) -> str:
         f'<tr class="run" data-verdict="{esc(summary.verdict)}">'
         f'<td><a href="{esc(href)}">{esc(summary.name)}</a></td><td>{esc(when)}</td>'
         f"<td>{esc(summary.backend)}</td><td>{esc(summary.workload)}</td>"
-        f"<td>{esc(summary.nemesis)}</td><td>{verdict_badge(summary.verdict)}</td>"
+        f"<td>{esc(summary.nemesis)}</td><td>{verdict_badge(summary.verdict)}{status}</td>"
         f"<td>{summary.ops}</td><td>{summary.duration_s:.1f} s</td><td>{link}</td></tr>"
     )
 

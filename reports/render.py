@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from lockbench.history import Op
 from lockbench.plugins import REPORT_PANELS, load_plugin, plugin_names
-from lockbench.protocols import ReportPanel
+from lockbench.protocols import Anomaly, ReportPanel
 from lockbench.run_dir import REPORT_FILE, TEST_FILE
 from reports import analysis, figures
 from reports.page import asset, document, esc, inline_script, json_script
@@ -178,7 +179,7 @@ class _Report:
         rows = []
         for r in results:
             window = f"ops {r.window[0]} to {r.window[1]}" if r.window else ""
-            stats = esc(json.dumps(dict(r.stats), default=str)) if r.stats else ""
+            stats = stats_html(r.stats)
             rows.append(
                 f'<tr class="check verdict-{esc(r.verdict)}"><td>{esc(r.checker)}</td>'
                 f'<td class="verdict">{esc(r.verdict)}</td><td>{len(r.anomalies)}</td>'
@@ -194,43 +195,70 @@ class _Report:
         )
 
     def anomalies(self) -> str:
-        items = []
-        number = 0
-        for result in self.data.results:
-            for anomaly in result.anomalies:
-                number += 1
-                span = analysis.anomaly_span(anomaly, self.times)
-                if span is None:
-                    link = '<span class="meta">(no time recorded: not on the timeline)</span>'
-                else:
-                    link = (
-                        f'<a class="jump" href="#timeline" data-start="{span[0]:.6f}" '
-                        f'data-end="{span[1]:.6f}">show on timeline ({span[0]:.3f} s to '
-                        f"{span[1]:.3f} s)</a>"
-                    )
-                meta = [f"checker {result.checker}"]
-                if anomaly.key:
-                    meta.append(f"lock {anomaly.key}")
-                if anomaly.processes:
-                    meta.append("processes " + ", ".join(str(p) for p in anomaly.processes))
-                if anomaly.op_indices:
-                    shown = ", ".join(str(i) for i in anomaly.op_indices[:12])
-                    more = "…" if len(anomaly.op_indices) > 12 else ""
-                    meta.append(f"ops {shown}{more}")
-                items.append(
-                    f'<li class="anomaly" id="anomaly-{number}"><span class="kind">'
-                    f"{esc(anomaly.kind)}</span>: {esc(anomaly.explanation)}<br>"
-                    f'<span class="meta">{esc(" · ".join(meta))}</span> {link}</li>'
-                )
-        if not items:
+        """One entry per group of anomalies of the same kind and cause: its count, its first
+        example and the span it covers on the timeline; the other members fold away."""
+        groups = analysis.group_anomalies(self.data.results, self.times)
+        if not groups:
             verdict = self.data.verdict
             text = "No anomalies." if verdict else "No anomalies known: the run was not checked."
             return (
                 f'<section id="anomalies"><h2>Anomalies</h2><p class="empty">{text}</p></section>'
             )
+        items = [self._anomaly_group(group) for group in groups]
+        total = sum(len(group.members) for group in groups)
+        kinds = f"{len(groups)} group{'s' if len(groups) != 1 else ''}"
         return (
-            f'<section id="anomalies"><h2>Anomalies ({number})</h2>'
-            f'<ol class="anomalies">{"".join(items)}</ol></section>'
+            f'<section id="anomalies"><h2>Anomalies ({total} in {kinds})</h2>'
+            f'<ol class="anomaly-groups">{"".join(items)}</ol></section>'
+        )
+
+    def _anomaly_group(self, group: analysis.AnomalyGroup) -> str:
+        count = len(group.members)
+        if group.span is None:
+            span = '<span class="meta">(no time recorded: not on the timeline)</span>'
+        else:
+            span = (
+                f'<a class="jump group-span" href="#timeline" data-start="{group.span[0]:.6f}" '
+                f'data-end="{group.span[1]:.6f}">from {group.span[0]:.3f} s to '
+                f"{group.span[1]:.3f} s</a>"
+            )
+        head = (
+            f'<p class="group-head"><span class="kind">{esc(group.kind)}</span> '
+            f'<b class="count">&times; {count}</b> <span class="meta">checker {esc(group.checker)}'
+            f"</span> {span}</p>"
+        )
+        first = f'<ol class="anomalies">{self._anomaly_item(*group.first)}</ol>'
+        rest = ""
+        if count > 1:
+            others = "".join(self._anomaly_item(n, a) for n, a in group.members[1:])
+            rest = (
+                f"<details><summary>{count - 1} more like it</summary>"
+                f'<ol class="anomalies">{others}</ol></details>'
+            )
+        return f'<li class="anomaly-group">{head}{first}{rest}</li>'
+
+    def _anomaly_item(self, number: int, anomaly: Anomaly) -> str:
+        span = analysis.anomaly_span(anomaly, self.times)
+        if span is None:
+            link = '<span class="meta">(no time recorded: not on the timeline)</span>'
+        else:
+            link = (
+                f'<a class="jump" href="#timeline" data-start="{span[0]:.6f}" '
+                f'data-end="{span[1]:.6f}">show on timeline ({span[0]:.3f} s to '
+                f"{span[1]:.3f} s)</a>"
+            )
+        meta = []
+        if anomaly.key:
+            meta.append(f"lock {anomaly.key}")
+        if anomaly.processes:
+            meta.append("processes " + ", ".join(str(p) for p in anomaly.processes))
+        if anomaly.op_indices:
+            shown = ", ".join(str(i) for i in anomaly.op_indices[:12])
+            more = "…" if len(anomaly.op_indices) > 12 else ""
+            meta.append(f"ops {shown}{more}")
+        return (
+            f'<li class="anomaly" id="anomaly-{number}">{esc(anomaly.explanation)}<br>'
+            f'<span class="meta">{esc(" · ".join(meta))}</span> {link}</li>'
         )
 
     def _no_ops(self, section: str, title: str) -> str:
@@ -373,7 +401,7 @@ class _Report:
                 "observations in the history (the backend reports no leader, or the observer "
                 "did not run).</p></section>"
             )
-        gaps = analysis.failover_gaps(spans)
+        gaps = analysis.failover_gaps(spans, self.faults)
         nodes = self.data.test.get("nodes")
         node_names = [str(n) for n in nodes] if isinstance(nodes, list) else []
         fig = figures.roles_figure(spans, gaps, self.faults, node_names)
@@ -418,3 +446,32 @@ class _Report:
 
 def _file_link(relative: str) -> str:
     return f'<li><a href="{esc(quote(relative))}">{esc(relative)}</a></li>'
+
+
+# Past this many entries a list in the checker stats is summarised by its length.
+MAX_STATS_LIST = 12
+
+
+def stats_html(stats: Any, depth: int = 0) -> str:
+    """Checker stats as nested name: value lines a person can read (not raw JSON)."""
+    if isinstance(stats, Mapping):
+        if not stats:
+            return ""
+        rows = "".join(
+            f"<dt>{esc(str(k).replace('_', ' '))}</dt><dd>{stats_html(v, depth + 1)}</dd>"
+            for k, v in stats.items()
+        )
+        return f'<dl class="stats">{rows}</dl>'
+    if isinstance(stats, list | tuple):
+        if not stats:
+            return "none"
+        if len(stats) > MAX_STATS_LIST or depth > 3:
+            return f"{len(stats)} entries"
+        return "<ol>" + "".join(f"<li>{stats_html(v, depth + 1)}</li>" for v in stats) + "</ol>"
+    if isinstance(stats, bool) or stats is None:
+        return esc(str(stats).lower() if stats is not None else "none")
+    if isinstance(stats, int):
+        return f"{stats:,}"
+    if isinstance(stats, float):
+        return f"{stats:,.4g}"
+    return esc(str(stats))

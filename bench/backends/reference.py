@@ -38,6 +38,7 @@ from lockbench.daemon import (
 from lockbench.deploy import Wheel, deploy_project, node_program, write_node_file
 from lockbench.errors import ConfigError
 from lockbench.protocols import Cluster, LockClient, Node, on_control_host
+from reference_impl.server.config import UNSAFE_SWITCHES
 
 CLIENT_PORT = 7000
 PEER_PORT = 7001
@@ -69,6 +70,12 @@ class ReferenceOptions:
         unsafe = options.get("unsafe", [])
         if not isinstance(unsafe, list | tuple) or not all(isinstance(u, str) for u in unsafe):
             raise ConfigError(f"backend_options: key 'unsafe' must be a list of names: {unsafe!r}")
+        misspelt = sorted(set(unsafe) - set(UNSAFE_SWITCHES))
+        if misspelt:  # lockd would refuse them only after the cluster is built and deployed
+            raise ConfigError(
+                f"backend_options: unknown unsafe switch(es) {', '.join(misspelt)} for lockd "
+                f"(known: {', '.join(UNSAFE_SWITCHES)})"
+            )
         fsync = options.get("fsync", True)
         if not isinstance(fsync, bool):
             raise ConfigError(f"backend_options: key 'fsync' must be true or false: {fsync!r}")

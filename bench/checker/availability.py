@@ -83,6 +83,8 @@ class AvailabilityChecker:
     """``availability``: per-window figures; ``max_gap`` turns long failovers into anomalies."""
 
     name = "availability"
+    # valid needs any client op that succeeded (bench/checking.py, require_evidence)
+    requires = ()
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         # lease-lost is the client's own observation, not an op the service served

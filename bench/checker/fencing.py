@@ -66,12 +66,16 @@ def grant_order_anomalies(calls: Sequence[Call]) -> tuple[list[Anomaly], int]:
         tokens = seen.setdefault(key, {})
         earlier = tokens.get(token)
         if earlier is not None:
+            who = (
+                f"process {call.process} was granted {key!r} with token {token} twice "
+                f"(ops {earlier.invoke.index} and {call.invoke.index})"
+                if earlier.process == call.process
+                else f"processes {earlier.process} and {call.process} were both granted "
+                f"{key!r} with token {token}"
+            )
             out.append(
                 _anomaly(
-                    "duplicate-token",
-                    f"processes {earlier.process} and {call.process} were both granted "
-                    f"{key!r} with token {token}; a token must identify one grant",
-                    [earlier, call],
+                    "duplicate-token", f"{who}; a token must identify one grant", [earlier, call]
                 )
             )
         else:
@@ -122,6 +126,8 @@ class FencingChecker:
     """``fencing``: token uniqueness and order per lock, and the resource's acceptance order."""
 
     name = "fencing"
+    # valid needs a grant or a resource access that succeeded (bench/checking.py, require_evidence)
+    requires = ("acquire", "res-enter", "res-read", "res-write", "res-exit")
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         calls = history.calls

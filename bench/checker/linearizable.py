@@ -38,9 +38,9 @@ MAX_ANOMALY_OPS = 64
 
 
 def infer_model(history: Sequence[Op]) -> str:
-    """A model for histories that do not name one: locks if there are acquires, else registers."""
+    """A model for histories that do not name one: locks if there are lock ops, else registers."""
     fs = {op.f for op in history if op.is_client}
-    if "acquire" in fs:
+    if fs & {"acquire", "release", "owner"}:
         tokens = any(
             op.f == "acquire" and op.type == "ok" and isinstance(op.value, int) for op in history
         )
@@ -468,6 +468,8 @@ class LinearizableChecker:
     """``linearizable``: the whole history against one model (``model`` option, else inferred)."""
 
     name = "linearizable"
+    # valid needs a lock or register op that succeeded (bench/checking.py, require_evidence)
+    requires = ("acquire", "release", "owner", "read", "write", "cas")
 
     def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult:
         return check_linearizable(history, options)

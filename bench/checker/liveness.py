@@ -77,6 +77,8 @@ class LivenessChecker:
     """``liveness``: needs the ``ttl`` option (seconds); ``failover`` and ``margin`` default."""
 
     name = "liveness"
+    # valid needs a grant that succeeded (bench/checking.py, require_evidence)
+    requires = ("acquire",)
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         calls = history.calls

@@ -37,6 +37,8 @@ class LostUpdatesChecker:
     """``lost-updates``: per key, the ``final-read`` value against acknowledged res-writes."""
 
     name = "lost-updates"
+    # valid needs the final read that succeeded (bench/checking.py, require_evidence)
+    requires = ("final-read",)
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         acknowledged: dict[str | None, int] = {}

@@ -9,12 +9,13 @@ sections never interleave; without it they do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from bench.checker.linearizable import check_linearizable
 from bench.checker.resource import Section, accesses, sections
-from lockbench.history import PairedHistory
+from lockbench.history import Call, PairedHistory, Process
 from lockbench.options import CheckOptions
 from lockbench.protocols import Anomaly, CheckResult, combine_verdicts
 
@@ -40,6 +41,41 @@ def overlapping_sections(all_sections: Sequence[Section]) -> list[tuple[Section,
     return pairs
 
 
+def overlapping_holds(calls: Sequence[Call]) -> int:
+    """How many times two processes both believed they held one lock (the report's red bands).
+
+    A process believes it holds a lock from its acquire's ok until it invokes the release that
+    is its next op on that lock (to the end of the history if that op is not a release). Such
+    overlaps are what mutual exclusion forbids, or what a lapsed lease makes possible and fencing
+    must then make harmless: the count is a measurement; the verdict comes from the model and
+    the resource.
+    """
+    held: dict[str | None, list[tuple[int, float, Process]]] = {}
+    holding: dict[tuple[Process, str | None], tuple[int, Process]] = {}
+    for call in calls:
+        if call.invoke.f not in ("acquire", "release"):
+            continue
+        slot = (call.process, call.invoke.key)
+        begun = holding.pop(slot, None)
+        if begun is not None:  # only a release as the next op on the lock ends the hold
+            until = call.invoke.time if call.invoke.f == "release" else math.inf
+            held.setdefault(call.invoke.key, []).append((begun[0], until, slot[0]))
+        if call.invoke.f == "acquire" and call.outcome == "ok" and call.completion is not None:
+            holding[slot] = (call.completion.time, call.process)
+    for (process, key), (start, _) in holding.items():
+        held.setdefault(key, []).append((start, math.inf, process))
+    count = 0
+    for spans in held.values():
+        spans.sort(key=lambda span: span[0])
+        best_end, best_process = -math.inf, None
+        for start, until, process in spans:
+            if start < best_end and process != best_process:
+                count += 1
+            if until > best_end:
+                best_end, best_process = until, process
+    return count
+
+
 def _overlap_anomaly(first: Section, second: Section) -> Anomaly:
     ops = [a.call for a in (*first.accesses, *second.accesses)]
     indices = sorted({c.invoke.index for c in ops} | {a.index for a in first.accesses})
@@ -62,6 +98,8 @@ class MutualExclusionChecker:
     """``mutual-exclusion``: owned-mutex model (or ``model: mutex``) plus resource overlap."""
 
     name = "mutual-exclusion"
+    # valid needs a grant or a resource access that succeeded (bench/checking.py, require_evidence)
+    requires = ("acquire", "res-enter", "res-read", "res-write", "res-exit")
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         model = opts.model if opts.model in LOCK_MODELS else "owned-mutex"
@@ -80,7 +118,10 @@ class MutualExclusionChecker:
         stats: dict[str, Any] = {
             "model": dict(model_result.stats),
             "critical_sections": len(all_sections),
-            "overlapping_pairs": len(overlaps),
+            # accepted critical sections that overlapped on the resource (anomalies)
+            "overlapping_sections": len(overlaps),
+            # times two clients believed they held one lock, as the report counts them
+            "overlapping_holds": overlapping_holds(history.calls),
         }
         return CheckResult(
             self.name,

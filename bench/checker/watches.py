@@ -178,6 +178,8 @@ class WatchesChecker:
     """``watches``: completeness, order, uniqueness and agreement of watch streams."""
 
     name = "watches"
+    # valid needs a watch that succeeded (bench/checking.py, require_evidence)
+    requires = ("watch",)
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         calls = history.calls

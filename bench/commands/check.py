@@ -8,7 +8,8 @@ directory it reads ``history.jsonl`` (or ``history.edn``), checks it with the ch
 the run's ``test.yaml`` names (so a re-check judges what the run judged), and rewrites
 ``results.json`` there through lockbench.run_dir (as the runner does), keeping the run's
 ``errors`` and ``run`` notes. Reading, pairing and checking is bench/checking.py's
-``check_history_file``, the function the runner calls too.
+``check_history_file``, the function the runner calls too. A run whose notes say it never
+started or never finished is never re-judged valid (``lockbench.run_dir.never_valid_reason``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ from bench.commands import summary
 from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_USAGE, EXIT_VALID, ConfigError
 from lockbench.history import Op
 from lockbench.plugins import WORKLOADS, has_plugin, load_plugin
-from lockbench.protocols import CheckResult, Verdict
-from lockbench.run_dir import TEST_FILE, RunDirProblem, read_results, read_test_data, write_results
+from lockbench.protocols import CheckResult, Verdict, combine_verdicts
+from lockbench.run_dir import (
+    TEST_FILE,
+    RunDirProblem,
+    never_valid_reason,
+    read_results,
+    read_test_data,
+    write_results,
+)
 
 HISTORY_NAMES = ("history.jsonl", "history.edn")
 HISTORY_SUFFIXES = (".jsonl", ".edn")
@@ -123,10 +131,11 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def default_checkers(history: Sequence[Op], options: Mapping[str, Any]) -> list[str]:
-    """The checkers that apply to what the history contains."""
+    """The checkers that apply to what the history contains; a ``model`` forces linearizable."""
     fs = {op.f for op in history if op.is_client}
-    names = ["linearizable"] if fs & {"acquire", "read", "write", "cas"} else []
-    if "acquire" in fs:
+    model_ops = fs & {"acquire", "release", "owner", "read", "write", "cas"}
+    names = ["linearizable"] if model_ops or options.get("model") is not None else []
+    if fs & {"acquire", "release"}:
         names += ["mutual-exclusion", "fencing"]
         if options.get("ttl") is not None:
             names.append("liveness")
@@ -215,9 +224,12 @@ def _checker_names(
     """``--checkers``, else the run's test.yaml, else what the history contains."""
     if args.checkers:
         return [name for item in args.checkers for name in item.split(",") if name]
-    if settings.checkers is not None:
-        return settings.checkers
-    return lambda history: default_checkers(history, options)
+    named = settings.checkers
+    if named is None:
+        return lambda history: default_checkers(history, options)
+    if args.model is not None and "linearizable" not in named:
+        return [*named, "linearizable"]  # --model asks for the linearizability check
+    return named
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,11 +241,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(args: argparse.Namespace, path: Path, flags: dict[str, Any]) -> int:
-    verdict, results = _check(args, path, flags)
-    document = {
+    verdict, results, reason = _check(args, path, flags)
+    document: dict[str, Any] = {
         "verdict": verdict,
         "checkers": {name: result.to_json() for name, result in results.items()},
     }
+    if reason is not None:
+        document["reason"] = reason
     json.dump(document, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return EXIT_BY_VERDICT[verdict]
@@ -241,17 +255,21 @@ def _run_one(args: argparse.Namespace, path: Path, flags: dict[str, Any]) -> int
 
 def _check(
     args: argparse.Namespace, path: Path, flags: dict[str, Any]
-) -> tuple[Verdict, dict[str, CheckResult]]:
-    """Check one history file or run directory (rewriting a run directory's results.json)."""
+) -> tuple[Verdict, dict[str, CheckResult], str | None]:
+    """Check one history file or run directory (rewriting a run directory's results.json); the
+    reason is why a run that never started or finished cannot be valid."""
     history_path, run_dir = _locate(path)
     settings = run_settings(run_dir) if run_dir is not None else RunSettings()
     options = {**settings.options, **flags}  # flags override the test file
     names = _checker_names(args, settings, options)
     verdict, results = check_history_file(history_path, names, options)
+    errors, notes = _previous_notes(run_dir) if run_dir is not None else ([], None)
+    reason = never_valid_reason(notes)
+    if reason is not None:  # a run that never started or finished is never valid
+        verdict = combine_verdicts([verdict, "unknown"])
     if run_dir is not None:
-        errors, notes = _previous_notes(run_dir)
         write_results(run_dir, verdict, results, errors=errors, notes=notes)
-    return verdict, results
+    return verdict, results, reason
 
 
 def _is_collection(path: Path) -> bool:
@@ -292,7 +310,7 @@ def _run_many(args: argparse.Namespace, paths: Sequence[Path], flags: dict[str, 
     for path in paths:
         one = time.perf_counter()
         try:
-            verdict, results = _check(args, path, flags)
+            verdict, results, reason = _check(args, path, flags)
         except ConfigError as exc:
             counts["bad input"] += 1
             code = EXIT_USAGE
@@ -300,7 +318,7 @@ def _run_many(args: argparse.Namespace, paths: Sequence[Path], flags: dict[str, 
         else:
             counts[verdict] += 1
             code = EXIT_BY_VERDICT[verdict]
-            line = f"{verdict:<8} {path}  {_describe(results)}"
+            line = f"{verdict:<8} {path}  {reason + '; ' if reason else ''}{_describe(results)}"
         seconds = time.perf_counter() - one
         print(f"{line}  ({seconds * 1e3:.2f} ms)", flush=True)
         if EXIT_SEVERITY.index(code) < EXIT_SEVERITY.index(worst):

@@ -120,7 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
     outcome = run_test(config, options)
     stats = outcome.stats
     print(
-        f"lockbench: {config.name}: verdict {outcome.verdict or 'none'} "
+        f"lockbench: {config.name}: verdict {outcome.verdict} "
         f"(exit {outcome.exit_code}); ops ok {stats.ok} fail {stats.fail} info {stats.info}"
         + ("; interrupted" if outcome.interrupted else "")
     )

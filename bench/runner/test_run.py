@@ -62,6 +62,8 @@ from lockbench.run_dir import (
     REPORT_FILE,
     RESOURCE_LOG,
     create_run_dir,
+    never_valid_reason,
+    unfinished_notes,
     write_results,
     write_test_file,
 )
@@ -92,12 +94,18 @@ class RunOptions:
     live_progress: bool | None = None  # None: a live display only when stdout is a terminal
 
 
+class Interrupted(BenchError):
+    """Ctrl-C or SIGTERM arrived before the test proper started."""
+
+    exit_code = EXIT_UNKNOWN
+
+
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     """What a run produced; ``exit_code`` follows docs/history.md."""
 
     run_dir: Path
-    verdict: Verdict | None
+    verdict: Verdict
     exit_code: int
     errors: tuple[str, ...]
     interrupted: bool
@@ -161,6 +169,7 @@ class TestRun:
         config = self.config
         run_dir = create_run_dir(self.options.store, config.name)
         write_test_file(run_dir, config.to_data())
+        write_results(run_dir, "unknown", {}, notes=unfinished_notes())
         with _bench_log(run_dir / BENCH_LOG), self._signal_handlers():
             log.info("run %s: %s", config.name, run_dir)
             return await self._run(run_dir)
@@ -186,7 +195,11 @@ class TestRun:
                 self._report(f"could not start {backend.name}: {exc}")
                 setup_error = exc
             else:
-                await self._drive(backend, test_cluster.cluster, history, nemesis, run_dir)
+                if self.interrupted:  # Ctrl-C while deploying: nothing was tested
+                    self._report("interrupted during set-up: the test never started")
+                    setup_error = Interrupted()
+                else:
+                    await self._drive(backend, test_cluster.cluster, history, nemesis, run_dir)
         finally:
             writer.close()
             if self._nemesis_log is not None:
@@ -206,15 +219,16 @@ class TestRun:
         self.errors.append(message)
 
     def _setup_failed(self, run_dir: Path, exc: BaseException) -> RunOutcome:
+        """The test never started: unknown (never valid), whoever reads the run later."""
         code = exc.exit_code if isinstance(exc, BenchError) else EXIT_CLUSTER
-        write_results(
-            run_dir,
-            "unknown",
-            {},
-            errors=self.errors,
-            notes={"setup_failed": True, "interrupted": self.interrupted},
+        notes: dict[str, Any] = {"started": False, "interrupted": self.interrupted}
+        if not isinstance(exc, Interrupted):
+            notes["setup_failed"] = True
+        notes["reason"] = never_valid_reason(notes)
+        write_results(run_dir, "unknown", {}, errors=self.errors, notes=notes)
+        return RunOutcome(
+            run_dir, "unknown", code, tuple(self.errors), self.interrupted, self.stats
         )
-        return RunOutcome(run_dir, None, code, tuple(self.errors), self.interrupted, self.stats)
 
     def _make_nemesis(
         self, cluster: Cluster, backend: Backend, history: HistorySink, run_dir: Path
@@ -507,6 +521,8 @@ class TestRun:
     def _analyse(self, run_dir: Path) -> RunOutcome:
         config = self.config
         notes = {
+            "started": True,
+            "finished": True,
             "interrupted": self.interrupted,
             "ops": {
                 "invoke": self.stats.invokes,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.checking import run_checkers
 from lockbench.history import pair_calls, read_history
 from lockbench.protocols import Anomaly
 from reports import analysis
@@ -64,6 +65,32 @@ def test_leader_spans_and_failover_gaps(tmp_path: Path) -> None:
         ("n4", 2, 2.0, 3.0),
     ]
     assert analysis.failover_gaps(spans) == [(1.0, 2.0, "failover 1.00 s: n1 → n4")]
+
+
+def test_a_leader_change_with_no_leaderless_sample_is_a_failover_timed_from_the_kill(
+    tmp_path: Path,
+) -> None:
+    # The leader poll saw n1, then n3 at once: the election finished between two polls. The
+    # report once listed no failover here, the first leader change after a leader kill.
+    write_history(
+        tmp_path,
+        [
+            _nemesis("leader", {"leader": "n1", "term": 1}),
+            _nemesis("leader", {"leader": "n1", "term": 1}),
+            _nemesis("start-kill", {"nodes": ["n1"]}),
+            _nemesis("leader", {"leader": "n1", "term": 1}),
+            _nemesis("leader", {"leader": "n3", "term": 2}),
+            _nemesis("stop-kill", {"nodes": ["n1"]}),
+            _nemesis("leader", {"leader": "n3", "term": 2}),
+        ],
+        step_ns=500_000_000,
+    )
+    ops = read_history(tmp_path / "history.jsonl")
+    spans = analysis.leader_spans(ops, end_time=3.0)
+    faults = analysis.fault_windows(ops, end_time=3.0)
+    assert analysis.failover_gaps(spans, faults) == [(1.0, 2.0, "failover 1.00 s: n1 → n3")]
+    # without a fault to time it from, the change is still listed
+    assert analysis.failover_gaps(spans) == [(2.0, 2.0, "failover under one poll: n1 → n3")]
 
 
 def test_lock_holds_carry_tokens_and_unknown_acquires_are_possible_holds(tmp_path: Path) -> None:
@@ -192,3 +219,18 @@ def test_only_the_holder_that_stalled_overlaps_later_holders(sample_store: Sampl
     stalled = {row.first for row in overlaps.itertuples()}
     assert len(stalled) == 1, "only the holder that stalled past its lease overlaps anyone"
     assert (overlaps["start"] > 0.4 * data.duration_s).all()
+
+
+def test_the_mutual_exclusion_stats_count_the_overlaps_the_report_shades(
+    sample_store: SampleStore,
+) -> None:
+    # once: overlapping_pairs 0 in the checker's stats while the report counted 629 two-holder
+    # moments. The stats now carry the report's count under its own name.
+    for run in (sample_store.valid, sample_store.invalid):
+        data = load_run(run)
+        calls = analysis.calls_frame(data.calls, data.duration_s)
+        shaded = len(analysis.overlapping_holds(analysis.lock_holds(calls, ttl_s=None)))
+        _, results = run_checkers(data.ops, ["mutual-exclusion"], {})
+        stats = results["mutual-exclusion"].stats
+        assert stats["overlapping_holds"] == shaded > 0
+        assert "overlapping_sections" in stats and "overlapping_pairs" not in stats

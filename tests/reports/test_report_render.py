@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.checking import run_checkers
+from lockbench.history import read_history
+from lockbench.run_dir import write_results
+from reports.render import render_report
 from reports.run_data import load_run
-from tests.reports.report_support import SampleStore
+from tests.reports.report_support import SampleStore, write_history
 
 
 def _figures(page: str) -> dict[str, dict[str, object]]:
@@ -112,3 +116,43 @@ def test_lockbench_report_on_a_missing_directory_is_a_usage_error(tmp_path: Path
     from bench.cli import main
 
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_near_identical_anomalies_are_one_group_with_count_first_example_and_span(
+    tmp_path: Path,
+) -> None:
+    # A restarted leader reused 21 tokens: 21 duplicate-token lines that differ only in lock,
+    # processes and token once filled the page; they are one group now.
+    records: list[dict[str, object]] = []
+    for i in range(21):
+        token = 100 + i
+        for process in (2 * i, 2 * i + 1):
+            records.append({"process": process, "type": "invoke", "f": "acquire", "key": "L"})
+            records.append(
+                {"process": process, "type": "ok", "f": "acquire", "key": "L", "value": token}
+            )
+            records.append({"process": process, "type": "invoke", "f": "release", "key": "L"})
+            records.append({"process": process, "type": "ok", "f": "release", "key": "L"})
+    write_history(tmp_path, records, step_ns=10_000_000)
+    ops = read_history(tmp_path / "history.jsonl")
+    verdict, results = run_checkers(ops, ["fencing"], {})
+    assert verdict == "invalid" and len(results["fencing"].anomalies) == 20  # MAX_REPORTED
+    write_results(tmp_path, verdict, results)
+    page = render_report(tmp_path).read_text(encoding="utf-8")
+    assert "Anomalies (20 in 1 group)" in page
+    assert '<b class="count">&times; 20</b>' in page
+    first = results["fencing"].anomalies[0]
+    assert html.escape(first.explanation) in page
+    assert "19 more like it" in page
+    spans = [(a.time_start or 0) / 1e9 for a in results["fencing"].anomalies]
+    assert f'class="jump group-span" href="#timeline" data-start="{min(spans):.6f}"' in page
+
+
+def test_checker_stats_are_readable_names_and_values_not_json(
+    report_pages: dict[str, str],
+) -> None:
+    page = report_pages["valid"]
+    stats = page[page.index('<section id="checkers">') : page.index('<section id="anomalies">')]
+    assert '<dl class="stats">' in stats
+    assert "<dt>keys</dt><dd>2</dd>" in stats  # the linearizable stats, by name
+    assert '{"' not in stats and "&quot;" not in stats  # no raw JSON

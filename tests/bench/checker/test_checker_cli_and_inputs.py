@@ -74,7 +74,7 @@ def test_check_rewrites_results_json_in_a_run_directory(
     assert code == 1
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["verdict"] == "invalid"
-    assert set(results["checkers"]) == {"linearizable"}
+    assert set(results["checkers"]) == {"linearizable", "stats"}  # stats always runs
 
 
 def test_check_exits_three_when_the_budget_runs_out(
@@ -215,7 +215,7 @@ def test_checkers_may_be_named_with_commas_and_unknown_ones_exit_two(
     path = str(write_jsonl(tmp_path / "good.jsonl", GOOD))
     code, out, _ = lockbench_check([path, "--checkers", "linearizable,availability"], capsys)
     assert code == 0
-    assert list(json.loads(out)["checkers"]) == ["linearizable", "availability"]
+    assert list(json.loads(out)["checkers"]) == ["linearizable", "availability", "stats"]
     code, _, err = lockbench_check([path, "--checkers", "linearisable"], capsys)
     assert code == 2
     assert "unknown checker" in err

@@ -63,7 +63,7 @@ def incident(*, since_s: float | None, next_granted_s: float) -> list[Op]:
 
 def verdicts(ops: list[Op]) -> dict[str, str]:
     _, results = run_checkers(ops, LOCK_CHECKERS, {})
-    return {name: result.verdict for name, result in results.items()}
+    return {name: results[name].verdict for name in LOCK_CHECKERS}
 
 
 def test_a_grant_after_the_holders_lease_lapsed_is_valid_with_the_record() -> None:

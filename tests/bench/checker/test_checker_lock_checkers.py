@@ -9,6 +9,7 @@ import pytest
 from bench.checking import available_checkers, run_checkers
 from lockbench.errors import ConfigError
 from lockbench.history import Op
+from lockbench.protocols import combine_verdicts
 from tests.bench.checker.checker_histories import MS, history
 
 S = 1_000_000_000
@@ -16,7 +17,7 @@ S = 1_000_000_000
 
 def check(name: str, ops: list[Op], **options: Any) -> Any:
     verdict, results = run_checkers(ops, [name], options)
-    assert verdict == results[name].verdict
+    assert verdict == combine_verdicts([results[name].verdict, results["stats"].verdict])
     return results[name]
 
 
@@ -110,6 +111,23 @@ def test_fencing_finds_a_token_granted_twice() -> None:
     )
     result = check("fencing", ops)
     assert [a.kind for a in result.anomalies] == ["duplicate-token"]
+
+
+def test_a_token_granted_twice_to_one_process_names_it_once() -> None:
+    # once read "processes 2 and 2 were both granted" (a restarted leader reusing tokens)
+    ops = history(
+        (2, "invoke", "acquire", "L", None),
+        (2, "ok", "acquire", "L", 4),
+        (2, "invoke", "release", "L", None),
+        (2, "ok", "release", "L", None),
+        (2, "invoke", "acquire", "L", None),
+        (2, "ok", "acquire", "L", 4),
+    )
+    (anomaly,) = check("fencing", ops).anomalies
+    assert anomaly.kind == "duplicate-token"
+    assert anomaly.explanation.startswith("process 2 was granted 'L' with token 4 twice (ops 0 and")
+    assert "processes 2 and 2" not in anomaly.explanation
+    assert anomaly.processes == (2,)
 
 
 def test_fencing_finds_the_resource_accepting_a_lower_token() -> None:
@@ -316,7 +334,7 @@ def test_run_checkers_composes_invalid_over_unknown_over_valid() -> None:
 
 def test_unknown_checker_and_unknown_option_are_config_errors() -> None:
     assert "linearizable" in available_checkers()
-    assert len(available_checkers()) == 8
+    assert len(available_checkers()) == 9
     with pytest.raises(ConfigError, match="unknown checker"):
         run_checkers([], ["linearisable"], {})
     with pytest.raises(ConfigError, match="unknown checker option"):

@@ -20,7 +20,14 @@ pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
 REPO = Path(__file__).resolve().parents[3]
 QUICK_TEST = REPO / "tests" / "configs" / "memory-quick.yaml"
-MUTEX_DEFAULTS = {"linearizable", "mutual-exclusion", "fencing", "liveness", "availability"}
+MUTEX_DEFAULTS = {
+    "linearizable",
+    "mutual-exclusion",
+    "fencing",
+    "liveness",
+    "availability",
+    "stats",  # always runs
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +105,7 @@ def test_recheck_uses_the_checkers_and_options_test_yaml_names(
     code, _, _ = lockbench_check([str(run_dir)], capsys)
     results = read_json(run_dir / "results.json")
     assert code == 0
-    assert list(results["checkers"]) == ["linearizable", "fencing"]
+    assert list(results["checkers"]) == ["linearizable", "fencing", "stats"]
     assert results["checkers"]["linearizable"]["stats"]["model"] == "mutex"
 
 
@@ -116,11 +123,14 @@ def test_command_line_flags_override_test_yaml(
 def test_without_checkers_in_test_yaml_the_workloads_defaults_run(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The history holds acquires and no watches, so only the workload can have named these.
+    # The history holds acquires and no watches, so only the workload can have named these;
+    # the watch checker then had nothing to check: unknown, never valid.
     edit_test_file(run_dir, workload="watch", checkers=None)
     code, out, _ = lockbench_check([str(run_dir)], capsys)
-    assert code == 0
-    assert list(json.loads(out)["checkers"]) == ["watches", "mutual-exclusion", "availability"]
+    checkers = json.loads(out)["checkers"]
+    assert list(checkers) == ["watches", "mutual-exclusion", "availability", "stats"]
+    assert code == 3 and checkers["watches"]["verdict"] == "unknown"
+    assert "no watch operation succeeded" in checkers["watches"]["reason"]
 
 
 def test_an_unknown_workload_falls_back_to_what_the_history_contains(
