@@ -175,6 +175,11 @@ class BenchWorkload:
             return None
         return op.key
 
+    def held_locks(self, process: int) -> list[str]:
+        """The locks the process holds whose lease lapse is not recorded yet (at the end of a
+        run the runner asks each holder's client one last time)."""
+        return [lock for lock, held in self._held.get(process, {}).items() if not held.lease_lost]
+
     def lease_lost(self, process: int, lock: str) -> None:
         """The runner recorded ``lease-lost`` for ``lock``: adapt the rest of the plan.
 

@@ -28,6 +28,16 @@ SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
     ),
     "report": ("bench.commands.report", "write RUN_DIR/report.html from a stored run"),
     "serve": ("bench.commands.serve", "browse the store's runs and reports in a web browser"),
+    "validate": (
+        "bench.commands.validate",
+        "prove the bench catches lockd's known bugs (each --unsafe-* switch) and that the same "
+        "tests without them are valid",
+    ),
+    "nightly": (
+        "bench.commands.nightly",
+        "run a matrix of tests within a time budget; write JUnit XML and an HTML summary with "
+        "trends",
+    ),
 }
 
 

@@ -184,6 +184,17 @@ class ClientDriver:
         lock = self.workload.lease_to_check(process)
         if lock is None:
             return False
+        return self._record_lapse(client, process, lock, node)
+
+    def check_leases_at_end(self, client: LockClient, process: int) -> None:
+        """Once every process has stopped, record ``lease-lost`` for each lock the process
+        still holds whose lease lapsed. A holder stopped by the time limit takes no next step,
+        so without this the service's correct expiry of its session (and the grant to a
+        waiter that followed) would read as two holders."""
+        for lock in self.workload.held_locks(process):
+            self._record_lapse(client, process, lock, self.node_for(process))
+
+    def _record_lapse(self, client: LockClient, process: int, lock: str, node: str | None) -> bool:
         deadline = lease_deadline_of(client)
         if deadline is None:
             return False
@@ -252,6 +263,11 @@ class ClientProcess:
                 driver.retire(self.client)
                 self.client = None
                 self.process += driver.concurrency
+
+    def check_leases_at_end(self) -> None:
+        """Record lapsed leases of the locks still held (see ClientDriver.check_leases_at_end)."""
+        if self.client is not None:
+            self.driver.check_leases_at_end(self.client, self.process)
 
     async def close(self) -> None:
         """Close the client, only once every process has stopped.

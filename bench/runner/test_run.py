@@ -416,6 +416,8 @@ class TestRun:
             self.stop.set()
             self.stats.phase = "stopping"
             log.info("generators stopped after %.1fs", driver.history.now() / 1e9)
+            for process in processes:
+                process.check_leases_at_end()
             await asyncio.gather(*(p.close() for p in processes))
             await self._stop_nemesis(nemesis, nemesis_task)
             if not self.abort.is_set():

@@ -233,4 +233,5 @@ def test_the_mutual_exclusion_stats_count_the_overlaps_the_report_shades(
         _, results = run_checkers(data.ops, ["mutual-exclusion"], {})
         stats = results["mutual-exclusion"].stats
         assert stats["overlapping_holds"] == shaded > 0
-        assert "overlapping_sections" in stats and "overlapping_pairs" not in stats
+        assert "overlapping_sections" in stats
+        assert "overlapping_pairs" not in stats

@@ -65,7 +65,8 @@ def test_a_bench_killed_mid_run_leaves_a_valid_history_prefix(tmp_path: Path) ->
     assert sum(c.completion is None for c in calls) <= 6  # at most one open op per process
     # killed: the run never got to checking; results.json still says so (unfinished, unknown)
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["verdict"] == "unknown" and results["run"]["finished"] is False
+    assert results["verdict"] == "unknown"
+    assert results["run"]["finished"] is False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

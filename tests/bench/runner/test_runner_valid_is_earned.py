@@ -64,7 +64,8 @@ def test_ctrl_c_during_deploy_is_unknown_never_valid(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         log = store / "latest" / "bench.log"
         while not (log.exists() and "deploying" in log.read_text()):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+            assert time.monotonic() < deadline, "the bench never started deploying"
+            assert proc.poll() is None, proc.stderr
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -72,11 +73,13 @@ def test_ctrl_c_during_deploy_is_unknown_never_valid(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 3, err[-2000:]
-    assert "verdict unknown (exit 3)" in out and "valid" not in out.replace("unknown", "")
+    assert "verdict unknown (exit 3)" in out
+    assert "valid" not in out.replace("unknown", "")
     run_dir = (store / "latest").resolve()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["verdict"] == "unknown"
-    assert results["run"]["started"] is False and results["run"]["interrupted"] is True
+    assert results["run"]["started"] is False
+    assert results["run"]["interrupted"] is True
     assert "never started" in results["run"]["reason"]
     # a re-check cannot turn it valid either
     assert lockbench("check", str(run_dir)) == 3
@@ -95,19 +98,22 @@ def test_a_killed_bench_is_marked_unfinished_and_no_command_calls_it_valid(
         if proc.poll() is None:
             proc.kill()
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["verdict"] == "unknown" and results["run"]["finished"] is False
+    assert results["verdict"] == "unknown"
+    assert results["run"]["finished"] is False
     summary = summarize_run(store, run_dir)
     assert (summary.verdict, summary.status) == ("unknown", "unfinished")
     assert "unfinished" in render_index_html(store, live=True)
     # The prefix checks clean, but the run never finished: unknown, and stays so on disk.
     assert lockbench("check", str(run_dir)) == 3
     document = json.loads(capsys.readouterr().out)
-    assert document["verdict"] == "unknown" and "never finished" in document["reason"]
+    assert document["verdict"] == "unknown"
+    assert "never finished" in document["reason"]
     assert all(
         result["verdict"] in ("valid", "unknown") for result in document["checkers"].values()
     )
     after = json.loads((run_dir / "results.json").read_text())
-    assert after["verdict"] == "unknown" and after["run"]["finished"] is False
+    assert after["verdict"] == "unknown"
+    assert after["run"]["finished"] is False
     assert summarize_run(store, run_dir).status == "unfinished"
 
 
@@ -117,5 +123,6 @@ def test_a_finished_run_is_marked_finished(tmp_path: Path) -> None:
     assert lockbench("run", str(path), "--store", str(store), "--no-progress") == 0
     run_dir = (store / "latest").resolve()
     notes = json.loads((run_dir / "results.json").read_text())["run"]
-    assert notes["started"] is True and notes["finished"] is True
+    assert notes["started"] is True
+    assert notes["finished"] is True
     assert summarize_run(store, run_dir).status == ""
