@@ -325,7 +325,10 @@ class Checker(Protocol):
     """Reads only the history, so it can run later, elsewhere, on histories from other tools.
 
     The history arrives read and paired once (``PairedHistory``) and the options parsed once
-    (``CheckOptions``); the same call serves ``lockbench run`` and ``lockbench check``."""
+    (``CheckOptions``); the same call serves ``lockbench run`` and ``lockbench check``.
+    Optionally a checker declares ``requires``: op kinds at least one of which must have
+    succeeded for its ``valid`` to mean anything; otherwise the pipeline makes it ``unknown``
+    (valid is earned, docs/checkers.md)."""
 
     name: str
 
