@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.commands import summary
+from bench.commands.run import set_items
 from bench.runner.junit import write_junit
 from bench.runner.nightly import (
     JUNIT_FILE,
@@ -66,16 +65,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _overrides(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(raw)
-    return out
-
-
 def _progress(record: RunRecord) -> None:
     cell = record.cell
     what = record.skipped or record.verdict or f"error: {record.error}"
@@ -88,7 +77,7 @@ def _progress(record: RunRecord) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    matrix = load_matrix(args.matrix, _overrides(args.set))
+    matrix = load_matrix(args.matrix, set_items(args.set))
     if args.budget_minutes is not None:
         if args.budget_minutes <= 0:
             raise ConfigError("--budget-minutes must be positive")

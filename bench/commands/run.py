@@ -99,7 +99,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["nemesis"] = []
     if args.checkers:
         overrides["checkers"] = [c.strip() for c in args.checkers.split(",") if c.strip()]
-    for item in args.set:
+    overrides.update(set_items(args.set))
+    return overrides
+
+
+def set_items(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as test-file keys (VALUE is YAML); shared by run, validate and
+    nightly."""
+    overrides: dict[str, Any] = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")

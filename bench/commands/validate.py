@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.commands import summary
+from bench.commands.run import set_items
 from bench.runner.run_series import Matrix, RunRecord
 from bench.runner.test_run import RunOptions
 from bench.runner.validation import (
@@ -62,16 +61,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        extra[key.strip()] = yaml.safe_load(raw)
-    return settings_from(args.runtime, args.inventory, extra)
-
-
 def _progress(record: RunRecord) -> None:
     cell = record.cell
     what = (
@@ -94,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--time-limit must be positive (seconds)")
     cases = select_cases(args.only)
     cells = build_cells(
-        cases, args.seeds, time_limit=args.time_limit, settings=_settings(args)
+        cases,
+        args.seeds,
+        time_limit=args.time_limit,
+        settings=settings_from(args.runtime, args.inventory, set_items(args.set)),
     )  # every test validated before the first run starts
     started = time.monotonic()
     options = RunOptions(store=args.store, live_progress=False)
