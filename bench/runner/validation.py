@@ -97,10 +97,21 @@ CASES: tuple[Case, ...] = (
         },
         expected_checkers=("fencing",),
     ),
+    # The leader's wall clock jumps 20 s ahead (libfaketime): with the switch it expires healthy
+    # sessions on that clock. A leader kill alone did not expose it in 24 s runs (0 of 2 seeds):
+    # holders whose keepalives went unanswered through the failover record lease-lost
+    # themselves, so the expiries it causes are ones the checkers must allow.
     Case(
         "wallclock-expiry",
-        "kill -9 of the leader",
-        {**MUTEX, "nemesis": [_every({"fault": "kill", "target": "leader"}, 8, 4)]},
+        "clock jump +20 s on the leader",
+        {
+            **MUTEX,
+            "nemesis": [
+                _every(
+                    {"fault": "clock", "mode": "bump", "offset_ms": 20000, "target": "leader"}, 8, 4
+                )
+            ],
+        },
         expected_checkers=("linearizable", "mutual-exclusion"),
     ),
     # A kill -9 keeps the page cache; losing power drops what was never fsynced (h17b's
