@@ -114,8 +114,11 @@ def summarise_results(results: Mapping[str, Any], time_limit: float) -> dict[str
     reasons: list[str] = []
     for name, result in checkers.items():
         for anomaly in result.get("anomalies") or ():
-            if isinstance(anomaly.get("time_start"), int):
-                starts.append(anomaly["time_start"])
+            # when the anomaly was complete (its last op), else its first op
+            at = anomaly.get("time_end")
+            at = at if isinstance(at, int) else anomaly.get("time_start")
+            if isinstance(at, int):
+                starts.append(at)
             if len(lines) < SUMMARY_ANOMALIES:
                 lines.append(f"{name}: {anomaly.get('kind')}: {anomaly.get('explanation')}")
         if result.get("verdict") == "unknown" and result.get("reason"):
