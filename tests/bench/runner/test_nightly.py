@@ -15,6 +15,8 @@ from bench.cli import main
 from bench.runner.nightly import load_matrix, load_nights
 from lockbench.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # a dozen short in-process runs, about a minute
+
 MUTEX = {
     "workload": "mutex",
     "workload_options": {"locks": 2, "hold": 0.002, "think": 0.002, "acquire_timeout": 0.5},

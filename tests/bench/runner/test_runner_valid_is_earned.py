@@ -25,6 +25,7 @@ from reports.index import render_index_html, summarize_run
 from tests.bench.runner.runner_support import write_test_file
 from tests.bench.runner.test_runner_signals import start_bench, wait_for_ops
 
+pytestmark = pytest.mark.process  # starts benches as processes (docs/development.md)
 HERE = Path(__file__).parent
 
 
