@@ -28,13 +28,7 @@ from typing import Any, cast
 import yaml
 
 from bench.backends.reference_client import open_reference_client
-from lockbench.daemon import (
-    kill_daemon,
-    log_path,
-    signal_daemon,
-    start_daemon,
-    stop_daemon,
-)
+from lockbench.daemon import OneDaemonPerNode, kill_daemon, log_path, port_offset, start_daemon
 from lockbench.deploy import Wheel, deploy_project, node_program, write_node_file
 from lockbench.errors import ConfigError
 from lockbench.protocols import Cluster, LockClient, Node, on_control_host
@@ -87,22 +81,16 @@ class ReferenceOptions:
         return ReferenceOptions(unsafe=tuple(unsafe), fsync=fsync, tick_ms=tick_ms)
 
 
-def _offset(node: Node) -> int:
-    spec = getattr(node, "spec", None)
-    offset = getattr(spec, "port_offset", 0)
-    return offset if isinstance(offset, int) else 0
-
-
 def client_port(node: Node) -> int:
-    return CLIENT_PORT + _offset(node)
+    return CLIENT_PORT + port_offset(node)
 
 
 def peer_port(node: Node) -> int:
-    return PEER_PORT + _offset(node)
+    return PEER_PORT + port_offset(node)
 
 
 def http_port(node: Node) -> int:
-    return HTTP_PORT + _offset(node)
+    return HTTP_PORT + port_offset(node)
 
 
 def config_path(node: Node) -> str:
@@ -186,10 +174,11 @@ def leader_from_statuses(
     return best[1], (best[0] if best[0] >= 0 else None)
 
 
-class ReferenceBackend:
+class ReferenceBackend(OneDaemonPerNode):
     """Implements lockbench.protocols.Backend for lockd on any runtime."""
 
     name = "reference"
+    daemon = DAEMON
 
     def __init__(
         self, options: ReferenceOptions | None = None, *, wheel: Wheel | None = None
@@ -254,18 +243,6 @@ class ReferenceBackend:
             env=env,
             ready_port=peer_port(node),
         )
-
-    def stop(self, node: Node) -> None:
-        stop_daemon(node, DAEMON)
-
-    def kill(self, node: Node) -> None:
-        kill_daemon(node, DAEMON)
-
-    def pause(self, node: Node) -> None:
-        signal_daemon(node, DAEMON, "STOP")
-
-    def resume(self, node: Node) -> None:
-        signal_daemon(node, DAEMON, "CONT")
 
     def wipe(self, node: Node) -> None:
         """Kill lockd if it runs and delete its data (not its config, venv or logs)."""

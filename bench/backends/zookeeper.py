@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.backends.zookeeper_client import open_zookeeper_client
-from lockbench.daemon import kill_daemon, log_path, signal_daemon, start_daemon, stop_daemon
+from lockbench.daemon import OneDaemonPerNode, kill_daemon, log_path, port_offset, start_daemon
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.protocols import Cluster, LockClient, Node
 
@@ -114,14 +114,8 @@ class ZooKeeperOptions:
         return ZooKeeperOptions(**values)
 
 
-def _offset(node: Node) -> int:
-    spec = getattr(node, "spec", None)
-    offset = getattr(spec, "port_offset", 0)
-    return offset if isinstance(offset, int) else 0
-
-
 def client_port(node: Node) -> int:
-    return CLIENT_PORT + _offset(node)
+    return CLIENT_PORT + port_offset(node)
 
 
 def zk_dir(node: Node) -> str:
@@ -158,7 +152,7 @@ def zoo_cfg(cluster: Cluster, node: Node, options: ZooKeeperOptions) -> str:
         "autopurge.purgeInterval=1",
     ]
     for member in cluster.nodes:
-        member_offset = _offset(member)
+        member_offset = port_offset(member)
         lines.append(
             f"server.{server_id(cluster, member)}={member.address}:"
             f"{QUORUM_PORT + member_offset}:{ELECTION_PORT + member_offset}"
@@ -222,8 +216,10 @@ def missing_software_command(server_jar: str = SERVER_JAR) -> str:
     return f"[ -r {jar} ] || echo jar; command -v {JAVA} >/dev/null 2>&1 || echo java"
 
 
-class ZooKeeperBackend:
+class ZooKeeperBackend(OneDaemonPerNode):
     """Implements bench.protocols.Backend for a ZooKeeper ensemble (one server per node)."""
+
+    daemon = DAEMON
 
     name = "zookeeper"
     # The local runtime's link proxy knows only lockd's peer ports; ZooKeeper's quorum and
@@ -282,18 +278,6 @@ class ZooKeeperBackend:
         """
         argv = server_argv(node, self.options.server_jar)
         start_daemon(node, DAEMON, argv, faketime=self._use_faketime)
-
-    def stop(self, node: Node) -> None:
-        stop_daemon(node, DAEMON)
-
-    def kill(self, node: Node) -> None:
-        kill_daemon(node, DAEMON)
-
-    def pause(self, node: Node) -> None:
-        signal_daemon(node, DAEMON, "STOP")
-
-    def resume(self, node: Node) -> None:
-        signal_daemon(node, DAEMON, "CONT")
 
     def wipe(self, node: Node) -> None:
         """Kill the server if it runs and delete its snapshots and logs (keeps ``myid``)."""

@@ -169,7 +169,14 @@ class ZooKeeperLockClient:
         self._heard.client = self._kazoo
         self._kazoo.hosts = HostsCountedAsOne(self._kazoo.hosts)
         self._kazoo.add_listener(self._on_state)
-        await self._call(lambda: self._kazoo.start(timeout=CONNECT_TIMEOUT_S))
+        try:
+            await self._call(lambda: self._kazoo.start(timeout=CONNECT_TIMEOUT_S))
+        except BaseException:
+            # kazoo's start gives up waiting but leaves its connection thread retrying for
+            # ever; the runner opens a fresh client after a failed open, so each failure
+            # would leave one more client hammering the servers
+            await self.close()
+            raise
         self._heard.last_heard = time.monotonic()
 
     def _on_state(self, state: str) -> None:

@@ -39,6 +39,7 @@ from bench.runner.test_run import RunOptions, run_test
 from lockbench.errors import ConfigError
 from lockbench.plugins import NEMESES, plugin_names
 from lockbench.protocols import Verdict, fault_refusal
+from lockbench.run_dir import RunDirProblem, read_results
 
 log = logging.getLogger(__name__)
 
@@ -260,36 +261,29 @@ def plan_matrix(spec: MatrixSpec, directory: Path) -> MatrixPlan:
     return plan
 
 
-def count_anomalies(results: Mapping[str, Any]) -> int:
-    checkers = results.get("checkers")
-    if not isinstance(checkers, Mapping):
-        return 0
-    return sum(
-        len(entry.get("anomalies") or []) for entry in checkers.values() if isinstance(entry, dict)
-    )
-
-
 def read_outcome(cell: Cell, run_dir: Path, errors: Sequence[str]) -> CellOutcome:
-    """A finished cell from its run directory's results.json."""
+    """A finished cell from its run directory's results.json (``lockbench.run_dir``)."""
     try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        stored = read_results(run_dir)
+    except RunDirProblem as exc:
         return CellOutcome(cell, run_dir, None, 0, f"no results: {exc}", tuple(errors))
-    verdict = results.get("verdict")
+    if stored is None:
+        return CellOutcome(cell, run_dir, None, 0, "no results.json", tuple(errors))
+    verdict = stored.verdict
+    anomalies = sum(len(result.anomalies) for result in stored.results)
+    notes: Mapping[str, Any] = stored.notes or {}
     reason = None
-    notes = results.get("notes") or {}
-    if isinstance(notes, dict) and notes.get("setup_failed"):
+    if notes.get("setup_failed"):
         reason = "could not set up: " + "; ".join(errors or ["see bench.log"])
         verdict = None
-    elif isinstance(notes, dict) and notes.get("reason"):
+    elif notes.get("reason"):
         reason = str(notes["reason"])
-    ops = notes.get("ops") if isinstance(notes, dict) else None
-    ok_ops = ops.get("ok") if isinstance(ops, dict) else None
-    if verdict == "valid" and ok_ops == 0:
+    ops = notes.get("ops")
+    if verdict == "valid" and isinstance(ops, Mapping) and ops.get("ok") == 0:
         # nothing succeeded, so nothing was checked: a verdict must be earned
         verdict = "unknown"
         reason = "no client operation succeeded: nothing was checked"
-    return CellOutcome(cell, run_dir, verdict, count_anomalies(results), reason, tuple(errors))
+    return CellOutcome(cell, run_dir, verdict, anomalies, reason, tuple(errors))
 
 
 @dataclass

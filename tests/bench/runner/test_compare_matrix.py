@@ -13,6 +13,7 @@ import yaml
 
 from bench.cli import main
 from bench.runner.matrix import Cell, MatrixSpec, plan_matrix, read_outcome
+from lockbench.run_dir import write_results
 
 
 def compare_dir(store: Path) -> Path:
@@ -95,8 +96,7 @@ def test_the_same_seed_gives_every_backend_the_same_cell_tests(tmp_path: Path) -
 def test_a_valid_run_in_which_nothing_succeeded_is_unknown(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    results = {"verdict": "valid", "checkers": {}, "notes": {"ops": {"ok": 0, "info": 7}}}
-    (run_dir / "results.json").write_text(json.dumps(results))
+    write_results(run_dir, "valid", {}, notes={"ops": {"ok": 0, "info": 7}})
     outcome = read_outcome(Cell("zookeeper", "mutex", "pause"), run_dir, [])
     assert outcome.verdict == "unknown"
     assert outcome.reason == "no client operation succeeded: nothing was checked"
