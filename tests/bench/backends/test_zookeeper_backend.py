@@ -96,6 +96,7 @@ def test_the_local_runtime_is_refused_with_the_reason(tmp_path: Path) -> None:
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # five JVMs may take minutes to form an ensemble on a loaded machine
 @pytest.mark.skipif(
     not HAVE_ZOOKEEPER, reason=f"no {SERVER_JAR}: install the Debian package '{DEBIAN_PACKAGE}'"
 )
@@ -122,7 +123,7 @@ def test_a_real_ensemble_on_a_netns_cluster_grants_locks_with_rising_tokens(
                 "concurrency": 5,
                 "op_timeout": 5,
                 "ttl": 3,
-                "recovery_bound": 120,
+                "recovery_bound": 300,
                 "seed": 4,
             }
         )
@@ -183,6 +184,7 @@ async def _connect(host: str, process: int) -> ZooKeeperLockClient:
 
 @pytest.mark.process
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 @pytest.mark.skipif(
     not HAVE_ZOOKEEPER, reason=f"no {SERVER_JAR}: install the Debian package '{DEBIAN_PACKAGE}'"
 )

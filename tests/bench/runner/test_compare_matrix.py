@@ -124,6 +124,7 @@ def test_bad_names_are_refused_before_anything_starts(
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # four cells, two of them lockd on five netns nodes
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_reference_on_a_netns_cluster_and_memory_in_one_matrix(tmp_path: Path) -> None:
     store = tmp_path / "store"
