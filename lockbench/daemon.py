@@ -308,32 +308,3 @@ def kill_all_daemons(node: Node) -> list[str]:
     return [f"{node.name}: daemon {line}" for line in killed.splitlines() if line.strip()] + [
         f"{node.name}: mount {line}" for line in mounts.splitlines() if line.strip()
     ]
-
-
-def port_offset(node: Node) -> int:
-    """The node's port offset (inventories may give one, so two clusters share a host); 0 if none.
-
-    A backend adds it to each of its ports, so its servers on two nodes of one host never clash.
-    """
-    spec = getattr(node, "spec", None)
-    offset = getattr(spec, "port_offset", 0)
-    return offset if isinstance(offset, int) else 0
-
-
-class OneDaemonPerNode:
-    """``stop``, ``kill``, ``pause`` and ``resume`` of a backend whose server on each node is
-    one daemon of this module, named by the class attribute ``daemon``."""
-
-    daemon: str
-
-    def stop(self, node: Node) -> None:
-        stop_daemon(node, self.daemon)
-
-    def kill(self, node: Node) -> None:
-        kill_daemon(node, self.daemon)
-
-    def pause(self, node: Node) -> None:
-        signal_daemon(node, self.daemon, "STOP")
-
-    def resume(self, node: Node) -> None:
-        signal_daemon(node, self.daemon, "CONT")

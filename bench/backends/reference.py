@@ -27,8 +27,9 @@ from typing import Any, cast
 
 import yaml
 
+from bench.backends.node_daemon import NodeDaemon, port_offset
 from bench.backends.reference_client import open_reference_client
-from lockbench.daemon import OneDaemonPerNode, kill_daemon, log_path, port_offset, start_daemon
+from lockbench.daemon import kill_daemon, log_path, start_daemon
 from lockbench.deploy import Wheel, deploy_project, node_program, write_node_file
 from lockbench.errors import ConfigError
 from lockbench.protocols import Cluster, LockClient, Node, on_control_host
@@ -174,7 +175,7 @@ def leader_from_statuses(
     return best[1], (best[0] if best[0] >= 0 else None)
 
 
-class ReferenceBackend(OneDaemonPerNode):
+class ReferenceBackend(NodeDaemon):
     """Implements lockbench.protocols.Backend for lockd on any runtime."""
 
     name = "reference"
@@ -264,9 +265,6 @@ class ReferenceBackend(OneDaemonPerNode):
     def leader(self, cluster: Cluster) -> str | None:
         """The node that says it leads in the highest term any node reports; None if none."""
         return self.leader_status(cluster)[0]
-
-    def log_files(self, node: Node) -> Sequence[str]:
-        return [log_path(node, DAEMON)]
 
     def state_dir(self, node: Node) -> str:
         """lockd's data directory: its Raft WAL and snapshots (a StatefulBackend, lockbench)."""

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import shlex
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from bench.backends.node_daemon import NodeDaemon, port_offset
 from bench.backends.zookeeper_client import open_zookeeper_client
-from lockbench.daemon import OneDaemonPerNode, kill_daemon, log_path, port_offset, start_daemon
+from lockbench.daemon import kill_daemon, start_daemon
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.protocols import Cluster, LockClient, Node
 
@@ -216,7 +217,7 @@ def missing_software_command(server_jar: str = SERVER_JAR) -> str:
     return f"[ -r {jar} ] || echo jar; command -v {JAVA} >/dev/null 2>&1 || echo java"
 
 
-class ZooKeeperBackend(OneDaemonPerNode):
+class ZooKeeperBackend(NodeDaemon):
     """Implements bench.protocols.Backend for a ZooKeeper ensemble (one server per node)."""
 
     daemon = DAEMON
@@ -300,9 +301,6 @@ class ZooKeeperBackend(OneDaemonPerNode):
         if len(leaders) != 1 or serving <= len(nodes) // 2:
             return None
         return leaders[0]
-
-    def log_files(self, node: Node) -> Sequence[str]:
-        return [log_path(node, DAEMON)]
 
     def hosts_for(self, cluster: Cluster, node: Node) -> list[str]:
         """The ``host:port`` list a client on ``node``'s slot is given (``connect_to``)."""
