@@ -207,6 +207,10 @@ class EtcdBackend(NodeDaemon):
     def from_options(cls, options: Mapping[str, Any]) -> EtcdBackend:
         return cls(EtcdOptions.from_mapping(options))
 
+    def server_programs(self, node: Node) -> list[str]:
+        """The program that serves, for the clock-reach check (a Go program: refused)."""
+        return [ETCD.program]
+
     def fault_refusal(self, fault: str, runtime: str) -> str | None:
         """Clock faults never reach etcd; link faults do not on the local runtime."""
         if fault == "clock":

@@ -12,11 +12,11 @@ config snapshots at most once a minute, which is the same for runs this short);
 ``appendonly: true`` writes every command to the append-only file, fsynced per ``appendfsync``
 (``always``, ``everysec``, or ``no``: left to the kernel).
 
-Clock faults are refused for now: under libfaketime's preload (Debian's 0.9.10, what the clock
-nemesis uses) redis-server does not start at all: jemalloc reads the clock while libfaketime is
-still initialising, and libfaketime aborts the recursion by failing ``clock_gettime``. A clock
-fault that reaches Redis needs a preload that moves only the wall clock (the clock-fault work on
-the bench's roadmap); until then the daemon runs without one.
+Clock faults reach Redis through the bench's wall-clock preload (lockbench.clock_preload;
+libfaketime could not be used: redis-server does not even start under Debian's 0.9.10, whose
+initialisation recurses through jemalloc's clock read). Redis expires keys by its wall clock, so
+a jump forward expires them early. The server reports the clock it sees (``TIME``), which the
+clock nemesis reads to check that each clock action reached it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from bench.backends.node_daemon import NodeDaemon, port_offset
 from bench.backends.server_binaries import ServerBinary, require_server_binaries
@@ -38,11 +40,6 @@ PORT = 6379
 DAEMON = "redis"
 REDIS = ServerBinary("/usr/bin/redis-server", "redis-server")
 APPENDFSYNC_MODES: tuple[str, ...] = ("always", "everysec", "no")
-CLOCK_REFUSAL = (
-    "redis-server does not start under libfaketime 0.9.10 (jemalloc reads the clock while the "
-    "preload initialises, and libfaketime fails clock_gettime to break the recursion), so no "
-    "clock fault can reach it yet"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +125,23 @@ class RedisServers(NodeDaemon):
         self.server_options = server_options or RedisServerOptions()
         self._servers: tuple[str, ...] | None = None
 
-    def fault_refusal(self, fault: str, runtime: str) -> str | None:
-        """Clock faults cannot reach Redis yet (CLOCK_REFUSAL)."""
-        return CLOCK_REFUSAL if fault == "clock" else None
+    def server_programs(self, node: Node) -> list[str]:
+        """The program that serves (for the clock-reach check: C, libc's clock)."""
+        return [REDIS.program] if self.runs_on(node) else []
+
+    def server_clock(self, node: Node) -> float | None:
+        """The wall clock the node's Redis sees (``TIME``); None if it does not answer."""
+        if not self.runs_on(node):
+            return None
+        host, port = redis_endpoint(node).rsplit(":", 1)
+        client = redis.Redis(host=host, port=int(port), socket_timeout=1, socket_connect_timeout=1)
+        try:
+            seconds, microseconds = client.time()
+        except (redis.RedisError, OSError):
+            return None
+        finally:
+            client.close()
+        return float(seconds) + float(microseconds) / 1e6
 
     def server_nodes(self, cluster: Cluster) -> Sequence[Node]:
         """The nodes that run a server (all of them unless a subclass says otherwise)."""
@@ -173,7 +184,6 @@ class RedisServers(NodeDaemon):
             node,
             DAEMON,
             [REDIS.program, config_path(node)],
-            faketime=False,  # see CLOCK_REFUSAL
             ready_port=redis_port(node),
         )
 

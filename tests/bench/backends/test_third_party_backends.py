@@ -114,8 +114,8 @@ def test_the_redis_backend_runs_one_server_on_the_first_node(tmp_path: Path) -> 
     assert not RedlockBackend().settings.fencing_counter
 
 
-@pytest.mark.parametrize("name", ["etcd", "redis", "redlock"])
-def test_clock_faults_are_refused_with_the_reason(name: str, tmp_path: Path) -> None:
+def test_clock_faults_are_refused_for_etcd_with_the_reason(tmp_path: Path) -> None:
+    name = "etcd"
     backend = create_backend(name, {})
     assert fault_refusal(backend, "clock", "netns") is not None
     assert [fault_refusal(backend, f, "netns") for f in ("kill", "pause", "partition")] == [
@@ -130,6 +130,15 @@ def test_clock_faults_are_refused_with_the_reason(name: str, tmp_path: Path) -> 
         ConfigError, match=rf"nemesis\[0\]: backend '{name}' cannot take this fault: .*clock"
     ):
         load_test_config(test_file)
+
+
+@pytest.mark.parametrize("name", ["redis", "redlock"])
+def test_redis_servers_take_clock_faults_and_name_their_program(name: str, tmp_path: Path) -> None:
+    backend = create_backend(name, {})
+    assert fault_refusal(backend, "clock", "netns") is None
+    cluster = open_cluster(_ssh_inventory(tmp_path))
+    programs = getattr(backend, "server_programs")(cluster.node("n1"))  # noqa: B009
+    assert programs == ["/usr/bin/redis-server"]
 
 
 def test_etcd_on_the_local_runtime_refuses_link_faults() -> None:
