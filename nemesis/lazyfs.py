@@ -791,7 +791,7 @@ def restore_layout(directory: str) -> None:
     shutil.rmtree(directory + TRASH_SUFFIX, ignore_errors=True)
 
 
-def serve(directory: str) -> int:  # noqa: PLR0915 - mount, serve and unmount, in order
+def serve(directory: str) -> int:  # noqa: C901, PLR0915 - mount, serve and unmount, in order
     directory = os.path.abspath(directory)
     os.umask(0)  # modes come from the caller (the kernel has applied its umask)
     backing = prepare_layout(directory)
