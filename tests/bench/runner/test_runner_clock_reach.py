@@ -32,7 +32,7 @@ def test_a_clock_fault_on_etcd_is_refused_with_the_reason_before_anything_starts
         tmp_path,
         name="lbc-etcd-clock",
         runtime="netns",
-        netns_prefix="lbc",
+        netns_prefix="lbw",
         subnet="10.77.7.0/24",
         cluster_dir=str(tmp_path / "cluster"),
         backend="tests.bench.runner.etcd_servers:EtcdServers",
@@ -74,7 +74,7 @@ def test_a_clock_bump_on_lockd_reaches_every_server_and_a_plain_run_has_no_prelo
 ) -> None:
     common: dict[str, object] = {
         "runtime": "netns",
-        "netns_prefix": "lbc",
+        "netns_prefix": "lbw",
         "subnet": "10.77.7.0/24",
         "backend": "reference",
         "backend_options": {"tick_ms": 100},
