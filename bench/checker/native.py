@@ -11,23 +11,41 @@ token beyond 64 bits, a NaN, a model with its own ``step``) leaves the search in
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from array import array
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
-if TYPE_CHECKING:
-    from bench.checker.models import Model
-    from bench.checker.operations import LinOp
-
-try:
-    from bench.checker import _wgl_native  # type: ignore[attr-defined]
-except ImportError:  # no compiler at install time: the pure-Python search does everything
-    _wgl_native = None
+from bench.checker.operations import LinOp
 
 NativeOp: TypeAlias = tuple[int, int, int]
 NativeState: TypeAlias = tuple[int, int, int]
+
+# The compiled core is built at install time only where a C compiler is present
+# (setup.py: an optional extension); without it the pure-Python search does everything.
+COMPILED_CORE = "bench.checker._wgl_native"
+_wgl_native: Any = (
+    importlib.import_module(COMPILED_CORE) if importlib.util.find_spec(COMPILED_CORE) else None
+)
+
+
+class NativeModel(Protocol):
+    """What the encoder needs of a model (bench.checker.models.Model is one): its step, the step
+    the core has written out as opcodes, and how it encodes ops and states."""
+
+    @property
+    def step(self) -> Any: ...
+
+    @property
+    def native_step(self) -> Any: ...
+
+    def native_op(self, op: LinOp, ids: Interner) -> NativeOp | None: ...
+
+    def native_state(self, state: Hashable, ids: Interner) -> NativeState | None: ...
+
 
 # Opcodes: the step functions in _wgl_native.c (keep the two lists in step).
 OP_ILLEGAL = 0
@@ -91,7 +109,7 @@ class NativeOps:
     """One key's ops encoded for the core, and how to encode the states a search starts from."""
 
     table: array[int]
-    model: Model
+    model: NativeModel
     ids: Interner
 
     def state(self, state: Hashable) -> NativeState | None:
@@ -103,7 +121,7 @@ class NativeOps:
 
 def encode(
     ops: Sequence[LinOp],
-    model: Model,
+    model: NativeModel,
     interchangeable: Callable[[LinOp], Hashable] | None,
 ) -> NativeOps | None:
     """The ops as the core's table (6 integers each), or None if the core cannot run them."""
