@@ -243,6 +243,29 @@ def state_dir_of(backend: object) -> Callable[[Node], str] | None:
     return method if callable(method) else None
 
 
+def elects_leader(backend: object) -> bool:
+    """Whether the service has a leader the runner should wait for and watch (default: yes).
+
+    An optional capability: a backend whose servers elect none (Redlock's independent servers,
+    a single Redis server) sets the class attribute ``elects_leader = False``. The runner then
+    neither waits ``recovery_bound`` seconds for a leader before the clients start and after
+    healing (a wait that could never end early) nor records leader changes; ``leader()`` still
+    answers for faults aimed at "the leader" (the one Redis server, or None).
+    """
+    return bool(getattr(backend, "elects_leader", True))
+
+
+def fencing_tokens(backend: object) -> bool:
+    """Whether the service hands out fencing tokens with its grants (default: yes).
+
+    An optional capability: a backend whose lock has no token (Redlock: the algorithm has none)
+    sets the class attribute ``fencing_tokens = False``. A fenced protected resource refuses
+    every access without a token, so ``lockbench compare`` runs such a backend against an
+    unfenced resource unless told otherwise, and its row says so (docs/comparison.md).
+    """
+    return bool(getattr(backend, "fencing_tokens", True))
+
+
 def fault_refusal(backend: object, fault: str, runtime: str) -> str | None:
     """Why ``backend`` cannot take ``fault`` on ``runtime`` (None: it can, as far as it knows).
 

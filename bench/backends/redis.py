@@ -31,6 +31,9 @@ class RedisBackend(RedlockBackend):
 
     name = "redis"
     defaults = SINGLE_SERVER_DEFAULTS
+    # one server is the whole service (nothing elected); its token is the INCR counter
+    elects_leader = False
+    fencing_tokens = True
 
     def server_nodes(self, cluster: Cluster) -> Sequence[Node]:
         return list(cluster.nodes)[:1]

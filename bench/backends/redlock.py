@@ -48,6 +48,9 @@ class RedlockBackend(RedisServers):
 
     name = "redlock"
     defaults = REDLOCK_DEFAULTS
+    # independent servers: no leader to wait for, and no fencing token (lockbench.protocols)
+    elects_leader = False
+    fencing_tokens = False
 
     def __init__(
         self,

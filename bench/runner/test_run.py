@@ -53,7 +53,7 @@ from lockbench.errors import (
 from lockbench.history import NEMESIS
 from lockbench.options import parse_options
 from lockbench.parallel import NodesFailed
-from lockbench.protocols import Backend, CheckResult, Cluster, Verdict
+from lockbench.protocols import Backend, CheckResult, Cluster, Verdict, elects_leader
 from lockbench.run_dir import (
     BENCH_LOG,
     HISTORY_FILE,
@@ -296,7 +296,8 @@ class TestRun:
         """The test proper: the workload's clients against the service while the nemesis runs,
         then recovery and the final ops. Each role is its own step below."""
         config = self.config
-        has_leader = cluster.runtime != "none"
+        # a leaderless service (lockbench.protocols.elects_leader) has no leader to wait for
+        has_leader = cluster.runtime != "none" and elects_leader(backend)
         if has_leader:
             leader = await wait_for_leader(backend, cluster, bound=config.recovery_bound)
             log.info("service up; leader: %s", leader or "none reported")
