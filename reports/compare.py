@@ -25,7 +25,8 @@ _STYLE = """<style>
 table.matrix td, table.perf td { text-align: center; vertical-align: top; }
 table.matrix td.refused { color: #666; font-size: 0.85em; max-width: 16em; text-align: left; }
 table.perf td.name { text-align: left; }
-td .anomalies { display: block; font-size: 0.85em; }
+td .anomalies, th .mode { display: block; font-size: 0.85em; }
+th .mode { font-weight: normal; color: #555; max-width: 14em; }
 .legend { font-size: 0.9em; max-width: 60em; }
 </style>"""
 
@@ -38,8 +39,30 @@ def _relative(target: Path, start: Path) -> str:
     return os.path.relpath(target, start)
 
 
-def _cell_key(cell: Mapping[str, Any]) -> tuple[str, str, str]:
-    return str(cell["backend"]), str(cell["workload"]), str(cell["fault"])
+def _mode(entry: Mapping[str, Any]) -> str:
+    """A cell's or row's resource mode (fenced in summaries written before there was a choice)."""
+    return str(entry.get("resource_mode") or "fenced")
+
+
+def _cell_key(cell: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return str(cell["backend"]), _mode(cell), str(cell["workload"]), str(cell["fault"])
+
+
+def matrix_rows(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The rows (backend, resource mode, why that mode); one fenced row per backend if the
+    summary predates rows."""
+    rows = summary.get("rows")
+    if rows:
+        return list(rows)
+    backends = summary.get("backends", [])
+    return [{"backend": b, "resource_mode": "fenced", "note": ""} for b in backends]
+
+
+def _row_label(row: Mapping[str, Any]) -> str:
+    note = f": {row['note']}" if row.get("note") else ""
+    return (
+        f'{esc(str(row["backend"]))}<span class="mode">{esc(_mode(row))} resource{esc(note)}</span>'
+    )
 
 
 def load_performance(run_dir: Path) -> RunPerformance | None:
@@ -71,22 +94,22 @@ def _matrix_cell(cell: Mapping[str, Any], directory: Path) -> str:
 
 
 def matrix_table(summary: Mapping[str, Any], directory: Path) -> str:
-    """Rows: backends; columns: workload x fault."""
+    """Rows: backends (one per resource mode); columns: workload x fault."""
     cells = {_cell_key(c): c for c in summary.get("cells", [])}
     workloads = list(summary.get("workloads", []))
     faults = list(summary.get("faults", []))
     head_top = "".join(f'<th colspan="{len(faults)}">{esc(w)}</th>' for w in workloads)
     head_faults = "".join(f"<th>{esc(f)}</th>" for _ in workloads for f in faults)
     rows = []
-    for backend in summary.get("backends", []):
+    for row in matrix_rows(summary):
         tds = []
         for workload in workloads:
             for fault in faults:
-                cell = cells.get((backend, workload, fault))
+                cell = cells.get((str(row["backend"]), _mode(row), workload, fault))
                 tds.append(
                     _matrix_cell(cell, directory) if cell else '<td class="refused">pending</td>'
                 )
-        rows.append(f"<tr><th>{esc(backend)}</th>{''.join(tds)}</tr>")
+        rows.append(f"<tr><th>{_row_label(row)}</th>{''.join(tds)}</tr>")
     return (
         '<table class="matrix"><thead>'
         f'<tr><th rowspan="2">backend</th>{head_top}</tr><tr>{head_faults}</tr></thead>'
@@ -105,6 +128,7 @@ def performance_rows(
             str(c["workload"]),
             str(c["fault"]),
             backends.index(c["backend"]) if c["backend"] in backends else 0,
+            _mode(c),
         )
     )
     return [(c, load_performance(Path(str(c["run_dir"])))) for c in ran]
@@ -131,7 +155,8 @@ def performance_table(rows: Sequence[tuple[Mapping[str, Any], RunPerformance | N
             )
         body.append(
             f'<tr><td class="name">{esc(cell["workload"])} · {esc(cell["fault"])}</td>'
-            f"<td>{esc(cell['backend'])}</td><td>{badge}</td>{figures}</tr>"
+            f"<td>{esc(cell['backend'])} ({esc(_mode(cell))})</td><td>{badge}</td>"
+            f"{figures}</tr>"
         )
     return (
         '<table class="perf"><thead><tr><th>workload · fault</th><th>backend</th>'
@@ -151,7 +176,10 @@ _LEGEND = (
     "<b>unaware</b>: for each takeover, how long the old holder went on believing it held the "
     "lock, from the other's grant to its own <code>lease-lost</code> or first failed/unknown op "
     "on the lock (0 when it knew first); <b>never aware</b>: old holders that released without "
-    "ever noticing. Refused cells name the reason the fault could not reach the backend.</p>"
+    "ever noticing. Refused cells name the reason the fault could not reach the backend. "
+    "Each row names its protected resource: <b>fenced</b> refuses a write whose fencing token "
+    "is lower than one it has seen, <b>unfenced</b> takes every write (a backend without "
+    "fencing tokens runs unfenced unless asked otherwise).</p>"
 )
 
 

@@ -16,6 +16,7 @@ from bench.commands import summary
 from bench.runner.matrix import (
     CellOutcome,
     MatrixSpec,
+    parse_resource_modes,
     plan_matrix,
     remove_plan,
     run_matrix,
@@ -64,6 +65,14 @@ def register(subparsers: Any) -> None:
         metavar="W,V",
         help="workloads (default: mutex,lease-expiry)",
     )
+    parser.add_argument(
+        "--resource-mode",
+        default="auto",
+        metavar="MODE[,BACKEND=MODE]",
+        help="the protected resource per backend: auto (fenced when the backend's grants carry "
+        "a fencing token, unfenced when they do not), fenced, unfenced, or both (a row of "
+        "each); MODE for every backend, BACKEND=MODE for one (default: auto)",
+    )
     parser.add_argument("--time-limit", type=float, default=20.0, metavar="SECONDS")
     parser.add_argument("--seed", type=int, default=1, help="the same for every cell (default 1)")
     parser.add_argument("--concurrency", type=int, default=6, metavar="N")
@@ -82,8 +91,10 @@ def register(subparsers: Any) -> None:
 def compare_command(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1: {args.concurrency}")
+    backends = split_names(args.backends, "backends")
+    resource_mode, resource_modes = parse_resource_modes(args.resource_mode, backends)
     spec = MatrixSpec(
-        backends=split_names(args.backends, "backends"),
+        backends=backends,
         workloads=split_names(args.workload, "workload"),
         faults=split_names(args.nemesis, "nemesis"),
         time_limit=args.time_limit,
@@ -91,6 +102,8 @@ def compare_command(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         netns_prefix=args.prefix,
         subnet=args.subnet,
+        resource_mode=resource_mode,
+        resource_modes=resource_modes,
     )
     directory = args.store / COMPARE_DIR / time.strftime("%Y%m%dT%H%M%S")
     try:
@@ -108,14 +121,17 @@ def compare_command(args: argparse.Namespace) -> int:
         cell = outcome.cell
         shown = outcome.verdict or "not run"
         reason = f" ({outcome.reason})" if outcome.reason else ""
-        print(f"lockbench: {cell.backend} {cell.workload} {cell.fault}: {shown}{reason}")
+        print(
+            f"lockbench: {cell.backend} ({cell.resource_mode}) {cell.workload} {cell.fault}: "
+            f"{shown}{reason}"
+        )
         done.append(outcome)
-        write_summary(directory, spec, done)
+        write_summary(directory, spec, done, plan.rows)
         render_compare(directory, args.store)
 
     done: list[CellOutcome] = []
     outcomes = run_matrix(plan, args.store, on_cell=progress)
-    write_summary(directory, spec, outcomes)
+    write_summary(directory, spec, outcomes, plan.rows)
     page = render_compare(directory, args.store)
     print(f"lockbench: compare page {page}")
     verdicts = [o.verdict for o in outcomes]

@@ -38,7 +38,7 @@ from bench.runner.config import TestConfig, load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.errors import ConfigError
 from lockbench.plugins import NEMESES, plugin_names
-from lockbench.protocols import Verdict, fault_refusal
+from lockbench.protocols import Verdict, fault_refusal, fencing_tokens
 from lockbench.run_dir import RunDirProblem, read_results
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ BACKEND_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     # a 100 ms Raft tick: the 50 ms default churns leaders on a loaded machine (default.yaml)
     "reference": {"tick_ms": 100},
 }
+# How a backend's rows treat the protected resource (--resource-mode): "auto" is fenced for a
+# backend whose grants carry a fencing token and unfenced for one without (a fenced resource
+# refuses every access without a token, so such a run would check nothing); "both" runs a row
+# of each.
+RESOURCE_CHOICES = ("auto", "fenced", "unfenced", "both")
 WORKLOAD_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     "mutex": {"locks": 3, "hold": 0.05, "think": 0.05, "acquire_timeout": 3},
     "lease-expiry": {"locks": 2, "acquire_timeout": 3, "stall_probability": 0.3},
@@ -73,6 +78,11 @@ class MatrixSpec:
     netns_prefix: str = "lb"
     subnet: str = "10.77.0.0/24"
     runtime: str | None = None  # None: netns as root, else local
+    resource_mode: str = "auto"  # one of RESOURCE_CHOICES, for every backend not named below
+    resource_modes: Mapping[str, str] = field(default_factory=dict)  # backend -> choice
+
+    def resource_choice(self, backend: str) -> str:
+        return self.resource_modes.get(backend, self.resource_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +90,25 @@ class Cell:
     backend: str
     workload: str
     fault: str
+    resource_mode: str = "fenced"
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.workload}-{self.fault}".replace(":", "_").replace(".", "_")
+        mode = "" if self.resource_mode == "fenced" else f"-{self.resource_mode}"
+        name = f"{self.backend}-{self.workload}-{self.fault}{mode}"
+        return name.replace(":", "_").replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixRow:
+    """One row of the verdict matrix: a backend with one resource mode, and why that mode."""
+
+    backend: str
+    resource_mode: str
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "resource_mode": self.resource_mode, "note": self.note}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +137,7 @@ class CellOutcome:
             "backend": self.cell.backend,
             "workload": self.cell.workload,
             "fault": self.cell.fault,
+            "resource_mode": self.cell.resource_mode,
             "run_dir": None if self.run_dir is None else str(self.run_dir.resolve()),
             "verdict": self.verdict,
             "anomalies": self.anomalies,
@@ -126,6 +152,7 @@ class MatrixPlan:
     runtime: str
     directory: Path
     cells: list[PlannedCell] = field(default_factory=list)
+    rows: list[MatrixRow] = field(default_factory=list)
 
 
 def split_names(text: str, what: str) -> tuple[str, ...]:
@@ -134,6 +161,55 @@ def split_names(text: str, what: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"--{what}: give at least one name (comma-separated)")
     return names
+
+
+def parse_resource_modes(text: str, backends: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``--resource-mode``: ``MODE`` for every backend and/or ``BACKEND=MODE`` items.
+
+    ``auto,etcd=both`` -> ("auto", {"etcd": "both"}); ConfigError naming the bad item.
+    """
+    default = "auto"
+    per_backend: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        backend, _, mode = item.rpartition("=")
+        if mode not in RESOURCE_CHOICES:
+            raise ConfigError(
+                f"--resource-mode: {item!r}: the mode must be one of {', '.join(RESOURCE_CHOICES)}"
+            )
+        if not backend:
+            default = mode
+        elif backend not in backends:
+            raise ConfigError(
+                f"--resource-mode: {item!r}: {backend!r} is not one of --backends "
+                f"({', '.join(backends)})"
+            )
+        else:
+            per_backend[backend] = mode
+    return default, per_backend
+
+
+def matrix_rows(spec: MatrixSpec, backend: str) -> list[MatrixRow]:
+    """The rows of one backend: its resource mode(s) from ``spec``, each with why."""
+    choice = spec.resource_choice(backend)
+    has_tokens = fencing_tokens(create_backend(backend, BACKEND_OPTIONS.get(backend, {})))
+    if choice == "both":
+        modes = ["fenced", "unfenced"]
+        note = "both modes asked for"
+    elif choice == "auto":
+        modes = ["fenced" if has_tokens else "unfenced"]
+        note = "its grants carry a fencing token" if has_tokens else "it has no fencing token"
+    else:
+        modes = [choice]
+        note = "asked for"
+    rows = []
+    for mode in modes:
+        row_note = note
+        if mode == "fenced" and not has_tokens:
+            row_note = f"{note}; it has no fencing token, so the resource refuses every access"
+        rows.append(MatrixRow(backend, mode, row_note))
+    return rows
 
 
 def cluster_runtime(spec: MatrixSpec) -> str:
@@ -177,6 +253,7 @@ def cell_test_data(spec: MatrixSpec, cell: Cell, runtime: str) -> dict[str, Any]
         "time_limit": spec.time_limit,
         "concurrency": spec.concurrency,
         "ttl": spec.ttl,
+        "resource_mode": cell.resource_mode,
         "op_timeout": 5,
         "seed": spec.seed,
         # an upper bound on waiting for a leader: five JVMs may take minutes on a loaded machine
@@ -237,28 +314,40 @@ def plan_matrix(spec: MatrixSpec, directory: Path) -> MatrixPlan:
             raise ConfigError(f"unknown nemesis fault {fault!r}; known: {', '.join(faults)}")
     if spec.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive seconds: {spec.time_limit:g}")
+    for choice in (spec.resource_mode, *spec.resource_modes.values()):
+        if choice not in RESOURCE_CHOICES:
+            raise ConfigError(
+                f"unknown resource mode {choice!r}; known: {', '.join(RESOURCE_CHOICES)}"
+            )
     runtime = cluster_runtime(spec)
     plan = MatrixPlan(spec, runtime, directory)
     cells_dir = directory / CELLS_DIR
     cells_dir.mkdir(parents=True, exist_ok=True)
     for backend in spec.backends:
         backend_runtime, backend_refusal = _runtime_for(backend, runtime)
-        for workload in spec.workloads:
-            for fault in spec.faults:
-                cell = Cell(backend, workload, fault)
-                refusal = backend_refusal or refusal_for(backend, fault, backend_runtime)
-                if refusal is not None:
-                    plan.cells.append(PlannedCell(cell, None, None, refusal))
-                    continue
-                path = cells_dir / f"{cell.name}.yaml"
-                data = cell_test_data(spec, cell, backend_runtime)
-                path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-                try:
-                    config = load_test_config(path)
-                except ConfigError as exc:
-                    raise ConfigError(f"cell {cell.name}: {exc}") from exc
-                plan.cells.append(PlannedCell(cell, path, config, None))
+        for row in matrix_rows(spec, backend):
+            plan.rows.append(row)
+            for workload in spec.workloads:
+                for fault in spec.faults:
+                    cell = Cell(backend, workload, fault, row.resource_mode)
+                    refusal = backend_refusal or refusal_for(backend, fault, backend_runtime)
+                    if refusal is not None:
+                        plan.cells.append(PlannedCell(cell, None, None, refusal))
+                        continue
+                    plan.cells.append(_planned(spec, cell, backend_runtime, cells_dir))
     return plan
+
+
+def _planned(spec: MatrixSpec, cell: Cell, runtime: str, cells_dir: Path) -> PlannedCell:
+    """A cell's test file, written and validated as ``lockbench run`` would."""
+    path = cells_dir / f"{cell.name}.yaml"
+    data = cell_test_data(spec, cell, runtime)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    try:
+        config = load_test_config(path)
+    except ConfigError as exc:
+        raise ConfigError(f"cell {cell.name}: {exc}") from exc
+    return PlannedCell(cell, path, config, None)
 
 
 def read_outcome(cell: Cell, run_dir: Path, errors: Sequence[str]) -> CellOutcome:
@@ -370,11 +459,18 @@ def run_matrix(
     return outcomes
 
 
-def write_summary(directory: Path, spec: MatrixSpec, outcomes: Sequence[CellOutcome]) -> Path:
-    """compare.json: the spec and every cell's outcome (compare.html is built from it)."""
+def write_summary(
+    directory: Path,
+    spec: MatrixSpec,
+    outcomes: Sequence[CellOutcome],
+    rows: Sequence[MatrixRow] = (),
+) -> Path:
+    """compare.json: the spec, the matrix's rows and every cell's outcome (compare.html is
+    built from it)."""
     path = directory / SUMMARY_FILE
     document = {
         "backends": list(spec.backends),
+        "rows": [row.to_json() for row in rows],
         "workloads": list(spec.workloads),
         "faults": list(spec.faults),
         "time_limit": spec.time_limit,

@@ -12,8 +12,18 @@ import pytest
 import yaml
 
 from bench.cli import main
-from bench.runner.matrix import Cell, MatrixSpec, plan_matrix, read_outcome
+from bench.runner.matrix import (
+    Cell,
+    CellOutcome,
+    MatrixSpec,
+    parse_resource_modes,
+    plan_matrix,
+    read_outcome,
+    run_matrix,
+    write_summary,
+)
 from lockbench.run_dir import write_results
+from reports.compare import render_compare
 
 
 def compare_dir(store: Path) -> Path:
@@ -166,3 +176,92 @@ def test_reference_on_a_netns_cluster_and_memory_in_one_matrix(tmp_path: Path) -
     # the matrix took its cluster down
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "lbz-" not in namespaces
+
+
+def test_a_backend_without_fencing_tokens_runs_unfenced_and_its_row_says_so(
+    tmp_path: Path,
+) -> None:
+    spec = MatrixSpec(("etcd", "redlock"), ("lease-expiry",), ("none",), time_limit=9)
+    plan = plan_matrix(spec, tmp_path / "plan")
+    rows = {(row.backend, row.resource_mode): row.note for row in plan.rows}
+    assert rows == {
+        ("etcd", "fenced"): "its grants carry a fencing token",
+        ("redlock", "unfenced"): "it has no fencing token",
+    }
+    modes = {
+        (c.cell.backend, yaml.safe_load(c.test_file.read_text())["resource_mode"])
+        for c in plan.cells
+        if c.test_file is not None
+    }
+    assert modes == {("etcd", "fenced"), ("redlock", "unfenced")}
+
+
+def test_the_resource_mode_is_set_per_backend(tmp_path: Path) -> None:
+    mode, per_backend = parse_resource_modes("unfenced,etcd=both", ("etcd", "redlock"))
+    spec = MatrixSpec(
+        ("etcd", "redlock"),
+        ("mutex",),
+        ("none",),
+        resource_mode=mode,
+        resource_modes=per_backend,
+    )
+    plan = plan_matrix(spec, tmp_path / "plan")
+    assert [(r.backend, r.resource_mode) for r in plan.rows] == [
+        ("etcd", "fenced"),
+        ("etcd", "unfenced"),
+        ("redlock", "unfenced"),
+    ]
+    names = [c.cell.name for c in plan.cells]
+    assert names == ["etcd-mutex-none", "etcd-mutex-none-unfenced", "redlock-mutex-none-unfenced"]
+    # redlock fenced on request: allowed, and its row warns what that means
+    plan = plan_matrix(
+        MatrixSpec(("redlock",), ("mutex",), ("none",), resource_mode="fenced"), tmp_path / "p2"
+    )
+    assert "no fencing token, so the resource refuses every access" in plan.rows[0].note
+
+
+def test_the_page_shows_each_rows_resource_mode(tmp_path: Path) -> None:
+    spec = MatrixSpec(("etcd", "redlock"), ("mutex",), ("clock",), time_limit=9)
+    plan = plan_matrix(spec, tmp_path)
+    outcomes = [CellOutcome(c.cell, None, None, 0, c.refusal or "not run yet") for c in plan.cells]
+    write_summary(tmp_path, spec, outcomes, plan.rows)
+    summary = json.loads((tmp_path / "compare.json").read_text())
+    assert [c["resource_mode"] for c in summary["cells"]] == ["fenced", "unfenced"]
+    page = render_compare(tmp_path).read_text()
+    assert "fenced resource: its grants carry a fencing token" in page
+    assert "unfenced resource: it has no fencing token" in page
+    # etcd's Go server reads the clock through the vDSO: refused, with the reason, never valid
+    assert "not run: clock fault cannot reach etcd" in page
+    assert '<span class="verdict-valid">' not in page
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--resource-mode", "half"], "--resource-mode: 'half': the mode must be one of"),
+        (["--resource-mode", "etcd=both"], "'etcd' is not one of --backends (reference)"),
+    ],
+)
+def test_bad_resource_modes_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    code = main(["compare", "--store", str(tmp_path / "store"), *flags])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.process  # a local cluster's nodes run the binary check
+@pytest.mark.timeout(120)
+def test_a_missing_server_binary_cell_names_the_package_and_is_never_valid(
+    tmp_path: Path,
+) -> None:
+    backend = "tests.bench.runner.missing_binary_backend:MissingBinaryRedlockBackend"
+    spec = MatrixSpec((backend,), ("mutex",), ("none",), time_limit=2, runtime="local")
+    plan = plan_matrix(spec, tmp_path / "plan")
+    (outcome,) = run_matrix(plan, tmp_path / "store")
+    assert outcome.verdict is None
+    assert outcome.reason is not None
+    assert "server binary missing" in outcome.reason
+    assert "apt-get install redis-server" in outcome.reason
+    history = outcome.run_dir / "history.jsonl" if outcome.run_dir else None
+    assert history is None or not history.exists() or '"ok"' not in history.read_text()
