@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.checker.loading import load_paired_history
+from lockbench.checks import Checker, CheckResult, Verdict, combine_verdicts
 from lockbench.errors import ConfigError
 from lockbench.history import NEMESIS, HistoryError, Op, PairedHistory, PairingError
 from lockbench.options import CheckOptions
 from lockbench.plugins import CHECKERS, has_plugin, load_plugin, plugin_names
-from lockbench.protocols import Checker, CheckResult, Verdict, combine_verdicts
 
 # Runs on every history (bench/checker/stats.py, found by its entry point like any checker).
 STATS_CHECKER = "stats"

@@ -13,8 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from lockbench.history import Call, Op, PairedHistory
-from lockbench.options import CheckOptions
+# The checker contract has its own module (lockbench/checks.py); it is re-exported here so the
+# contract stays one import for a plug-in.
+from lockbench.checks import VERDICT_RANK as VERDICT_RANK
+from lockbench.checks import Anomaly as Anomaly
+from lockbench.checks import Checker as Checker
+from lockbench.checks import CheckResult as CheckResult
+from lockbench.checks import Verdict as Verdict
+from lockbench.checks import combine_verdicts as combine_verdicts
+from lockbench.history import Call, Op
 
 # ---------------------------------------------------------------------------------------------
 # Nodes and clusters
@@ -277,85 +284,6 @@ def fault_refusal(backend: object, fault: str, runtime: str) -> str | None:
     """
     ask: Callable[[str, str], str | None] | None = getattr(backend, "fault_refusal", None)
     return None if ask is None else ask(fault, runtime)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkers
-
-Verdict: TypeAlias = Literal["valid", "invalid", "unknown"]
-VERDICT_RANK: Mapping[str, int] = {"valid": 0, "unknown": 1, "invalid": 2}
-
-
-def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
-    """Jepsen's composition: invalid beats unknown beats valid. No verdicts at all is unknown:
-    nothing was checked, so nothing was earned."""
-    if not verdicts:
-        return "unknown"
-    worst: Verdict = "valid"
-    for v in verdicts:
-        if VERDICT_RANK[v] > VERDICT_RANK[worst]:
-            worst = v
-    return worst
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    """One thing that went wrong, with the ops that show it and a sentence that explains it."""
-
-    kind: str
-    explanation: str
-    op_indices: tuple[int, ...] = ()
-    key: str | None = None
-    processes: tuple[int | str, ...] = ()
-    time_start: int | None = None
-    time_end: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "explanation": self.explanation,
-            "op_indices": list(self.op_indices),
-            "key": self.key,
-            "processes": list(self.processes),
-            "time_start": self.time_start,
-            "time_end": self.time_end,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """A checker's verdict. ``window`` is the op-index range of a counterexample, if any."""
-
-    checker: str
-    verdict: Verdict
-    anomalies: tuple[Anomaly, ...] = ()
-    stats: Mapping[str, Any] = field(default_factory=dict)
-    window: tuple[int, int] | None = None
-    reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "checker": self.checker,
-            "verdict": self.verdict,
-            "anomalies": [a.to_json() for a in self.anomalies],
-            "stats": dict(self.stats),
-            "window": list(self.window) if self.window else None,
-            "reason": self.reason,
-        }
-
-
-class Checker(Protocol):
-    """Reads only the history, so it can run later, elsewhere, on histories from other tools.
-
-    The history arrives read and paired once (``PairedHistory``) and the options parsed once
-    (``CheckOptions``); the same call serves ``lockbench run`` and ``lockbench check``.
-    Optionally a checker declares ``requires``: op kinds at least one of which must have
-    succeeded for its ``valid`` to mean anything; otherwise the pipeline makes it ``unknown``
-    (valid is earned, docs/checkers.md)."""
-
-    name: str
-
-    def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult: ...
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lockbench.protocols import Anomaly, CheckResult, Verdict
+from lockbench.checks import Anomaly, CheckResult, Verdict
 
 TEST_FILE = "test.yaml"
 HISTORY_FILE = "history.jsonl"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.checker.operations import LEASE_LOST
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import NEMESIS, Op, PairedHistory
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 NS = 1_000_000_000
 FAILOVER_FAULTS = frozenset({"kill", "partition"})

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import NEMESIS, Op, PairedHistory
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 NAME = "fault-reach"
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.checker.resource import accesses
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import Call, PairedHistory
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 MAX_REPORTED = 20
 

@@ -20,10 +20,10 @@ from bench.checker.native import NativeOps, encode
 from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
 from bench.checker.shared_searches import lookup, remember
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.errors import ConfigError
 from lockbench.history import Call, Op, PairedHistory, Process
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 # Window minimisation tries at most this many start points (each a small search) before falling
 # back to the whole key history; enough for any window a person would want to read.

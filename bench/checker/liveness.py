@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import Call, PairedHistory, Process
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 NS = 1_000_000_000
 MAX_REPORTED = 20

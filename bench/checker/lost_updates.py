@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import Call, PairedHistory
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 
 def _accepted(call: Call) -> bool:

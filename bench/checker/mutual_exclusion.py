@@ -15,9 +15,9 @@ from typing import Any
 
 from bench.checker.linearizable import check_linearizable
 from bench.checker.resource import Section, accesses, sections
+from lockbench.checks import Anomaly, CheckResult, combine_verdicts
 from lockbench.history import Call, PairedHistory, Process
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult, combine_verdicts
 
 MAX_REPORTED = 20
 LOCK_MODELS = ("mutex", "owned-mutex")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from lockbench.checks import CheckResult
 from lockbench.history import PairedHistory
 from lockbench.options import CheckOptions
-from lockbench.protocols import CheckResult
 
 # For a model (key), the models whose valid verdict on the same history implies its own.
 VALID_ALSO_ANSWERS: dict[str, tuple[str, ...]] = {"owned-mutex": ("fenced-mutex",)}

@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from bench.checker.operations import LEASE_LOST
+from lockbench.checks import CheckResult
 from lockbench.history import Op, PairedHistory
 from lockbench.options import CheckOptions
-from lockbench.protocols import CheckResult
 
 NAME = "stats"
 # Records a client writes about itself, not operations the service served.

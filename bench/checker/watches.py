@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import Call, PairedHistory, Process
 from lockbench.options import CheckOptions
-from lockbench.protocols import Anomaly, CheckResult
 
 MAX_REPORTED = 20
 ACQUIRED = "acquired"

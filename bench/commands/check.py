@@ -25,10 +25,10 @@ from typing import Any
 
 from bench.checking import available_checkers, check_history_file, run_checker_options
 from bench.commands import summary
+from lockbench.checks import CheckResult, Verdict, combine_verdicts
 from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_USAGE, EXIT_VALID, ConfigError
 from lockbench.history import Op
 from lockbench.plugins import WORKLOADS, has_plugin, load_plugin
-from lockbench.protocols import CheckResult, Verdict, combine_verdicts
 from lockbench.run_dir import (
     TEST_FILE,
     RunDirProblem,

@@ -1,0 +1,91 @@
+"""The checker contract: what a checker receives and what it returns (its verdict, anomalies and
+stats), and how verdicts compose.
+
+Its own module (``lockbench.protocols`` re-exports every name) so the history pipeline and the
+checkers load only this part of the contract: ``lockbench check`` on a small history is mostly
+start-up, and the rest of the protocols' classes cost it milliseconds (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias
+
+from lockbench.history import PairedHistory
+from lockbench.options import CheckOptions
+
+Verdict: TypeAlias = Literal["valid", "invalid", "unknown"]
+VERDICT_RANK: Mapping[str, int] = {"valid": 0, "unknown": 1, "invalid": 2}
+
+
+def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
+    """Jepsen's composition: invalid beats unknown beats valid. No verdicts at all is unknown:
+    nothing was checked, so nothing was earned."""
+    if not verdicts:
+        return "unknown"
+    worst: Verdict = "valid"
+    for v in verdicts:
+        if VERDICT_RANK[v] > VERDICT_RANK[worst]:
+            worst = v
+    return worst
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One thing that went wrong, with the ops that show it and a sentence that explains it."""
+
+    kind: str
+    explanation: str
+    op_indices: tuple[int, ...] = ()
+    key: str | None = None
+    processes: tuple[int | str, ...] = ()
+    time_start: int | None = None
+    time_end: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "explanation": self.explanation,
+            "op_indices": list(self.op_indices),
+            "key": self.key,
+            "processes": list(self.processes),
+            "time_start": self.time_start,
+            "time_end": self.time_end,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A checker's verdict. ``window`` is the op-index range of a counterexample, if any."""
+
+    checker: str
+    verdict: Verdict
+    anomalies: tuple[Anomaly, ...] = ()
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    window: tuple[int, int] | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checker": self.checker,
+            "verdict": self.verdict,
+            "anomalies": [a.to_json() for a in self.anomalies],
+            "stats": dict(self.stats),
+            "window": list(self.window) if self.window else None,
+            "reason": self.reason,
+        }
+
+
+class Checker(Protocol):
+    """Reads only the history, so it can run later, elsewhere, on histories from other tools.
+
+    The history arrives read and paired once (``PairedHistory``) and the options parsed once
+    (``CheckOptions``); the same call serves ``lockbench run`` and ``lockbench check``.
+    Optionally a checker declares ``requires``: op kinds at least one of which must have
+    succeeded for its ``valid`` to mean anything; otherwise the pipeline makes it ``unknown``
+    (valid is earned, docs/checkers.md)."""
+
+    name: str
+
+    def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult: ...
