@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -47,14 +46,26 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(*, verbose: bool) -> None:
+    """INFO (DEBUG with ``-v``) with time and logger name, to stderr. When nothing the chosen
+    subcommand loaded uses logging (``lockbench check``), there is nothing to configure, and
+    importing the logging package would be about 6 ms of that command's start-up
+    (docs/performance.md), so it is not imported then."""
+    if not verbose and "logging" not in sys.modules:
+        return
+    import logging  # the standard library's, imported here on purpose (see above)
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(words)
     args = parser.parse_args(words)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
