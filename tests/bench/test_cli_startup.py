@@ -56,6 +56,10 @@ def test_check_on_a_small_history_loads_no_ssh_and_no_report_libraries(tmp_path:
     assert not tops(modules) & set(HEAVY), sorted(tops(modules) & set(HEAVY))
     assert "bench.runner" not in modules
     assert "bench.cluster" not in modules
+    # The checker contract only (lockbench.checks), and no logging set-up: milliseconds each
+    # (docs/performance.md, "CLI start-up").
+    assert "lockbench.protocols" not in modules
+    assert "logging" not in modules
 
 
 def test_help_loads_no_subcommand(tmp_path: Path) -> None:
@@ -63,3 +67,18 @@ def test_help_loads_no_subcommand(tmp_path: Path) -> None:
     assert code == 0
     assert not {m for m in modules if m.startswith("bench.commands.")}
     assert not tops(modules) & {*HEAVY, "yaml", "workloads", "nemesis", "reports"}
+
+
+def test_verbose_still_configures_logging(tmp_path: Path) -> None:
+    """``-v`` sets up DEBUG logging even when nothing the command loaded uses logging."""
+    probe = PROBE.replace('"code": code', '"code": __import__("logging").root.level')
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "-v"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report["code"] == 10  # logging.DEBUG
