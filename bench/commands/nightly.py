@@ -24,7 +24,7 @@ from bench.runner.nightly import (
     night_dir,
     write_records,
 )
-from bench.runner.run_series import Matrix, RunRecord
+from bench.runner.run_series import RunRecord, Series
 from bench.runner.test_run import RunOptions
 from lockbench.errors import ConfigError
 from reports.nightly import write_nightly_page
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     started = time.monotonic()
     options = RunOptions(store=args.store, live_progress=False)
-    records = Matrix(matrix.cells, options, budget_s=matrix.budget_s, progress=_progress).run()
+    records = Series(matrix.cells, options, budget_s=matrix.budget_s, progress=_progress).run()
     elapsed = time.monotonic() - started
     directory = night_dir(args.store)
     write_records(directory, matrix, records, elapsed)

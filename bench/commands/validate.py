@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.commands import summary
 from bench.commands.run import set_items
-from bench.runner.run_series import Matrix, RunRecord
+from bench.runner.run_series import RunRecord, Series
 from bench.runner.test_run import RunOptions
 from bench.runner.validation import (
     DEFAULT_SEEDS,
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     )  # every test validated before the first run starts
     started = time.monotonic()
     options = RunOptions(store=args.store, live_progress=False)
-    records = Matrix(cells, options, progress=_progress).run()
+    records = Series(cells, options, progress=_progress).run()
     elapsed = time.monotonic() - started
     rows = table_rows(cases, records)
     print()

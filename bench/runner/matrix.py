@@ -1,11 +1,12 @@
 """A matrix of runs (backend x workload x fault) on one cluster, one backend at a time.
 
-``lockbench compare`` uses it; anything else that runs many tests in a row can. Planning does
-all the checking before anything starts: every name is resolved, every cell's test file is
-written and validated like ``lockbench run`` validates one, and a cell that cannot run (a fault
-the runtime cannot inject, or one that cannot reach the backend's servers) gets its reason
-instead of a test. Running makes the cluster once, wipes each backend's data before each of its
-runs (each run stops the service on every node at its end), and takes the cluster down last.
+``lockbench compare`` plans it here and runs it through ``bench.runner.run_series`` (the one
+engine that runs a series of tests, also under ``validate`` and ``nightly``). Planning does all
+the checking before anything starts: every name is resolved, every cell's test file is written
+and validated like ``lockbench run`` validates one, and a cell that cannot run (a fault the
+runtime cannot inject, or one that cannot reach the backend's servers) gets its reason instead
+of a test. Running makes the cluster once (the series' ``SharedCluster``), wipes each backend's
+data before each of its runs, and takes the cluster down last.
 
 The fault schedule of a cell depends only on the fault, the time limit and the seed (random
 targets, drawn from the seed), so every backend meets the same faults at the same times.
@@ -13,12 +14,10 @@ targets, drawn from the seed), so every backend meets the same faults at the sam
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,7 @@ from typing import Any
 
 import yaml
 
-from bench.cluster import open_cluster, runtime_capabilities
-from bench.cluster.runtimes import INVENTORY_FILE, cluster_down, cluster_up
+from bench.cluster import runtime_capabilities
 from bench.runner.components import (
     backend_runtimes,
     create_backend,
@@ -35,7 +33,9 @@ from bench.runner.components import (
     workload_names,
 )
 from bench.runner.config import TestConfig, load_test_config
-from bench.runner.test_run import RunOptions, run_test
+from bench.runner.run_series import Cell as SeriesCell
+from bench.runner.run_series import RunRecord, Series, SharedCluster
+from bench.runner.test_run import RunOptions
 from lockbench.errors import ConfigError
 from lockbench.plugins import NEMESES, plugin_names
 from lockbench.protocols import Verdict, fault_refusal, fencing_tokens
@@ -375,54 +375,24 @@ def read_outcome(cell: Cell, run_dir: Path, errors: Sequence[str]) -> CellOutcom
     return CellOutcome(cell, run_dir, verdict, anomalies, reason, tuple(errors))
 
 
-@dataclass
-class MatrixCluster:
-    """The one cluster every networked cell runs on (made lazily, taken down by ``close``)."""
+def series_cell(spec: MatrixSpec, cell: Cell, config: TestConfig) -> SeriesCell:
+    """A planned cell as a cell of the series that runs it."""
+    return SeriesCell(
+        config,
+        cell.backend,
+        cell.workload,
+        cell.fault,
+        spec.seed,
+        labels={"resource_mode": cell.resource_mode},
+    )
 
-    runtime: str
-    directory: Path
-    spec: MatrixSpec
-    inventory_path: Path | None = None
-    handle: Any = None
 
-    def open(self) -> Path:
-        if self.inventory_path is None:
-            inventory = cluster_up(
-                self.runtime,
-                self.directory,
-                subnet=self.spec.subnet,
-                prefix=self.spec.netns_prefix,
-                nodes=NODES,
-                port_offset=0,
-            )
-            self.inventory_path = self.directory / INVENTORY_FILE
-            self.handle = open_cluster(inventory)
-        return self.inventory_path
-
-    def wipe(self, backend: str) -> None:
-        """Delete the backend's data on every node (a fresh service for each run)."""
-        if self.handle is None:
-            return
-        instance = create_backend(backend, BACKEND_OPTIONS.get(backend, {}))
-        for node in self.handle.nodes:
-            try:
-                instance.wipe(node)
-            except Exception as exc:
-                log.warning("could not wipe %s on %s: %s", backend, node.name, exc)
-
-    def close(self) -> list[str]:
-        errors: list[str] = []
-        if self.handle is not None:
-            try:
-                self.handle.close()
-            except Exception as exc:
-                errors.append(f"could not close the cluster's connections: {exc}")
-        if self.inventory_path is not None:
-            try:
-                cluster_down(self.directory)
-            except Exception as exc:
-                errors.append(f"could not take down the cluster in {self.directory}: {exc}")
-        return errors
+def cell_outcome(cell: Cell, record: RunRecord) -> CellOutcome:
+    """What the series' record of a cell says, as the matrix shows it."""
+    if record.run_dir is not None:
+        return read_outcome(cell, record.run_dir, record.errors)
+    reason = record.skipped or (f"the bench failed: {record.error}" if record.error else None)
+    return CellOutcome(cell, None, None, 0, reason)
 
 
 def run_matrix(
@@ -431,31 +401,45 @@ def run_matrix(
     *,
     on_cell: Callable[[CellOutcome], None] | None = None,
 ) -> list[CellOutcome]:
-    """Run every planned cell, one backend at a time; refused cells keep their reason."""
+    """Run every planned cell in order (one backend at a time) on one shared cluster, through
+    ``bench.runner.run_series``; refused cells keep their reason, in their place."""
+    runnable = [planned for planned in plan.cells if planned.config is not None]
+    remaining = iter(plan.cells)
     outcomes: list[CellOutcome] = []
-    cluster = MatrixCluster(plan.runtime, plan.directory / "cluster", plan.spec)
-    try:
-        for planned in plan.cells:
-            cell = planned.cell
-            if planned.config is None:
-                outcome = CellOutcome(cell, None, None, 0, planned.refusal)
-            else:
-                config = planned.config
-                if config.runtime != "none":
-                    inventory = cluster.open()
-                    cluster.wipe(cell.backend)
-                    config = dataclasses.replace(config, inventory=str(inventory))
-                log.info("compare: running %s", cell.name)
-                started = time.monotonic()
-                result = run_test(config, RunOptions(store=store, live_progress=False))
-                log.info("compare: %s took %.0f s", cell.name, time.monotonic() - started)
-                outcome = read_outcome(cell, result.run_dir, result.errors)
-            outcomes.append(outcome)
-            if on_cell is not None:
-                on_cell(outcome)
-    finally:
-        for error in cluster.close():
-            log.error("compare: %s", error)
+
+    def emit(outcome: CellOutcome) -> None:
+        outcomes.append(outcome)
+        if on_cell is not None:
+            on_cell(outcome)
+
+    def refused_until(stop: PlannedCell | None) -> None:
+        """Every refused cell before ``stop`` (None: to the end), in plan order."""
+        for planned in remaining:
+            if planned is stop:
+                return
+            emit(CellOutcome(planned.cell, None, None, 0, planned.refusal))
+
+    ran = iter(runnable)  # the series reports its cells in order, one record each
+
+    def progress(record: RunRecord) -> None:
+        planned = next(ran)
+        refused_until(planned)
+        emit(cell_outcome(planned.cell, record))
+
+    cluster = SharedCluster(
+        plan.runtime,
+        plan.directory / "cluster",
+        subnet=plan.spec.subnet,
+        prefix=plan.spec.netns_prefix,
+        nodes=NODES,
+    )
+    Series(
+        [series_cell(plan.spec, p.cell, p.config) for p in runnable if p.config is not None],
+        RunOptions(store=store, live_progress=False),
+        progress=progress,
+        cluster=cluster,
+    ).run()
+    refused_until(None)
     return outcomes
 
 

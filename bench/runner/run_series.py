@@ -1,19 +1,22 @@
-"""Many runs in a row, within a time budget: the engine of ``lockbench validate`` and ``nightly``.
+"""A series of test runs, one after another: the engine of ``lockbench compare``, ``validate``
+and ``nightly``.
 
-(``bench/runner/matrix.py`` plans ``lockbench compare``'s matrix on one cluster it makes itself;
-this one runs already-resolved tests where they say, on a budget, and summarises each run.)
-
-Each cell of a matrix is one resolved test (a ``TestConfig``) with the labels a summary needs
+Each cell of a series is one resolved test (a ``TestConfig``) with the labels a summary needs
 (backend, workload, fault, seed) and, for self-validation, the verdict it must have. Runs go one
-after another (two cores; concurrent clusters would measure each other). Before starting a run
-the matrix estimates its wall time (its time limit plus the set-up and check overhead measured so
-far) and skips it when that would pass the budget, so a nightly job ends on time and says what
-it left out. Ctrl-C stops the run in progress the usual way and starts no more.
+after another (two cores; concurrent clusters would measure each other). With a budget, the
+series estimates each run's wall time (its time limit plus the set-up and check overhead
+measured so far) before starting it and skips it when that would pass the budget, so a nightly
+job ends on time and says what it left out. With a ``SharedCluster`` every networked cell runs
+on the one cluster the series makes at its first such cell (the backend's data of earlier runs
+wiped first) and takes down at its end, as ``lockbench compare`` does; without one, each test
+runs where it says. Ctrl-C stops the run in progress the usual way and starts no more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,10 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cluster import open_cluster
+from bench.cluster.runtimes import INVENTORY_FILE, cluster_down, cluster_up
+from bench.runner.components import create_backend
 from bench.runner.config import TestConfig
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.protocols import Verdict
 from lockbench.run_dir import RESULTS_FILE
+
+log = logging.getLogger(__name__)
 
 # Set-up, recovery, teardown and checking around a run's time limit, before one was measured
 # (a five-node netns run of lockd: cluster, deploy, leader, final reads, logs, report).
@@ -35,7 +43,7 @@ SUMMARY_ANOMALIES = 3
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One run of a matrix: the test, its labels, and the verdict it should have (if known)."""
+    """One run of a series: the test, its labels, and the verdict it should have (if known)."""
 
     config: TestConfig
     backend: str
@@ -69,6 +77,7 @@ class RunRecord:
     reason: str = ""
     error: str | None = None
     skipped: str | None = None
+    errors: tuple[str, ...] = ()  # every error of the run (``error`` names the first)
 
     @property
     def as_expected(self) -> bool | None:
@@ -160,8 +169,74 @@ def read_results(run_dir: Path) -> dict[str, Any]:
 Runner = Callable[[TestConfig, RunOptions], Any]
 
 
-class Matrix:
-    """Runs cells in order within ``budget_s`` (None: no budget); ``progress`` gets each record."""
+@dataclass
+class SharedCluster:
+    """The one cluster a series' networked cells run on: made at the first such cell, each
+    backend's data wiped before each of its runs (each run stops the service on every node at
+    its end), taken down by ``close``."""
+
+    runtime: str
+    directory: Path
+    subnet: str
+    prefix: str
+    nodes: int = 5
+    inventory_path: Path | None = None
+    handle: Any = None
+
+    def prepare(self, config: TestConfig) -> TestConfig:
+        """The cell's test pointed at this cluster, with a fresh service (runtime none: as is)."""
+        if config.runtime == "none":
+            return config
+        inventory = self.open()
+        self.wipe(config)
+        return dataclasses.replace(config, inventory=str(inventory))
+
+    def open(self) -> Path:
+        if self.inventory_path is None:
+            inventory = cluster_up(
+                self.runtime,
+                self.directory,
+                subnet=self.subnet,
+                prefix=self.prefix,
+                nodes=self.nodes,
+                port_offset=0,
+            )
+            self.inventory_path = self.directory / INVENTORY_FILE
+            self.handle = open_cluster(inventory)
+        return self.inventory_path
+
+    def wipe(self, config: TestConfig) -> None:
+        """Delete the test's backend's data on every node (a fresh service for each run)."""
+        if self.handle is None:
+            return
+        instance = create_backend(config.backend, config.backend_options)
+        for node in self.handle.nodes:
+            try:
+                instance.wipe(node)
+            except Exception as exc:
+                log.warning("could not wipe %s on %s: %s", config.backend, node.name, exc)
+
+    def close(self) -> list[str]:
+        errors: list[str] = []
+        if self.handle is not None:
+            try:
+                self.handle.close()
+            except Exception as exc:
+                errors.append(f"could not close the cluster's connections: {exc}")
+        if self.inventory_path is not None:
+            try:
+                cluster_down(self.directory)
+            except Exception as exc:
+                errors.append(f"could not take down the cluster in {self.directory}: {exc}")
+        return errors
+
+
+class Series:
+    """Runs cells in order within ``budget_s`` (None: no budget); ``progress`` gets each record.
+
+    ``cluster``: the one cluster every networked cell runs on (None: each test runs where it
+    says); the series takes it down when it ends.
+    """
 
     def __init__(
         self,
@@ -171,12 +246,14 @@ class Matrix:
         budget_s: float | None = None,
         progress: Callable[[RunRecord], None] | None = None,
         runner: Runner = run_test,
+        cluster: SharedCluster | None = None,
     ) -> None:
         self.cells = list(cells)
         self.options = options
         self.budget_s = budget_s
         self.progress = progress
         self.runner = runner
+        self.cluster = cluster
         self.overheads: list[float] = []
 
     def estimate(self, cell: Cell) -> float:
@@ -184,6 +261,13 @@ class Matrix:
         return cell.config.time_limit + overhead
 
     def run(self) -> list[RunRecord]:
+        try:
+            return self._run_all()
+        finally:
+            for error in self.cluster.close() if self.cluster is not None else ():
+                log.error("series: %s", error)
+
+    def _run_all(self) -> list[RunRecord]:
         started = time.monotonic()
         records: list[RunRecord] = []
         stopped = ""
@@ -212,14 +296,19 @@ class Matrix:
 
     def _run_one(self, cell: Cell) -> RunRecord:
         began = time.monotonic()
+        config = cell.config
+        log.info("series: running %s", cell.case)
         try:
-            outcome = self.runner(cell.config, self.options)
+            if self.cluster is not None:
+                config = self.cluster.prepare(config)
+            outcome = self.runner(config, self.options)
         except Exception as exc:  # one broken cell must not stop the night
             wall = time.monotonic() - began
             return RunRecord(cell, None, None, None, wall, error=f"{type(exc).__name__}: {exc}")
         wall = time.monotonic() - began
-        self.overheads.append(max(0.0, wall - cell.config.time_limit))
-        summary = summarise_results(read_results(outcome.run_dir), cell.config.time_limit)
+        log.info("series: %s took %.0f s", cell.case, wall)
+        self.overheads.append(max(0.0, wall - config.time_limit))
+        summary = summarise_results(read_results(outcome.run_dir), config.time_limit)
         error = "interrupted" if outcome.interrupted else None
         if error is None and outcome.errors and outcome.verdict == "unknown":
             error = outcome.errors[0]
@@ -230,5 +319,6 @@ class Matrix:
             outcome.run_dir,
             wall,
             error=error,
+            errors=tuple(outcome.errors),
             **summary,
         )
