@@ -12,11 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench.backends.redis_servers import REDIS, RedisServers
 from bench.cluster import ClusterHandle, open_cluster
 from bench.cluster.local import local_down, local_up
 from lockbench.parallel import on_each_node
+from tests.support.ports import free_port
 
 BASE_OFFSET = 1400
 
@@ -41,3 +43,25 @@ def running(backend: RedisServers, tmp: Path) -> Iterator[ClusterHandle]:
                 on_each_node("stop", cluster.nodes, backend.stop)
     finally:
         local_down(cluster_dir)
+
+
+def local_redlock_test(tmp: Path, name: str, port_offset: int, **keys: object) -> Path:
+    """A short Redlock mutex test file on a local cluster of its own (``keys`` override);
+    ``port_offset`` keeps its servers clear of BASE_OFFSET's and the default ports."""
+    data: dict[str, object] = {
+        "name": name,
+        "runtime": "local",
+        "cluster_dir": str(tmp / f"{name}-cluster"),
+        "port_offset": port_offset,
+        "backend": "redlock",
+        "workload": "mutex",
+        "workload_options": {"locks": 2, "hold": 0.02, "acquire_timeout": 2},
+        "resource_mode": "unfenced",  # Redlock has no fencing token
+        "resource_port": free_port(),
+        "concurrency": 3,
+        "op_timeout": 3,
+        **keys,
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

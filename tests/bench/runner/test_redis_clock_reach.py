@@ -11,13 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import read_history
-from tests.bench.backends.redis_cluster import skip_without_redis
-from tests.support.ports import free_port
+from tests.bench.backends.redis_cluster import local_redlock_test, skip_without_redis
 
 OFFSET_MS = 700
 
@@ -26,35 +24,15 @@ OFFSET_MS = 700
 @pytest.mark.timeout(180)
 def test_a_clock_bump_on_redlock_is_seen_in_every_servers_own_time(tmp_path: Path) -> None:
     skip_without_redis()
-    test_file = tmp_path / "redlock-clock.yaml"
-    test_file.write_text(
-        yaml.safe_dump(
-            {
-                "name": "redlock-clock-reach",
-                "runtime": "local",
-                "cluster_dir": str(tmp_path / "cluster"),
-                "port_offset": 1800,  # clear of redis_cluster.py's 1400 and the default ports
-                "backend": "redlock",
-                "workload": "mutex",
-                "workload_options": {"locks": 2, "hold": 0.02, "acquire_timeout": 2},
-                "resource_mode": "unfenced",
-                "resource_port": free_port(),
-                # below the TTL: the bump must be seen, not break the lock
-                "nemesis": [
-                    {
-                        "fault": "clock",
-                        "mode": "bump",
-                        "offset_ms": OFFSET_MS,
-                        "target": "all",
-                        "schedule": {"at": [[1, 3]]},
-                    }
-                ],
-                "time_limit": 5,
-                "concurrency": 3,
-                "op_timeout": 3,
-                "ttl": 5,
-            }
-        )
+    # a bump of all five servers, below the TTL: it must be seen, not break the lock
+    bump = {"fault": "clock", "mode": "bump", "offset_ms": OFFSET_MS, "target": "all"}
+    test_file = local_redlock_test(
+        tmp_path,
+        "redlock-clock-reach",
+        1800,
+        nemesis=[{**bump, "schedule": {"at": [[1, 3]]}}],
+        time_limit=5,
+        ttl=5,
     )
     outcome = run_test(load_test_config(test_file), RunOptions(store=tmp_path / "store"))
     results = json.loads((outcome.run_dir / "results.json").read_text())

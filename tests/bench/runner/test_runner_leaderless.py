@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench.backends.redis import RedisBackend
 from bench.backends.redlock import RedlockBackend
@@ -21,8 +20,7 @@ from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import read_history
 from lockbench.protocols import elects_leader, fencing_tokens
-from tests.bench.backends.redis_cluster import skip_without_redis
-from tests.support.ports import free_port
+from tests.bench.backends.redis_cluster import local_redlock_test, skip_without_redis
 
 RECOVERY_BOUND_S = 120.0
 
@@ -40,26 +38,13 @@ def test_redis_and_redlock_say_they_elect_no_leader_and_only_redlock_lacks_token
 @pytest.mark.timeout(120)
 def test_a_redlock_run_does_not_wait_for_a_leader(tmp_path: Path) -> None:
     skip_without_redis()
-    test_file = tmp_path / "redlock-leaderless.yaml"
-    test_file.write_text(
-        yaml.safe_dump(
-            {
-                "name": "redlock-leaderless",
-                "runtime": "local",
-                "cluster_dir": str(tmp_path / "cluster"),
-                "port_offset": 1700,  # clear of redis_cluster.py's 1400 and the default ports
-                "backend": "redlock",
-                "workload": "mutex",
-                "workload_options": {"locks": 2, "hold": 0.02, "acquire_timeout": 2},
-                "resource_mode": "unfenced",
-                "resource_port": free_port(),
-                "time_limit": 3,
-                "concurrency": 3,
-                "op_timeout": 3,
-                "ttl": 3,
-                "recovery_bound": RECOVERY_BOUND_S,
-            }
-        )
+    test_file = local_redlock_test(
+        tmp_path,
+        "redlock-leaderless",
+        1700,
+        time_limit=3,
+        ttl=3,
+        recovery_bound=RECOVERY_BOUND_S,
     )
     started = time.monotonic()
     outcome = run_test(load_test_config(test_file), RunOptions(store=tmp_path / "store"))
