@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,11 +24,13 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+log_level = sys.modules["logging"].root.level if "logging" in sys.modules else None
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "log_level": log_level}),
+      file=sys.stderr)
 """
 
 
-def loaded(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+def probe(tmp_path: Path, *args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         cwd=tmp_path,
@@ -36,7 +39,12 @@ def loaded(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
         timeout=120,
         check=False,
     )
-    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(proc.stderr.strip().splitlines()[-1])
+    return report
+
+
+def loaded(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    report = probe(tmp_path, *args)
     return report["code"], set(report["modules"])
 
 
@@ -71,14 +79,4 @@ def test_help_loads_no_subcommand(tmp_path: Path) -> None:
 
 def test_verbose_still_configures_logging(tmp_path: Path) -> None:
     """``-v`` sets up DEBUG logging even when nothing the command loaded uses logging."""
-    probe = PROBE.replace('"code": code', '"code": __import__("logging").root.level')
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, "-v"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    report = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert report["code"] == 10  # logging.DEBUG
+    assert probe(tmp_path, "-v")["log_level"] == 10  # logging.DEBUG
