@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from bench.checker.linearizable import check_linearizable
-from bench.runner.history_sink import CountingHistory
 from bench.runner.process import LEASE_LOST
+from benchmarks.drivers.counting_history import CountingHistory
 from benchmarks.drivers.histories import lock_history
 from benchmarks.drivers.memory_runner import mutex_on_memory
 from lockbench.history import Op

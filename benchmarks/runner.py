@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runner.history_sink import CountingHistory, RunHistoryWriter
 from bench.runner.process import ClientProcess, HistorySink
+from benchmarks.drivers.counting_history import CountingHistory
 from benchmarks.drivers.memory_runner import mutex_on_memory
+from lockbench.history_writer import HistoryWriter
 from workloads.resource import ResourceClient, ResourceServer
 
 
@@ -80,7 +81,7 @@ def main() -> None:
                 sink: HistorySink
                 if write:
                     path = tmp / f"history-{trial}.jsonl"
-                    sink = writer = RunHistoryWriter(path)
+                    sink = writer = HistoryWriter(path)
                 else:
                     sink = CountingHistory()
                 rates = asyncio.run(

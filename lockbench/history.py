@@ -9,14 +9,11 @@ actions and cluster observations use the process ``"nemesis"``.
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 import msgspec
 
@@ -130,67 +127,6 @@ def _optional_str(obj: Mapping[str, Any], name: str) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
-
-
-class HistoryWriter:
-    """Appends ops to a JSON Lines file as they happen, so a killed bench leaves a valid prefix.
-
-    Thread-safe; indices and times are assigned here so they are increasing in file order.
-    Each line is flushed to the OS on write (cheap); ``close`` fsyncs.
-    """
-
-    def __init__(self, path: Path, *, start_ns: int | None = None) -> None:
-        self.path = path
-        self._file: IO[str] = path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
-        self._next_index = 0
-        self.start_ns = time.monotonic_ns() if start_ns is None else start_ns
-
-    def now(self) -> int:
-        """Nanoseconds since the test started, on the monotonic clock."""
-        return time.monotonic_ns() - self.start_ns
-
-    def append(
-        self,
-        process: Process,
-        type: OpType,
-        f: str,
-        key: str | None = None,
-        value: Any = None,
-        **optional: Any,
-    ) -> Op:
-        with self._lock:
-            op = Op(
-                index=self._next_index,
-                time=self.now(),
-                process=process,
-                type=type,
-                f=f,
-                key=key,
-                value=value,
-                node=optional.pop("node", None),
-                error=optional.pop("error", None),
-                session=optional.pop("session", None),
-                extra=optional,
-            )
-            self._file.write(json.dumps(op.to_json(), separators=(",", ":"), default=str) + "\n")
-            self._file.flush()
-            self._next_index += 1
-            return op
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file.closed:
-                return
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-
-    def __enter__(self) -> HistoryWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ from bench.cluster.ssh_node import NodeUnreachable
 from bench.runner.cluster_setup import TestCluster, open_test_cluster
 from bench.runner.components import WorkloadSpec, create_backend, workload_spec
 from bench.runner.config import TestConfig
-from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.observer import observe_leader, wait_for_leader
 from bench.runner.process import (
     ClientDriver,
@@ -51,6 +50,7 @@ from lockbench.errors import (
     ConfigError,
 )
 from lockbench.history import NEMESIS
+from lockbench.history_writer import HistoryWriter
 from lockbench.options import parse_options
 from lockbench.parallel import NodesFailed
 from lockbench.protocols import Backend, CheckResult, Cluster, Verdict, elects_leader
@@ -177,7 +177,7 @@ class TestRun:
     async def _run(self, run_dir: Path) -> RunOutcome:
         config = self.config
         backend = create_backend(config.backend, config.backend_options)
-        writer = RunHistoryWriter(run_dir / HISTORY_FILE)
+        writer = HistoryWriter(run_dir / HISTORY_FILE)
         history: HistorySink = writer
         try:
             test_cluster = await asyncio.to_thread(open_test_cluster, config, run_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.runner.history_sink import RunHistoryWriter, format_record
+from lockbench.history_writer import HistoryWriter, format_record
 
 RECORDS = 1_000
 
@@ -23,7 +23,7 @@ def test_format_record(benchmark: BenchmarkFixture) -> None:
 
 
 def test_append_and_flush(benchmark: BenchmarkFixture, tmp_path: Path) -> None:
-    writer = RunHistoryWriter(tmp_path / "history.jsonl")
+    writer = HistoryWriter(tmp_path / "history.jsonl")
     loop = asyncio.new_event_loop()
 
     async def append_many() -> None:

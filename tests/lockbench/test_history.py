@@ -12,13 +12,13 @@ import pytest
 
 from lockbench.history import (
     HistoryError,
-    HistoryWriter,
     Op,
     PairingError,
     pair_calls,
     read_history,
     read_history_lenient,
 )
+from lockbench.history_writer import HistoryWriter
 
 
 def test_writer_assigns_increasing_indices_and_times(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_killed_writer_leaves_a_valid_prefix(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from lockbench.history import HistoryWriter\n"
+        "from lockbench.history_writer import HistoryWriter\n"
         "w = HistoryWriter(Path(sys.argv[1]))\n"
         "for i in range(500):\n"
         "    w.append(i % 5, 'invoke', 'acquire', 'a', None)\n"

@@ -143,7 +143,7 @@ def test_a_bad_line_in_the_middle_is_still_an_error(tmp_path: Path) -> None:
 
 WRITER = """
 import sys, time
-from lockbench.history import HistoryWriter
+from lockbench.history_writer import HistoryWriter
 from pathlib import Path
 with HistoryWriter(Path(sys.argv[1])) as w:
     print("ready", flush=True)

@@ -25,7 +25,6 @@ from bench.backends.reference import (
 )
 from bench.cluster import ClusterHandle, open_cluster
 from bench.cluster.local import local_down, local_up
-from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.observer import observe_leader
 from bench.runner.process import RunStats
 from lockbench.daemon import (
@@ -36,6 +35,7 @@ from lockbench.daemon import (
     stop_daemon,
 )
 from lockbench.history import read_history
+from lockbench.history_writer import HistoryWriter
 from tests.support.waiting import wait_until, wait_until_async
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
@@ -121,7 +121,7 @@ def test_leader_status_gives_the_term_and_the_observer_records_it(
 
     async def observe_briefly() -> None:
         stop = asyncio.Event()
-        writer = RunHistoryWriter(tmp_path / "history.jsonl")
+        writer = HistoryWriter(tmp_path / "history.jsonl")
         task = asyncio.create_task(
             observe_leader(backend, cluster, writer, RunStats(), stop, interval=0.2, timeout=2.0)
         )

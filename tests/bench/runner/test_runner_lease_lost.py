@@ -20,9 +20,9 @@ import pytest
 from bench.backends.memory import MemoryBackend, MemoryLockClient
 from bench.checking import run_checkers
 from bench.runner.cluster_setup import InProcessCluster
-from bench.runner.history_sink import RunHistoryWriter
 from bench.runner.process import LEASE_LOST, ClientDriver, ClientProcess, RunStats
 from lockbench.history import Op, pair_calls, read_history
+from lockbench.history_writer import HistoryWriter
 from lockbench.options import parse_options
 from tests.support.ports import free_port
 from workloads.base import WorkloadContext
@@ -57,7 +57,7 @@ async def run_with_stopped_keepalives(
     workload = MutexWorkload(options, WorkloadContext(4, 2, TTL_S, ("bench",), resource))
     backend = MemoryBackend()
     cluster = InProcessCluster(tmp_path / "node")
-    history = RunHistoryWriter(tmp_path / "history.jsonl")
+    history = HistoryWriter(tmp_path / "history.jsonl")
     stats = RunStats()
     stop = asyncio.Event()
     driver = ClientDriver(

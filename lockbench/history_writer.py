@@ -1,13 +1,13 @@
-"""The runner's history writer: the history.jsonl format, at a fraction of the cost per line.
+"""The history writer: the one way the history.jsonl format is written (docs/history.md).
 
-The runner's client path costs ~16 us of CPU per op on the memory backend, so writing two lines
-per op through ``lockbench.history.HistoryWriter`` (an ``Op`` object, ``json.dumps`` and a flushed
-text-file write for every line) would halve the bench's throughput. This writer keeps the
-format and the guarantee that matters (a killed bench leaves a valid prefix), and drops the rest:
+Its own module beside ``lockbench.history`` (the reader and the format) because it needs asyncio,
+which ``lockbench check`` never loads. Written for the runner's client path, which costs ~16 us of
+CPU per op on the memory backend: an ``Op`` object, ``json.dumps`` and a flushed text-file write
+for every line (what the bench's first writer did) would halve the bench's throughput. So:
 
 - Records are collected during one iteration of the event loop and written together at its end
   (``loop.call_soon``), in index order, with one ``os.write`` of whole lines. Records appended
-  from a thread without a loop (the nemesis's blocking work) are written at once.
+  from a thread without a loop (the nemesis's blocking work, other tools) are written at once.
 - A bench killed with SIGKILL therefore loses at most the records of its last loop iteration,
   and what is in the file is always a prefix of the history in index order. Every prefix of a
   history is a history the checkers can judge: an op whose completion is cut off reads as
@@ -15,10 +15,8 @@ format and the guarantee that matters (a killed bench leaves a valid prefix), an
   observed its effect. So the prefix stays valid and a verdict on it stays sound.
 - Lines are formatted directly: the fixed fields with an f-string, names (f, key, node, session)
   through a small cache of their JSON forms, and only the value and other fields through one
-  reusable JSON encoder. There is no ``Op`` object and no dict per line. The output is the same
-  JSON, field for field, as ``HistoryWriter``'s (tests/bench/runner/test_runner_history_sink.py).
-
-Readers need nothing new: ``lockbench.history.read_history`` reads the file.
+  reusable JSON encoder. There is no ``Op`` object and no dict per line. The output is
+  ``Op.to_json``'s JSON, field for field and in its order (tests/lockbench/test_history_writer.py).
 """
 
 from __future__ import annotations
@@ -88,8 +86,13 @@ def format_record(
     return line + "}"
 
 
-class RunHistoryWriter:
-    """Appends history records; thread-safe (the nemesis records from worker threads)."""
+class HistoryWriter:
+    """Appends history records; thread-safe (the nemesis records from worker threads).
+
+    Indices and times are assigned here, so they increase in file order. In an event loop the
+    records of one iteration are written together at its end; from a thread without a loop each
+    record is written at once. ``close`` (or leaving a ``with`` block) writes what is pending
+    and fsyncs."""
 
     def __init__(self, path: Path, *, start_ns: int | None = None) -> None:
         self.path = path
@@ -166,29 +169,8 @@ class RunHistoryWriter:
             os.close(self._fd)
             self._fd = -1
 
+    def __enter__(self) -> HistoryWriter:
+        return self
 
-class CountingHistory:
-    """A sink that keeps nothing, only counts: the runner benchmark's baseline for writing."""
-
-    def __init__(self) -> None:
-        self.start_ns = time.monotonic_ns()
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def now(self) -> int:
-        return time.monotonic_ns() - self.start_ns
-
-    def append(
-        self,
-        process: Process,
-        type: OpType,
-        f: str,
-        key: str | None = None,
-        value: Any = None,
-        **optional: Any,
-    ) -> None:
-        with self._lock:
-            self.count += 1
-
-    def close(self) -> None:
-        """Nothing was opened."""
+    def __exit__(self, *exc: object) -> None:
+        self.close()
