@@ -22,9 +22,9 @@ from bench.checker.linearizable import check_linearizable
 from bench.runner.process import LEASE_LOST
 from benchmarks.drivers.counting_history import CountingHistory
 from benchmarks.drivers.histories import lock_history
-from benchmarks.drivers.memory_runner import mutex_on_memory
 from lockbench.history import Op
 from lockbench.options import CheckOptions
+from tests.support.memory_runner import mutex_on_memory
 
 NS = 1_000_000_000
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bench.runner.process import ClientProcess, HistorySink
 from benchmarks.drivers.counting_history import CountingHistory
-from benchmarks.drivers.memory_runner import mutex_on_memory
 from lockbench.history_writer import HistoryWriter
+from tests.support.memory_runner import mutex_on_memory
 from workloads.resource import ResourceClient, ResourceServer
 
 

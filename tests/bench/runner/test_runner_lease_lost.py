@@ -17,16 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.backends.memory import MemoryBackend, MemoryLockClient
+from bench.backends.memory import MemoryLockClient
 from bench.checking import run_checkers
-from bench.runner.cluster_setup import InProcessCluster
-from bench.runner.process import LEASE_LOST, ClientDriver, ClientProcess, RunStats
+from bench.runner.process import LEASE_LOST, ClientProcess
 from lockbench.history import Op, pair_calls, read_history
 from lockbench.history_writer import HistoryWriter
-from lockbench.options import parse_options
+from tests.support.memory_runner import mutex_on_memory
 from tests.support.ports import free_port
-from workloads.base import WorkloadContext
-from workloads.mutex import MutexOptions, MutexWorkload
 from workloads.resource import ResourceClient, ResourceServer
 
 TTL_S = 0.3
@@ -51,26 +48,18 @@ async def run_with_stopped_keepalives(
     await server.start("127.0.0.1", free_port())
     resource = ResourceClient(*server.address)
     # the hold (jittered 1.0-3.0 s) outlasts the TTL many times over: the lapse is seen in it
-    options = parse_options(
-        MutexOptions, {"locks": 1, "hold": 2.0, "think": 0.01, "acquire_timeout": 1.5}
-    )
-    workload = MutexWorkload(options, WorkloadContext(4, 2, TTL_S, ("bench",), resource))
-    backend = MemoryBackend()
-    cluster = InProcessCluster(tmp_path / "node")
     history = HistoryWriter(tmp_path / "history.jsonl")
-    stats = RunStats()
-    stop = asyncio.Event()
-    driver = ClientDriver(
-        workload=workload,
-        backend=backend,
-        cluster=cluster,
-        history=history,
-        stats=stats,
-        concurrency=2,
-        op_timeout=2.0,
+    run = mutex_on_memory(
+        tmp_path,
+        history,
+        processes=2,
+        mutex_options={"locks": 1, "hold": 2.0, "think": 0.01, "acquire_timeout": 1.5},
+        resource=resource,
+        seed=4,
         ttl=TTL_S,
-        stop=stop,
+        op_timeout=2.0,
     )
+    backend, driver, stats, stop = run.backend, run.driver, run.stats, run.stop
     processes = [ClientProcess(driver, slot) for slot in range(2)]
     runs = [asyncio.create_task(p.run()) for p in processes]
     pause: asyncio.Task[None] | None = None
@@ -96,7 +85,7 @@ async def run_with_stopped_keepalives(
             await asyncio.gather(pause, return_exceptions=True)
         await asyncio.gather(*(p.close() for p in processes))
         await driver.drain()
-        backend.stop(cluster.nodes[0])
+        run.close()
         history.close()
         await resource.close()
         await server.stop()

@@ -1,5 +1,8 @@
 """The runner's client path on the in-process memory backend: a mutex workload, the memory
-backend's single node and a ``ClientDriver``, wired the way ``lockbench run`` wires them."""
+backend's single node and a ``ClientDriver``, wired the way ``lockbench run`` wires them.
+
+Shared by tests that drive the real runner without a cluster (tests/bench/runner) and by the
+runner benchmarks (benchmarks/runner.py, benchmarks/lease_lost.py)."""
 
 from __future__ import annotations
 
@@ -39,11 +42,15 @@ def mutex_on_memory(
     processes: int,
     mutex_options: dict[str, Any],
     resource: ResourceClient | None = None,
+    seed: int = 1,
+    ttl: float = 10.0,
+    op_timeout: float = 5.0,
 ) -> MemoryRun:
     """A mutex workload with ``mutex_options`` (test-file spelling) driven by ``processes``
-    client processes against the memory backend, recording into ``history``."""
+    client processes against the memory backend, recording into ``history``; ``ttl`` is the
+    sessions' lease and ``op_timeout`` the driver's bound on one op."""
     options = parse_options(MutexOptions, mutex_options)
-    workload = MutexWorkload(options, WorkloadContext(1, processes, 10.0, ("bench",), resource))
+    workload = MutexWorkload(options, WorkloadContext(seed, processes, ttl, ("bench",), resource))
     backend = MemoryBackend()
     cluster = InProcessCluster(directory / "node")
     stats = RunStats()
@@ -55,8 +62,8 @@ def mutex_on_memory(
         history=history,
         stats=stats,
         concurrency=processes,
-        op_timeout=5.0,
-        ttl=10.0,
+        op_timeout=op_timeout,
+        ttl=ttl,
         stop=stop,
     )
     return MemoryRun(workload, backend, cluster, driver, stats, stop)
