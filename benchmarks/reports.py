@@ -25,21 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reports.render import render_report
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.synthetic_runs import SyntheticRunSpec, write_synthetic_run
 
 if TYPE_CHECKING:
     from playwright.sync_api import FloatRect, Page
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TARGET_OPS = 100_000
 
 
@@ -85,7 +76,7 @@ def browser_ready_seconds(report: Path, screenshot: Path | None) -> float:
     from playwright.sync_api import sync_playwright  # only this figure needs a browser
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             started = time.perf_counter()

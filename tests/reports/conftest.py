@@ -5,25 +5,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reports.render import render_report
 from tests.reports.report_support import SampleStore
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.synthetic_runs import SyntheticRunSpec, write_synthetic_run
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Flags from the machine notes: no network side channels, fresh profile (playwright makes one).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +46,6 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
 @pytest.fixture(scope="session")
 def report_pages(sample_store: SampleStore) -> dict[str, str]:
     """Each sample run's report, rendered once per session (render_report writes report.html)."""
-    from reports.render import render_report
-
     runs = {
         "valid": sample_store.valid,
         "invalid": sample_store.invalid,
