@@ -14,17 +14,36 @@ kinds it declares in ``requires`` ever succeeded: it had nothing to check.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.checker.loading import load_paired_history
-from lockbench.checks import Checker, CheckResult, Verdict, combine_verdicts
+from bench.checker.partition import BUCKETS, MAX_GROUP_RECORDS, partition_history
+from lockbench.checks import (
+    Checker,
+    CheckResult,
+    KeyedChecker,
+    StreamingChecker,
+    Verdict,
+    combine_verdicts,
+)
 from lockbench.errors import ConfigError
-from lockbench.history import NEMESIS, HistoryError, Op, PairedHistory, PairingError
+from lockbench.history import (
+    NEMESIS,
+    HistoryError,
+    Op,
+    PairedHistory,
+    PairingError,
+    WholeHistory,
+)
 from lockbench.options import CheckOptions
 from lockbench.plugins import CHECKERS, has_plugin, load_plugin, plugin_names
 
+# A JSON Lines history larger than this (~3.5 million records, ~1 GiB as ops in memory) is checked
+# a group of keys at a time when its checkers allow it (docs/checkers.md).
+PARTITION_ABOVE_BYTES = 512 * 1024 * 1024
 # Runs on every history (bench/checker/stats.py, found by its entry point like any checker).
 STATS_CHECKER = "stats"
 # A client's record that its own lease may have lapsed (docs/history.md).
@@ -62,11 +81,7 @@ def run_checkers(
     """Run each named checker on the history; raises ConfigError for an unknown name or option,
     or for a history whose calls do not pair up (a completion without an invocation)."""
     names = [*names, *reach_checkers(history, names)]
-    unknown = [name for name in names if not has_plugin(CHECKERS, name)]
-    if unknown:
-        raise ConfigError(
-            f"unknown checker(s) {', '.join(unknown)}; available: {', '.join(available_checkers())}"
-        )
+    _refuse_unknown(names)
     parsed = CheckOptions.from_mapping(options)  # fail on a bad option before any work
     checkers = {name: load_checker(name) for name in dict.fromkeys([*names, STATS_CHECKER])}
     if not isinstance(history, PairedHistory):
@@ -108,11 +123,19 @@ def check_history_file(
     path: Path,
     names: Sequence[str] | Callable[[Sequence[Op]], Sequence[str]],
     options: Mapping[str, Any],
+    *,
+    partition_above_bytes: int = PARTITION_ABOVE_BYTES,
 ) -> tuple[Verdict, dict[str, CheckResult]]:
     """Read ``path`` (JSON Lines or Jepsen EDN), validate, pair and check it with ``names`` (or
     the names a function picks from the history read).
 
+    A JSON Lines file larger than ``partition_above_bytes`` is checked a group of keys at a time
+    (``check_partitioned``) when every checker can be; otherwise it is read into memory.
     Raises ConfigError naming the file and line for a history that cannot be read."""
+    if path.suffix != ".edn" and path.stat().st_size > partition_above_bytes:
+        checked = check_partitioned(path, names, options)
+        if checked is not None:
+            return checked
     try:
         history = load_paired_history(path)  # validated and paired in one pass
     except HistoryError as exc:
@@ -127,3 +150,95 @@ def run_checker_options(ttl: object, checker_options: Mapping[str, Any]) -> dict
     options: dict[str, Any] = {} if ttl is None else {"ttl": ttl}
     options.update({str(k): v for k, v in checker_options.items()})
     return options
+
+
+def check_partitioned(
+    path: Path,
+    names: Sequence[str] | Callable[[Sequence[Op]], Sequence[str]],
+    options: Mapping[str, Any],
+    *,
+    max_group_records: int = MAX_GROUP_RECORDS,
+    buckets: int = BUCKETS,
+) -> tuple[Verdict, dict[str, CheckResult]] | None:
+    """Check a JSON Lines history without holding it in memory: one pass validates it, feeds
+    the streaming checkers and copies each key's records to a temporary directory; then each
+    group of keys is read back and checked by the per-key checkers, whose results are merged
+    (bench/checker/partition.py). The verdicts are those of ``run_checkers`` on the history in
+    memory, except that a key with more than ``max_group_records`` records is ``unknown`` for
+    the per-key checkers (it is never loaded). None when a checker can only judge the history in
+    memory (none of ``merge`` or ``accumulate``): the caller then reads it whole."""
+    parsed = CheckOptions.from_mapping(options)  # fail on a bad option before any work
+    named = None if callable(names) else [*names]
+    wanted = (
+        [*named, STATS_CHECKER, *([FAULT_REACH] if has_plugin(CHECKERS, FAULT_REACH) else [])]
+        if named is not None
+        else available_checkers()
+    )
+    _refuse_unknown(wanted)
+    checkers = {name: load_checker(name) for name in dict.fromkeys(wanted)}
+    if named is not None and not all(_partitionable(checkers[n]) for n in named):
+        return None
+    accumulators = {
+        name: checker.accumulate(parsed)
+        for name, checker in checkers.items()
+        if isinstance(checker, StreamingChecker)
+    }
+    with tempfile.TemporaryDirectory(prefix="lockbench-partition-") as workdir:
+        try:
+            part = partition_history(
+                path,
+                Path(workdir),
+                list(accumulators.values()),
+                max_group_records=max_group_records,
+                buckets=buckets,
+            )
+        except HistoryError as exc:
+            raise ConfigError(f"bad history: {exc}") from exc
+        whole = part.whole
+        seen = sorted([*whole.sample_ops, *part.nemesis_ops], key=lambda op: op.index)
+        chosen = list(names(seen) if callable(names) else names)
+        chosen += reach_checkers(part.nemesis_ops, chosen)
+        _refuse_unknown(chosen)
+        order = list(dict.fromkeys([*chosen, STATS_CHECKER]))
+        if not all(name in accumulators or _partitionable(checkers[name]) for name in order):
+            return None
+        keyed = {
+            name: checker
+            for name in order
+            if name not in accumulators and isinstance(checker := checkers[name], KeyedChecker)
+        }
+        parts: dict[str, list[CheckResult]] = {name: [] for name in keyed}
+        groups = part.paired_groups() if part.groups else iter([(None, _empty(whole))])
+        for group, history in groups:
+            for name, checker in keyed.items():
+                if history is None:
+                    assert group is not None
+                    parts[name].append(part.too_large(name, group))
+                else:
+                    parts[name].append(checker.check(history, parsed))
+        succeeded = succeeded_kinds(whole.sample_ops)
+        results = {}
+        for name in order:
+            checker = checkers[name]
+            if name in accumulators:
+                result = accumulators[name].result(whole)
+            else:
+                result = keyed[name].merge(parts[name])
+            results[name] = require_evidence(result, checker, succeeded)
+    return combine_verdicts([r.verdict for r in results.values()]), results
+
+
+def _partitionable(checker: Checker) -> bool:
+    return isinstance(checker, StreamingChecker | KeyedChecker)
+
+
+def _empty(whole: WholeHistory) -> PairedHistory:
+    return PairedHistory([], [], whole=whole)
+
+
+def _refuse_unknown(names: Sequence[str]) -> None:
+    unknown = [name for name in names if not has_plugin(CHECKERS, name)]
+    if unknown:
+        raise ConfigError(
+            f"unknown checker(s) {', '.join(unknown)}; available: {', '.join(available_checkers())}"
+        )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from lockbench.history import PairedHistory
+from lockbench.history import Op, PairedHistory, WholeHistory
 from lockbench.options import CheckOptions
 
 Verdict: TypeAlias = Literal["valid", "invalid", "unknown"]
@@ -89,3 +89,33 @@ class Checker(Protocol):
     name: str
 
     def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult: ...
+
+
+@runtime_checkable
+class KeyedChecker(Checker, Protocol):
+    """A checker whose result on a history is made of its results on groups of the history's
+    keys, so a history too large for memory can be checked a group at a time
+    (bench/checker/partition.py, docs/checkers.md "Histories larger than memory").
+
+    Each group is a ``PairedHistory`` of the client calls on some keys, with ``whole`` set (what
+    the group needs to know about the rest); ``merge`` turns the groups' results, in group order,
+    into the result for the whole history, with the verdict the whole history would get."""
+
+    def merge(self, results: Sequence[CheckResult]) -> CheckResult: ...
+
+
+class HistoryAccumulator(Protocol):
+    """Takes a history's records a batch at a time, in history order, keeping what a result
+    needs in memory bounded by something other than the history's length (or on disk)."""
+
+    def add(self, ops: Sequence[Op]) -> None: ...
+
+    def result(self, whole: WholeHistory) -> CheckResult: ...
+
+
+@runtime_checkable
+class StreamingChecker(Checker, Protocol):
+    """A checker that can also read a history as a stream of records (the same result as
+    ``check``), for histories too large for memory."""
+
+    def accumulate(self, options: CheckOptions) -> HistoryAccumulator: ...

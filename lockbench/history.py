@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, Protocol, TypeAlias, cast
 
 import msgspec
 
@@ -172,10 +172,11 @@ class _LineDecoder:
     a million records hold a few hundred distinct ones.
     """
 
-    __slots__ = ("_strings", "_values", "source")
+    __slots__ = ("_strings", "_values", "share", "source")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, share: bool = True) -> None:
         self.source = source
+        self.share = share  # False for records that are dropped once read
         self._strings: dict[str, str] = {}
         self._values: dict[tuple[Any, ...], dict[str, Any]] = {}
 
@@ -186,6 +187,8 @@ class _LineDecoder:
             return _decode_exact(raw, self.source, number)
         if op.extra is not NO_EXTRA:  # the line named the internal field: read it exactly
             return _decode_exact(raw, self.source, number)
+        if not self.share:
+            return op
         strings = self._strings
         f = op.f
         shared = strings.setdefault(f, f)
@@ -236,7 +239,23 @@ def iter_numbered_ops(
     Lines keep their newlines (as a file iterates): a last line without one that does not decode
     is a write cut short (a bench killed with SIGKILL mid-line), so the history is read as the
     prefix before it."""
-    decoder = _LineDecoder(source)
+    for number, _, op in _iter_decoded(lines, source):
+        yield number, op
+
+
+def iter_numbered_lines(
+    lines: Iterable[bytes], source: str = "<history>"
+) -> Iterator[tuple[int, bytes, Op]]:
+    """``iter_numbered_ops`` with each op's line as read (to copy records elsewhere as they
+    are, as a history too large for memory is split by key), for ops dropped once read (equal
+    strings and values are not shared between them)."""
+    return cast(Iterator[tuple[int, bytes, Op]], _iter_decoded(lines, source, share=False))
+
+
+def _iter_decoded(
+    lines: Iterable[str | bytes], source: str, *, share: bool = True
+) -> Iterator[tuple[int, str | bytes, Op]]:
+    decoder = _LineDecoder(source, share=share)
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -246,7 +265,7 @@ def iter_numbered_ops(
             if not _complete(raw):
                 return
             raise
-        yield number, op
+        yield number, raw, op
 
 
 def iter_history_lines(lines: Iterable[str | bytes], source: str = "<history>") -> Iterator[Op]:
@@ -353,18 +372,53 @@ def pair_calls_lenient(ops: Sequence[Op]) -> list[Call]:
     return calls
 
 
+@dataclass(frozen=True, slots=True)
+class WholeHistory:
+    """What a part of a history needs to know about the whole, when a history too large for
+    memory is checked a group of keys at a time (bench/checker/partition.py).
+
+    A per-key checker answers a whole-history question from these instead of its part:
+    ``sample_ops`` are, in history order, the first client record of each (op kind, type), the
+    first client record of each session and the first ok acquire with an integer value (so the
+    op kinds, the kinds that succeeded, the sessions' processes and whether grants carry tokens
+    are those of the whole history). ``expiry_calls`` are, in invocation order, every call that
+    ended ``info``, never ended, or is a ``stall`` or ``lease-lost`` (what session expiries are
+    made of), and ``record_times`` finds where a time falls among all client records.
+    """
+
+    end_index: int
+    end_time: int
+    sample_ops: Sequence[Op]
+    expiry_calls: Sequence[Call]
+    record_times: RecordTimes
+    # results the groups' checks share (derived from the fields above), like PairedHistory.memo
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False)
+
+
+class RecordTimes(Protocol):
+    """The client records' times in index order, as a running maximum (a lease-lost record's
+    ``since`` becomes the position of the first record at or after that time)."""
+
+    def first_at_or_after(self, time: int | None, *, limit: int) -> int:
+        """Index of the first client record whose time (running maximum) is >= ``time``,
+        at most ``limit``; ``limit`` if ``time`` is None or never reached."""
+        ...
+
+
 @dataclass(slots=True, eq=False)
 class PairedHistory:
     """A history read once and paired once: what every checker receives.
 
     ``memo`` holds results the checkers of one check share (``linearizable`` and
     ``mutual-exclusion`` search the same lock ops; the second reuses the first's search). It lives
-    and dies with this object, so nothing is keyed on object identities.
+    and dies with this object, so nothing is keyed on object identities. ``whole`` is set when
+    this is one group of keys of a larger history (its client calls on those keys only).
     """
 
     ops: Sequence[Op]
     calls: Sequence[Call]
     memo: dict[Any, Any] = field(default_factory=dict)
+    whole: WholeHistory | None = None
 
     @classmethod
     def of(cls, ops: Sequence[Op]) -> PairedHistory:
@@ -373,8 +427,18 @@ class PairedHistory:
 
     @property
     def end_index(self) -> int:
+        if self.whole is not None:
+            return self.whole.end_index
         return self.ops[-1].index if self.ops else 0
 
     @property
     def end_time(self) -> int:
+        if self.whole is not None:
+            return self.whole.end_time
         return self.ops[-1].time if self.ops else 0
+
+    @property
+    def whole_sample(self) -> Sequence[Op]:
+        """Records answering whole-history questions (op kinds, sessions, tokens): every op, or
+        ``whole.sample_ops`` for a group of keys (see WholeHistory)."""
+        return self.ops if self.whole is None else self.whole.sample_ops

@@ -19,6 +19,9 @@ from lockbench.checks import VERDICT_RANK as VERDICT_RANK
 from lockbench.checks import Anomaly as Anomaly
 from lockbench.checks import Checker as Checker
 from lockbench.checks import CheckResult as CheckResult
+from lockbench.checks import HistoryAccumulator as HistoryAccumulator
+from lockbench.checks import KeyedChecker as KeyedChecker
+from lockbench.checks import StreamingChecker as StreamingChecker
 from lockbench.checks import Verdict as Verdict
 from lockbench.checks import combine_verdicts as combine_verdicts
 from lockbench.history import Call, Op

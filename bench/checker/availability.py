@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.checker.operations import LEASE_LOST
+from bench.checker.partition import SpilledInts
 from lockbench.checks import Anomaly, CheckResult
-from lockbench.history import NEMESIS, Op, PairedHistory
+from lockbench.history import NEMESIS, Op, PairedHistory, WholeHistory
 from lockbench.options import CheckOptions
 
 NS = 1_000_000_000
@@ -31,11 +32,13 @@ class FaultWindow:
     end_time: int
 
 
-def fault_windows(history: Sequence[Op]) -> list[FaultWindow]:
-    """Pair ``start-<fault>`` and ``stop-<fault>`` nemesis completions in order."""
+def fault_windows(history: Sequence[Op], end_time: int | None = None) -> list[FaultWindow]:
+    """Pair ``start-<fault>`` and ``stop-<fault>`` nemesis completions in order (a fault still
+    on runs to ``end_time``, by default the last record's time)."""
     open_faults: dict[str, list[Op]] = {}
     windows: list[FaultWindow] = []
-    end_time = history[-1].time if history else 0
+    if end_time is None:
+        end_time = history[-1].time if history else 0
     for op in history:
         if op.process != NEMESIS or op.type != "info":
             continue
@@ -52,18 +55,18 @@ def fault_windows(history: Sequence[Op]) -> list[FaultWindow]:
 
 
 def _window_stats(
-    completions: Sequence[Op], times: Sequence[int], lo: int, hi: int
+    times: Sequence[int], ok_times: Sequence[int], lo: int, hi: int
 ) -> dict[str, Any]:
-    first = bisect.bisect_left(times, lo)
-    last = bisect.bisect_right(times, hi)
-    inside = completions[first:last]
-    ok = sum(1 for op in inside if op.type == "ok")
+    """Completions and ok completions in [lo, hi], counted by bisection (completion times
+    are in history order, which is time order)."""
+    inside = bisect.bisect_right(times, hi) - bisect.bisect_left(times, lo)
+    ok = bisect.bisect_right(ok_times, hi) - bisect.bisect_left(ok_times, lo)
     seconds = max(hi - lo, 1) / NS
     return {
-        "ops": len(inside),
+        "ops": inside,
         "ok": ok,
-        "ops_per_s": round(len(inside) / seconds, 3),
-        "success_fraction": round(ok / len(inside), 4) if inside else None,
+        "ops_per_s": round(inside / seconds, 3),
+        "success_fraction": round(ok / inside, 4) if inside else None,
     }
 
 
@@ -87,14 +90,47 @@ class AvailabilityChecker:
     requires = ()
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
-        # lease-lost is the client's own observation, not an op the service served
+        accumulator = self.accumulate(opts)
+        accumulator.add(history.ops)
+        return accumulator.judge(history.end_time)
+
+    def accumulate(self, opts: CheckOptions) -> AvailabilityAccumulator:
+        """The same check, fed a record at a time (completion times spilled to disk)."""
+        return AvailabilityAccumulator(opts)
+
+
+class AvailabilityAccumulator:
+    """What availability keeps of a history: completion times (8 bytes each, on disk past a
+    million: bench.checker.partition.SpilledInts) and the nemesis records."""
+
+    name = "availability"
+
+    def __init__(self, opts: CheckOptions) -> None:
+        self.opts = opts
+        self.times = SpilledInts()
+        self.ok_times = SpilledInts()
+        self.nemesis: list[Op] = []
+
+    def add(self, ops: Sequence[Op]) -> None:
+        # is_client inlined (millions of records); lease-lost is the client's own observation,
+        # not an op the service served
         completions = [
-            op for op in history.ops if op.is_client and op.type != "invoke" and op.f != LEASE_LOST
+            op
+            for op in ops
+            if type(op.process) is int and op.type != "invoke" and op.f != LEASE_LOST
         ]
-        times = [op.time for op in completions]
-        ok_times = [op.time for op in completions if op.type == "ok"]
-        end_time = history.end_time
-        windows = fault_windows(history.ops)
+        self.times.extend(op.time for op in completions)
+        self.ok_times.extend(op.time for op in completions if op.type == "ok")
+        self.nemesis.extend(op for op in ops if op.process == NEMESIS)
+
+    def result(self, whole: WholeHistory) -> CheckResult:
+        return self.judge(whole.end_time)
+
+    def judge(self, end_time: int) -> CheckResult:
+        opts = self.opts
+        times = self.times.values()
+        ok_times = self.ok_times.values()
+        windows = fault_windows(self.nemesis, end_time)
         rows: list[dict[str, Any]] = []
         anomalies: list[Anomaly] = []
         for w in windows:
@@ -103,7 +139,7 @@ class AvailabilityChecker:
                 "start_index": w.start.index,
                 "stop_index": None if w.stop is None else w.stop.index,
                 "seconds": round((w.end_time - w.start.time) / NS, 3),
-                **_window_stats(completions, times, w.start.time, w.end_time),
+                **_window_stats(times, ok_times, w.start.time, w.end_time),
             }
             if w.fault in FAILOVER_FAULTS:
                 gap, gap_start = longest_gap(ok_times, w.start.time, w.end_time)
@@ -130,7 +166,7 @@ class AvailabilityChecker:
                     )
             rows.append(row)
         stats: dict[str, Any] = {
-            "overall": _window_stats(completions, times, 0, end_time),
+            "overall": _window_stats(times, ok_times, 0, end_time),
             "windows": rows,
         }
         return CheckResult(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from lockbench.checks import Anomaly, CheckResult
-from lockbench.history import NEMESIS, Op, PairedHistory
+from lockbench.history import NEMESIS, Op, PairedHistory, WholeHistory
 from lockbench.options import CheckOptions
 
 NAME = "fault-reach"
@@ -52,6 +52,9 @@ class FaultReachChecker:
 
     name = NAME
 
+    def accumulate(self, options: CheckOptions) -> ClockRecords:
+        return ClockRecords(self, options)
+
     def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult:
         missed = unreached_clock_records(history.ops)
         checked = sum(1 for op in history.ops if op.process == NEMESIS and op.f == "clock")
@@ -68,3 +71,18 @@ class FaultReachChecker:
             f" (and {len(missed) - 1} more check(s))" if len(missed) > 1 else ""
         )
         return CheckResult(NAME, "unknown", anomalies, stats, reason=reason)
+
+
+class ClockRecords:
+    """What fault reach reads of a history streamed a record at a time: the clock records."""
+
+    def __init__(self, checker: FaultReachChecker, options: CheckOptions) -> None:
+        self.checker = checker
+        self.options = options
+        self.ops: list[Op] = []
+
+    def add(self, ops: Sequence[Op]) -> None:
+        self.ops.extend(op for op in ops if op.process == NEMESIS and op.f == "clock")
+
+    def result(self, whole: WholeHistory) -> CheckResult:
+        return self.checker.check(PairedHistory(self.ops, [], whole=whole), self.options)

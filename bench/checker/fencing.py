@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bench.checker.partition import merge_results
 from bench.checker.resource import accesses
 from lockbench.checks import Anomaly, CheckResult
 from lockbench.history import Call, PairedHistory
@@ -152,3 +153,7 @@ class FencingChecker:
                 "anomalies": len(anomalies),
             },
         )
+
+    def merge(self, results: Sequence[CheckResult]) -> CheckResult:
+        """Tokens and the resource's acceptances are judged per lock: results combined."""
+        return merge_results(self.name, results, max_anomalies=MAX_REPORTED)

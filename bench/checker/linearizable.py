@@ -18,6 +18,7 @@ from bench.checker.budget import Budget, BudgetExceeded
 from bench.checker.models import MODELS, Model, ModelError, make_model
 from bench.checker.native import NativeOps, encode
 from bench.checker.operations import LinOp, calls_by_key, lin_op, session_expiries
+from bench.checker.partition import merge_results
 from bench.checker.shared_searches import lookup, remember
 from bench.checker.wgl import SearchOutcome, StepLimitReached, search
 from lockbench.checks import Anomaly, CheckResult
@@ -89,13 +90,29 @@ def calls_per_key(
     """Each key's calls and expiries, in the history's key order (conversion comes later, a key
     at a time, so a big history never holds every key's converted ops at once)."""
     history = paired(history)
-    model.prepare(history.ops)
+    model.prepare(history.whole_sample)
     by_key = calls_by_key(history.calls, model.operations)
     expiries: dict[str | None, list[LinOp]] = {}
     if model.is_lock and model.options.crashed_holders == "release":
-        points = session_expiries(history.calls, history.end_index, history.end_time)
-        expiries = expiries_by_key(history.calls, points)
+        expiries = expiries_by_key(history.calls, expiry_points(history))
     return [(key, KeyCalls(calls, expiries.get(key, []))) for key, calls in by_key.items()]
+
+
+def expiry_points(history: PairedHistory) -> dict[Process, list[LinOp]]:
+    """Every process's session expiry points; for a group of keys, those of the whole history
+    (a process's crash on one key may release its locks on all), computed once per history."""
+    whole = history.whole
+    if whole is None:
+        return session_expiries(history.calls, history.end_index, history.end_time)
+    points: dict[Process, list[LinOp]] | None = whole.memo.get(_EXPIRY_POINTS)
+    if points is None:
+        points = whole.memo[_EXPIRY_POINTS] = session_expiries(
+            whole.expiry_calls, whole.end_index, whole.end_time, record_times=whole.record_times
+        )
+    return points
+
+
+_EXPIRY_POINTS = "session-expiry-points"
 
 
 def expiries_by_key(
@@ -186,7 +203,7 @@ def check_linearizable(
     A search another checker already ran on the same paired history, model and options is
     reused instead of run again (bench.checker.shared_searches)."""
     history = paired(history)
-    model = resolve_model(model_name or options.model, history.ops, options)
+    model = resolve_model(model_name or options.model, history.whole_sample, options)
     shared = lookup(history, model.name, options, checker)
     if shared is not None:
         return shared
@@ -473,3 +490,7 @@ class LinearizableChecker:
 
     def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult:
         return check_linearizable(history, options)
+
+    def merge(self, results: Sequence[CheckResult]) -> CheckResult:
+        """Keys are independent: invalid if a group's key is, the first such key shown."""
+        return merge_results(self.name, results, max_anomalies=1)

@@ -145,40 +145,65 @@ def validate(ops: Sequence[Op], lines: Sequence[int], source: str) -> list[Call]
 
     Returns the client calls, paired as ``pair_calls`` pairs them (validating is pairing, so
     the checkers get this pass's result instead of a second one)."""
-    pending: dict[Process, tuple[Op, int]] = {}
+    validator = CallValidator(source)
     calls: list[Call | None] = []
+    slot: dict[Process, int] = {}
     for op, line in zip(ops, lines, strict=True):
         process = op.process
         if not isinstance(process, int):
             continue  # nemesis records
+        invoked = validator.add(op, line)
+        if invoked is None:
+            slot[process] = len(calls)
+            calls.append(None)
+        else:
+            calls[slot.pop(process)] = Call(invoked, op)
+    for process, invoked_op in validator.pending.items():
+        calls[slot[process]] = Call(invoked_op, None)
+    return calls  # type: ignore[return-value]  # every slot is filled
+
+
+class CallValidator:
+    """The validation of client records one at a time, in history order (``validate`` for a
+    history in memory, bench/checker/partition.py for one streamed from disk)."""
+
+    __slots__ = ("pending", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.pending: dict[Process, Op] = {}  # each process's invocation in flight
+
+    def add(self, op: Op, line: int) -> Op | None:
+        """Check a client record; a completion's invocation is returned (None for an invoke).
+        Raises HistoryError naming ``line`` for an unknown op or a completion that pairs with
+        no invocation of the same op."""
+        process = op.process
         if op.f not in CLIENT_OPS:
             raise HistoryError(
-                source, line, f"unknown op {op.f!r}; known ops: {', '.join(sorted(CLIENT_OPS))}"
+                self.source,
+                line,
+                f"unknown op {op.f!r}; known ops: {', '.join(sorted(CLIENT_OPS))}",
             )
+        pending = self.pending
         if op.type == "invoke":
             if process in pending:
                 raise HistoryError(
-                    source,
+                    self.source,
                     line,
-                    f"process {process} invoked {op.f} while its {pending[process][0].f} "
+                    f"process {process} invoked {op.f} while its {pending[process].f} "
                     "is still pending",
                 )
-            pending[process] = (op, len(calls))
-            calls.append(None)
-            continue
+            pending[process] = op
+            return None
         invoked = pending.pop(process, None)
         if invoked is None:
             raise HistoryError(
-                source, line, f"{op.type} of {op.f} by process {process} without an invocation"
+                self.source, line, f"{op.type} of {op.f} by process {process} without an invocation"
             )
-        if invoked[0].f != op.f:
+        if invoked.f != op.f:
             raise HistoryError(
-                source,
+                self.source,
                 line,
-                f"{op.type} of {op.f} by process {process} completes an invocation of "
-                f"{invoked[0].f}",
+                f"{op.type} of {op.f} by process {process} completes an invocation of {invoked.f}",
             )
-        calls[invoked[1]] = Call(invoked[0], op)
-    for invoked_op, slot in pending.values():
-        calls[slot] = Call(invoked_op, None)
-    return calls  # type: ignore[return-value]  # every slot is filled
+        return invoked

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.checker.linearizable import check_linearizable
+from bench.checker.partition import merge_results
 from bench.checker.resource import Section, accesses, sections
 from lockbench.checks import Anomaly, CheckResult, combine_verdicts
 from lockbench.history import Call, PairedHistory, Process
@@ -103,7 +104,11 @@ class MutualExclusionChecker:
 
     def check(self, history: PairedHistory, opts: CheckOptions) -> CheckResult:
         model = opts.model if opts.model in LOCK_MODELS else "owned-mutex"
-        has_locks = any(call.invoke.f == "acquire" for call in history.calls)
+        has_locks = (
+            any(call.invoke.f == "acquire" for call in history.calls)
+            if history.whole is None
+            else any(op.f == "acquire" and op.is_client for op in history.whole_sample)
+        )
         model_result = (
             check_linearizable(history, opts, checker=self.name, model_name=model)
             if has_locks
@@ -131,3 +136,7 @@ class MutualExclusionChecker:
             window=model_result.window,
             reason=model_result.reason,
         )
+
+    def merge(self, results: Sequence[CheckResult]) -> CheckResult:
+        """The model and the resource are judged per lock: the groups' results combined."""
+        return merge_results(self.name, results, max_anomalies=1 + MAX_REPORTED)

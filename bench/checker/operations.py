@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from lockbench.history import Call, Process
+from lockbench.history import Call, Process, RecordTimes
 
 # The synthetic operation that stands for a lock service releasing a lock on its own: the
 # session of a crashed or stalled holder expired. It is optional, like an info op.
@@ -139,7 +139,11 @@ def lin_op(call: Call, conv: Conversion, *, required: bool) -> LinOp:
 
 
 def session_expiries(
-    all_calls: Sequence[Call], end_index: int, end_time: int
+    all_calls: Sequence[Call],
+    end_index: int,
+    end_time: int,
+    *,
+    record_times: RecordTimes | None = None,
 ) -> dict[Process, list[LinOp]]:
     """Optional releases, per process, for holders whose session may expire without a release.
 
@@ -152,7 +156,8 @@ def session_expiries(
     illegal in every lock model, so extra ones cost only search time.
     """
     out: dict[Process, list[LinOp]] = {}
-    timeline: _Timeline | None = None
+    # where times fall among all client records (given when ``all_calls`` are only some calls)
+    timeline = record_times
     for call in all_calls:
         p = call.process
         if call.invoke.f == LEASE_LOST:

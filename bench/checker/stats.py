@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from bench.checker.operations import LEASE_LOST
 from lockbench.checks import CheckResult
-from lockbench.history import Op, PairedHistory
+from lockbench.history import Op, PairedHistory, WholeHistory
 from lockbench.options import CheckOptions
 
 NAME = "stats"
@@ -26,11 +26,36 @@ RESOURCE_ACCESSES = ("res-enter", "res-read", "res-write", "res-exit")
 
 def kind_counts(history: Sequence[Op]) -> dict[str, dict[str, int]]:
     """Per op kind: how many were invoked and how many ended ok, fail, info or never."""
-    counts: dict[str, Counter[str]] = {}
-    for op in history:
-        if not op.is_client or op.f in OWN_OBSERVATIONS:
-            continue
-        counts.setdefault(op.f, Counter())[op.type] += 1
+    counter = KindCounter()
+    counter.add(history)
+    return counter.counts()
+
+
+class KindCounter:
+    """Counts per op kind and record type, a record at a time (``StatsChecker.accumulate``)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()  # (op kind, record type)
+
+    def add(self, ops: Sequence[Op]) -> None:
+        # is_client inlined: this runs over every record of a long history
+        self._counts.update(
+            (op.f, op.type)
+            for op in ops
+            if type(op.process) is int and op.f not in OWN_OBSERVATIONS
+        )
+
+    def result(self, whole: WholeHistory) -> CheckResult:
+        return judge(self.counts())
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        by_kind: dict[str, Counter[str]] = {}
+        for (f, typ), count in self._counts.items():
+            by_kind.setdefault(f, Counter())[typ] += count
+        return _summarise(by_kind)
+
+
+def _summarise(counts: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for f, c in sorted(counts.items()):
         ended = c["ok"] + c["fail"] + c["info"]
@@ -55,14 +80,21 @@ class StatsChecker:
     name = NAME
 
     def check(self, history: PairedHistory, options: CheckOptions) -> CheckResult:
-        counts = kind_counts(history.ops)
-        ok = sum(c["ok"] for c in counts.values())
-        stats = {"ops": counts, "ok": ok, "invoked": sum(c["invoked"] for c in counts.values())}
-        if not counts:
-            reason = "the history has no client operations: nothing was checked"
-            return CheckResult(NAME, "unknown", stats=stats, reason=reason)
-        never = [_describe(f, c) for f, c in counts.items() if c["ok"] == 0]
-        if never:
-            reason = "no operation of kind " + "; ".join(never) + " ever succeeded"
-            return CheckResult(NAME, "unknown", stats=stats, reason=reason)
-        return CheckResult(NAME, "valid", stats=stats)
+        return judge(kind_counts(history.ops))
+
+    def accumulate(self, options: CheckOptions) -> KindCounter:
+        return KindCounter()
+
+
+def judge(counts: dict[str, dict[str, int]]) -> CheckResult:
+    """Unknown when nothing ran or some op kind never succeeded."""
+    ok = sum(c["ok"] for c in counts.values())
+    stats = {"ops": counts, "ok": ok, "invoked": sum(c["invoked"] for c in counts.values())}
+    if not counts:
+        reason = "the history has no client operations: nothing was checked"
+        return CheckResult(NAME, "unknown", stats=stats, reason=reason)
+    never = [_describe(f, c) for f, c in counts.items() if c["ok"] == 0]
+    if never:
+        reason = "no operation of kind " + "; ".join(never) + " ever succeeded"
+        return CheckResult(NAME, "unknown", stats=stats, reason=reason)
+    return CheckResult(NAME, "valid", stats=stats)

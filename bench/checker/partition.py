@@ -1,0 +1,461 @@
+"""Histories larger than memory: one streaming pass that validates the history and copies each
+key's records to disk, then the keys checked a group at a time (docs/checkers.md).
+
+An hour at 5,000 ops/s is ~36 million records, ~10 GiB as ops in memory. Most checkers judge
+each key on its own (P-compositionality for linearizability; fencing and mutual exclusion are
+per lock), so the pass copies every client record, as the line it was read from, to a bucket file
+chosen by its call's key, and keeps what a key group needs to know about the rest of the history
+(``lockbench.history.WholeHistory``). A group is read back with the ordinary reader and checked
+like a small history; memory is then bounded by the largest group (``max_group_records``), not by
+the history's length. A key with more records than that is not loaded at all: the per-key
+checkers say ``unknown`` for it, with the reason. Checkers that need the whole history in order
+(availability, stats, fault reach) take it record by record during the pass instead
+(``lockbench.checks.StreamingChecker``).
+
+Records the pass cannot copy exactly are never guessed at: a history that is not valid raises
+the same HistoryError, for the same line, that the in-memory reader raises.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import mmap
+import tempfile
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.checker.loading import CallValidator, load_paired_history
+from lockbench.checks import Anomaly, CheckResult, HistoryAccumulator, combine_verdicts
+from lockbench.history import (
+    NEMESIS,
+    Call,
+    HistoryError,
+    Op,
+    PairedHistory,
+    WholeHistory,
+    iter_numbered_lines,
+)
+
+# A group of keys read back into memory holds at most this many records (~280 bytes each as
+# ops and calls: ~540 MiB, plus the search); a key with more is reported, not loaded.
+MAX_GROUP_RECORDS = 2_000_000
+# Bucket files the pass writes (keys are spread over them by a hash of the key); a bucket over
+# ``max_group_records`` is split again by key.
+BUCKETS = 64
+# Each bucket file's write buffer.
+BUCKET_BUFFER_BYTES = 256 * 1024
+# Records handed to the accumulators at a time.
+BATCH = 4096
+# Integers kept in memory before a spilled column goes to disk (8 bytes each).
+SPILL_CHUNK = 1 << 20
+# Ops that end a session's hold or say it may have ended (bench/checker/operations.py).
+_EXPIRY_OPS = frozenset({"stall", "lease-lost"})
+
+
+class SpilledInts:
+    """A column of integers appended one at a time and read back as a sequence, kept on disk
+    past ``SPILL_CHUNK`` of them (read back through a memory map: the pages are the file's)."""
+
+    __slots__ = ("_chunk", "_count", "_file")
+
+    def __init__(self) -> None:
+        self._chunk = array("q")
+        self._file: IO[bytes] | None = None
+        self._count = 0
+
+    def append(self, value: int) -> None:
+        chunk = self._chunk
+        chunk.append(value)
+        if len(chunk) >= SPILL_CHUNK:
+            self._spill()
+
+    def extend(self, values: Iterable[int]) -> None:
+        chunk = self._chunk
+        chunk.extend(values)
+        if len(chunk) >= SPILL_CHUNK:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="lockbench-column-")  # noqa: SIM115 - kept
+        self._chunk.tofile(self._file)
+        self._count += len(self._chunk)
+        self._chunk = array("q")
+
+    def values(self) -> Sequence[int]:
+        """Every value appended, in order (further appends are not seen)."""
+        if self._file is None:
+            return self._chunk
+        if self._chunk:
+            self._spill()
+        self._file.flush()
+        mapped = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return memoryview(mapped).cast("q")
+
+
+class ColumnTimes:
+    """``lockbench.history.RecordTimes`` over the client records' indices and running maximum
+    of times in file order (which is index order for every history the runner writes; otherwise
+    the columns are sorted by index in memory first, as ``operations._Timeline`` does)."""
+
+    __slots__ = ("indices", "reached")
+
+    def __init__(self, indices: Sequence[int], times: Sequence[int], in_order: bool) -> None:
+        if not in_order:
+            pairs = sorted(zip(indices, times, strict=True))
+            indices = [index for index, _ in pairs]
+            times = [time for _, time in pairs]
+        self.indices = indices
+        self.reached: Sequence[int] = times if in_order else list(itertools.accumulate(times, max))
+
+    def first_at_or_after(self, time: int | None, *, limit: int) -> int:
+        if time is None:
+            return limit
+        at = bisect.bisect_left(self.reached, time)
+        return min(self.indices[at], limit) if at < len(self.indices) else limit
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGroup:
+    """Keys whose records are read back and checked together (``path``: their records, in
+    history order), or one key too large to load (``path`` None)."""
+
+    keys: tuple[str | None, ...]
+    records: int
+    path: Path | None
+
+
+@dataclass(slots=True)
+class PartitionedHistory:
+    """A history validated in one pass and split by key on disk."""
+
+    source: str
+    whole: WholeHistory
+    nemesis_ops: list[Op]
+    groups: list[KeyGroup]
+    max_group_records: int
+    records: int
+
+    def paired_groups(self) -> Iterator[tuple[KeyGroup, PairedHistory | None]]:
+        """Each group read back and paired (None for a key too large to load), one at a time."""
+        for group in self.groups:
+            if group.path is None:
+                yield group, None
+                continue
+            part = load_paired_history(group.path)
+            yield group, PairedHistory(part.ops, part.calls, whole=self.whole)
+
+    def too_large(self, checker: str, group: KeyGroup) -> CheckResult:
+        """The ``unknown`` a per-key checker gives for a key too large to load."""
+        (key,) = group.keys
+        reason = (
+            f"key {key!r} has {group.records:,} records, more than the {self.max_group_records:,} "
+            f"a key may hold in memory when a history this large ({self.records:,} records) is "
+            "checked a key at a time; check a shorter history"
+        )
+        return CheckResult(checker, "unknown", stats={"keys": 1}, reason=reason)
+
+
+def _bucket(key: str | None, buckets: int) -> int:
+    return 0 if key is None else zlib.crc32(key.encode("utf-8", "surrogatepass")) % buckets
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What the streaming pass keeps: at most one record per kind, session and process, the
+    calls session expiries are made of, and the columns of record times (on disk)."""
+
+    source: str
+    workdir: Path
+    accumulators: Sequence[HistoryAccumulator]
+    bucket_count: int
+    validator: CallValidator = field(init=False)
+    buckets: list[IO[bytes] | None] = field(default_factory=list)
+    writers: list[Callable[[bytes], object] | None] = field(default_factory=list)
+    key_records: dict[str | None, int] = field(default_factory=dict)
+    bucket_of: dict[str | None, int] = field(default_factory=dict)
+    sample: list[Op] = field(default_factory=list)
+    seen: set[Any] = field(default_factory=set)
+    tokens_seen: bool = False
+    expiry_calls: list[tuple[int, Call]] = field(default_factory=list)
+    # each process's call in flight: (its number in invocation order, its bucket)
+    invocations: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    next_call: int = 0
+    indices: SpilledInts = field(default_factory=SpilledInts)
+    times: SpilledInts = field(default_factory=SpilledInts)
+    in_order: bool = True
+    reached: int = -(1 << 63)
+    last_index: int = -1
+    nemesis_ops: list[Op] = field(default_factory=list)
+    last: Op | None = None
+    records: int = 0
+    invalid: HistoryError | None = None
+
+    def __post_init__(self) -> None:
+        self.validator = CallValidator(self.source)
+        self.buckets = [None] * self.bucket_count
+        self.writers = [None] * self.bucket_count
+
+    def run(self, lines: Iterator[tuple[int, bytes, Op]]) -> None:
+        batch: list[Op] = []
+        client = self._client
+        for number, raw, op in lines:
+            batch.append(op)
+            if type(op.process) is not int:  # is_client, inlined: this loop runs per record
+                self.nemesis_ops.append(op)
+            elif self.invalid is None:
+                try:
+                    client(op, number, raw)
+                except HistoryError as exc:
+                    # the in-memory reader reads every line before it validates: a line that
+                    # cannot be read later in the file is the error it reports
+                    self.invalid = exc
+            if len(batch) >= BATCH:
+                self._feed(batch)
+                batch = []
+        self._feed(batch)
+
+    def _feed(self, batch: list[Op]) -> None:
+        """A batch of records to the accumulators, and its client records' times."""
+        if not batch:
+            return
+        self.records += len(batch)
+        self.last = batch[-1]
+        for accumulator in self.accumulators:
+            accumulator.add(batch)
+        client = [op for op in batch if type(op.process) is int]
+        if not client:
+            return
+        indices = [op.index for op in client]
+        if self.in_order and (
+            indices[0] <= self.last_index or any(b <= a for a, b in itertools.pairwise(indices))
+        ):
+            self.in_order = False
+        self.last_index = indices[-1]
+        self.indices.extend(indices)
+        reached = list(itertools.accumulate((op.time for op in client), max, initial=self.reached))
+        self.reached = reached[-1]
+        self.times.extend(reached[1:])
+
+    def _client(self, op: Op, number: int, raw: bytes) -> None:
+        invoked = self.validator.add(op, number)
+        if invoked is None:
+            key = op.key
+            bucket = self.bucket_of.get(key)
+            if bucket is None:
+                bucket = self.bucket_of[key] = _bucket(key, self.bucket_count)
+            self.invocations[op.process] = (self.next_call, bucket)
+            self.next_call += 1
+        else:
+            seq, bucket = self.invocations.pop(op.process)
+            key = invoked.key
+            if op.type == "info" or op.f in _EXPIRY_OPS:
+                self.expiry_calls.append((seq, Call(invoked, op)))
+        records = self.key_records
+        records[key] = records.get(key, 0) + 1
+        write = self.writers[bucket]
+        if write is None:
+            write = self._open(bucket)
+        write(raw if raw.endswith(b"\n") else raw + b"\n")
+        kind = (op.f, op.type)
+        if kind not in self.seen or op.session is not None or not self.tokens_seen:
+            self._remember(op, kind)
+
+    def _open(self, bucket: int) -> Callable[[bytes], object]:
+        path = self.workdir / f"bucket-{bucket:03d}.jsonl"
+        out = self.buckets[bucket] = path.open("wb", buffering=BUCKET_BUFFER_BYTES)
+        write = self.writers[bucket] = out.write
+        return write
+
+    def _remember(self, op: Op, kind: tuple[str, str]) -> None:
+        """Keep ``op`` in the sample if it is the first of its (kind, type) or session, or the
+        first ok acquire with an integer value (see WholeHistory)."""
+        seen = self.seen
+        wanted = kind not in seen
+        if wanted:
+            seen.add(kind)
+        session = op.session
+        if session is not None and ("session", session) not in seen:
+            seen.add(("session", session))
+            wanted = True
+        if (
+            not self.tokens_seen
+            and op.f == "acquire"
+            and op.type == "ok"
+            and isinstance(op.value, int)
+        ):
+            self.tokens_seen = wanted = True
+        if wanted:
+            self.sample.append(op)
+
+    def finish(self, max_group_records: int) -> PartitionedHistory:
+        for out in self.buckets:
+            if out is not None:
+                out.close()
+        if self.invalid is not None:
+            raise self.invalid
+        unfinished = self.validator.pending
+        for process, invoked in unfinished.items():
+            seq, _ = self.invocations[process]
+            self.expiry_calls.append((seq, Call(invoked, None)))
+        self.expiry_calls.sort(key=lambda item: item[0])
+        # lease-lost ``since`` needs all client records' times (on disk: read only if needed)
+        columns = ColumnTimes(self.indices.values(), self.times.values(), self.in_order)
+        last = self.last
+        whole = WholeHistory(
+            end_index=0 if last is None else last.index,
+            end_time=0 if last is None else last.time,
+            sample_ops=tuple(self.sample),
+            expiry_calls=tuple(call for _, call in self.expiry_calls),
+            record_times=columns,
+        )
+        return PartitionedHistory(
+            self.source,
+            whole,
+            self.nemesis_ops,
+            self._groups(max_group_records),
+            max_group_records,
+            self.records,
+        )
+
+    def _groups(self, max_group_records: int) -> list[KeyGroup]:
+        by_bucket: dict[int, list[str | None]] = {}
+        for key in self.key_records:
+            by_bucket.setdefault(_bucket(key, self.bucket_count), []).append(key)
+        groups: list[KeyGroup] = []
+        for bucket, keys in sorted(by_bucket.items()):
+            path = self.workdir / f"bucket-{bucket:03d}.jsonl"
+            total = sum(self.key_records[key] for key in keys)
+            if total <= max_group_records:
+                groups.append(KeyGroup(tuple(keys), total, path))
+            else:
+                groups.extend(_split_bucket(path, keys, self.key_records, max_group_records))
+        return groups
+
+
+def _split_bucket(
+    path: Path, keys: Sequence[str | None], counts: dict[str | None, int], max_records: int
+) -> list[KeyGroup]:
+    """A bucket too large for one group, split by key: keys packed into groups of at most
+    ``max_records`` records in first-seen order, and each key larger than that on its own,
+    unloaded."""
+    groups: list[tuple[list[str | None], int]] = []
+    oversized: list[KeyGroup] = []
+    target: dict[str | None, int] = {}
+    for key in keys:
+        if counts[key] > max_records:
+            oversized.append(KeyGroup((key,), counts[key], None))
+            continue
+        if not groups or groups[-1][1] + counts[key] > max_records:
+            groups.append(([], 0))
+        members, total = groups[-1]
+        members.append(key)
+        groups[-1] = (members, total + counts[key])
+        target[key] = len(groups) - 1
+    outputs = [
+        path.with_name(f"{path.stem}-{number}.jsonl").open("wb", buffering=BUCKET_BUFFER_BYTES)
+        for number in range(len(groups))
+    ]
+    pending: dict[Any, str | None] = {}  # process -> key of its call in flight
+    with path.open("rb") as source:
+        for _, raw, op in iter_numbered_lines(source, str(path)):
+            if op.type == "invoke":
+                key = pending[op.process] = op.key
+            else:
+                key = pending.pop(op.process)
+            number = target.get(key)
+            if number is not None:
+                outputs[number].write(raw if raw.endswith(b"\n") else raw + b"\n")
+    for out in outputs:
+        out.close()
+    path.unlink()
+    split = [
+        KeyGroup(tuple(members), total, path.with_name(f"{path.stem}-{number}.jsonl"))
+        for number, (members, total) in enumerate(groups)
+    ]
+    return split + oversized
+
+
+def partition_history(
+    path: Path,
+    workdir: Path,
+    accumulators: Sequence[HistoryAccumulator] = (),
+    *,
+    max_group_records: int = MAX_GROUP_RECORDS,
+    buckets: int = BUCKETS,
+) -> PartitionedHistory:
+    """Read ``path`` (JSON Lines) once: validate it, feed every record to ``accumulators`` and
+    copy each client record to ``workdir`` by its call's key. Raises HistoryError as
+    ``load_paired_history`` does (a torn last line is left out)."""
+    source = str(path)
+    work = _Pass(source, workdir, accumulators, buckets)
+    try:
+        with path.open("rb") as fh:
+            work.run(iter_numbered_lines(fh, source))
+    except OSError as exc:
+        raise HistoryError(source, 0, f"cannot read the history: {exc}") from exc
+    return work.finish(max_group_records)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging the groups' results (KeyedChecker.merge)
+
+
+def merge_results(
+    checker: str, results: Sequence[CheckResult], *, max_anomalies: int
+) -> CheckResult:
+    """The groups' results as one: the combined verdict (invalid, then unknown, then valid), the
+    anomalies in group order (at most ``max_anomalies``), the first window, every distinct
+    reason, and the stats merged (counts added, ``largest*`` and ``max*`` figures maximised,
+    anything else taken from the first group)."""
+    if len(results) == 1:
+        return results[0]
+    verdict = combine_verdicts([r.verdict for r in results])
+    anomalies: list[Anomaly] = []
+    for result in results:
+        anomalies.extend(result.anomalies)
+    reasons = [r.reason for r in results if r.reason is not None and r.verdict == verdict]
+    window = next((r.window for r in results if r.window and r.verdict == verdict), None)
+    stats: dict[str, Any] = {}
+    for result in results:
+        _merge_stats(stats, result.stats)
+    return CheckResult(
+        checker,
+        verdict,
+        anomalies=tuple(anomalies[:max_anomalies]),
+        stats=stats,
+        window=window,
+        reason="; ".join(dict.fromkeys(reasons)) if reasons else None,
+    )
+
+
+def _merge_stats(into: dict[str, Any], stats: Any) -> None:
+    for name, value in stats.items():
+        if name not in into:
+            into[name] = dict(value) if isinstance(value, dict) else value
+            continue
+        have = into[name]
+        if isinstance(have, dict) and isinstance(value, dict):
+            _merge_stats(have, value)
+        elif isinstance(have, bool) or isinstance(value, bool):
+            into[name] = have or value
+        elif isinstance(have, int | float) and isinstance(value, int | float):
+            combine: Callable[[Any, Any], Any] = (
+                max if name.startswith(("largest", "max")) else _add
+            )
+            into[name] = combine(have, value)
+
+
+def _add(a: float, b: float) -> float:
+    total = a + b
+    return round(total, 3) if isinstance(total, float) else total
+
+
+def nemesis_history(ops: Sequence[Op], whole: WholeHistory) -> PairedHistory:
+    """The nemesis records alone, for accumulators that judge only them."""
+    return PairedHistory([op for op in ops if op.process == NEMESIS], [], whole=whole)
