@@ -14,7 +14,6 @@ kinds it declares in ``requires`` ever succeeded: it had nothing to check.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,6 +182,8 @@ def check_partitioned(
         for name, checker in checkers.items()
         if isinstance(checker, StreamingChecker)
     }
+    import tempfile  # lazily: ~20 ms of every check's start-up otherwise
+
     with tempfile.TemporaryDirectory(prefix="lockbench-partition-") as workdir:
         try:
             part = partition_history(

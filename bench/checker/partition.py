@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import mmap
-import tempfile
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -82,6 +80,8 @@ class SpilledInts:
 
     def _spill(self) -> None:
         if self._file is None:
+            import tempfile  # lazily: ~20 ms of start-up, needed only for long histories
+
             self._file = tempfile.TemporaryFile(prefix="lockbench-column-")  # noqa: SIM115 - kept
         self._chunk.tofile(self._file)
         self._count += len(self._chunk)
@@ -94,6 +94,8 @@ class SpilledInts:
         if self._chunk:
             self._spill()
         self._file.flush()
+        import mmap  # lazily, as tempfile
+
         mapped = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         return memoryview(mapped).cast("q")
 
