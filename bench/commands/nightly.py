@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.commands import summary
-from bench.commands.run import set_items
+from bench.commands.overrides import add_set_flag, add_store_flag, set_items
 from bench.runner.junit import write_junit
 from bench.runner.nightly import (
     JUNIT_FILE,
@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
         "3 unknown runs (with on_unknown: fail).",
     )
     parser.add_argument("matrix", type=Path, metavar="MATRIX.yaml")
-    parser.add_argument("--store", type=Path, default=Path("store"), help="default: ./store")
+    add_store_flag(parser)
     parser.add_argument(
         "--budget-minutes", type=float, metavar="M", help="override the matrix's budget"
     )
@@ -52,12 +52,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--on-unknown", choices=["fail", "pass"], help="override the matrix's unknown policy"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any test-file key for every run (e.g. inventory=.clusters/lb/inventory.yaml)",
+    add_set_flag(
+        parser, "any test-file key for every run (e.g. inventory=.clusters/lb/inventory.yaml)"
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="validate the matrix and list its runs only"

@@ -7,18 +7,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.commands import summary
+from bench.commands.overrides import (
+    CLUSTER_FLAG_KEYS,
+    add_cluster_flags,
+    add_set_flag,
+    add_store_flag,
+    flag_overrides,
+)
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
-from lockbench.errors import ConfigError
 
 # flag destination -> test-file key, for the flags that override one key each
 FLAG_KEYS: dict[str, str] = {
     "name": "name",
-    "runtime": "runtime",
-    "inventory": "inventory",
+    **CLUSTER_FLAG_KEYS,
     "backend": "backend",
     "workload": "workload",
     "time_limit": "time_limit",
@@ -48,15 +51,18 @@ def register(subparsers: Any) -> None:
         "3 unknown, 4 cluster could not be set up. Test file reference: docs/running.md",
     )
     parser.add_argument("test", nargs="?", type=Path, help="the test file (YAML)")
-    parser.add_argument("--store", type=Path, default=Path("store"), help="default: ./store")
+    add_store_flag(parser)
     parser.add_argument(
         "--leave-running",
         action="store_true",
         help="do not stop the service or take the cluster down after the test",
     )
     parser.add_argument("--name", help="test name (the store directory)")
-    parser.add_argument("--runtime", choices=["auto", "netns", "local", "ssh", "vagrant", "none"])
-    parser.add_argument("--inventory", help="run on the cluster this inventory file describes")
+    add_cluster_flags(
+        parser,
+        ["auto", "netns", "local", "ssh", "vagrant", "none"],
+        "run on the cluster this inventory file describes",
+    )
     parser.add_argument(
         "--backend", help="a registered backend (reference, memory) or package.module:Class"
     )
@@ -75,12 +81,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--checkers", metavar="A,B", help="comma-separated checker names (default: workload's)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any key, dotted for nested ones (workload_options.locks=5); VALUE is YAML",
+    add_set_flag(
+        parser,
+        "override any key, dotted for nested ones (workload_options.locks=5); VALUE is YAML",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no live display even on a terminal"
@@ -90,32 +93,12 @@ def register(subparsers: Any) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The flags given, as test-file keys (``--set`` last, so it wins)."""
-    overrides: dict[str, Any] = {}
-    for dest, key in FLAG_KEYS.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            overrides[key] = value
+    derived: dict[str, Any] = {}
     if args.no_nemesis:
-        overrides["nemesis"] = []
+        derived["nemesis"] = []
     if args.checkers:
-        overrides["checkers"] = [c.strip() for c in args.checkers.split(",") if c.strip()]
-    overrides.update(set_items(args.set))
-    return overrides
-
-
-def set_items(items: list[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as test-file keys (VALUE is YAML); shared by run, validate and
-    nightly."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from exc
-    return overrides
+        derived["checkers"] = [c.strip() for c in args.checkers.split(",") if c.strip()]
+    return flag_overrides(args, FLAG_KEYS, derived)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.commands import summary
-from bench.commands.run import set_items
+from bench.commands.overrides import (
+    CLUSTER_FLAG_KEYS,
+    add_cluster_flags,
+    add_set_flag,
+    add_store_flag,
+    flag_overrides,
+)
 from bench.runner.run_series import RunRecord, Series
 from bench.runner.test_run import RunOptions
 from bench.runner.validation import (
@@ -24,7 +30,6 @@ from bench.runner.validation import (
     build_cells,
     format_table,
     select_cases,
-    settings_from,
     table_rows,
 )
 from lockbench.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, ConfigError
@@ -44,19 +49,14 @@ def register(subparsers: Any) -> None:
         epilog="Exit codes: 0 all as expected, 1 a bug missed or a control not valid, "
         "2 bad usage, 3 all that ran as expected but some switch is pending.",
     )
-    parser.add_argument("--store", type=Path, default=Path("store"), help="default: ./store")
+    add_store_flag(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), metavar="SEED")
     parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="SECONDS")
     parser.add_argument("--only", nargs="+", metavar="SWITCH", help="only these bug switches")
-    parser.add_argument("--runtime", choices=["auto", "netns", "local", "ssh", "vagrant"])
-    parser.add_argument("--inventory", type=Path, help="run on this existing cluster")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any test-file key for every run (e.g. netns_prefix=lbv); VALUE is YAML",
+    add_cluster_flags(
+        parser, ["auto", "netns", "local", "ssh", "vagrant"], "run on this existing cluster"
     )
+    add_set_flag(parser, "any test-file key for every run (e.g. netns_prefix=lbv); VALUE is YAML")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the records here")
     parser.set_defaults(func=run)
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         cases,
         args.seeds,
         time_limit=args.time_limit,
-        settings=settings_from(args.runtime, args.inventory, set_items(args.set)),
+        settings=flag_overrides(args, CLUSTER_FLAG_KEYS),
     )  # every test validated before the first run starts
     started = time.monotonic()
     options = RunOptions(store=args.store, live_progress=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.runner.config import load_test_config
@@ -289,14 +288,3 @@ def format_table(rows: Sequence[TableRow], cases: Sequence[Case]) -> str:
 def all_as_expected(rows: Sequence[TableRow]) -> bool:
     """True when every row that ran is as expected (pending rows are reported, not passed)."""
     return all(row.ok is not False for row in rows) and any(row.ok for row in rows)
-
-
-def settings_from(
-    runtime: str | None, inventory: Path | None, extra: Mapping[str, Any]
-) -> dict[str, Any]:
-    settings: dict[str, Any] = dict(extra)
-    if runtime is not None:
-        settings["runtime"] = runtime
-    if inventory is not None:
-        settings["inventory"] = str(inventory)
-    return settings
