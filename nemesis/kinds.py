@@ -21,11 +21,8 @@ from nemesis.partition import PartitionNemesis
 from nemesis.power import POWER_LOSS_MOUNTS, PowerLossMounts, PowerLossNemesis
 from nemesis.process import ProcessFault, ProcessNemesis
 from nemesis.spec import (
-    ClockOptions,
     NetemOptions,
     PartitionOptions,
-    PowerLossOptions,
-    ProcessOptions,
     parse_clock,
     parse_netem,
     parse_partition,
@@ -39,17 +36,6 @@ NO_LEADER = "no leader known"
 # Heal phases (lockbench.protocols.FaultKind.heal_phase): let paused servers answer first, then
 # reconnect the network and fix the clocks (in parallel), restart killed servers last.
 RESUME, NETWORK_AND_CLOCKS, RESTART = 0, 1, 2
-
-
-def _nodes_target(
-    options: ProcessOptions | ClockOptions | NetemOptions | PowerLossOptions,
-    nodes: Sequence[str],
-    rng: random.Random,
-    leader: Leader,
-    hold: float,
-) -> FaultTarget | str:
-    chosen = resolve_target(options.target, list(nodes), rng, leader)
-    return FaultTarget(nodes=chosen, hold_seconds=hold) if chosen else NO_LEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,95 +86,40 @@ class PartitionKind:
         return shapes.isolate(names, victim) if victim in names else None
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessKind:
-    """``kill`` (kill -9, then start) and ``pause`` (SIGSTOP, then SIGCONT) through the Backend."""
+# The keys every node-targeted fault takes: which nodes (``target``) and how many (``count``).
+NODE_KEYS = frozenset({"target", "count"})
+Build = Callable[[NemesisSetting, int, Any], Nemesis]
+Parse = Callable[[str, Mapping[str, Any], ClusterFacts], Any]
 
-    name: ProcessFault
-    keys: frozenset[str] = frozenset({"target", "count"})
-    capability: str | None = None
-    heal_phase: int = RESTART
+
+@dataclass(frozen=True, slots=True)
+class NodesKind:
+    """A fault that hits chosen nodes (its entry's ``target``, seeded by the schedule's RNG):
+    kill, pause, power-loss, clock and netem differ only in their keys, parser and Nemesis."""
+
+    name: str
+    keys: frozenset[str]
+    capability: str | None
+    heal_phase: int
+    parse_entry: Parse
+    build_nemesis: Build
 
     def parse(self, where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Any:
-        return parse_process(where, entry, facts)
+        return self.parse_entry(where, entry, facts)
 
     def build(self, setting: NemesisSetting, index: int, options: Any) -> Nemesis:
-        return ProcessNemesis(self.name, setting.cluster, setting.backend, setting.node_locks)
+        return self.build_nemesis(setting, index, options)
 
     def target(
         self, options: Any, nodes: Sequence[str], rng: Any, leader: Leader, hold: float
     ) -> Any:
-        return _nodes_target(options, nodes, rng, leader, hold)
+        chosen = resolve_target(options.target, list(nodes), rng, leader)
+        return FaultTarget(nodes=chosen, hold_seconds=hold) if chosen else NO_LEADER
 
 
 @dataclass(frozen=True, slots=True)
-class PowerLossKind:
-    """``power-loss``: kill -9 plus the loss of every write not fsynced (nemesis/power.py)."""
-
-    name: str = "power-loss"
-    keys: frozenset[str] = frozenset({"target", "count"})
-    capability: str | None = "power-loss"
-    heal_phase: int = RESTART
-
-    def parse(self, where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Any:
-        return parse_power_loss(where, entry, facts)
-
-    def build(self, setting: NemesisSetting, index: int, options: Any) -> Nemesis:
-        mounts = setting.shared.get(POWER_LOSS_MOUNTS)
-        if mounts is None:  # one filesystem per node, whatever the number of entries
-            mounts = PowerLossMounts(setting.cluster, setting.backend)
-            setting.shared[POWER_LOSS_MOUNTS] = mounts
-        return PowerLossNemesis(setting.cluster, setting.backend, mounts, setting.node_locks)
-
-    def target(
-        self, options: Any, nodes: Sequence[str], rng: Any, leader: Leader, hold: float
-    ) -> Any:
-        return _nodes_target(options, nodes, rng, leader, hold)
-
-
-@dataclass(frozen=True, slots=True)
-class ClockKind:
-    """``clock``: wall-clock offsets per node through the bench's clock library (bump, strobe,
-    drift, reset)."""
-
-    name: str = "clock"
-    keys: frozenset[str] = frozenset(
-        {"mode", "target", "count", "offset_ms", "period_ms", "rate", "reset_on_stop"}
-    )
-    capability: str | None = "clock"
-    heal_phase: int = NETWORK_AND_CLOCKS
-
-    def parse(self, where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Any:
-        return parse_clock(where, entry, facts)
-
-    def build(self, setting: NemesisSetting, index: int, options: Any) -> Nemesis:
-        return ClockNemesis(
-            setting.cluster, options, index, setting.node_locks, setting.clock_offsets
-        )
-
-    def target(
-        self, options: Any, nodes: Sequence[str], rng: Any, leader: Leader, hold: float
-    ) -> Any:
-        return _nodes_target(options, nodes, rng, leader, hold)
-
-
-@dataclass(frozen=True, slots=True)
-class NetemKind:
-    """``netem``: delay, jitter, loss, reordering per node or per link (tc or the link proxy)."""
-
-    name: str = "netem"
-    keys: frozenset[str] = frozenset(
-        {"target", "count", "links", "delay_ms", "jitter_ms", "loss", "reorder", "duplicate"}
-    )
-    capability: str | None = "netem"
-    heal_phase: int = NETWORK_AND_CLOCKS
-
-    def parse(self, where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Any:
-        return parse_netem(where, entry, facts)
-
-    def build(self, setting: NemesisSetting, index: int, options: Any) -> Nemesis:
-        rng = entry_rng(setting.seed, index, "netem")
-        return NetemNemesis(setting.cluster, options, index, setting.node_locks, rng)
+class NetemKind(NodesKind):
+    """``netem`` also takes explicit ``links``: then it hits the nodes those links join."""
 
     def target(
         self, options: Any, nodes: Sequence[str], rng: Any, leader: Leader, hold: float
@@ -196,12 +127,58 @@ class NetemKind:
         if isinstance(options, NetemOptions) and options.links:
             linked = tuple(sorted({n for link in options.links for n in link}))
             return FaultTarget(nodes=linked, hold_seconds=hold)
-        return _nodes_target(options, nodes, rng, leader, hold)
+        return NodesKind.target(self, options, nodes, rng, leader, hold)
+
+
+def _process_nemesis(fault: ProcessFault) -> Build:
+    """kill -9 then start, or SIGSTOP then SIGCONT, through the Backend."""
+
+    def build(setting: NemesisSetting, index: int, options: Any) -> Nemesis:
+        return ProcessNemesis(fault, setting.cluster, setting.backend, setting.node_locks)
+
+    return build
+
+
+def _power_loss_nemesis(setting: NemesisSetting, index: int, options: Any) -> Nemesis:
+    """kill -9 plus the loss of every write not fsynced (nemesis/power.py)."""
+    mounts = setting.shared.get(POWER_LOSS_MOUNTS)
+    if mounts is None:  # one filesystem per node, whatever the number of entries
+        mounts = PowerLossMounts(setting.cluster, setting.backend)
+        setting.shared[POWER_LOSS_MOUNTS] = mounts
+    return PowerLossNemesis(setting.cluster, setting.backend, mounts, setting.node_locks)
+
+
+def _clock_nemesis(setting: NemesisSetting, index: int, options: Any) -> Nemesis:
+    """Wall-clock offsets per node through the bench's clock library (bump, strobe, drift,
+    reset)."""
+    return ClockNemesis(setting.cluster, options, index, setting.node_locks, setting.clock_offsets)
+
+
+def _netem_nemesis(setting: NemesisSetting, index: int, options: Any) -> Nemesis:
+    """Delay, jitter, loss, reordering per node or per link (tc or the link proxy)."""
+    rng = entry_rng(setting.seed, index, "netem")
+    return NetemNemesis(setting.cluster, options, index, setting.node_locks, rng)
 
 
 PARTITION = PartitionKind()
-KILL = ProcessKind("kill", capability="kill")
-PAUSE = ProcessKind("pause", capability="pause", heal_phase=RESUME)
-CLOCK = ClockKind()
-NETEM = NetemKind()
-POWER_LOSS = PowerLossKind()
+KILL = NodesKind("kill", NODE_KEYS, "kill", RESTART, parse_process, _process_nemesis("kill"))
+PAUSE = NodesKind("pause", NODE_KEYS, "pause", RESUME, parse_process, _process_nemesis("pause"))
+POWER_LOSS = NodesKind(
+    "power-loss", NODE_KEYS, "power-loss", RESTART, parse_power_loss, _power_loss_nemesis
+)
+CLOCK = NodesKind(
+    "clock",
+    NODE_KEYS | {"mode", "offset_ms", "period_ms", "rate", "reset_on_stop"},
+    "clock",
+    NETWORK_AND_CLOCKS,
+    parse_clock,
+    _clock_nemesis,
+)
+NETEM = NetemKind(
+    "netem",
+    NODE_KEYS | {"links", "delay_ms", "jitter_ms", "loss", "reorder", "duplicate"},
+    "netem",
+    NETWORK_AND_CLOCKS,
+    parse_netem,
+    _netem_nemesis,
+)
