@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.backends.node_daemon import NodeDaemon, port_offset
-from bench.backends.zookeeper_client import open_zookeeper_client
+from bench.backends.zookeeper_client import LEASE_SOURCES, open_zookeeper_client
 from lockbench.daemon import kill_daemon, start_daemon
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.protocols import Cluster, LockClient, Node
@@ -56,7 +56,7 @@ JVM_FLAGS: tuple[str, ...] = (
 )
 STATUS_TIMEOUT_S = 1.0
 OPTION_KEYS: frozenset[str] = frozenset(
-    {"tick_ms", "init_limit", "sync_limit", "connect_to", "server_jar"}
+    {"tick_ms", "init_limit", "sync_limit", "connect_to", "server_jar", "force_sync", "lease_from"}
 )
 CONNECT_MODES: tuple[str, ...] = ("all", "own")
 
@@ -71,7 +71,12 @@ class ZooKeeperOptions:
     gives each client every server (kazoo moves to another when its server fails, as deployed);
     ``own`` only the server on the process's node, so partitioning that server from the quorum
     cuts the client off until its session expires (the session-expiry anomaly, docs/comparison.md).
-    ``server_jar``: the server jar on the nodes (Debian's by default).
+    ``lease_from``: what the client's lease deadline runs from: ``sync`` (an answered heartbeat
+    sync, which the leader confirmed) or ``ping`` (any answer of its own server: what kazoo's
+    connection state tells an application; the session-expiry anomaly's configuration).
+    ``server_jar``: the server jar on the nodes (Debian's by default). ``force_sync``:
+    ZooKeeper's ``forceSync`` (fdatasync of the transaction log before a write is acknowledged;
+    ``false`` only to show what a power loss then costs).
     """
 
     tick_ms: int = 1000
@@ -79,6 +84,8 @@ class ZooKeeperOptions:
     sync_limit: int = 20
     connect_to: str = "all"
     server_jar: str = SERVER_JAR
+    force_sync: bool = True
+    lease_from: str = "sync"
 
     @staticmethod
     def from_mapping(options: Mapping[str, Any]) -> ZooKeeperOptions:
@@ -105,6 +112,14 @@ class ZooKeeperOptions:
                     f"{', '.join(CONNECT_MODES)}: {mode!r}"
                 )
             values["connect_to"] = mode
+        if "lease_from" in options:
+            source = options["lease_from"]
+            if source not in LEASE_SOURCES:
+                raise ConfigError(
+                    f"backend_options: key 'lease_from' must be one of "
+                    f"{', '.join(LEASE_SOURCES)}: {source!r}"
+                )
+            values["lease_from"] = source
         if "server_jar" in options:
             jar = options["server_jar"]
             if not isinstance(jar, str) or not jar.startswith("/"):
@@ -112,6 +127,13 @@ class ZooKeeperOptions:
                     f"backend_options: key 'server_jar' must be an absolute path: {jar!r}"
                 )
             values["server_jar"] = jar
+        if "force_sync" in options:
+            force_sync = options["force_sync"]
+            if not isinstance(force_sync, bool):
+                raise ConfigError(
+                    f"backend_options: key 'force_sync' must be true or false: {force_sync!r}"
+                )
+            values["force_sync"] = force_sync
         return ZooKeeperOptions(**values)
 
 
@@ -139,7 +161,10 @@ def zoo_cfg(cluster: Cluster, node: Node, options: ZooKeeperOptions) -> str:
         f"tickTime={options.tick_ms}",
         f"initLimit={options.init_limit}",
         f"syncLimit={options.sync_limit}",
+        # snapshots and the transaction log both in dataDir (no dataLogDir): the one directory
+        # the power-loss fault mounts its filesystem over (state_dir)
         f"dataDir={zk_data_dir(node)}",
+        f"forceSync={'yes' if options.force_sync else 'no'}",
         f"clientPort={client_port(node)}",
         f"clientPortAddress={node.address}",
         # the admin HTTP server would take port 8080 on every node; srvr answers what we ask
@@ -270,6 +295,14 @@ class ZooKeeperBackend(NodeDaemon):
                 f"echo {server_id(cluster, node)} > {data}/myid"
             )
 
+    def state_dir(self, node: Node) -> str:
+        """The server's dataDir: ``myid``, snapshots and the transaction log (StatefulBackend)."""
+        return zk_data_dir(node)
+
+    def server_programs(self, node: Node) -> list[str]:
+        """The program that serves, for the clock-reach check (the JVM: libc's wall clock)."""
+        return [JAVA]
+
     def start(self, node: Node) -> None:
         """Launch the node's server without waiting for its port.
 
@@ -317,4 +350,5 @@ class ZooKeeperBackend(NodeDaemon):
             ttl=ttl,
             process=process,
             tick_ms=self.options.tick_ms,
+            lease_from=self.options.lease_from,
         )

@@ -14,12 +14,21 @@ after every lower-numbered node is gone, and nodes created later get higher numb
 of one lock has a higher token than every earlier grant of it (the bench never deletes the
 parent, which would restart the counter).
 
-Session expiry: ZooKeeper expires a session T after it last heard from the client (rounded up to
-its next tick), and deletes its ephemeral nodes, so the lock goes to the next waiter. kazoo's
-Lock keeps saying it is acquired. This client notes when it last heard from a server (the
-handler's ``select`` saw the socket readable) and reports ``lease_deadline`` = that moment +
-T x (1 - ``EXPIRY_MARGIN``) once it has passed, and releases of a lock whose session was lost are
-``info`` (the service released it at a time the client cannot know).
+Session expiry: the *leader* expires a session T after it last heard of it (rounded up to its next
+tick) and deletes its ephemeral nodes, so the lock goes to the next waiter. kazoo's Lock keeps
+saying it is acquired. A follower answers its clients' pings itself and relays the sessions it
+heard from to the leader with its answer to the leader's next ping (every tick/2); a follower cut
+off from the leader goes on answering pings until it notices, ``syncLimit`` ticks later, so
+"my server answers" says nothing about the session at the leader (the known anomaly,
+docs/comparison.md). So by default (``lease_from="sync"``) the client sends a ``sync`` every
+T/4: the server forwards it to the leader and answers only once the leader has, so an answered
+sync sent at s shows the server was in contact with the leader after s, and the leader was told
+of the session no earlier than s - T/4 - tick/2 (the touch relayed at the last leader ping before
+s is at most one heartbeat old). The lease deadline is that + T x (1 - ``EXPIRY_MARGIN``).
+``lease_from="ping"`` is what kazoo's own connection state tells an application: the last
+moment the server answered anything (the handler's ``select`` saw the socket readable).
+``lease_deadline`` reports the deadline once it has passed; releases of a lock whose session
+was lost are ``info`` (the service released it at a time the client cannot know).
 """
 
 from __future__ import annotations
@@ -48,6 +57,12 @@ LOCK_ROOT = "/lockbench/locks"
 # lease deadline is taken this fraction of the session timeout early.
 EXPIRY_MARGIN = 0.05
 CONNECT_TIMEOUT_S = 10.0
+# Where the lease is measured from: an answered sync (confirmed by the leader) or any answer.
+LEASE_SOURCES: tuple[str, ...] = ("sync", "ping")
+# Heartbeat syncs per session timeout, and at most this many unanswered at once (a connection
+# that answers none is dropped by kazoo after 2T/3; unanswered syncs then fail).
+HEARTBEATS_PER_TIMEOUT = 4
+MAX_SYNCS_IN_FLIGHT = 4
 CLOSE_TIMEOUT_S = 5.0
 # kazoo's Lock node names end in "__lock__" and ten digits (the sequence number).
 _SEQUENCE = re.compile(r"__lock__(-?\d{10})$")
@@ -134,10 +149,21 @@ class _Held:
 
 
 async def open_zookeeper_client(
-    hosts: list[str], *, ttl: float, process: int, tick_ms: int = 1000
+    hosts: list[str],
+    *,
+    ttl: float,
+    process: int,
+    tick_ms: int = 1000,
+    lease_from: str = "sync",
 ) -> ZooKeeperLockClient:
     """Connect a kazoo client to ``hosts`` (tried in order) with a session of about ``ttl`` s."""
-    client = ZooKeeperLockClient(hosts, session_timeout_for(ttl, tick_ms), process)
+    client = ZooKeeperLockClient(
+        hosts,
+        session_timeout_for(ttl, tick_ms),
+        process,
+        tick_s=tick_ms / 1000.0,
+        lease_from=lease_from,
+    )
     await client.connect()
     return client
 
@@ -145,10 +171,30 @@ async def open_zookeeper_client(
 class ZooKeeperLockClient:
     """One logical process's ZooKeeper session (implements bench.protocols.LockClient)."""
 
-    def __init__(self, hosts: list[str], session_timeout: float, process: int) -> None:
+    def __init__(
+        self,
+        hosts: list[str],
+        session_timeout: float,
+        process: int,
+        *,
+        tick_s: float = 1.0,
+        lease_from: str = "sync",
+    ) -> None:
+        if lease_from not in LEASE_SOURCES:
+            raise ValueError(
+                f"lease_from must be one of {', '.join(LEASE_SOURCES)}: {lease_from!r}"
+            )
         self.hosts = hosts
         self.session_timeout = session_timeout
         self.process = process
+        self.tick_s = tick_s
+        self.lease_from = lease_from
+        self.heartbeat_s = session_timeout / HEARTBEATS_PER_TIMEOUT
+        # sync: the earliest moment the leader may last have been told of the session (monotonic)
+        self._known_at = time.monotonic()
+        self._syncs_in_flight = 0
+        self._in_flight_lock = threading.Lock()  # the loop sends, kazoo's callback thread counts
+        self._heartbeat: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"zk-p{process}")
         self._heard = HeardHandler()
         self._kazoo: Any = None
@@ -159,6 +205,8 @@ class ZooKeeperLockClient:
         self._lost_at: float | None = None
 
     async def connect(self) -> None:
+        # the leader creates the session after this moment, with a whole timeout ahead of it
+        self._known_at = time.monotonic()
         self._kazoo = KazooClient(
             hosts=",".join(self.hosts),
             timeout=self.session_timeout,
@@ -178,6 +226,30 @@ class ZooKeeperLockClient:
             await self.close()
             raise
         self._heard.last_heard = time.monotonic()
+        if self.lease_from == "sync":
+            self._heartbeat = asyncio.get_running_loop().create_task(self._send_heartbeats())
+
+    async def _send_heartbeats(self) -> None:
+        """A ``sync`` every T/4 (see the module's docstring); answers advance the lease."""
+        while True:
+            if self._syncs_in_flight < MAX_SYNCS_IN_FLIGHT:
+                sent = time.monotonic()
+                try:
+                    result = self._kazoo.sync_async("/")
+                except Exception:  # closed or closing: no lease from this one
+                    result = None
+                if result is not None:
+                    with self._in_flight_lock:
+                        self._syncs_in_flight += 1
+                    result.rawlink(lambda answered, sent=sent: self._synced(answered, sent))
+            await asyncio.sleep(self.heartbeat_s)
+
+    def _synced(self, answered: Any, sent: float) -> None:
+        """kazoo's callback thread: an answered sync sent at ``sent`` confirms the session."""
+        with self._in_flight_lock:
+            self._syncs_in_flight -= 1
+        if answered.successful():
+            self._known_at = max(self._known_at, sent - self.heartbeat_s - self.tick_s / 2)
 
     def _on_state(self, state: str) -> None:
         if state == "LOST":
@@ -289,12 +361,12 @@ class ZooKeeperLockClient:
     def lease_deadline(self) -> float | None:
         """Since when ZooKeeper may have expired the session, once that moment has passed.
 
-        The server expires a session T after it last heard from the client; this client last
-        heard from a server at ``last_heard``, and the server heard the client no earlier than
-        that (its replies answer the client's pings), less the margin. A session kazoo saw
-        expire is lost from its last-heard deadline or from the moment kazoo said so.
+        ``sync``: the leader was told of the session no earlier than T/4 + tick/2 before the
+        latest answered sync was sent; ``ping``: the last time the server answered anything
+        (kazoo's view). Either plus T, less the margin. A session kazoo saw expire is lost from
+        that deadline or from the moment kazoo said so, whichever is earlier.
         """
-        deadline = self._heard.last_heard + self.session_timeout * (1.0 - EXPIRY_MARGIN)
+        deadline = self._lease_start() + self.session_timeout * (1.0 - EXPIRY_MARGIN)
         now = time.monotonic()
         if now >= deadline:
             return deadline
@@ -303,6 +375,12 @@ class ZooKeeperLockClient:
         ):
             return min(self._lost_at, now)
         return None
+
+    def _lease_start(self) -> float:
+        """When the service last knew of the session, at the earliest (see lease_deadline)."""
+        if self.lease_from == "ping":
+            return self._heard.last_heard
+        return self._known_at
 
     async def stall(self, seconds: float) -> None:
         """Freeze the connection thread for ``seconds``: no pings, no replies read.
@@ -319,6 +397,10 @@ class ZooKeeperLockClient:
     async def close(self) -> None:
         """Stop the kazoo client (closing the session), in a thread of its own, bounded."""
         kazoo = self._kazoo
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         self._heard.thaw()
         for recipe in list(self._pending):
             recipe.cancel()

@@ -4,6 +4,10 @@ A holder "dies" when its process is retired (an ``info`` op while it held or may
 lock) and "stalls" when it invokes ``stall`` while holding. From that moment the service may keep
 the lock for one session TTL, plus the time a failover takes, plus a stated margin; a waiter still
 waiting after that deadline, with no grant to anyone else in between, is a liveness failure.
+A live process that held the lock at that moment (granted before, not yet released) owes it back
+only when it releases: the allowance then runs from its release, not from the loss. (A lock
+held for longer than the allowance would otherwise blame every waiter's wait behind a healthy
+holder on whichever queued process happened to die first.)
 """
 
 from __future__ import annotations
@@ -63,6 +67,62 @@ def holder_losses(calls: Sequence[Call]) -> list[HolderLoss]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A grant and the moment its holder gave the lock up (None: still holding at the end)."""
+
+    process: Process
+    start: int
+    end: int | None
+
+
+def holds(calls: Sequence[Call]) -> dict[str | None, list[Hold]]:
+    """Every ``ok`` grant per key, ended by its holder's release, ``lease-lost`` or crash."""
+    events: list[tuple[int, int, Call]] = []
+    for call in calls:
+        events.append((call.invoke.index, call.invoke.time, call))
+        if call.completion is not None:
+            events.append((call.completion.index, call.completion.time, call))
+    events.sort(key=lambda e: e[0])
+    open_holds: dict[tuple[Process, str | None], int] = {}
+    out: dict[str | None, list[Hold]] = {}
+
+    def end(process: Process, key: str | None, time: int) -> None:
+        start = open_holds.pop((process, key), None)
+        if start is not None:
+            out.setdefault(key, []).append(Hold(process, start, time))
+
+    for index, time, call in events:
+        p, f, key = call.process, call.invoke.f, call.invoke.key
+        at_completion = call.completion is not None and index == call.completion.index
+        if not at_completion:
+            if f in ("release", "lease-lost"):
+                end(p, key, time)
+            continue
+        if f == "acquire" and call.outcome == "ok":
+            open_holds[(p, key)] = time
+        elif call.outcome == "info":
+            for process, held_key in [k for k in open_holds if k[0] == p]:
+                end(process, held_key, time)
+    for (process, key), start in open_holds.items():
+        out.setdefault(key, []).append(Hold(process, start, None))
+    return out
+
+
+def _held_by_others_until(key_holds: Sequence[Hold], loss: HolderLoss) -> int | None:
+    """When the last other process holding the lock at the loss gave it up (-1: none held it;
+    None: one held it to the end of the history)."""
+    latest = -1
+    for hold in key_holds:
+        if hold.process == loss.process or hold.start > loss.time:
+            continue
+        if hold.end is None:
+            return None
+        if hold.end > loss.time:
+            latest = max(latest, hold.end)
+    return latest
+
+
 def _first_grant(granted: Sequence[tuple[int, Process]], loss: HolderLoss) -> int | None:
     """The time of the first grant to another process at or after the loss."""
     i = bisect.bisect_left(granted, loss.time, key=lambda g: g[0])
@@ -108,14 +168,20 @@ class LivenessChecker:
         anomalies: list[Anomaly] = []
         latencies: list[float] = []
         unchecked = 0
+        held = holds(calls)
         for loss in losses:
-            deadline = loss.time + allowance
+            others_until = _held_by_others_until(held.get(loss.key, []), loss)
+            if others_until is None:
+                unchecked += 1  # a live holder kept the lock to the end: nothing was owed
+                continue
+            owed_from = max(loss.time, others_until)
+            deadline = owed_from + allowance
             if deadline > end_time:
                 unchecked += 1
                 continue
             first_grant = _first_grant(grants.get(loss.key, []), loss)
             if first_grant is not None and first_grant <= deadline:
-                latencies.append((first_grant - loss.time) / NS)
+                latencies.append(max(0, first_grant - owed_from) / NS)
                 continue
             others = [c for c in acquires.get(loss.key, []) if c.process != loss.process]
             waiting = [

@@ -236,6 +236,37 @@ def test_liveness_watches_stalled_holders_too() -> None:
     assert "stalled" in result.anomalies[0].explanation
 
 
+def queued_crash_behind_a_long_holder(waiter_granted_s: float) -> list[Op]:
+    """Process 0 holds L for 20 s; process 1, queued behind it, dies (info) at 2 s; process 2
+    waits from 1.5 s and is granted at ``waiter_granted_s``."""
+    return history(
+        (0, "invoke", "acquire", "L", None, {"time": 0}),
+        (0, "ok", "acquire", "L", 1, {"time": 1 * MS}),
+        (1, "invoke", "acquire", "L", None, {"time": 1 * S}),
+        (2, "invoke", "acquire", "L", None, {"time": int(1.5 * S)}),
+        (1, "info", "acquire", "L", None, {"time": 2 * S}),
+        (0, "invoke", "release", "L", None, {"time": 20 * S}),
+        (0, "ok", "release", "L", None, {"time": 20 * S + MS}),
+        (2, "ok", "acquire", "L", 3, {"time": int(waiter_granted_s * S)}),
+        (3, "invoke", "read", "x", None, {"time": 40 * S}),
+        (3, "ok", "read", "x", None, {"time": 40 * S + 1}),
+    )
+
+
+def test_liveness_owes_a_waiter_nothing_while_a_live_holder_keeps_the_lock() -> None:
+    result = check("liveness", queued_crash_behind_a_long_holder(20.1), ttl=3, failover=1, margin=1)
+    assert result.verdict == "valid", result.anomalies
+    assert result.stats["recovered"] == 1
+    assert result.stats["recovery_max_s"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_liveness_runs_the_allowance_from_the_live_holder_s_release() -> None:
+    result = check("liveness", queued_crash_behind_a_long_holder(27.0), ttl=3, failover=1, margin=1)
+    assert result.verdict == "invalid"
+    (anomaly,) = result.anomalies
+    assert anomaly.processes == (1, 2)
+
+
 # --- availability -------------------------------------------------------------------------
 
 
