@@ -104,22 +104,15 @@ class ZooKeeperOptions:
                         f"backend_options: key {key!r} must be a positive integer: {value!r}"
                     )
                 values[key] = value
-        if "connect_to" in options:
-            mode = options["connect_to"]
-            if mode not in CONNECT_MODES:
-                raise ConfigError(
-                    f"backend_options: key 'connect_to' must be one of "
-                    f"{', '.join(CONNECT_MODES)}: {mode!r}"
-                )
-            values["connect_to"] = mode
-        if "lease_from" in options:
-            source = options["lease_from"]
-            if source not in LEASE_SOURCES:
-                raise ConfigError(
-                    f"backend_options: key 'lease_from' must be one of "
-                    f"{', '.join(LEASE_SOURCES)}: {source!r}"
-                )
-            values["lease_from"] = source
+        for key, choices in (("connect_to", CONNECT_MODES), ("lease_from", LEASE_SOURCES)):
+            if key in options:
+                choice = options[key]
+                if choice not in choices:
+                    raise ConfigError(
+                        f"backend_options: key {key!r} must be one of "
+                        f"{', '.join(choices)}: {choice!r}"
+                    )
+                values[key] = choice
         if "server_jar" in options:
             jar = options["server_jar"]
             if not isinstance(jar, str) or not jar.startswith("/"):
