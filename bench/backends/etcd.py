@@ -20,7 +20,6 @@ link proxy (one port per directed link) cannot sit between etcd members.
 from __future__ import annotations
 
 import json
-import shlex
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -29,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.backends.etcd_client import open_etcd_client
-from bench.backends.node_daemon import NodeDaemon, port_offset
+from bench.backends.node_daemon import NodeDaemon, clear_data_dir, port_offset
 from bench.backends.server_binaries import ServerBinary, require_server_binaries
-from lockbench.daemon import kill_daemon, start_daemon, stop_daemon
+from lockbench.daemon import kill_daemon, stop_daemon
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.parallel import on_each_node
 from lockbench.protocols import Cluster, LockClient, Node
@@ -196,6 +195,7 @@ class EtcdBackend(NodeDaemon):
 
     name = "etcd"
     daemon = DAEMON
+    faketime = False  # it would not reach etcd's clock (see the module docstring)
     runtimes = ("netns", "ssh", "vagrant", "local")
 
     def __init__(self, options: EtcdOptions | None = None) -> None:
@@ -231,23 +231,20 @@ class EtcdBackend(NodeDaemon):
 
     def _clear(self, node: Node) -> None:
         stop_daemon(node, DAEMON)
-        node.run(f"rm -rf {shlex.quote(etcd_data_dir(node))}")
+        clear_data_dir(node, etcd_data_dir(node))
 
-    def start(self, node: Node) -> None:
+    def server_argv(self, node: Node) -> list[str]:
         if self._cluster is None:
             raise ClusterError("etcd backend: start before deploy (the member list is unknown)")
-        start_daemon(
-            node,
-            DAEMON,
-            etcd_argv(self._cluster, node, self.options),
-            faketime=False,  # it would not reach etcd's clock (see the module docstring)
-            ready_port=client_port(node),
-        )
+        return etcd_argv(self._cluster, node, self.options)
+
+    def ready_port(self, node: Node) -> int | None:
+        return client_port(node)
 
     def wipe(self, node: Node) -> None:
         """Kill etcd if it runs and delete its data (it can then join only a new cluster)."""
         kill_daemon(node, DAEMON)
-        node.run(f"rm -rf {shlex.quote(etcd_data_dir(node))}")
+        clear_data_dir(node, etcd_data_dir(node))
 
     def leader_status(self, cluster: Cluster) -> tuple[str | None, int | None]:
         """(leader, term) from every member's status endpoint; also kept in ``last_term``."""

@@ -28,9 +28,9 @@ from typing import Any
 
 import redis
 
-from bench.backends.node_daemon import NodeDaemon, port_offset
+from bench.backends.node_daemon import NodeDaemon, clear_data_dir, port_offset
 from bench.backends.server_binaries import ServerBinary, require_server_binaries
-from lockbench.daemon import kill_daemon, start_daemon, stop_daemon
+from lockbench.daemon import kill_daemon, stop_daemon
 from lockbench.deploy import write_node_file
 from lockbench.errors import ConfigError
 from lockbench.parallel import on_each_node
@@ -159,8 +159,7 @@ class RedisServers(NodeDaemon):
 
         def prepare(node: Node) -> None:
             stop_daemon(node, DAEMON)
-            data = shlex.quote(redis_data_dir(node))
-            node.run(f"rm -rf {data} && mkdir -p {data}")
+            clear_data_dir(node, redis_data_dir(node), recreate=True)
             write_node_file(node, config_path(node), redis_config(node, self.server_options))
 
         on_each_node(f"preparing {self.name}", servers, prepare)
@@ -177,18 +176,13 @@ class RedisServers(NodeDaemon):
         """Where the server keeps its append-only file (the power-loss fault's filesystem)."""
         return redis_data_dir(node)
 
-    def start(self, node: Node) -> None:
-        if not self.runs_on(node):
-            return
-        start_daemon(
-            node,
-            DAEMON,
-            [REDIS.program, config_path(node)],
-            ready_port=redis_port(node),
-        )
+    def server_argv(self, node: Node) -> list[str]:
+        return [REDIS.program, config_path(node)]
+
+    def ready_port(self, node: Node) -> int | None:
+        return redis_port(node)
 
     def wipe(self, node: Node) -> None:
         if self.runs_on(node):
             kill_daemon(node, DAEMON)
-            data = shlex.quote(redis_data_dir(node))
-            node.run(f"rm -rf {data} && mkdir -p {data}")
+            clear_data_dir(node, redis_data_dir(node), recreate=True)
