@@ -1,15 +1,18 @@
 """Apache ZooKeeper as a bench backend: a five-server ensemble from Debian's ``zookeeper`` package.
 
 Each node runs one ZooKeeper server (a JVM, ``QuorumPeerMain``) as daemon ``zookeeper`` through
-``lockbench.daemon`` (pidfile, log, libfaketime), with its configuration, ``myid`` and data
-under ``{data_dir}/zookeeper``. Ports: 2181 (clients), 2888 (quorum), 3888 (leader election),
-each plus the node's ``port_offset``. Nodes must have Debian's jar and a Java runtime: ``deploy``
-checks every node first and names the package to install if one lacks them, before any server
-starts. Locks are kazoo's Lock recipe (``bench.backends.zookeeper_client``).
+``lockbench.daemon`` (pidfile, log, the wall-clock library on nodes armed for clock faults), with
+its configuration under ``{data_dir}/zookeeper`` and ``myid``, snapshots and transaction log in
+its dataDir, ``{data_dir}/zookeeper/data`` (the ``state_dir`` the power-loss fault reaches).
+Ports: 2181 (clients), 2888 (quorum), 3888 (leader election), each plus the node's
+``port_offset``. Nodes must have Debian's jar and a Java runtime: ``deploy`` checks every node
+first and names the package to install if one lacks them, before any server starts. Locks are
+kazoo's Lock recipe (``bench.backends.zookeeper_client``).
 
-The JVM reads its wall clock through libc, so libfaketime's offset file reaches it (its log
-timestamps move); ZooKeeper's session expiry runs on the monotonic clock, which the daemon
-settings leave alone, so a clock fault is expected not to change its lock safety (docs/backends.md).
+The JVM reads its wall clock through libc, so the bench's clock library reaches it (its log
+timestamps move); ZooKeeper times sessions and elections on the monotonic clock, which the
+library leaves alone, so a clock fault is expected not to change its lock safety
+(docs/backends.md).
 """
 
 from __future__ import annotations
