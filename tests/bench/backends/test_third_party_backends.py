@@ -170,7 +170,7 @@ def test_a_missing_server_binary_names_the_debian_package(tmp_path: Path) -> Non
     "path",
     sorted(
         p
-        for backend in ("etcd", "redis", "redlock")
+        for backend in ("etcd", "redis", "redlock", "zookeeper")
         for p in (Path(__file__).resolve().parents[2] / "configs" / backend).glob("*.yaml")
     ),
     ids=lambda p: f"{p.parent.name}/{p.name}",
