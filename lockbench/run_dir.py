@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lockbench.checks import Anomaly, CheckResult, Verdict
 
@@ -267,3 +267,40 @@ def list_node_logs(run_dir: Path) -> list[str]:
     if not nodes.is_dir():
         return []
     return sorted(str(p.relative_to(run_dir)) for p in nodes.rglob("*") if p.is_file())
+
+
+class HistoryExtent(NamedTuple):
+    """How much a run's history holds: its client invocations and its last op's time. (A
+    NamedTuple: this module is on ``lockbench check``'s start-up path, where a dataclass costs
+    several times as much to build.)"""
+
+    client_invocations: int = 0
+    last_time_ns: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        return self.last_time_ns / 1e9
+
+
+def history_extent(run_dir: Path) -> HistoryExtent:
+    """One pass over the history, for a listing of runs (no ops built, no pairing): unreadable
+    lines are skipped as the report skips them; no history is an empty extent."""
+    invocations = 0
+    last = 0
+    try:
+        with (run_dir / HISTORY_FILE).open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                t = record.get("time")
+                if isinstance(t, int) and t > last:
+                    last = t
+                if record.get("type") == "invoke" and isinstance(record.get("process"), int):
+                    invocations += 1
+    except OSError:
+        return HistoryExtent()
+    return HistoryExtent(invocations, last)

@@ -1,14 +1,14 @@
 """The store index: one page listing every run, newest first, filterable, linking to reports.
 
 ``build_index(store)`` writes ``store/index.html``; ``lockbench serve`` renders the same page per
-request with ``render_index_html`` so it never writes into the store. Summaries read only
-test.yaml, results.json and one pass over the history (no pairing, no figures), and are cached by
-file size and modification time so refreshing the page of a large store stays cheap.
+request with ``render_index_html`` so it never writes into the store. Summaries read the run
+directory through its contract (``lockbench.run_dir``: test.yaml, results.json and the history's
+extent, no pairing, no figures), and are cached by file size and modification time so refreshing
+the page of a large store stays cheap.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -21,6 +21,7 @@ from lockbench.run_dir import (
     RESULTS_FILE,
     TEST_FILE,
     RunDirProblem,
+    history_extent,
     read_results,
     read_test_data,
     run_time,
@@ -109,7 +110,7 @@ def _summarize_cached(store: str, run_dir: str, _stamps: tuple[Any, ...]) -> Run
     directory = Path(run_dir)
     test = _read_test(directory)
     verdict, status = _read_verdict(directory)
-    ops, last_ns = _scan_history(directory / HISTORY_FILE)
+    extent = history_extent(directory)
     name = test.get("name")
     return RunSummary(
         path=str(directory.relative_to(store)),
@@ -120,8 +121,8 @@ def _summarize_cached(store: str, run_dir: str, _stamps: tuple[Any, ...]) -> Run
         nemesis=describe_component(test.get("nemesis")),
         verdict=verdict,
         status=status,
-        ops=ops,
-        duration_s=last_ns / 1e9,
+        ops=extent.client_invocations,
+        duration_s=extent.duration_s,
         has_report=(directory / REPORT_FILE).is_file(),
     )
 
@@ -151,30 +152,6 @@ def _read_verdict(run_dir: Path) -> tuple[str, str]:
     elif notes.get("finished") is False:
         status = "unfinished"
     return verdict, status
-
-
-def _scan_history(path: Path) -> tuple[int, int]:
-    """(client invocations, last time in ns); unreadable lines are skipped, as in the report."""
-    ops = 0
-    last = 0
-    try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if not isinstance(record, dict):
-                    continue
-                t = record.get("time")
-                if isinstance(t, int) and t > last:
-                    last = t
-                process = record.get("process")
-                if record.get("type") == "invoke" and isinstance(process, int):
-                    ops += 1
-    except OSError:
-        return 0, 0
-    return ops, last
 
 
 def render_index_html(store: Path, *, live: bool = False) -> str:
