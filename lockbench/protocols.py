@@ -428,7 +428,12 @@ class RunView(Protocol):
 
 class ReportPanel(Protocol):
     """A section of the HTML report, a ``lockbench.report_panels`` entry point: the report shows
-    every installed panel after its own sections, with a link in its navigation."""
+    every installed panel, the built-in sections included (reports/render.py), with a link in its
+    navigation. Optional attributes: ``order`` (an int; the built-in sections about the run are
+    10-70, Configuration and Files 90 and 100, and a panel without one goes at 80) and
+    ``whole_section`` (True: ``render`` returns the whole ``<section id=NAME>``, heading
+    included, as the built-in sections do; otherwise the report wraps the body it returns in a
+    ``<section id="panel-NAME">`` headed by ``title``)."""
 
     name: str
     title: str

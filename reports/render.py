@@ -3,13 +3,19 @@
 ``render_report(run_dir)`` writes ``run_dir/report.html``; ``build_report_html`` returns the same
 page as a string (``lockbench serve`` uses it for runs that have no report yet, without writing).
 plotly.js is embedded once, inline, so the page works offline from a file.
+
+Every section of the page is a report panel found through the ``lockbench.report_panels`` entry
+points, the built-in ones (``SECTIONS`` below, declared in lockbench's pyproject.toml) exactly as
+an installed package's: the page shows them in their ``order`` (an installed panel without one
+after the run's own sections, before Configuration and Files).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +26,7 @@ from plotly.offline import get_plotlyjs
 
 from lockbench.history import Op
 from lockbench.plugins import REPORT_PANELS, load_plugin, plugin_names
-from lockbench.protocols import Anomaly, ReportPanel
+from lockbench.protocols import Anomaly, ReportPanel, RunView
 from lockbench.run_dir import REPORT_FILE, TEST_FILE
 from reports import analysis, figures
 from reports.page import asset, document, esc, inline_script, json_script
@@ -32,17 +38,9 @@ MAX_LOCK_CHARTS = 6
 # chart thins its own share, keeping refused accesses, unknown holds and anomaly ops. With the
 # timeline and latency caps this keeps a report near 8 MB however long the run (plotly.js is 4.9).
 LOCK_POINT_BUDGET = 12_000
-SECTIONS: tuple[tuple[str, str], ...] = (
-    ("checkers", "Checkers"),
-    ("anomalies", "Anomalies"),
-    ("timeline", "Timeline"),
-    ("locks", "Locks"),
-    ("latency", "Latency"),
-    ("roles", "Cluster roles"),
-    ("clock", "Clocks"),
-    ("config", "Configuration"),
-    ("files", "Files"),
-)
+# Where a panel that gives no ``order`` goes: after the built-in sections about the run (10-70),
+# before Configuration and Files (90, 100).
+DEFAULT_PANEL_ORDER = 80
 
 
 def render_report(run_dir: Path) -> Path:
@@ -58,7 +56,7 @@ def render_report(run_dir: Path) -> Path:
 def build_report_html(run_dir: Path) -> str:
     started = time.perf_counter()
     data = load_run(run_dir)
-    body = _Report(data).body()
+    body = _page_body(data)
     head = inline_script(get_plotlyjs())
     summary = fields_of(data)
     title = f"lockbench {summary['verdict'].upper()}: {data.name} {summary['time']}"
@@ -76,14 +74,100 @@ def _figure_div(div_id: str, fig: Any) -> str:
     )
 
 
+def installed_panels() -> list[ReportPanel]:
+    """Every ``lockbench.report_panels`` entry point, built-in and installed, in page order."""
+    panels: list[ReportPanel] = [
+        load_plugin(REPORT_PANELS, name) for name in plugin_names(REPORT_PANELS)
+    ]
+    return sorted(panels, key=lambda panel: getattr(panel, "order", DEFAULT_PANEL_ORDER))
+
+
+def _whole_section(panel: ReportPanel) -> bool:
+    return getattr(panel, "whole_section", False) is True
+
+
+def _anchor(panel: ReportPanel) -> str:
+    return panel.name if _whole_section(panel) else f"panel-{panel.name}"
+
+
+def _page_body(data: RunData) -> str:
+    rendered = [(panel, _panel_html(panel, data)) for panel in installed_panels()]
+    shown = [(panel, html) for panel, html in rendered if html]
+    parts = [_banner(data), _nav([panel for panel, _ in shown]), "<main>", _problems(data)]
+    parts += [html for _, html in shown]
+    return "".join(parts)
+
+
+def _panel_html(panel: ReportPanel, data: RunData) -> str:
+    """One panel's section; a failing panel says so in its place."""
+    section = _anchor(panel)
+    try:
+        html = panel.render(data)
+    except Exception as exc:
+        failed = f'<p class="empty">This panel failed: {esc(type(exc).__name__)}: {esc(exc)}</p>'
+        return f'<section id="{esc(section)}"><h2>{esc(panel.title)}</h2>{failed}</section>'
+    if not html:
+        return ""
+    if _whole_section(panel):
+        return html
+    return f'<section id="{esc(section)}"><h2>{esc(panel.title)}</h2>{html}</section>'
+
+
+def _banner(data: RunData) -> str:
+    summary = fields_of(data)
+    verdict = summary["verdict"]
+    facts = [
+        summary["name"],
+        summary["time"],
+        f"backend {summary['backend']}",
+        f"workload {summary['workload']}",
+        f"nemesis {summary['nemesis']}",
+        f"seed {data.seed if data.seed is not None else 'unknown'}",
+        f"{len(data.calls)} ops",
+        f"{data.duration_s:.1f} s",
+    ]
+    headline = {
+        "valid": "VALID: no checker found an anomaly",
+        "invalid": "INVALID: anomalies found",
+        "unknown": "UNKNOWN: a checker could not decide",
+        "unchecked": "UNCHECKED: no checker results",
+    }[verdict]
+    return (
+        f'<header class="banner verdict-{esc(verdict)}" id="verdict"><h1>{esc(headline)}</h1>'
+        f"<p>{' · '.join(esc(f) for f in facts)}</p></header>"
+    )
+
+
+def _nav(shown: Sequence[ReportPanel]) -> str:
+    links = "".join(f'<a href="#{esc(_anchor(panel))}">{esc(panel.title)}</a>' for panel in shown)
+    return f'<nav class="sections">{links}</nav>'
+
+
+def _problems(data: RunData) -> str:
+    if not data.problems:
+        return ""
+    items = "".join(f"<li>{esc(p)}</li>" for p in data.problems)
+    return (
+        '<section id="problems"><h2>What is missing</h2><div class="problems">'
+        f"<p>This run directory is incomplete; the report shows what is there.</p>"
+        f"<ul>{items}</ul></div></section>"
+    )
+
+
 class _Report:
-    """Builds the sections of one report from a RunData (one instance per page)."""
+    """What the built-in sections of one page share (the calls as a frame, fault windows, the
+    ops anomalies name, what the plots draw), computed once per page and kept on the run's
+    ``memo``; each section is one method."""
+
+    @staticmethod
+    def of(data: RunData) -> _Report:
+        report = data.memo.get(_MEMO_KEY)
+        if not isinstance(report, _Report):
+            report = data.memo[_MEMO_KEY] = _Report(data)
+        return report
 
     def __init__(self, data: RunData) -> None:
         self.data = data
-        self.panels: list[ReportPanel] = [
-            load_plugin(REPORT_PANELS, name) for name in plugin_names(REPORT_PANELS)
-        ]
         self.end = data.duration_s
         self.calls = analysis.calls_frame(data.calls, self.end)
         self.times = analysis.op_times(data.ops)
@@ -98,76 +182,6 @@ class _Report:
                 span = analysis.anomaly_span(anomaly, self.times)
                 if span is not None:
                     self.anomaly_windows.append(analysis.TimeWindow(*span, anomaly.kind))
-
-    def body(self) -> str:
-        panels = [(panel, self.panel(panel)) for panel in self.panels]
-        shown = [(panel, html) for panel, html in panels if html]
-        parts = [self.banner(), self.nav([panel for panel, _ in shown]), "<main>", self.problems()]
-        parts += [
-            self.checkers(),
-            self.anomalies(),
-            self.timeline(),
-            self.locks(),
-            self.latency(),
-            self.roles(),
-            self.clock(),
-            *(html for _, html in shown),
-            self.config(),
-            self.files(),
-        ]
-        return "".join(parts)
-
-    def panel(self, panel: ReportPanel) -> str:
-        """An installed report panel (lockbench.report_panels); a failing one says so."""
-        section = f"panel-{panel.name}"
-        try:
-            html = panel.render(self.data)
-        except Exception as exc:
-            html = f'<p class="empty">This panel failed: {esc(type(exc).__name__)}: {esc(exc)}</p>'
-        if html is None:
-            return ""
-        return f'<section id="{esc(section)}"><h2>{esc(panel.title)}</h2>{html}</section>'
-
-    def banner(self) -> str:
-        summary = fields_of(self.data)
-        verdict = summary["verdict"]
-        ops = len(self.calls)
-        facts = [
-            summary["name"],
-            summary["time"],
-            f"backend {summary['backend']}",
-            f"workload {summary['workload']}",
-            f"nemesis {summary['nemesis']}",
-            f"seed {self.data.seed if self.data.seed is not None else 'unknown'}",
-            f"{ops} ops",
-            f"{self.end:.1f} s",
-        ]
-        headline = {
-            "valid": "VALID: no checker found an anomaly",
-            "invalid": "INVALID: anomalies found",
-            "unknown": "UNKNOWN: a checker could not decide",
-            "unchecked": "UNCHECKED: no checker results",
-        }[verdict]
-        return (
-            f'<header class="banner verdict-{esc(verdict)}" id="verdict"><h1>{esc(headline)}</h1>'
-            f"<p>{' · '.join(esc(f) for f in facts)}</p></header>"
-        )
-
-    def nav(self, shown_panels: list[ReportPanel]) -> str:
-        panels = [(f"panel-{panel.name}", panel.title) for panel in shown_panels]
-        sections = (*SECTIONS[:-2], *panels, *SECTIONS[-2:])
-        links = "".join(f'<a href="#{esc(key)}">{esc(label)}</a>' for key, label in sections)
-        return f'<nav class="sections">{links}</nav>'
-
-    def problems(self) -> str:
-        if not self.data.problems:
-            return ""
-        items = "".join(f"<li>{esc(p)}</li>" for p in self.data.problems)
-        return (
-            '<section id="problems"><h2>What is missing</h2><div class="problems">'
-            f"<p>This run directory is incomplete; the report shows what is there.</p>"
-            f"<ul>{items}</ul></div></section>"
-        )
 
     def checkers(self) -> str:
         results = self.data.results
@@ -442,6 +456,47 @@ class _Report:
         return (
             f'<section id="files"><h2>Files</h2><ul>{"".join(links)}</ul>{nodes}{missing}</section>'
         )
+
+
+_MEMO_KEY = "reports.render"
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A section every report has, a ``lockbench.report_panels`` entry point like an installed
+    panel; it renders its whole ``<section id=NAME>`` (heading included)."""
+
+    name: str
+    title: str  # its link in the page's navigation
+    order: int
+    build: Callable[[_Report], str]
+    whole_section: bool = True
+
+    def render(self, run: RunView) -> str | None:
+        """The section for a run the report read (a RunData); nothing for any other view."""
+        return self.build(_Report.of(run)) if isinstance(run, RunData) else None
+
+
+CHECKERS = Section("checkers", "Checkers", 10, _Report.checkers)
+ANOMALIES = Section("anomalies", "Anomalies", 20, _Report.anomalies)
+TIMELINE = Section("timeline", "Timeline", 30, _Report.timeline)
+LOCKS = Section("locks", "Locks", 40, _Report.locks)
+LATENCY = Section("latency", "Latency", 50, _Report.latency)
+ROLES = Section("roles", "Cluster roles", 60, _Report.roles)
+CLOCK = Section("clock", "Clocks", 70, _Report.clock)
+CONFIG = Section("config", "Configuration", 90, _Report.config)
+FILES = Section("files", "Files", 100, _Report.files)
+SECTIONS: tuple[Section, ...] = (
+    CHECKERS,
+    ANOMALIES,
+    TIMELINE,
+    LOCKS,
+    LATENCY,
+    ROLES,
+    CLOCK,
+    CONFIG,
+    FILES,
+)
 
 
 def _file_link(relative: str) -> str:

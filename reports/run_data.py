@@ -8,7 +8,7 @@ not a mapping each become a sentence in ``RunData.problems`` and the report show
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class RunData:
     node_logs: Sequence[str] = ()
     other_files: Sequence[str] = ()
     has_history: bool = False
+    # What the report's sections compute once per page and share (reports/render.py).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
