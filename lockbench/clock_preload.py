@@ -150,8 +150,22 @@ def arm_node(node: Node, library: Path) -> None:
     node.run(f"printf '+0\\n' > {path}.tmp && mv -f {path}.tmp {path}")
 
 
+# Runtimes whose nodes have a kernel clock of their own (VMs): clock faults step that clock
+# (nemesis.system_clock) and no server runs under the library.
+SYSTEM_CLOCK_RUNTIMES: frozenset[str] = frozenset({"vagrant"})
+
+
+def steps_system_clock(runtime: str) -> bool:
+    """True where the clock nemesis steps each node's own system clock instead of an offset."""
+    return runtime in SYSTEM_CLOCK_RUNTIMES
+
+
 def arm_clock(cluster: Cluster) -> None:
-    """Make every node ready for clock faults (before its servers start); see module docstring."""
+    """Make every node ready for clock faults (before its servers start); see module docstring.
+    Nodes with their own clock (``steps_system_clock``) need no library: they are disarmed."""
+    if steps_system_clock(cluster.runtime):
+        disarm_clock(cluster)
+        return
     library = build_library()
     on_each_node("arming clock faults", list(cluster.nodes), lambda node: arm_node(node, library))
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from lockbench.clock_preload import steps_system_clock
 from lockbench.errors import ConfigError
 from lockbench.parallel import on_each_node
 from lockbench.protocols import Backend, Cluster, Node
@@ -127,6 +128,9 @@ def clock_reach(backend: Backend, cluster: Cluster, *, missing_ok: bool = False)
     if "clock" not in cluster.capabilities:
         why = f"the {runtime} runtime cannot inject clock faults here"
         return ClockReach(name, runtime, False, _cannot(name, runtime, why))
+    if steps_system_clock(runtime):
+        why = f"the {runtime} runtime steps each node's own system clock, which every program reads"
+        return ClockReach(name, runtime, True, why)
     if not isinstance(backend, ClockServers):
         why = (
             f"{name} names no server programs (Backend.server_programs), so only the check "

@@ -7,6 +7,10 @@ that keeps rewriting it for the fault's duration. The host clock is never steppe
 share it with everything else.
 
 Offsets are written as signed seconds with microseconds (``+0.500000``), never with a unit.
+
+On runtimes whose nodes have their own kernel clock (VMs: ``steps_system_clock``) bumps and
+resets step the node's system clock instead (nemesis.system_clock), which every server there
+reads, Go ones included; strobes and drifts are refused there before the run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockbench.clock_preload import OFFSET_ENV, node_library_path, offset_path
+from lockbench.clock_preload import OFFSET_ENV, node_library_path, offset_path, steps_system_clock
 from lockbench.protocols import Backend, Cluster, FaultAction, Node
 from nemesis.clock_check import check_reach, daemons_command, parse_daemons
 from nemesis.fault import FaultTarget, HealError
@@ -34,6 +38,7 @@ from nemesis.remote import (
     stop_helper_command,
 )
 from nemesis.spec import MAX_CLOCK_OFFSET_MS, ClockOptions
+from nemesis.system_clock import parse_state, state_command, step_to
 
 DRIVER_SOURCE = (Path(__file__).with_name("clock_driver.py")).read_text(encoding="utf-8")
 # The driver may outlive the fault's window by this much before it stops by itself.
@@ -106,7 +111,11 @@ class ClockNemesis:
     def _write(self, name: str, offset_ms: float) -> None:
         node = self.cluster.node(name)
         with self.locks.lock(name):
-            run_checked(node, write_offset_command(node, offset_ms), "writing the clock offset")
+            if steps_system_clock(self.cluster.runtime):
+                step_to(node, offset_ms)
+            else:
+                command = write_offset_command(node, offset_ms)
+                run_checked(node, command, "writing the clock offset")
         self.offsets[name] = offset_ms
 
     def _start(self, target: FaultTarget) -> FaultAction:
@@ -181,6 +190,11 @@ class ClockNemesis:
         touched = sorted(self.touched | self.driving | {n for n, v in self.offsets.items() if v})
 
         def reset_node(node: Node) -> None:
+            if steps_system_clock(self.cluster.runtime):
+                with self.locks.lock(node.name):
+                    step_to(node, 0.0)
+                self.offsets[node.name] = 0.0
+                return
             command = stop_helper_command(helper_pidfile(node, self.helper)) + " && "
             command += write_offset_command(node, 0.0)
             with self.locks.lock(node.name):
@@ -213,22 +227,29 @@ class ClockReading:
     of the command's round trip; ``uncertainty_ms`` (half that round trip) bounds its error.
     ``daemons``: per node, each running daemon and whether the clock library is mapped in it
     (for nemesis.clock_check; not recorded as such).
+    ``stepped_ms``: nodes whose own system clock is stepped (nemesis.system_clock), with the
+    offset the nemesis set; their ``offsets_ms`` is then the step *measured* on the node: its
+    realtime minus boottime clock now, minus the same before the first step.
     """
 
     offsets_ms: Mapping[str, float]
     system_offsets_ms: Mapping[str, float]
     uncertainty_ms: Mapping[str, float]
     daemons: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    stepped_ms: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, dict[str, float]]:
         def rounded(values: Mapping[str, float]) -> dict[str, float]:
             return {k: round(v, 3) for k, v in sorted(values.items())}
 
-        return {
+        out = {
             "offsets_ms": rounded(self.offsets_ms),
             "system_offsets_ms": rounded(self.system_offsets_ms),
             "uncertainty_ms": rounded(self.uncertainty_ms),
         }
+        if self.stepped_ms:
+            out["stepped_ms"] = rounded(self.stepped_ms)
+        return out
 
 
 def probe_time_command(node: Node) -> str:
@@ -241,28 +262,29 @@ def probe_time_command(node: Node) -> str:
         "date +%s.%N; "
         f"if [ -e {library} ] && [ -e {offset} ]; then "
         f"LD_PRELOAD={library} {OFFSET_ENV}={offset} date +%s.%N; "
-        "else date +%s.%N; fi; date +%s.%N; " + daemons_command(node)
+        "else date +%s.%N; fi; date +%s.%N; " + daemons_command(node) + "; " + state_command(node)
     )
 
 
 def measure_clock_offsets(cluster: Cluster) -> ClockReading:
     """Ask every node its time (in parallel); see ClockReading for what is measured how."""
 
-    def ask(node: Node) -> tuple[float, float, float, dict[str, bool]]:
+    def ask(node: Node) -> tuple[float, float, float, dict[str, bool], float | None]:
         command = probe_time_command(node)
         before = time.time()
         result = run_checked(node, command, "reading the clock")
         after = time.time()
         lines = result.stdout.strip().splitlines()
-        times = [line for line in lines if not line.startswith("DAEMON ")][-3:]
+        times = [line for line in lines if line[:1].isdigit()][-3:]
         system_before, served, system_after = (float(x) for x in times)
         system = (system_before + system_after) / 2
-        return (
-            (served - system) * 1000.0,
-            (system - (before + after) / 2) * 1000.0,
-            (after - before) * 500.0,
-            parse_daemons(lines),
-        )
+        system_ms = (system - (before + after) / 2) * 1000.0
+        offset_ms = (served - system) * 1000.0
+        step = parse_state(lines)
+        stepped = None
+        if step is not None:
+            stepped, offset_ms = step.set_ms, step.measured_ms
+        return (offset_ms, system_ms, (after - before) * 500.0, parse_daemons(lines), stepped)
 
     readings = raise_first(on_nodes(list(cluster.nodes), ask))
     return ClockReading(
@@ -270,6 +292,7 @@ def measure_clock_offsets(cluster: Cluster) -> ClockReading:
         system_offsets_ms={n: r[1] for n, r in readings.items()},
         uncertainty_ms={n: r[2] for n, r in readings.items()},
         daemons={n: r[3] for n, r in readings.items()},
+        stepped_ms={n: r[4] for n, r in readings.items() if r[4] is not None},
     )
 
 
@@ -287,6 +310,7 @@ def record_clocks(cluster: Cluster, backend: Backend) -> dict[str, Any]:
             reading.system_offsets_ms,
             reading.uncertainty_ms,
             reading.daemons,
+            reading.stepped_ms,
         )
         value = {**reading.to_json(), "reach": {n: r.to_json() for n, r in sorted(reach.items())}}
         not_reached = sorted(n for n, r in reach.items() if r.reached is False)

@@ -12,6 +12,11 @@ Two ways, best first:
   on the node must have the library mapped (``/proc/<pid>/maps``): a server started without it
   never sees the fault, whatever the offset file says.
 
+On nodes whose own system clock the nemesis steps (VMs, nemesis.system_clock) every process reads
+the stepped clock, so there is no library to look for: ``system``: the node's system clock,
+measured on the node against its boot-time clock, must show the offset the nemesis set. A node
+of such a runtime without a step in force runs on its own real clock: reached.
+
 ``reached`` is True, False (recorded as ``not_reached``: the checker then cannot call the run
 valid on the strength of that fault) or None (nothing runs on the node to check, e.g. a killed
 server; it restarts under the library, and the next check looks at it).
@@ -25,13 +30,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lockbench.clock_preload import NODE_LIBRARY
+from lockbench.clock_preload import NODE_LIBRARY, steps_system_clock
 from lockbench.clock_reach import ServerClock
 from lockbench.protocols import Backend, Cluster, Node
 from nemesis.remote import on_nodes
 
 # The library re-reads the offset file every 20 ms; scheduling and the HTTP handler add a little.
 REACH_SLACK_MS = 50.0
+# A VM's step is measured on the node in one process (realtime against boottime): what is left
+# is the microseconds between reading the clock and setting it, and any slewing in between.
+STEP_RESOLUTION_MS = 10.0
 # Runtimes whose nodes read the control machine's own clock: their system offset is exactly 0.
 SHARED_CLOCK_RUNTIMES: frozenset[str] = frozenset({"netns", "local"})
 
@@ -39,7 +47,7 @@ SHARED_CLOCK_RUNTIMES: frozenset[str] = frozenset({"netns", "local"})
 @dataclass(frozen=True, slots=True)
 class NodeReach:
     node: str
-    by: Literal["server", "process"]
+    by: Literal["server", "process", "system"]
     reached: bool | None
     expected_ms: float
     seen_ms: float | None = None
@@ -120,6 +128,20 @@ def by_server(
     return NodeReach(node.name, "server", reached, expected_ms, seen_ms, tolerance, detail)
 
 
+def by_system(node: str, set_ms: float, measured_ms: float) -> NodeReach:
+    """A node with its own kernel clock: the step the nemesis set must show in it, as measured
+    on the node itself (realtime against boottime, nemesis.system_clock); every process there,
+    the servers included, reads that clock."""
+    tolerance = REACH_SLACK_MS + STEP_RESOLUTION_MS
+    reached = abs(measured_ms - set_ms) <= tolerance
+    detail = (
+        "the node's system clock shows the step; every process there reads it"
+        if reached
+        else "the node's system clock does not show the step the nemesis set"
+    )
+    return NodeReach(node, "system", reached, set_ms, measured_ms, tolerance, detail)
+
+
 def check_reach(
     cluster: Cluster,
     backend: Backend,
@@ -127,13 +149,18 @@ def check_reach(
     system_offsets_ms: Mapping[str, float],
     uncertainty_ms: Mapping[str, float],
     daemons: Mapping[str, Mapping[str, bool]],
+    stepped_ms: Mapping[str, float] | None = None,
 ) -> dict[str, NodeReach]:
     """Per node: did the offset a fresh process reads (``offsets_ms``) reach its server?"""
     shared = cluster.runtime in SHARED_CLOCK_RUNTIMES
+    system_clock = steps_system_clock(cluster.runtime)
+    stepped = stepped_ms or {}
 
     def check(node: Node) -> NodeReach:
         name = node.name
         expected = offsets_ms[name]
+        if system_clock:
+            return by_system(name, stepped.get(name, 0.0), expected)
         if isinstance(backend, ServerClock):
             system = 0.0 if shared else system_offsets_ms[name]
             uncertainty = 0.0 if shared else uncertainty_ms[name]

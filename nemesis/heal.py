@@ -2,7 +2,8 @@
 
 Needs no memory of what was done: it removes our iptables chains (never the user's rules), stops
 every lockbench helper (clock drivers, packet shapers) by its pidfile, puts clock offsets
-back to ``+0`` and sends SIGCONT to every daemon with a pidfile in the node's data directory. Then
+back to ``+0`` (and a VM's stepped system clock back on real time) and sends SIGCONT to every
+daemon with a pidfile in the node's data directory. Then
 it checks that no chain of ours is left. On the local runtime the link proxy is healed instead of
 iptables. Killed servers are not restarted here: only the run knows which ones it killed
 (NemesisRunner.heal_all does that).
@@ -20,6 +21,7 @@ from nemesis.fault import HealError
 from nemesis.iptables import ALL_HOOKS, chain_present_command, remove_chain_command
 from nemesis.links import heal_links, link_faults_of
 from nemesis.remote import error_messages, on_nodes, run_checked, stop_all_helpers_command
+from nemesis.system_clock import heal_command as system_clock_heal_command
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ def heal_node_command(node: Node, *, network: bool = True) -> str:
     lines = [remove_chain_command(hook) for hook in hooks]
     lines.append(stop_all_helpers_command(node.data_dir))
     lines.append(f"if [ -e {offset} ]; then {write_offset_command(node, 0.0)}; fi")
+    lines.append(system_clock_heal_command(node))  # a VM's own clock stepped back, sync restarted
     lines.append(
         f'for p in {data_dir}/*.pid; do [ -f "$p" ] || continue; '
         'pid=$(cat "$p" 2>/dev/null); [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null; done; true'

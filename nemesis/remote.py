@@ -77,9 +77,11 @@ class NemesisActionError(RuntimeError):
     """A fault could not be applied or removed on some node; the message names the node(s)."""
 
 
-def run_checked(node: Node, command: str, what: str) -> CommandResult:
+def run_checked(
+    node: Node, command: str, what: str, *, timeout: float = COMMAND_TIMEOUT
+) -> CommandResult:
     """Run a command; a non-zero exit becomes NemesisActionError saying what failed and why."""
-    result = node.run(command, timeout=COMMAND_TIMEOUT, check=False)
+    result = node.run(command, timeout=timeout, check=False)
     if not result.ok:
         detail = (result.stderr or result.stdout).strip().splitlines()
         reason = detail[-1] if detail else f"exit code {result.exit_code}"

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from lockbench.clock_preload import steps_system_clock
 from lockbench.errors import ConfigError
 from lockbench.plugins import NEMESES, has_plugin, load_plugin, plugin_names
 from lockbench.protocols import ClusterFacts, FaultKind
@@ -435,6 +436,11 @@ def parse_clock(where: str, entry: Mapping[str, Any], facts: ClusterFacts) -> Cl
         )
     if mode in ("bump", "strobe") and offset_ms == 0:
         raise ConfigError(f"{where}: mode {mode} needs a non-zero offset_ms")
+    if mode in ("strobe", "drift") and steps_system_clock(facts.runtime):
+        raise ConfigError(
+            f"{where}: clock mode {mode} is not available on the {facts.runtime} runtime: there "
+            "the clock nemesis steps each node's own system clock (bump and reset only)"
+        )
     period_ms = _number(where, "period_ms", entry.get("period_ms", DEFAULT_CLOCK_PERIOD_MS))
     if period_ms < MIN_CLOCK_PERIOD_MS:
         raise ConfigError(

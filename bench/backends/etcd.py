@@ -30,6 +30,7 @@ from typing import Any
 from bench.backends.etcd_client import open_etcd_client
 from bench.backends.node_daemon import NodeDaemon, clear_data_dir, port_offset
 from bench.backends.server_binaries import ServerBinary, require_server_binaries
+from lockbench.clock_preload import steps_system_clock
 from lockbench.daemon import kill_daemon, stop_daemon
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.parallel import on_each_node
@@ -212,8 +213,9 @@ class EtcdBackend(NodeDaemon):
         return [ETCD.program]
 
     def fault_refusal(self, fault: str, runtime: str) -> str | None:
-        """Clock faults never reach etcd; link faults do not on the local runtime."""
-        if fault == "clock":
+        """Clock faults reach etcd only where the node's own clock is stepped (VMs); link
+        faults do not on the local runtime."""
+        if fault == "clock" and not steps_system_clock(runtime):
             return CLOCK_REFUSAL
         if runtime == "local" and fault in ("partition", "netem"):
             return LINK_PROXY_REFUSAL

@@ -11,13 +11,18 @@ from bench.cluster.inventory import Inventory, load_inventory
 from bench.cluster.local import local_down, local_up
 from bench.cluster.netns import STATE_FILE, netns_down, netns_up
 from bench.cluster.ssh_hosts import ssh_up
-from bench.cluster.vagrant import vagrant_down, vagrant_up
+from bench.cluster.vagrant import VM_STATE_FILE, bench_vagrant_up, vagrant_down, vagrant_up
+from bench.cluster.vm_host import STATE_FILE as VM_HOST_STATE_FILE
 from lockbench.daemon import kill_all_daemons
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.parallel import on_each_node
 
 INVENTORY_FILE = "inventory.yaml"
 CLUSTERS_DIR = Path(".clusters")
+DEFAULT_SUBNETS = {"netns": "10.77.0.0/24", "vagrant": "10.77.12.0/24"}
+# Set to 1 to run `vagrant up` with your own provider and networking (VirtualBox, or libvirt as
+# you have it) instead of the bench's namespaced libvirtd (docs/runtimes.md, vagrant).
+BY_HAND_ENV = "LOCKBENCH_VAGRANT_BY_HAND"
 
 
 def default_runtime() -> str:
@@ -35,18 +40,21 @@ def cluster_up(
     runtime: str,
     cluster_dir: Path,
     *,
-    subnet: str = "10.77.0.0/24",
+    subnet: str | None = None,
     prefix: str = "lb",
     inventory: Path | None = None,
     nodes: int = 5,
     port_offset: int = 0,
 ) -> Inventory:
+    subnet = subnet or DEFAULT_SUBNETS.get(runtime, DEFAULT_SUBNETS["netns"])
     if runtime == "netns":
         return netns_up(cluster_dir, prefix=prefix, subnet=subnet, nodes=nodes)
     if runtime == "local":
         return local_up(cluster_dir, nodes=nodes, base_offset=port_offset)
     if runtime == "vagrant":
-        return vagrant_up(cluster_dir)
+        if os.environ.get(BY_HAND_ENV) == "1" or not sys.platform.startswith("linux"):
+            return vagrant_up(cluster_dir)
+        return bench_vagrant_up(cluster_dir, prefix=prefix, subnet=subnet, nodes=nodes)
     if runtime == "ssh":
         if inventory is None:
             raise ConfigError("--runtime ssh needs --inventory FILE listing your hosts")
@@ -65,6 +73,9 @@ def cluster_down(cluster_dir: Path, *, destroy: bool = False) -> list[str]:
     """Tear a cluster down; a half-finished netns up (state but no inventory) is handled too."""
     if (cluster_dir / STATE_FILE).exists():
         return netns_down(cluster_dir)
+    if (cluster_dir / VM_HOST_STATE_FILE).exists() or (cluster_dir / VM_STATE_FILE).exists():
+        # the bench's own VMs: destroyed with their namespaced libvirtd, nothing to stop first
+        return vagrant_down(cluster_dir, destroy=True)
     if not (cluster_dir / INVENTORY_FILE).exists():
         return []
     inventory = load_cluster_inventory(cluster_dir)

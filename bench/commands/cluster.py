@@ -171,8 +171,14 @@ def register(subparsers: Any) -> None:
         choices=RUNTIMES,
         help="netns (default when root on Linux), local (default otherwise), vagrant, ssh",
     )
-    up.add_argument("--subnet", default="10.77.0.0/24", help="netns: the nodes' /24")
-    up.add_argument("--prefix", help="netns: namespace/interface name prefix (default lb...)")
+    up.add_argument(
+        "--subnet",
+        help="netns: the nodes' /24 (default 10.77.0.0/24); vagrant: the VMs' network "
+        "(default 10.77.12.0/24; the /24 after it links the control node to it)",
+    )
+    up.add_argument(
+        "--prefix", help="netns, vagrant: namespace/interface name prefix (default lb...)"
+    )
     up.add_argument("--nodes", type=int, default=5, help="how many nodes (default 5)")
     up.add_argument("--inventory", help="ssh: the inventory file listing your hosts")
     up.add_argument(
