@@ -26,7 +26,7 @@ from pathlib import Path
 from lockbench.clock_preload import OFFSET_ENV, node_library_path, offset_path
 from lockbench.errors import ClusterError
 from lockbench.parallel import on_each_node
-from lockbench.protocols import Cluster, Node
+from lockbench.protocols import Cluster, Node, timeout_scale
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def start_daemon(
     _check_name(name)
     if not argv:
         raise ValueError("start_daemon needs a command")
+    ready_timeout *= timeout_scale(node)
     where = f"{node.name}: daemon {name}"
     variables = dict(env or {})
     data_dir = shlex.quote(node.data_dir)

@@ -276,6 +276,14 @@ def fencing_tokens(backend: object) -> bool:
     return bool(getattr(backend, "fencing_tokens", True))
 
 
+def timeout_scale(node: object) -> float:
+    """How much longer than usual to wait for the node (an optional ``timeout_scale`` attribute
+    of a Node; 1.0 without one). Software-emulated VMs answer many times slower: their
+    inventory entries say so (bench.cluster.vagrant), and every wait on them grows with it."""
+    scale = getattr(node, "timeout_scale", 1.0)
+    return float(scale) if isinstance(scale, int | float) and scale >= 1 else 1.0
+
+
 def fault_refusal(backend: object, fault: str, runtime: str) -> str | None:
     """Why ``backend`` cannot take ``fault`` on ``runtime`` (None: it can, as far as it knows).
 

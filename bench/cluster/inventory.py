@@ -26,7 +26,9 @@ class NodeSpec:
 
     ``port_offset`` is added to every service port: the local runtime puts five servers on one
     address. ``data_dir`` defaults to ``/var/lib/lockbench/<name>``. ``python`` is the node's
-    interpreter used to make the deployment venv (it must have PyYAML).
+    interpreter used to make the deployment venv (it must have PyYAML). ``timeout_scale``
+    multiplies every command timeout and daemon start-up wait on the node (software-emulated
+    VMs: bench.cluster.vagrant sets it).
     """
 
     name: str
@@ -37,6 +39,7 @@ class NodeSpec:
     data_dir: str = ""
     port_offset: int = 0
     python: str = DEFAULT_NODE_PYTHON
+    timeout_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -79,23 +82,41 @@ class Inventory:
 
 
 _NODE_KEYS: frozenset[str] = frozenset(
-    {"name", "address", "ssh_port", "user", "key_file", "data_dir", "port_offset", "python"}
+    {
+        "name",
+        "address",
+        "ssh_port",
+        "user",
+        "key_file",
+        "data_dir",
+        "port_offset",
+        "python",
+        "timeout_scale",
+    }
 )
 
 
-def _require(mapping: dict[str, Any], key: str, kind: type, where: str, path: Path) -> Any:
+def _require(
+    mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, path: Path
+) -> Any:
     if key not in mapping:
         raise ConfigError(f"{path}: {where}: missing key {key!r}")
     value = mapping[key]
     if kind is int and isinstance(value, bool):
         raise ConfigError(f"{path}: {where}: key {key!r} must be an integer, got {value!r}")
     if not isinstance(value, kind):
-        raise ConfigError(f"{path}: {where}: key {key!r} must be a {kind.__name__}, got {value!r}")
+        names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ConfigError(f"{path}: {where}: key {key!r} must be a {names}, got {value!r}")
     return value
 
 
 def _optional(
-    mapping: dict[str, Any], key: str, kind: type, default: Any, where: str, path: Path
+    mapping: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    default: Any,
+    where: str,
+    path: Path,
 ) -> Any:
     if key not in mapping or mapping[key] is None:
         return default
@@ -125,9 +146,16 @@ def _parse_node(raw: Any, index: int, path: Path) -> NodeSpec:
     ssh_port = _optional(raw, "ssh_port", int, 22, where, path)
     if not 0 < ssh_port < 65536:
         raise ConfigError(f"{path}: {where}: key 'ssh_port' must be 1-65535, got {ssh_port}")
+    timeout_scale = _optional(raw, "timeout_scale", (int, float), 1.0, where, path)
+    if isinstance(timeout_scale, bool) or not 1 <= timeout_scale <= 100:
+        raise ConfigError(
+            f"{path}: {where}: key 'timeout_scale' must be a number from 1 to 100, "
+            f"got {timeout_scale!r}"
+        )
     return NodeSpec(
         name=name,
         address=_require(raw, "address", str, where, path),
+        timeout_scale=float(timeout_scale),
         ssh_port=ssh_port,
         user=_optional(raw, "user", str, "root", where, path),
         key_file=key_file,
@@ -191,6 +219,8 @@ def inventory_to_dict(inv: Inventory) -> dict[str, Any]:
             entry["port_offset"] = n.port_offset
         if n.python != DEFAULT_NODE_PYTHON:
             entry["python"] = n.python
+        if n.timeout_scale != 1.0:
+            entry["timeout_scale"] = n.timeout_scale
         nodes.append(entry)
     out: dict[str, Any] = {"runtime": inv.runtime, "cluster_dir": str(inv.cluster_dir)}
     if inv.known_hosts is not None:

@@ -133,7 +133,13 @@ class SshNode(SpecNode):
             return command
         return f"sudo -n bash -c {shlex.quote(command)}"
 
+    @property
+    def timeout_scale(self) -> float:
+        """Every wait on this node grows by this factor (lockbench.protocols.timeout_scale)."""
+        return self.spec.timeout_scale
+
     def run(self, command: str, *, timeout: float = 30.0, check: bool = True) -> CommandResult:
+        timeout *= self.spec.timeout_scale
         connection = self.connection()
         try:
             result = connection.run(

@@ -23,6 +23,7 @@ import yaml
 
 from bench.checking import available_checkers, run_checker_options
 from bench.cluster import load_inventory, runtime_capabilities
+from bench.cluster.vagrant import slow_vm_floors
 from bench.runner.components import (
     backend_runtimes,
     create_backend,
@@ -190,7 +191,38 @@ def _resolve(config: TestConfig) -> TestConfig:
         else:
             changes["runtime"] = "local"
             changes["nemesis"] = _faults_local_can_do(config.nemesis)
+    if config.inventory is not None:
+        changes.update(_slow_vm_timings(config))
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def _slow_vm_timings(config: TestConfig) -> dict[str, Any]:
+    """The vagrant runtime's slow-VM timing floors (bench.cluster.vagrant.slow_vm_floors) for a
+    test on software-emulated VMs: raised where the test asks for less, each change logged."""
+    inventory = load_inventory(Path(str(config.inventory)))
+    if inventory.runtime != "vagrant":
+        return {}
+    floors, backend_floors = slow_vm_floors(inventory.cluster_dir, config.backend)
+    changes: dict[str, Any] = {}
+    for key, floor in floors.items():
+        value = getattr(config, key)
+        if value < floor:
+            log.info("software-emulated VMs: %s %s -> %s (the runtime's floor)", key, value, floor)
+            changes[key] = floor
+    options = dict(config.backend_options)
+    for key, floor in backend_floors.items():
+        value = options.get(key)
+        if not isinstance(value, int) or value < floor:
+            log.info(
+                "software-emulated VMs: backend_options.%s %s -> %s (the runtime's floor)",
+                key,
+                value if value is not None else "default",
+                floor,
+            )
+            options[key] = floor
+    if options != dict(config.backend_options):
+        changes["backend_options"] = options
+    return changes
 
 
 def _faults_local_can_do(nemesis: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:

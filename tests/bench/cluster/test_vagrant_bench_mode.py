@@ -4,19 +4,23 @@ The VMs themselves run in tests/vm/ (marker ``vm``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bench.backends.etcd import EtcdBackend
+from bench.cluster.inventory import Inventory, NodeSpec, load_inventory, save_inventory
 from bench.cluster.vagrant import inventory_from_ssh_config, link_subnet_for, load_vagrant_nodes
 from bench.cluster.vm_accel import ACCEL_ENV, choose_accel
 from bench.cluster.vm_host import plan_vm_host
+from bench.runner.config import load_test_config
 from lockbench.clock_preload import steps_system_clock
 from lockbench.errors import ClusterError, ConfigError
 from lockbench.protocols import ClusterFacts
 from nemesis.spec import parse_clock
 from nemesis.system_clock import heal_command, parse_state, step_command
+from tests.bench.runner.runner_support import write_test_file
 
 RECORDED = Path(__file__).parent / "data" / "vagrant_libvirt_ssh_config.txt"
 
@@ -133,3 +137,56 @@ def test_the_accelerator_can_be_forced(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert (choice.driver, choice.label) == ("qemu", "TCG (software emulation)")
     assert choice.reason == f"{ACCEL_ENV}=tcg"
     assert not (tmp_path / "accel.json").exists()  # nothing probed, nothing cached
+
+
+def _vm_inventory(tmp_path: Path, accel: str) -> Path:
+    cluster_dir = tmp_path / "vms"
+    cluster_dir.mkdir()
+    (cluster_dir / "vagrant.json").write_text(json.dumps({"accel": accel}))
+    inventory = Inventory(
+        runtime="vagrant",
+        nodes=(NodeSpec(name="n1", address="10.77.12.40", user="vagrant"),),
+        cluster_dir=cluster_dir,
+        known_hosts=None,
+    )
+    save_inventory(inventory, cluster_dir / "inventory.yaml")
+    return cluster_dir / "inventory.yaml"
+
+
+def test_software_emulated_vms_raise_the_tests_timings_to_the_runtimes_floors(
+    tmp_path: Path,
+) -> None:
+    inventory = _vm_inventory(tmp_path, "qemu")
+    path = write_test_file(
+        tmp_path,
+        backend="reference",
+        inventory=str(inventory),
+        nodes=1,
+        backend_options={"tick_ms": 100, "fsync": True},
+        op_timeout=5,
+        recovery_bound=90,
+    )
+    config = load_test_config(path)
+    assert config.backend_options == {"tick_ms": 250, "fsync": True}
+    assert config.op_timeout == 10.0  # raised
+    assert config.recovery_bound == 90  # already above the floor
+
+
+def test_kvm_vms_keep_the_tests_timings(tmp_path: Path) -> None:
+    inventory = _vm_inventory(tmp_path, "kvm")
+    path = write_test_file(
+        tmp_path, backend="reference", inventory=str(inventory), nodes=1, op_timeout=5
+    )
+    config = load_test_config(path)
+    assert config.op_timeout == 5
+    assert "tick_ms" not in config.backend_options
+
+
+def test_the_inventory_keeps_a_slow_nodes_timeout_scale(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    spec = NodeSpec(name="n1", address="10.77.12.40", user="vagrant", timeout_scale=4.0)
+    save_inventory(Inventory("vagrant", (spec,), tmp_path, None), path)
+    assert load_inventory(path).nodes[0].timeout_scale == 4.0
+    path.write_text(path.read_text().replace("timeout_scale: 4.0", "timeout_scale: 0.5"))
+    with pytest.raises(ConfigError, match="'timeout_scale' must be a number from 1 to 100"):
+        load_inventory(path)
