@@ -59,7 +59,7 @@ pytestmark = [
     ),
 ]
 full_lane = pytest.mark.skipif(
-    LANE != "1", reason="the three-VM lane runs only with LOCKBENCH_VM=1 (about N minutes)"
+    LANE != "1", reason="the three-VM lane runs only with LOCKBENCH_VM=1 (docs/runtimes.md: times)"
 )
 
 
