@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.checker.loading import load_paired_history
-from bench.checker.partition import BUCKETS, MAX_GROUP_RECORDS, partition_history
+from bench.checker.partition import BUCKETS, MAX_GROUP_RECORDS, WORKERS, partition_history
 from lockbench.checks import (
     Checker,
     CheckResult,
@@ -35,7 +35,6 @@ from lockbench.history import (
     Op,
     PairedHistory,
     PairingError,
-    WholeHistory,
 )
 from lockbench.options import CheckOptions
 from lockbench.plugins import CHECKERS, has_plugin, load_plugin, plugin_names
@@ -158,14 +157,16 @@ def check_partitioned(
     *,
     max_group_records: int = MAX_GROUP_RECORDS,
     buckets: int = BUCKETS,
+    workers: int = WORKERS,
 ) -> tuple[Verdict, dict[str, CheckResult]] | None:
     """Check a JSON Lines history without holding it in memory: one pass validates it, feeds
     the streaming checkers and copies each key's records to a temporary directory; then each
-    group of keys is read back and checked by the per-key checkers, whose results are merged
-    (bench/checker/partition.py). The verdicts are those of ``run_checkers`` on the history in
-    memory, except that a key with more than ``max_group_records`` records is ``unknown`` for
-    the per-key checkers (it is never loaded). None when a checker can only judge the history in
-    memory (none of ``merge`` or ``accumulate``): the caller then reads it whole."""
+    group of keys is read back and checked by the per-key checkers (in ``workers`` processes),
+    whose results are merged (bench/checker/partition.py). The verdicts are those of
+    ``run_checkers`` on the history in memory, except that a key with more than
+    ``max_group_records`` records is ``unknown`` for the per-key checkers (it is never loaded).
+    None when a checker can only judge the history in memory (none of ``merge`` or
+    ``accumulate``): the caller then reads it whole."""
     parsed = CheckOptions.from_mapping(options)  # fail on a bad option before any work
     named = None if callable(names) else [*names]
     wanted = (
@@ -208,15 +209,7 @@ def check_partitioned(
             for name in order
             if name not in accumulators and isinstance(checker := checkers[name], KeyedChecker)
         }
-        parts: dict[str, list[CheckResult]] = {name: [] for name in keyed}
-        groups = part.paired_groups() if part.groups else iter([(None, _empty(whole))])
-        for group, history in groups:
-            for name, checker in keyed.items():
-                if history is None:
-                    assert group is not None
-                    parts[name].append(part.too_large(name, group))
-                else:
-                    parts[name].append(checker.check(history, parsed))
+        parts = part.check_groups(keyed, parsed, workers=workers)
         succeeded = succeeded_kinds(whole.sample_ops)
         results = {}
         for name in order:
@@ -231,10 +224,6 @@ def check_partitioned(
 
 def _partitionable(checker: Checker) -> bool:
     return isinstance(checker, StreamingChecker | KeyedChecker)
-
-
-def _empty(whole: WholeHistory) -> PairedHistory:
-    return PairedHistory([], [], whole=whole)
 
 
 def _refuse_unknown(names: Sequence[str]) -> None:

@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
+import threading
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from bench.checker.loading import CallValidator, load_paired_history
-from lockbench.checks import Anomaly, CheckResult, HistoryAccumulator, combine_verdicts
+from lockbench.checks import (
+    Anomaly,
+    CheckResult,
+    HistoryAccumulator,
+    KeyedChecker,
+    combine_verdicts,
+)
 from lockbench.history import (
     NEMESIS,
     Call,
@@ -38,6 +46,7 @@ from lockbench.history import (
     WholeHistory,
     iter_numbered_lines,
 )
+from lockbench.options import CheckOptions
 
 # A group of keys read back into memory holds at most this many records (~280 bytes each as
 # ops and calls: ~540 MiB, plus the search); a key with more is reported, not loaded.
@@ -47,6 +56,8 @@ MAX_GROUP_RECORDS = 2_000_000
 BUCKETS = 64
 # Each bucket file's write buffer.
 BUCKET_BUFFER_BYTES = 256 * 1024
+# Processes that check key groups side by side (two cores are the machine this was sized on).
+WORKERS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 # Records handed to the accumulators at a time.
 BATCH = 4096
 # Integers kept in memory before a spilled column goes to disk (8 bytes each).
@@ -146,11 +157,53 @@ class PartitionedHistory:
     def paired_groups(self) -> Iterator[tuple[KeyGroup, PairedHistory | None]]:
         """Each group read back and paired (None for a key too large to load), one at a time."""
         for group in self.groups:
-            if group.path is None:
-                yield group, None
-                continue
-            part = load_paired_history(group.path)
-            yield group, PairedHistory(part.ops, part.calls, whole=self.whole)
+            yield group, self._paired(group)
+
+    def _paired(self, group: KeyGroup) -> PairedHistory | None:
+        if group.path is None:
+            return None
+        part = load_paired_history(group.path)
+        return PairedHistory(part.ops, part.calls, whole=self.whole)
+
+    def check_groups(
+        self, checkers: Mapping[str, KeyedChecker], options: CheckOptions, *, workers: int = 1
+    ) -> dict[str, list[CheckResult]]:
+        """Each checker's result on each group, in group order (on an empty history if there
+        are no client records). With ``workers`` > 1 the groups are checked in that many
+        forked processes, each group on its own: the groups are independent, and a long
+        history is mostly these checks. Forking is done only from a single-threaded process
+        (``lockbench check``); elsewhere the groups are checked here, one after another."""
+        results: dict[str, list[CheckResult]] = {name: [] for name in checkers}
+        if not self.groups:
+            empty = PairedHistory([], [], whole=self.whole)
+            for name, checker in checkers.items():
+                results[name].append(checker.check(empty, options))
+            return results
+        if workers > 1 and len(self.groups) > 1 and threading.active_count() == 1:
+            import multiprocessing  # lazily: only long histories need it (start-up time)
+
+            global _forked_work  # what the forked workers inherit
+            _forked_work = (self, checkers, options)
+            try:
+                context = multiprocessing.get_context("fork")
+                with context.Pool(min(workers, len(self.groups))) as pool:
+                    per_group = list(pool.imap(_check_forked_group, range(len(self.groups))))
+            finally:
+                _forked_work = None
+        else:
+            per_group = [self._check_group(group, checkers, options) for group in self.groups]
+        for group_results in per_group:
+            for name, result in group_results.items():
+                results[name].append(result)
+        return results
+
+    def _check_group(
+        self, group: KeyGroup, checkers: Mapping[str, KeyedChecker], options: CheckOptions
+    ) -> dict[str, CheckResult]:
+        history = self._paired(group)
+        if history is None:
+            return {name: self.too_large(name, group) for name in checkers}
+        return {name: checker.check(history, options) for name, checker in checkers.items()}
 
     def too_large(self, checker: str, group: KeyGroup) -> CheckResult:
         """The ``unknown`` a per-key checker gives for a key too large to load."""
@@ -461,3 +514,13 @@ def _add(a: float, b: float) -> float:
 def nemesis_history(ops: Sequence[Op], whole: WholeHistory) -> PairedHistory:
     """The nemesis records alone, for accumulators that judge only them."""
     return PairedHistory([op for op in ops if op.process == NEMESIS], [], whole=whole)
+
+
+# What a forked worker checks: set by check_groups just before the fork, inherited by the workers.
+_forked_work: tuple[PartitionedHistory, Mapping[str, KeyedChecker], CheckOptions] | None = None
+
+
+def _check_forked_group(number: int) -> dict[str, CheckResult]:
+    assert _forked_work is not None
+    part, checkers, options = _forked_work
+    return part._check_group(part.groups[number], checkers, options)

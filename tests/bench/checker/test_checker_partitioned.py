@@ -47,7 +47,8 @@ def _both(
     """The history checked in memory, and a group of keys at a time within ``limits``."""
     options = options or {}
     memory = check_history_file(path, _names(options), options, partition_above_bytes=IN_MEMORY)
-    parted = check_partitioned(path, _names(options), options, **(limits or {}))
+    # in this process (the forked workers are tested on their own, in the process lane)
+    parted = check_partitioned(path, _names(options), options, **{"workers": 1, **(limits or {})})
     assert parted is not None
     return memory, parted
 
@@ -209,7 +210,7 @@ def test_a_bad_line_is_the_same_error(tmp_path: Path, bad: str, later: str, expe
     errors = []
     checks: list[Callable[[], object]] = [
         lambda: check_history_file(path, ["linearizable"], {}, partition_above_bytes=IN_MEMORY),
-        lambda: check_partitioned(path, ["linearizable"], {}),
+        lambda: check_partitioned(path, ["linearizable"], {}, workers=1),
     ]
     for check in checks:
         with pytest.raises(ConfigError) as caught:
@@ -224,7 +225,7 @@ def test_a_key_too_large_to_load_is_unknown_with_the_reason(tmp_path: Path) -> N
     path = _write(tmp_path / "h.jsonl", ops)
     limits = _tight(path)
     limits["max_group_records"] -= 1  # the largest key no longer fits
-    verdict, results = check_partitioned(path, _names({}), {}, **limits) or ("", {})
+    verdict, results = check_partitioned(path, _names({}), {}, **limits, workers=1) or ("", {})
     assert verdict == "unknown"
     linearizable = results["linearizable"]
     assert linearizable.verdict == "unknown"
@@ -233,6 +234,7 @@ def test_a_key_too_large_to_load_is_unknown_with_the_reason(tmp_path: Path) -> N
     assert results["availability"].verdict == "valid"  # streamed: no key is loaded for it
 
 
+@pytest.mark.process  # the groups are checked in forked workers
 def test_the_pipeline_partitions_a_large_file_and_falls_back_for_whole_history_checkers(
     tmp_path: Path,
 ) -> None:
@@ -244,10 +246,24 @@ def test_the_pipeline_partitions_a_large_file_and_falls_back_for_whole_history_c
     small = check_history_file(path, _names(options), options, partition_above_bytes=IN_MEMORY)
     large = check_history_file(path, _names(options), options, partition_above_bytes=0)
     assert _verdicts(large) == _verdicts(small)
+    memory = check_history_file(path, _names({}), {}, partition_above_bytes=IN_MEMORY)
     parted = check_history_file(path, _names({}), {}, partition_above_bytes=0)
-    assert _verdicts(parted) == _verdicts(
-        check_history_file(path, _names({}), {}, partition_above_bytes=IN_MEMORY)
-    )
+    assert _verdicts(parted) == _verdicts(memory)
+    for name, result in memory[1].items():  # valid: every figure the same, from two workers
+        assert _without_timings(parted[1][name]) == _without_timings(result)
+
+
+@pytest.mark.process  # forked workers
+def test_forked_workers_find_the_same_anomalies(tmp_path: Path) -> None:
+    ops = lock_history(seed=7, ops=4000, locks=6, processes=8, info_rate=0.03, bug_rate=0.02)
+    path = _write(tmp_path / "h.jsonl", ops)
+    alone = check_partitioned(path, _names({}), {}, workers=1, buckets=4)
+    forked = check_partitioned(path, _names({}), {}, workers=2, buckets=4)
+    assert alone is not None
+    assert forked is not None
+    assert alone[0] == "invalid"
+    for name, result in alone[1].items():
+        assert _without_timings(forked[1][name]) == _without_timings(result)
 
 
 def test_records_of_a_call_follow_its_invocations_key(tmp_path: Path) -> None:
