@@ -119,7 +119,7 @@ def calls_frame(calls: Sequence[Call], end_time: float) -> pd.DataFrame:
 
 
 def nemesis_records(ops: Iterable[Op]) -> list[Op]:
-    return [op for op in ops if not op.is_client]
+    return [op for op in ops if type(op.process) is not int]  # not is_client, inlined (1M+ ops)
 
 
 def fault_windows(ops: Sequence[Op], end_time: float) -> list[FaultWindow]:

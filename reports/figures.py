@@ -137,10 +137,14 @@ def _note(x: float, y: float, text: str, colour: str, **more: Any) -> dict[str, 
 def _add_layout_items(
     fig: go.Figure, shapes: list[dict[str, Any]], notes: list[dict[str, Any]]
 ) -> None:
-    """Append shapes and annotations in one update (add_shape per item is quadratic)."""
-    fig.update_layout(
-        shapes=[*fig.layout.shapes, *shapes], annotations=[*fig.layout.annotations, *notes]
-    )
+    """Append shapes and annotations, replacing each list whole: add_shape per item is
+    quadratic, and an update_layout that repeats the existing items merges them into
+    themselves one by one (seconds per figure with a few hundred bands)."""
+    layout = fig.layout.to_plotly_json()
+    if shapes:
+        fig.layout.shapes = [*layout.get("shapes", ()), *shapes]
+    if notes:
+        fig.layout.annotations = [*layout.get("annotations", ()), *notes]
 
 
 def _base_layout(fig: go.Figure, title: str, height: int) -> None:

@@ -94,7 +94,7 @@ def _page_body(data: RunData) -> str:
     rendered = [(panel, _panel_html(panel, data)) for panel in installed_panels()]
     shown = [(panel, html) for panel, html in rendered if html]
     parts = [_banner(data), _nav([panel for panel, _ in shown]), "<main>", _problems(data)]
-    parts += [html for _, html in shown]
+    parts += [_Report.of(data).sampling(), *(html for _, html in shown)]
     return "".join(parts)
 
 
@@ -182,6 +182,21 @@ class _Report:
                 span = analysis.anomaly_span(anomaly, self.times)
                 if span is not None:
                     self.anomaly_windows.append(analysis.TimeWindow(*span, anomaly.kind))
+
+    def sampling(self) -> str:
+        """For a long run: what the plots draw a sample of, and what is always exact."""
+        if len(self.shown) == len(self.calls):
+            return ""
+        return (
+            '<p class="note sampling" id="sampling"><b>Long run: the plots draw a sample.</b> '
+            f"This history has {len(self.calls):,} calls; to stay usable in a browser the "
+            f"timeline and the latency scatter draw {len(self.shown):,} of them, and each lock "
+            f"chart at most {LOCK_POINT_BUDGET:,} holds and as many resource accesses shared "
+            "among the charts (each panel says how many). Anomalies are exact: every op an "
+            "anomaly or counterexample names is always drawn, and the verdicts, anomalies, "
+            "counts, percentile lines, throughput, overlapping holds, fault windows, roles and "
+            "clocks are computed from every record.</p>"
+        )
 
     def checkers(self) -> str:
         results = self.data.results
@@ -288,9 +303,10 @@ class _Report:
         note = (
             f"All {len(self.calls)} calls shown."
             if len(shown) == len(self.calls)
-            else f"Showing {len(shown)} of {len(self.calls)} calls: past "
-            f"{analysis.MAX_PLOTTED_CALLS:,} calls the timeline is thinned evenly. Every op an "
-            "anomaly names is kept, then fail/info/pending calls, then ok calls."
+            else f"Showing {len(shown):,} of {len(self.calls):,} calls (a sample): past "
+            f"{analysis.MAX_PLOTTED_CALLS:,} calls the timeline is thinned evenly. Anomalies "
+            "are exact: every op an anomaly names is kept, then fail/info/pending calls, then "
+            "ok calls."
         )
         fig = figures.timeline_figure(
             shown,
@@ -357,9 +373,9 @@ class _Report:
             refused_count = int(refused.sum())
             thinned = len(lock_holds) < total_holds or len(lock_access) < total_access
             note = (
-                f"; drawn: {len(lock_holds)} holds and {len(lock_access)} accesses (thinned "
-                f"evenly past {share:,} each; anomaly ops always kept, refused accesses and "
-                "unknown holds before the rest)"
+                f"; drawn: a sample of {len(lock_holds):,} holds and {len(lock_access):,} "
+                f"accesses (thinned evenly past {share:,} each; anomaly ops always kept, "
+                "refused accesses and unknown holds before the rest; the counts here are exact)"
                 if thinned
                 else ""
             )
@@ -396,8 +412,8 @@ class _Report:
         rates = analysis.throughput(self.calls, bucket)
         shown = self.shown
         note = "Percentile lines and throughput use every call" + (
-            f"; the scatter shows {len(shown)} of {len(self.calls)} calls (anomaly ops, then "
-            "non-ok calls, are kept first)."
+            f"; the scatter shows a sample, {len(shown):,} of {len(self.calls):,} calls "
+            "(anomaly ops, exact, then non-ok calls, are kept first)."
             if len(shown) < len(self.calls)
             else "."
         )

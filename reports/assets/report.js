@@ -26,35 +26,70 @@
     return Promise.all(pending);
   }
 
-  // Token labels on lock charts: hidden while more than MAX_LABELS of them are in view.
+  // Token labels on lock charts: drawn only for the holds in view, and only while at most
+  // MAX_LABELS of them are (thousands of SVG text nodes made every zoom take seconds).
   var MAX_LABELS = 300;
 
-  function labelsInView(trace, range) {
-    var count = 0;
-    for (var i = 0; i < trace.x.length; i += 1) {
-      if (trace.x[i] >= range[0] && trace.x[i] <= range[1]) {
-        count += 1;
+  function labelsInView(all, range) {
+    var picked = { x: [], y: [], text: [] };
+    for (var i = 0; i < all.x.length; i += 1) {
+      if (all.x[i] >= range[0] && all.x[i] <= range[1]) {
+        if (picked.x.length === MAX_LABELS) {
+          return null;
+        }
+        picked.x.push(all.x[i]);
+        picked.y.push(all.y[i]);
+        picked.text.push(all.text[i]);
       }
     }
-    return count;
+    return picked;
+  }
+
+  // Typed arrays as the figure JSON embeds them ({dtype, bdata: base64}), decoded.
+  var TYPED = {
+    f4: Float32Array, f8: Float64Array, i1: Int8Array, i2: Int16Array, i4: Int32Array,
+    u1: Uint8Array, u2: Uint16Array, u4: Uint32Array,
+  };
+
+  function decoded(values) {
+    if (!values || Array.isArray(values) || !values.bdata || !TYPED[values.dtype]) {
+      return values || [];
+    }
+    var binary = atob(values.bdata);
+    var bytes = new Uint8Array(binary.length);
+    for (var i = 0; i < binary.length; i += 1) {
+      bytes[i] = binary.charCodeAt(i);
+    }
+    return new TYPED[values.dtype](bytes.buffer);
   }
 
   function watchTokenLabels(div) {
-    var indices = [];
+    var labels = [];
     (div.data || []).forEach(function (trace, i) {
       if (trace.meta === "token-labels") {
-        indices.push(i);
+        // every label, kept here; the trace itself then holds only those in view
+        labels.push({
+          index: i,
+          all: { x: decoded(trace.x), y: decoded(trace.y), text: decoded(trace.text) },
+        });
       }
     });
-    if (!indices.length) {
+    if (!labels.length) {
       return;
     }
     div.on("plotly_relayout", function () {
       var range = div._fullLayout.xaxis.range;
-      indices.forEach(function (i) {
-        var show = labelsInView(div.data[i], range) <= MAX_LABELS;
-        if (show !== (div.data[i].visible !== false)) {
-          Plotly.restyle(div, { visible: show }, [i]);
+      labels.forEach(function (label) {
+        var picked = labelsInView(label.all, range);
+        var shown = div.data[label.index].visible !== false;
+        if (picked) {
+          Plotly.restyle(
+            div,
+            { x: [picked.x], y: [picked.y], text: [picked.text], visible: true },
+            [label.index]
+          );
+        } else if (shown) {
+          Plotly.restyle(div, { visible: false }, [label.index]);
         }
       });
     });

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from reports.figures import MAX_TOKEN_LABELS
 from reports.server import make_server
 from tests.reports.report_support import SampleStore
 
@@ -129,6 +130,12 @@ def _assert_token_labels_appear_when_zoomed_in(page: Any) -> None:
     )
     assert texts, texts[:5]
     assert all(t.isdigit() for t in texts), texts[:5]
+    # only the holds in view are labelled (thousands of text nodes made every zoom slow)
+    assert len(texts) <= MAX_TOKEN_LABELS
+    page.evaluate(
+        "Plotly.relayout(document.getElementById('fig-lock-0'), {'xaxis.autorange': true})"
+    )
+    page.wait_for_function(f"({LABELS_VISIBLE_JS.strip()})()[0] === false", timeout=30_000)
 
 
 @pytest.mark.parametrize("kind", ["damaged", "no_history"])

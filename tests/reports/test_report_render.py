@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -9,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.checking import run_checkers
 from lockbench.history import read_history
 from lockbench.run_dir import write_results
-from reports.render import render_report
+from reports.render import build_report_html, render_report
 from reports.run_data import load_run
 from tests.reports.report_support import SampleStore, write_history
 
@@ -158,3 +160,37 @@ def test_checker_stats_are_readable_names_and_values_not_json(
     assert "<dt>keys</dt><dd>2</dd>" in stats  # the linearizable stats, by name
     assert '{"' not in stats
     assert "&quot;" not in stats
+
+
+def test_a_long_run_says_what_its_plots_sample_and_that_anomalies_are_exact(
+    sample_store: SampleStore, report_pages: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert 'id="sampling"' not in report_pages["invalid"], "a short run draws every call"
+    monkeypatch.setattr("reports.analysis.MAX_PLOTTED_CALLS", 200)
+    page = build_report_html(sample_store.invalid)
+    note = re.search(r'<p class="note sampling" id="sampling">(.*?)</p>', page, re.S)
+    assert note is not None
+    assert "Anomalies are exact" in note.group(1)
+    assert "draw 2" in note.group(1)  # the number of calls drawn, e.g. "draw 2xx of them"
+    assert "(a sample)" in page  # the timeline's own note
+    traces = _figures(page)["fig-timeline"]["data"]
+    assert isinstance(traces, list)
+    shown = {
+        index
+        for trace in traces
+        if isinstance(trace, dict) and str(trace.get("meta", "")).startswith("anomaly-")
+        for index in _decoded_ints(trace.get("customdata"))
+    }
+    data = load_run(sample_store.invalid)
+    client = {op.index for op in data.ops if op.is_client}
+    named = {i for r in data.results for a in r.anomalies for i in a.op_indices} & client
+    assert named, "the sample run has anomalies naming client ops"
+    assert shown == named, "every op an anomaly names is drawn, however few calls are"
+
+
+def _decoded_ints(values: object) -> list[int]:
+    """A figure array as plotly embeds it: a list, or {dtype, bdata} (base64 of a typed array)."""
+    if isinstance(values, dict):
+        raw = base64.b64decode(str(values["bdata"]))
+        return [int(v) for v in np.frombuffer(raw, dtype=np.dtype(str(values["dtype"])))]
+    return [int(v) for v in values] if isinstance(values, list) else []
