@@ -10,6 +10,7 @@ headless Chromium takes until every plot is drawn, ``--screenshot PATH`` saves a
 sample report (docs/img/report.png).
 
     .venv/bin/python -m benchmarks.reports [--repeat 3] [--browser] [--screenshot PATH]
+        [--records 1000000]
 """
 
 from __future__ import annotations
@@ -73,6 +74,31 @@ def client_operations(run_dir: Path) -> int:
 
 
 def browser_ready_seconds(report: Path, screenshot: Path | None) -> float:
+    ready, _ = browser_figures(report, screenshot, zooms=False)
+    return ready
+
+
+# A zoom into 10 s of a figure and back out, timed in the page (Plotly.relayout's promises).
+ZOOM_JS = """
+async (id) => {
+  const el = document.getElementById(id);
+  const range = el._fullLayout.xaxis.range;
+  const middle = (range[0] + range[1]) / 2;
+  const started = performance.now();
+  await Plotly.relayout(el, {"xaxis.range": [middle - 5, middle + 5]});
+  await Plotly.relayout(el, {"xaxis.autorange": true});
+  return (performance.now() - started) / 1000;
+}
+"""
+ZOOMED_FIGURES = ("fig-timeline", "fig-lock-0", "fig-latency")
+
+
+def browser_figures(
+    report: Path, screenshot: Path | None, *, zooms: bool
+) -> tuple[float, dict[str, float]]:
+    """Seconds until headless Chromium has drawn every plot, and (``zooms``) seconds for a
+    zoom in and out of the timeline, the first lock chart and the latency chart; raises if the
+    page reported a drawing error."""
     from playwright.sync_api import sync_playwright  # only this figure needs a browser
 
     with sync_playwright() as playwright:
@@ -80,13 +106,21 @@ def browser_ready_seconds(report: Path, screenshot: Path | None) -> float:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             started = time.perf_counter()
-            page.goto(report.as_uri())
-            page.wait_for_function("window.lockbenchReady === true", timeout=120_000)
+            page.goto(report.as_uri(), timeout=300_000)
+            page.wait_for_function("window.lockbenchReady === true", timeout=300_000)
             elapsed = time.perf_counter() - started
+            errors = page.evaluate("window.lockbenchErrors")
+            if errors:
+                raise RuntimeError(f"the report failed to draw: {errors}")
+            zoomed = (
+                {name: float(page.evaluate(ZOOM_JS, name)) for name in ZOOMED_FIGURES}
+                if zooms
+                else {}
+            )
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True, clip=_clip(page))
-            return elapsed
+            return elapsed, zoomed
         finally:
             browser.close()
 
@@ -104,6 +138,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="renders per case (median shown)")
     parser.add_argument("--browser", action="store_true", help="also time headless Chromium")
     parser.add_argument("--screenshot", type=Path, help="save a screenshot of the 60 s report")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        help="also a run of about this many history records (e.g. 1000000), with --browser "
+        "its load and zoom times in headless Chromium",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lockbench-bench-reports-") as tmp:
         store = Path(tmp)
@@ -139,7 +180,48 @@ def main() -> int:
             print(f"60 s run: headless Chromium load until every plot is drawn {ready:.2f} s")
             if args.screenshot:
                 print(f"screenshot: {args.screenshot}")
+        if args.records:
+            long_run(store, args.records, args.repeat, history_records(sixty), browser=args.browser)
     return 0
+
+
+def long_run(store: Path, records: int, repeat: int, sixty_records: int, *, browser: bool) -> None:
+    """A run of about ``records`` history records (20 clients, 4 locks; target for 1M records:
+    the report in <= 30 s, usable in headless Chromium)."""
+    clients = 20
+    per_client_second = sixty_records / 60.0 / SyntheticRunSpec().concurrency
+    seconds = records / (per_client_second * clients)
+    run = write_synthetic_run(
+        store,
+        SyntheticRunSpec(
+            kind="invalid",
+            seconds=seconds,
+            concurrency=clients,
+            locks=4,
+            test_name="long-run",
+            started=datetime(2026, 11, 26, 14),
+        ),
+    )
+    median, worst, cpu, size = time_render(run, repeat)
+    print(
+        f"long run ({history_records(run)} records, {seconds:.0f} s, {clients} clients): "
+        f"render_report wall median {median:.2f} s, max {worst:.2f} s, CPU median {cpu:.2f} s "
+        f"(target <= 30 s for 1M records); file {size / 1e6:.2f} MB"
+    )
+    if browser:
+        readies, zooms = [], []
+        for _ in range(repeat):
+            ready, zoomed = browser_figures(run / "report.html", None, zooms=True)
+            readies.append(ready)
+            zooms.append(zoomed)
+        spans = ", ".join(
+            f"{name} {statistics.median(z[name] for z in zooms):.2f} s" for name in ZOOMED_FIGURES
+        )
+        print(
+            f"long run: headless Chromium until every plot is drawn, median "
+            f"{statistics.median(readies):.2f} s (runs {', '.join(f'{r:.2f}' for r in readies)}); "
+            f"zoom into 10 s and back, median: {spans}"
+        )
 
 
 if __name__ == "__main__":
