@@ -40,6 +40,7 @@ import ctypes.util
 import errno
 import json
 import os
+import select
 import shutil
 import signal
 import stat
@@ -303,10 +304,6 @@ def _remove_tree(path: str) -> None:
 # The FUSE side
 
 
-class StopServing(Exception):
-    """Raised by a signal handler to leave the blocking read of the next request."""
-
-
 class FuseError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
@@ -371,6 +368,7 @@ class LazyFS:
         self._next_handle = 1
         self.root = os.geteuid() == 0
         self.destroyed = False
+        self.requests = 0
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -791,49 +789,95 @@ def restore_layout(directory: str) -> None:
     shutil.rmtree(directory + TRASH_SUFFIX, ignore_errors=True)
 
 
-def serve(directory: str) -> int:  # noqa: C901, PLR0915 - mount, serve and unmount, in order
-    directory = os.path.abspath(directory)
-    os.umask(0)  # modes come from the caller (the kernel has applied its umask)
-    backing = prepare_layout(directory)
-    state = VolatileState(directory + TRASH_SUFFIX)
-    fs = LazyFS(backing, state)
-    device = os.open("/dev/fuse", os.O_RDWR)
-    try:
-        mount(device, directory)
-    except OSError as exc:
-        os.close(device)
-        restore_layout(directory)
-        print(f"lazyfs: {exc}", file=sys.stderr)
-        return 1
-    wanted: list[str] = []
-    waiting = [False]
+# What each stop signal asks for: SIGTERM and SIGINT a clean stop, SIGUSR1 a power loss.
+STOP_SIGNALS = {signal.SIGTERM: "clean", signal.SIGINT: "clean", signal.SIGUSR1: "power-loss"}
 
-    def on_signal(mode: str) -> None:
-        wanted.append(mode)
-        if waiting[0]:  # blocked in read: stop waiting (never in the middle of a request)
-            raise StopServing
 
-    signal.signal(signal.SIGTERM, lambda *_: on_signal("clean"))
-    signal.signal(signal.SIGINT, lambda *_: on_signal("clean"))
-    signal.signal(signal.SIGUSR1, lambda *_: on_signal("power-loss"))
-    print(f"lazyfs: mounted {backing} on {directory}", flush=True)
-    requests = 0
-    while not wanted and not fs.destroyed:
-        try:
-            waiting[0] = True
+def _ignore_signal(_signum: int, _frame: object) -> None:
+    """The Python-level handler does nothing: the stop is read from the wakeup pipe."""
+
+
+class StopSignals:
+    """The stop signals as bytes on a pipe, so that waiting for a request cannot miss one.
+
+    A flag set by a Python handler and checked before a blocking read of /dev/fuse has a window:
+    a signal delivered after the check and before the read enters the kernel runs only the C-level
+    handler (the Python one waits for the next bytecode boundary, after the read), and the read
+    then blocks until some request comes, which during a stop never does (seen: stuck in
+    fuse_dev_do_read, signal consumed, the Python handler never run; about 1 stop in 100 under
+    load). Here the C-level handler itself writes the signal number to a pipe
+    (``signal.set_wakeup_fd``) and the serving loop polls that pipe together with /dev/fuse: a
+    signal that came at any moment before or during the wait makes the poll return.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+        self.wanted: str | None = None
+        self._previous = {sig: signal.signal(sig, _ignore_signal) for sig in STOP_SIGNALS}
+        self._previous_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+
+    def mode(self) -> str | None:
+        """The first stop asked for so far ("clean" or "power-loss"), or None; never blocks."""
+        while True:
             try:
-                raw = os.read(device, READ_BUFFER)
-            finally:
-                waiting[0] = False
-        except StopServing:
-            break
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
-                continue  # an interrupted request; nothing to answer
-            if exc.errno == errno.ENODEV:
-                break  # unmounted from outside
-            raise
-        requests += 1
+                data = os.read(self.read_fd, 64)
+            except BlockingIOError:
+                return self.wanted
+            for number in data:
+                if self.wanted is None and number in STOP_SIGNALS:
+                    self.wanted = STOP_SIGNALS[signal.Signals(number)]
+
+    def close(self) -> None:
+        """Put the previous handlers and wakeup descriptor back (tests run this in-process)."""
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class RequestSource:
+    """Requests from /dev/fuse (opened O_NONBLOCK) until a stop signal: one poll waits for both."""
+
+    def __init__(self, device: int, stop: StopSignals) -> None:
+        self.device = device
+        self.stop = stop
+        self._poller = select.poll()
+        self._poller.register(stop.read_fd, select.POLLIN)
+        self._poller.register(device, select.POLLIN)
+
+    def next(self) -> bytes | None:
+        """The next request, or None when a stop signal came or the connection is gone. A stop
+        wins over a pending request (closing the device aborts it)."""
+        while True:
+            ready = {fd for fd, _ in self._poller.poll()}
+            if self.stop.read_fd in ready and self.stop.mode() is not None:
+                return None
+            if self.device not in ready:
+                continue
+            try:
+                raw = os.read(self.device, READ_BUFFER)
+            except BlockingIOError:
+                continue  # the request was interrupted and withdrawn before we read it
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EINTR):
+                    continue  # an interrupted request; nothing to answer
+                if exc.errno == errno.ENODEV:
+                    return None  # unmounted or aborted from outside
+                raise
+            return raw or None  # end of file: the device is gone
+
+
+def serve_requests(fs: LazyFS, device: int, stop: StopSignals) -> None:
+    """Answer requests one at a time until a stop signal, an unmount from outside or DESTROY."""
+    source = RequestSource(device, stop)
+    while not fs.destroyed:
+        raw = source.next()
+        if raw is None:
+            return
+        fs.requests += 1
         request = memoryview(raw)
         _, opcode, unique, *_ = IN_HEADER.unpack_from(request)
         try:
@@ -854,20 +898,52 @@ def serve(directory: str) -> int:  # noqa: C901, PLR0915 - mount, serve and unmo
         except OSError as exc:
             if exc.errno != errno.ENOENT:  # the request was interrupted meanwhile
                 raise
-    mode = wanted[0] if wanted else "unmounted"
+
+
+def serve(directory: str) -> int:
+    """Mount, serve until told to stop, then unmount, keep or roll back, and put the data back.
+
+    The mount never outlives this function: whatever ends the serving loop (a stop signal, an
+    unmount from outside, an error), the mount is detached and the device closed, which aborts
+    any request still waiting, before the data is put back in place."""
+    directory = os.path.abspath(directory)
+    os.umask(0)  # modes come from the caller (the kernel has applied its umask)
+    # Before the mount: a stop signal that comes early is kept, never the default (fatal) action.
+    stop = StopSignals()
+    backing = prepare_layout(directory)
+    state = VolatileState(directory + TRASH_SUFFIX)
+    fs = LazyFS(backing, state)
+    device = os.open("/dev/fuse", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        mount(device, directory)
+    except OSError as exc:
+        os.close(device)
+        restore_layout(directory)
+        print(f"lazyfs: {exc}", file=sys.stderr)
+        return 1
+    print(f"lazyfs: mounted {backing} on {directory}", flush=True)
+    failed = False
+    try:
+        serve_requests(fs, device, stop)
+    except Exception:  # the mount must still go and the data be put back: keep every write
+        traceback.print_exc()
+        failed = True
+    # Detach first (a process still inside cannot keep it), then close the device: that aborts
+    # requests still queued, so no client of the old mount waits for an answer.
     unmount(directory)
     os.close(device)
     for handle in fs.handles.values():
         os.close(handle.fd)
+    mode = "failed" if failed else stop.mode() or "unmounted"
     outcome = state.power_loss() if mode == "power-loss" else state.keep_all()
     restore_layout(directory)
-    report = {"mode": mode, "requests": requests, "synced_files": state.synced_files, **outcome}
+    report = {"mode": mode, "requests": fs.requests, "synced_files": state.synced_files, **outcome}
     temporary = directory + REPORT_SUFFIX + ".tmp"
     with open(temporary, "w", encoding="utf-8") as out_file:
         json.dump(report, out_file)
     os.replace(temporary, directory + REPORT_SUFFIX)
     print(f"lazyfs: {json.dumps(report)}", flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str]) -> int:
