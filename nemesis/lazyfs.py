@@ -38,6 +38,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import json
 import os
 import select
@@ -718,7 +719,9 @@ class LazyFS:
 # Mounting and the serving loop
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    """Loaded once, at the mount: find_library runs ldconfig, which a stop should not wait for."""
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 

@@ -20,6 +20,7 @@ declare -A APT_PURPOSE=(
   [redis-server]="the Redis and Redlock backends"
   [zookeeper]="the ZooKeeper backend"
   [chromium]="browser tests of the HTML reports"
+  [strace]="the power-loss filesystem's stop test (holds it at a system call's exit)"
   [prometheus]="promtool checks of the alerting rules"
   [python3]="the deployed server on netns nodes (a venv over the system python3)"
   [python3-venv]="the deployed server on netns nodes (a venv over the system python3)"
@@ -31,7 +32,7 @@ declare -A APT_PURPOSE=(
 )
 APT_PACKAGES=(iproute2 iptables openssh-server openssh-client gcc libc6-dev etcd-server redis-server zookeeper
               default-jdk-headless chromium prometheus python3 python3-venv python3-pip python3-yaml python3-uvloop
-              python3-dev)
+              python3-dev strace)
 
 say() { printf 'setup: %s\n' "$*"; }
 
