@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nemesis import lazyfs
+from tests.support.files import append_file
 
 MODES = {signal.SIGUSR1: "power-loss", signal.SIGTERM: "clean"}
 MOUNT_WAIT_S = 10.0
@@ -66,16 +67,6 @@ def _kernel_stack(pid: int) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, data: bytes, *, sync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _keep_writing(path: Path, stop: threading.Event) -> None:
     """Write and sometimes fsync through one descriptor until the filesystem goes away (the
     descriptor then fails) or ``stop``; opening once keeps the writer out of the plain directory
@@ -100,7 +91,7 @@ def _keep_writing(path: Path, stop: threading.Event) -> None:
 
 def _exercise(directory: Path) -> None:
     for k in range(10):
-        _write(directory / f"f{k}", b"x" * 5000, sync=k % 2 == 1)
+        append_file(directory / f"f{k}", b"x" * 5000, sync=k % 2 == 1)
     (directory / "sub").mkdir()
     os.replace(directory / "f1", directory / "f2")
 

@@ -25,6 +25,7 @@ import pytest
 from nemesis import lazyfs
 from reference_impl.raft.types import Entry, HardState
 from reference_impl.storage.raft_storage import RaftStorage
+from tests.support.files import append_file
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -95,16 +96,6 @@ def mounted(directory: Path) -> Iterator[Mount]:
                 pytest.fail(f"{directory} was left mounted")
 
 
-def _write(path: Path, data: bytes, *, sync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -119,12 +110,12 @@ def test_unsynced_writes_are_lost_and_synced_ones_kept_through_the_mount(tmp_pat
     (directory / "before").write_bytes(b"was here before the mount")
     with mounted(directory) as mount:
         assert (directory / "before").read_bytes() == b"was here before the mount"
-        _write(directory / "log", b"durable|", sync=True)
-        _write(directory / "log", b"volatile", sync=False)
+        append_file(directory / "log", b"durable|", sync=True)
+        append_file(directory / "log", b"volatile", sync=False)
         assert (directory / "log").read_bytes() == b"durable|volatile"
-        _write(directory / "synced-new", b"kept", sync=True)
+        append_file(directory / "synced-new", b"kept", sync=True)
         (directory / "sub").mkdir()
-        _write(directory / "sub" / "x", b"lost", sync=False)
+        append_file(directory / "sub" / "x", b"lost", sync=False)
         report = mount.stop(signal.SIGUSR1)
     assert report["mode"] == "power-loss"
     assert report["bytes_cut"] >= len(b"volatile")
@@ -141,8 +132,8 @@ def test_rename_needs_a_later_fsync_to_survive_a_power_loss(tmp_path: Path) -> N
     directory = tmp_path / "data"
     directory.mkdir()
     with mounted(directory) as mount:
-        _write(directory / "snap", b"old", sync=True)
-        _write(directory / "snap.tmp", b"new", sync=True)
+        append_file(directory / "snap", b"old", sync=True)
+        append_file(directory / "snap.tmp", b"new", sync=True)
         os.replace(directory / "snap.tmp", directory / "snap")
         assert (directory / "snap").read_bytes() == b"new"
         mount.stop(signal.SIGUSR1)
@@ -161,7 +152,7 @@ def test_rename_needs_a_later_fsync_to_survive_a_power_loss(tmp_path: Path) -> N
 def test_a_clean_stop_keeps_every_write_and_unmounts(tmp_path: Path) -> None:
     directory = tmp_path / "data"
     with mounted(directory) as mount:  # the directory need not exist yet
-        _write(directory / "f", b"unsynced but kept", sync=False)
+        append_file(directory / "f", b"unsynced but kept", sync=False)
         report = mount.stop(signal.SIGTERM)
     assert report["mode"] == "clean"
     assert report["dirty_files"] == 1
@@ -209,7 +200,7 @@ def test_a_stop_signal_delivered_between_two_system_calls_still_stops_it(tmp_pat
     is sent; the stop must still take well under the 20 s the test allows."""
     directory = tmp_path / "data"
     with mounted(directory) as mount:
-        _write(directory / "f", b"kept", sync=True)
+        append_file(directory / "f", b"kept", sync=True)
         pid = mount.process.pid
         hold = ["-e", "trace=mmap", "-e", "inject=mmap:delay_exit=500000"]
         tracer = subprocess.Popen(["strace", "-q", "-o", "/dev/null", "-p", str(pid), *hold])
