@@ -804,13 +804,14 @@ class StopSignals:
     """The stop signals as bytes on a pipe, so that waiting for a request cannot miss one.
 
     A flag set by a Python handler and checked before a blocking read of /dev/fuse has a window:
-    a signal delivered after the check and before the read enters the kernel runs only the C-level
-    handler (the Python one waits for the next bytecode boundary, after the read), and the read
-    then blocks until some request comes, which during a stop never does (seen: stuck in
-    fuse_dev_do_read, signal consumed, the Python handler never run; about 1 stop in 100 under
-    load). Here the C-level handler itself writes the signal number to a pipe
-    (``signal.set_wakeup_fd``) and the serving loop polls that pipe together with /dev/fuse: a
-    signal that came at any moment before or during the wait makes the poll return.
+    a signal delivered after the check and before the read enters the kernel (at the exit of the
+    mmap that allocates the read buffer) runs only the C-level handler (the Python one waits for
+    the next bytecode boundary, after the read), and the read then blocks until some request
+    comes, which during a stop never does: stuck in fuse_dev_do_read, the Python handler never
+    run (1 stop in 300 at load average 8; every time when strace holds that mmap's exit, see
+    tests/nemesis/test_lazyfs_mount.py). Here the C-level handler itself writes the signal number
+    to a pipe (``signal.set_wakeup_fd``) and the serving loop polls that pipe together with
+    /dev/fuse: a signal that came at any moment before or during the wait makes the poll return.
     """
 
     def __init__(self) -> None:
