@@ -46,8 +46,8 @@ pytestmark = [
     ),
 ]
 
-PREFIX = "lbz"
-SUBNET = "10.77.9.0/24"
+PREFIX = "lby"
+SUBNET = "10.77.15.0/24"
 TTL_S = 3.0
 
 
@@ -98,7 +98,7 @@ def test_a_holder_cut_off_with_its_server_loses_its_sync_lease_before_the_takeov
             for i, name in enumerate(("n2", "n3"))
         ]
         clients: list[ZooKeeperLockClient] = [sync_holder, ping_holder, *waiters]
-        partition = PartitionNemesis(ensemble, "lbz-session-expiry", NodeLocks())
+        partition = PartitionNemesis(ensemble, "lby-session-expiry", NodeLocks())
         try:
             first_a = await sync_holder.acquire("a", timeout=10)
             first_b = await ping_holder.acquire("b", timeout=10)
