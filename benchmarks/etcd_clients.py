@@ -26,7 +26,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aetcd
+from aetcd import rpc
+
 from bench.backends.etcd import EtcdBackend, client_port
+from bench.backends.etcd_v3lock import LockRequest, LockStub, UnlockRequest
 from bench.cluster import open_cluster
 from bench.cluster.local import local_down, local_up
 from lockbench.parallel import on_each_node
@@ -64,11 +68,6 @@ async def gateway_client(endpoint: str, name: str) -> tuple[Pair, Callable[[], A
 
 
 async def grpc_client(endpoint: str, name: str) -> tuple[Pair, Callable[[], Awaitable[None]]]:
-    import aetcd
-    from aetcd import rpc
-
-    from bench.backends.etcd_v3lock import LockRequest, LockStub, UnlockRequest
-
     host, port = endpoint.rsplit(":", 1)
     client = aetcd.Client(host=host, port=int(port))
     await client.connect()

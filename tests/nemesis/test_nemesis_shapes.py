@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nemesis import shapes
+from nemesis import iptables, shaper, shapes
 
 sizes = st.integers(min_value=3, max_value=9)
 seeds = st.integers(min_value=0, max_value=2**32)
@@ -87,7 +87,5 @@ def test_same_seed_same_cut() -> None:
 
 def test_the_shaper_and_the_queue_rule_agree_on_the_duplicate_mark() -> None:
     """The shaper is shipped as standalone source, so it repeats the constant: keep them equal."""
-    from nemesis import iptables, shaper
-
     assert shaper.DUPLICATE_MARK == iptables.DUPLICATE_MARK
     assert f"! --mark {iptables.DUPLICATE_MARK:#x}" in iptables.queue_to_rule("10.0.0.1", 1, "t")

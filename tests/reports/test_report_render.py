@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bench.checking import run_checkers
+from bench.cli import main
 from lockbench.history import read_history
 from lockbench.run_dir import write_results
 from reports.render import build_report_html, render_report
@@ -115,8 +116,6 @@ def test_lockbench_report_command_writes_the_report(sample_store: SampleStore) -
 
 
 def test_lockbench_report_on_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
-    from bench.cli import main
-
     assert main(["report", str(tmp_path / "nope")]) == 2
 
 

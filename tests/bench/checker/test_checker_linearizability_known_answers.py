@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from bench.checker.linearizable import check_linearizable
+from lockbench.errors import ConfigError
 from lockbench.history import Op
 from lockbench.options import CheckOptions
 from tests.bench.checker.checker_histories import history
@@ -245,15 +246,11 @@ STALE_READ_TAIL = [
 
 
 def test_unknown_model_is_a_config_error() -> None:
-    from lockbench.errors import ConfigError
-
     with pytest.raises(ConfigError, match="unknown model"):
         verdict(STALE_READ, model="queue")
 
 
 def test_cas_in_a_plain_register_history_is_a_config_error() -> None:
-    from lockbench.errors import ConfigError
-
     with pytest.raises(ConfigError, match="cas-register"):
         verdict(CAS_CHAIN, model="register")
 

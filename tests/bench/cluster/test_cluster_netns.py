@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import bench.cluster.netns as netns
 from bench.cluster import NodeUnreachable, SshNode, load_inventory, open_cluster
 from bench.cluster.netns import netns_down, netns_up
 from lockbench.errors import ClusterError
@@ -149,8 +150,6 @@ def test_down_cleans_up_after_an_up_that_died_half_way(tmp_path: Path) -> None:
 def test_failed_up_removes_what_it_made_before_raising(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bench.cluster.netns as netns
-
     def no_sshd(addresses: object, port: int, timeout: float) -> list[str]:
         return ["10.77.1.13"]
 
