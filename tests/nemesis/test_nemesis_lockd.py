@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from nemesis.remote import NodeLocks, on_nodes
 from nemesis.schedule import NemesisRunner
 from reference_impl.client.connection import Connection, ServerError
 from tests.support.netns_cluster import netns_cluster
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.root,
@@ -51,26 +51,36 @@ def lockd_cluster(
 
 
 def _new_leader(backend: ReferenceBackend, cluster: ClusterHandle, old: str | None) -> str:
-    deadline = time.monotonic() + ELECTION_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def other_leader() -> str | None:
         leader = backend.leader(cluster)
-        if leader is not None and leader != old:
-            return leader
-        time.sleep(0.2)
-    raise AssertionError(f"no leader other than {old} within {ELECTION_TIMEOUT_S} s")
+        return leader if leader is not None and leader != old else None
+
+    return wait_until(
+        other_leader, timeout=ELECTION_TIMEOUT_S, what=f"a leader other than {old}", interval=0.2
+    )
 
 
 def _agreed_leader(cluster: ClusterHandle) -> str:
     """Wait until every node names the same leader (the cluster is whole again)."""
-    deadline = time.monotonic() + ELECTION_TIMEOUT_S
     views: dict[str, object] = {}
-    while time.monotonic() < deadline:
+
+    def agreed() -> str | None:
         statuses = on_nodes(list(cluster.nodes), fetch_status)
-        views = {n: (s.get("leader") if isinstance(s, dict) else None) for n, s in statuses.items()}
+        views.clear()
+        views.update(
+            {n: (s.get("leader") if isinstance(s, dict) else None) for n, s in statuses.items()}
+        )
         if len(set(views.values())) == 1 and None not in views.values():
             return str(next(iter(views.values())))
-        time.sleep(0.2)
-    raise AssertionError(f"nodes do not agree on a leader: {views}")
+        return None
+
+    return wait_until(
+        agreed,
+        timeout=ELECTION_TIMEOUT_S,
+        what="the nodes agreeing on a leader",
+        interval=0.2,
+        details=lambda: views,
+    )
 
 
 async def _write_outcome(endpoint: str) -> str:
@@ -91,15 +101,18 @@ async def _write_outcome(endpoint: str) -> str:
 def _minority_side_refuses_writes(cluster: ClusterHandle, old: str) -> tuple[str, str]:
     """The isolated old leader steps down (CheckQuorum) and never serves a write."""
     node = cluster.node(old)
-    deadline = time.monotonic() + ELECTION_TIMEOUT_S
-    status: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
+
+    def stepped_down() -> dict[str, Any] | None:
         status = fetch_status(node)
-        if status is not None and status.get("role") != "leader":
-            break
-        time.sleep(0.1)
-    assert status is not None, status
-    assert status.get("role") != "leader", status
+        return status if status is not None and status.get("role") != "leader" else None
+
+    status = wait_until(
+        stepped_down,
+        timeout=ELECTION_TIMEOUT_S,
+        what=f"{old} stepping down",
+        interval=0.1,
+        details=lambda: fetch_status(node),
+    )
     outcome = asyncio.run(_write_outcome(f"{node.address}:{client_port(node)}"))
     return str(status.get("role")), outcome
 

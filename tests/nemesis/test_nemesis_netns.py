@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ from nemesis.remote import NodeLocks, on_nodes
 from nemesis.spec import ClockOptions, NetemOptions, TargetSpec
 from tests.nemesis.nemesis_probe_backend import ProbeBackend, probe_port, read_probe_time
 from tests.support.netns_cluster import netns_cluster
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.root,
@@ -165,6 +166,25 @@ def test_partitioned_nodes_cannot_reach_their_peers_until_healed(
         n1.run(f"iptables -w -D {user_rule}", check=False)
 
 
+def _probe_reads(node: Node, offset_ms: float) -> tuple[float, float]:
+    """The node's probe time offset and round trip, once it reads ``offset_ms`` (within 100 ms
+    and the round trip): the clock library rereads its offset file every REFRESH_MS."""
+
+    def reading() -> tuple[float, float] | None:
+        probe_offset, round_trip = read_probe_time(node)
+        return (
+            (probe_offset, round_trip) if abs(probe_offset - offset_ms) < 100 + round_trip else None
+        )
+
+    return wait_until(
+        reading,
+        timeout=REREAD_S + 5,
+        what=f"{node.name}'s probe reading an offset of {offset_ms} ms",
+        interval=0.1,
+        details=lambda: read_probe_time(node),
+    )
+
+
 def test_a_bumped_node_reports_the_bumped_time_and_reset_restores_it(
     healed: ClusterHandle,
 ) -> None:
@@ -173,8 +193,7 @@ def test_a_bumped_node_reports_the_bumped_time_and_reset_restores_it(
     options = ClockOptions(mode="bump", target=TargetSpec("nodes", None, ("n2",)), offset_ms=-700)
     nemesis = ClockNemesis(cluster, options, 0, NodeLocks(), offsets)
     nemesis.invoke("start-clock", FaultTarget(nodes=("n2",)))
-    time.sleep(REREAD_S)
-    probe_offset, round_trip = read_probe_time(cluster.node("n2"))
+    probe_offset, round_trip = _probe_reads(cluster.node("n2"), -700)
     assert abs(probe_offset + 700) < 100 + round_trip
     assert abs(read_probe_time(cluster.node("n1"))[0]) < 100 + round_trip
     measured = measure_clock_offsets(cluster)
@@ -183,8 +202,7 @@ def test_a_bumped_node_reports_the_bumped_time_and_reset_restores_it(
     # netns nodes share the host's system clock: only the injected offset differs.
     assert abs(measured.system_offsets_ms["n2"]) <= measured.uncertainty_ms["n2"] + 5
     nemesis.invoke("stop-clock", None)
-    time.sleep(REREAD_S)
-    probe_offset, round_trip = read_probe_time(cluster.node("n2"))
+    probe_offset, round_trip = _probe_reads(cluster.node("n2"), 0)
     assert abs(probe_offset) < 100 + round_trip
 
 
@@ -195,13 +213,22 @@ def test_a_strobed_clock_flips_between_its_two_offsets(healed: ClusterHandle) ->
     )
     nemesis = ClockNemesis(cluster, options, 1, NodeLocks(), {})
     nemesis.invoke("start-clock", FaultTarget(nodes=("n3",), hold_seconds=10))
-    samples = []
-    for _ in range(16):
+    samples: list[float] = []
+
+    def seen_both() -> bool:
         samples.append(read_probe_time(cluster.node("n3"))[0])
-        time.sleep(0.5)
-    nemesis.invoke("stop-clock", None)
-    assert any(abs(s - 600) < 150 for s in samples), samples
-    assert any(abs(s) < 150 for s in samples), samples
+        return any(abs(s - 600) < 150 for s in samples) and any(abs(s) < 150 for s in samples)
+
+    try:
+        wait_until(
+            seen_both,
+            timeout=8,
+            what="n3's clock at both strobe offsets",
+            interval=0.5,
+            details=lambda: samples,
+        )
+    finally:
+        nemesis.invoke("stop-clock", None)
 
 
 def _connect_ms(cluster: ClusterHandle, source: str) -> dict[str, float]:
@@ -262,13 +289,15 @@ def _start_harness(inventory: Path, records: Path, *, output: int) -> subprocess
 
 def _wait_for_faults(records: Path, wanted: set[str], harness: subprocess.Popen[Any]) -> None:
     """Until the harness has recorded every wanted ``start-*`` as done without error (60 s)."""
-    deadline = time.monotonic() + 60
     done: set[str] = set()
-    while time.monotonic() < deadline and not wanted <= done and harness.poll() is None:
-        time.sleep(0.2)
+
+    def all_done_or_exited() -> bool:
         if records.exists():
             lines = [json.loads(x) for x in records.read_text().splitlines() if x.strip()]
-            done = {r["f"] for r in lines if r["type"] == "info" and "error" not in r["value"]}
+            done.update(r["f"] for r in lines if r["type"] == "info" and "error" not in r["value"])
+        return wanted <= done or harness.poll() is not None
+
+    wait_until(all_done_or_exited, timeout=60, what=f"the faults {sorted(wanted)}", interval=0.2)
     assert wanted <= done, (done, harness.poll())
 
 
@@ -360,19 +389,24 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(int(sys.argv[3])):
     s.sendto(b"%d" % i, (sys.argv[1], int(sys.argv[2])))
 """
-UDP_PORT = 7791
+
+
+def _udp_bound(node: Node, port: int) -> bool:
+    """Whether a UDP socket on the node listens on ``port``."""
+    return f":{port}" in node.run(f"ss -Huln 'sport = :{port}'", check=False).stdout
 
 
 def _udp_received(cluster: ClusterHandle, sender: str, receiver: str, count: int) -> int:
     """Datagrams ``receiver`` got while ``sender`` sent ``count`` of them."""
     to = cluster.node(receiver)
+    port = free_port()
     python = shlex.quote(sys.executable)
-    listen = f"{python} -c {shlex.quote(_UDP_COUNT)} {to.address} {UDP_PORT} 4"
-    send = f"{python} -c {shlex.quote(_UDP_SEND)} {to.address} {UDP_PORT} {count}"
+    listen = f"{python} -c {shlex.quote(_UDP_COUNT)} {to.address} {port} 4"
+    send = f"{python} -c {shlex.quote(_UDP_SEND)} {to.address} {port} {count}"
     received: list[int] = []
     listener = threading.Thread(target=lambda: received.append(int(to.run(listen).stdout)))
     listener.start()
-    time.sleep(1.5)
+    wait_until(lambda: _udp_bound(to, port), timeout=10, what=f"a UDP listener on {receiver}")
     cluster.node(sender).run(send)
     listener.join()
     return received[0]

@@ -20,6 +20,8 @@ from lockbench.daemon import (
     stop_daemon,
 )
 from lockbench.protocols import Node
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -35,19 +37,21 @@ def _state(node: object, pid: int) -> str:
 
 def test_daemon_lifecycle_pidfile_and_refusals(netns: ClusterHandle) -> None:
     node = netns.node("n1")
-    argv = [*HTTP, node.address, "7000"]
-    pid = start_daemon(node, "web", argv, ready_port=7000)
+    port = free_port()
+    argv = [*HTTP, node.address, str(port)]
+    pid = start_daemon(node, "web", argv, ready_port=port)
     try:
         assert daemon_pid(node, "web") == pid
         assert node.run(f"cat {node.data_dir}/web.pid").stdout.strip() == str(pid)
         with pytest.raises(DaemonError, match=f"n1: daemon web is already running \\(pid {pid}\\)"):
             start_daemon(node, "web", argv)
-        with pytest.raises(DaemonError, match=r"port 7000 on 10\.77\.1\.11 is already taken"):
-            start_daemon(node, "web2", argv, ready_port=7000)
+        taken = rf"port {port} on 10\.77\.1\.11 is already taken"
+        with pytest.raises(DaemonError, match=taken):
+            start_daemon(node, "web2", argv, ready_port=port)
         assert daemon_pid(node, "web2") is None
         # served over the bridge to another namespace
         other = netns.node("n2")
-        fetch = f"python3 -c \"import urllib.request as u; print(u.urlopen('http://{node.address}:7000/').status)\""
+        fetch = f"python3 -c \"import urllib.request as u; print(u.urlopen('http://{node.address}:{port}/').status)\""
         assert other.run(fetch).stdout.strip() == "200"
         assert signal_daemon(node, "web", "STOP")
         assert _state(node, pid) == "T"
@@ -67,7 +71,9 @@ def test_start_fails_clearly_for_missing_program_and_early_exit(netns: ClusterHa
         start_daemon(node, "ghost", ["/opt/none/ghostd"])
     with pytest.raises(DaemonError, match=r"exited right after start(.|\n)*bad flag"):
         # with a ready port the start waits for the port or the exit: no race with a slow start
-        start_daemon(node, "quitter", ["bash", "-c", "echo bad flag >&2; exit 2"], ready_port=7999)
+        start_daemon(
+            node, "quitter", ["bash", "-c", "echo bad flag >&2; exit 2"], ready_port=free_port()
+        )
     assert daemon_pid(node, "quitter") is None
     assert node.run(f"ls {node.data_dir}").stdout.count(".pid") == 0
 
@@ -110,15 +116,23 @@ def test_offset_file_moves_the_daemons_wall_clock(netns: ClusterHandle) -> None:
         assert "LD_PRELOAD=" in _environment(node, pid)
         assert node.run(f"cat {offset_path(node)}").stdout.strip() == "+0"
         node.run(f"echo +3600 > {offset_path(node)}")
-        deadline = time.monotonic() + 8
-        skew = 0.0
-        while time.monotonic() < deadline:
+
+        def skew() -> float:
             out = node.run(f"cat {node.data_dir}/clock.txt", check=False).stdout.strip()
-            skew = int(out) - time.time() if out.isdigit() else 0.0
-            if skew > 3500:
-                break
-            time.sleep(0.2)
-        assert 3500 < skew < 3700
+            return int(out) - time.time() if out.isdigit() else 0.0
+
+        def ahead() -> float | None:
+            seconds = skew()
+            return seconds if seconds > 3500 else None
+
+        moved = wait_until(
+            ahead,
+            timeout=8,
+            what="the daemon's clock an hour ahead",
+            interval=0.2,
+            details=skew,
+        )
+        assert 3500 < moved < 3700
     finally:
         stop_daemon(node, "clock")
         disarm_node(node)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.backends.reference import CLIENT_PORT
 from bench.runner.config import load_test_config
 from bench.runner.test_run import RunOptions, run_test
 from lockbench.history import pair_calls, read_history
 from tests.bench.runner.runner_support import write_test_file
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_port_block
 
 PIECES = (
     "bench.backends.reference",
@@ -83,15 +84,16 @@ def test_the_reference_server_on_a_netns_cluster_gives_a_complete_valid_run(
 @pytest.mark.slow
 @pytest.mark.skipif(bool(MISSING), reason=f"not landed yet: {', '.join(MISSING)}")
 def test_the_reference_server_on_the_local_runtime_runs_without_root(tmp_path: Path) -> None:
-    # lockd's ports are 7000/7001/7080 + offset: 12000 puts the five nodes in 19000-19120,
-    # this task's port range; the resource gets a port above them.
+    # lockd's ports are 7000/7001/7080 + offset, node i's offset 10 (i - 1) above the first: the
+    # five nodes span 121 ports from 7000 + offset (a free block); the resource gets a free port.
+    port_offset = free_port_block(121) - CLIENT_PORT
     path = write_test_file(
         tmp_path,
         name="lbr-local",
         runtime="local",
         workload="follower-read",
-        port_offset=12000,
-        resource_port=19900,
+        port_offset=port_offset,
+        resource_port=free_port(),
         cluster_dir=str(tmp_path / "cluster"),
         backend="reference",
         backend_options={"tick_ms": 100},
