@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import re
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from bench.backends.reference import ReferenceBackend
+from bench.backends.reference import CLIENT_PORT, PEER_PORT, ReferenceBackend
 from bench.cluster import load_inventory, open_cluster
 from bench.commands import cluster as cluster_command
 from lockbench.errors import BenchError
+from tests.support.ports import free_port_block
+from tests.support.waiting import wait_until
 
-PORT_OFFSET = 15500  # node ports land in 22500-22620
+# Node i's ports are 7000/7001/7080 + offset + 10 (i - 1): five nodes span 121 ports.
+NODE_PORT_SPAN = 121
 
 
 def lockbench_cluster(*argv: str) -> int:
@@ -29,10 +31,11 @@ def lockbench_cluster(*argv: str) -> int:
 @pytest.mark.process
 def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = ["--dir", str(tmp_path / "c")]
+    port_offset = free_port_block(NODE_PORT_SPAN) - CLIENT_PORT
     try:
         assert (
             lockbench_cluster(
-                "up", "--runtime", "local", "--port-offset", str(PORT_OFFSET), *target
+                "up", "--runtime", "local", "--port-offset", str(port_offset), *target
             )
             == 0
         )
@@ -44,7 +47,7 @@ def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
         assert capsys.readouterr().out.count("nothing running") == 5
 
         # n3's peer port is taken: the start fails naming n3 and the port, and nothing runs
-        n3_peer_port = 7001 + PORT_OFFSET + 20
+        n3_peer_port = PEER_PORT + port_offset + 20
         taken = f"n3: daemon lockd: port {n3_peer_port} on 127.0.0.1 is already taken"
         with (
             socket.create_server(("127.0.0.1", n3_peer_port)),
@@ -59,10 +62,7 @@ def test_local_cluster_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
         assert "started reference on n1, n2, n3, n4, n5" in capsys.readouterr().out
         with open_cluster(load_inventory(tmp_path / "c" / "inventory.yaml")) as cluster:
             backend = ReferenceBackend()
-            deadline = time.monotonic() + 30
-            while backend.leader(cluster) is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert backend.leader(cluster) is not None
+            wait_until(lambda: backend.leader(cluster), timeout=30, what="a leader", interval=0.2)
 
         assert lockbench_cluster("status", *target) == 0
         assert len(re.findall(r"lockd pid \d+ running", capsys.readouterr().out)) == 5

@@ -7,7 +7,6 @@ so this proves the whole path: per-node member tables, the proxy, the controller
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from bench.cluster.link_faults import LinkFaultController
 from bench.cluster.local import local_down, local_up
 from bench.cluster.proxy import Link
 from lockbench.parallel import on_each_node
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.process  # starts processes (docs/development.md)
 
@@ -61,15 +61,16 @@ def wait_for(
     cluster: ClusterHandle, what: str, found: Callable[[Statuses], str | None]
 ) -> tuple[str, Statuses]:
     """Poll every node's /status until ``found`` names a node; fail with the last statuses."""
-    deadline = time.monotonic() + ELECTION_TIMEOUT_S
-    while True:
-        seen = statuses(cluster)
-        name = found(seen)
-        if name is not None:
-            return name, seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {ELECTION_TIMEOUT_S} s: {seen}")
-        time.sleep(0.2)
+    last: list[Statuses] = []
+
+    def named() -> tuple[str, Statuses] | None:
+        last[:] = [statuses(cluster)]
+        name = found(last[0])
+        return (name, last[0]) if name is not None else None
+
+    return wait_until(
+        named, timeout=ELECTION_TIMEOUT_S, what=what, interval=0.2, details=lambda: last
+    )
 
 
 def leader_of(seen: Statuses, among: set[str], needed: int) -> str | None:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from lockbench.errors import ConfigError
 from reports.index import render_index_html, summarize_run
 from tests.bench.runner.runner_support import write_test_file
 from tests.bench.runner.test_runner_signals import start_bench, wait_for_ops
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.process  # starts benches as processes (docs/development.md)
 HERE = Path(__file__).parent
@@ -62,12 +62,13 @@ def test_ctrl_c_during_deploy_is_unknown_never_valid(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        deadline = time.monotonic() + 30
         log = store / "latest" / "bench.log"
-        while not (log.exists() and "deploying" in log.read_text()):
-            assert time.monotonic() < deadline, "the bench never started deploying"
+
+        def deploying() -> bool:
             assert proc.poll() is None, proc.stderr
-            time.sleep(0.05)
+            return log.exists() and "deploying" in log.read_text()
+
+        wait_until(deploying, timeout=30, what="the bench deploying", interval=0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
