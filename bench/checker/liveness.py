@@ -13,6 +13,7 @@ holder on whichever queued process happened to die first.)
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,18 +110,44 @@ def holds(calls: Sequence[Call]) -> dict[str | None, list[Hold]]:
     return out
 
 
-def _held_by_others_until(key_holds: Sequence[Hold], loss: HolderLoss) -> int | None:
-    """When the last other process holding the lock at the loss gave it up (-1: none held it;
-    None: one held it to the end of the history)."""
-    latest = -1
-    for hold in key_holds:
-        if hold.process == loss.process or hold.start > loss.time:
-            continue
-        if hold.end is None:
+class KeyHolds:
+    """One key's holds by start time, with prefix maxima of their ends, so the latest end among
+    the holds begun by a moment, by processes other than a given one, is one bisection away
+    (a loop over every hold per loss would be quadratic in long histories).
+
+    ``best[i]``: the latest end among holds ``0..i`` and its process; ``runner_up[i]``: the
+    latest end among those holds by any other process. An open hold ends at infinity.
+    """
+
+    def __init__(self, key_holds: Sequence[Hold]) -> None:
+        ordered = sorted(key_holds, key=lambda h: h.start)
+        self.starts = [h.start for h in ordered]
+        self.best: list[tuple[float, Process]] = []
+        self.runner_up: list[float] = []
+        best_end, best_process, runner_up = -math.inf, None, -math.inf
+        for hold in ordered:
+            end = math.inf if hold.end is None else float(hold.end)
+            if hold.process == best_process:
+                best_end = max(best_end, end)
+            elif end > best_end:
+                runner_up = best_end  # the old best is another process than this hold's
+                best_end, best_process = end, hold.process
+            else:
+                runner_up = max(runner_up, end)
+            self.best.append((best_end, hold.process if best_process is None else best_process))
+            self.runner_up.append(runner_up)
+
+    def held_by_others_until(self, loss: HolderLoss) -> int | None:
+        """When the last other process holding the lock at the loss gave it up (-1: none held
+        it; None: one held it to the end of the history)."""
+        i = bisect.bisect_right(self.starts, loss.time) - 1
+        if i < 0:
+            return -1
+        best_end, best_process = self.best[i]
+        end = best_end if best_process != loss.process else self.runner_up[i]
+        if end == math.inf:
             return None
-        if hold.end > loss.time:
-            latest = max(latest, hold.end)
-    return latest
+        return int(end) if end > loss.time else -1
 
 
 def _first_grant(granted: Sequence[tuple[int, Process]], loss: HolderLoss) -> int | None:
@@ -168,9 +195,10 @@ class LivenessChecker:
         anomalies: list[Anomaly] = []
         latencies: list[float] = []
         unchecked = 0
-        held = holds(calls)
+        held = {key: KeyHolds(key_holds) for key, key_holds in holds(calls).items()}
+        nobody = KeyHolds(())
         for loss in losses:
-            others_until = _held_by_others_until(held.get(loss.key, []), loss)
+            others_until = held.get(loss.key, nobody).held_by_others_until(loss)
             if others_until is None:
                 unchecked += 1  # a live holder kept the lock to the end: nothing was owed
                 continue

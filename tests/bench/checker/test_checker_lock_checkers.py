@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import random
+from typing import Any, cast
 
 import pytest
 
+from bench.checker.liveness import Hold, HolderLoss, KeyHolds
 from bench.checking import available_checkers, run_checkers
 from lockbench.errors import ConfigError
 from lockbench.history import Op
@@ -265,6 +267,28 @@ def test_liveness_runs_the_allowance_from_the_live_holder_s_release() -> None:
     assert result.verdict == "invalid"
     (anomaly,) = result.anomalies
     assert anomaly.processes == (1, 2)
+
+
+def test_liveness_finds_the_other_holders_by_bisection_as_a_scan_would() -> None:
+    """KeyHolds' prefix maxima answer what a scan over every hold answers (seeded cases)."""
+    rng = random.Random(16)
+    for _ in range(300):
+        key_holds = []
+        for _ in range(rng.randint(0, 8)):
+            start = rng.randint(0, 50)
+            end = None if rng.random() < 0.15 else start + rng.randint(0, 30)
+            key_holds.append(Hold(rng.randint(0, 3), start, end))
+        index = KeyHolds(key_holds)
+        for time in range(0, 90, 3):
+            for process in range(4):
+                loss = HolderLoss("L", process, "crashed", time, cast(Any, None))
+                others = [h for h in key_holds if h.process != process and h.start <= time]
+                if any(h.end is None for h in others):
+                    expected: int | None = None
+                else:
+                    ends = [h.end for h in others if h.end is not None and h.end > time]
+                    expected = max(ends, default=-1)
+                assert index.held_by_others_until(loss) == expected, (key_holds, time, process)
 
 
 # --- availability -------------------------------------------------------------------------
