@@ -44,8 +44,9 @@ STATUS_TIMEOUT_S = 1.0
 CLUSTER_TOKEN = "lockbench"
 OPTION_KEYS: frozenset[str] = frozenset({"heartbeat_ms", "election_ms"})
 CLOCK_REFUSAL = (
-    "etcd is a Go program: it reads the clock through the vDSO, which libfaketime's preload "
-    "does not reach, so a clock fault would run without moving etcd's clock"
+    "etcd is a Go program: it reads the clock through the vDSO, which no preloaded library "
+    "(the bench's wall-clock library, libfaketime) reaches, so a clock fault would run "
+    "without moving etcd's clock"
 )
 LINK_PROXY_REFUSAL = (
     "on the local runtime peer links go through a proxy with one port per link, but every "
