@@ -156,9 +156,9 @@ def test_reference_on_a_netns_cluster_and_memory_in_one_matrix(tmp_path: Path) -
             "--store",
             str(store),
             "--prefix",
-            "lbe",
+            "lbx",
             "--subnet",
-            "10.77.6.0/24",
+            "10.77.14.0/24",
         ]
     )
     directory = compare_dir(store)
@@ -175,7 +175,7 @@ def test_reference_on_a_netns_cluster_and_memory_in_one_matrix(tmp_path: Path) -
     assert page.count("verdict-valid") >= 3
     # the matrix took its cluster down
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "lbe-" not in namespaces
+    assert "lbx-" not in namespaces
 
 
 def test_a_backend_without_fencing_tokens_runs_unfenced_and_its_row_says_so(
