@@ -31,14 +31,14 @@ SETUPS = ("plain", "lazyfs")
 
 
 @contextmanager
-def lazyfs_mounts(directories: list[Path]) -> Iterator[None]:
+def lazyfs_mounts(directories: list[Path], source: Path) -> Iterator[None]:
     """Mount the filesystem over each directory; unmount (keeping the data) at the end."""
     processes = []
     try:
         for directory in directories:
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, lazyfs.__file__, str(directory)],
+                    [sys.executable, str(source), str(directory)],
                     stdout=subprocess.DEVNULL,
                 )
             )
@@ -63,14 +63,14 @@ async def measure(cluster: LocalCluster, clients: list[int], seconds: float) -> 
 
 
 def one_figure(
-    setup: str, root: Path, base_port: int, clients: list[int], seconds: float
+    setup: str, root: Path, base_port: int, clients: list[int], seconds: float, source: Path
 ) -> dict[int, float]:
     cluster = LocalCluster(root, size=5, base_port=base_port)
     cluster.write_configs()
     data_dirs = [node.directory / "data" for node in cluster.nodes]
     for directory in data_dirs:
         directory.mkdir(parents=True, exist_ok=True)
-    mounts = lazyfs_mounts(data_dirs) if setup == "lazyfs" else _nothing()
+    mounts = lazyfs_mounts(data_dirs, source) if setup == "lazyfs" else _nothing()
     with mounts:
         try:
             cluster.start_all()
@@ -90,6 +90,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per figure")
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
     parser.add_argument("--base-port", type=int, default=18600)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=Path(lazyfs.__file__),
+        help="the filesystem program to mount (another version of nemesis/lazyfs.py)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root: the filesystem mounts through /dev/fuse", file=sys.stderr)
@@ -101,7 +107,7 @@ def main() -> int:
             order = SETUPS if round_number % 2 == 0 else tuple(reversed(SETUPS))
             for setup in order:
                 root = Path(tmp) / f"{setup}-{round_number}"
-                result = one_figure(setup, root, args.base_port, clients, args.seconds)
+                result = one_figure(setup, root, args.base_port, clients, args.seconds, args.source)
                 for n, rate in result.items():
                     figures.setdefault((setup, n), []).append(rate)
                     print(f"round {round_number + 1} {setup:6} {n:2} clients: {rate:7.1f} pairs/s")
