@@ -94,6 +94,7 @@ def mounted(directory: Path) -> Iterator[Mount]:
             if lazyfs.is_mounted(str(directory)):
                 subprocess.run(["umount", "-l", str(directory)], check=False)
                 pytest.fail(f"{directory} was left mounted")
+    log_path.unlink()  # kept only when something above failed
 
 
 def _fsync_dir(path: Path) -> None:
