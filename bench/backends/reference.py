@@ -28,11 +28,11 @@ from typing import Any, cast
 import yaml
 
 from bench.backends.node_daemon import NodeDaemon, port_offset
-from bench.backends.reference_client import open_reference_client
+from bench.backends.reference_client import REQUEST_TIMEOUT_S, open_reference_client
 from lockbench.daemon import kill_daemon, log_path, start_daemon
 from lockbench.deploy import Wheel, deploy_project, node_program, write_node_file
 from lockbench.errors import ConfigError
-from lockbench.protocols import Cluster, LockClient, Node, on_control_host
+from lockbench.protocols import Cluster, LockClient, Node, on_control_host, timeout_scale
 from reference_impl.server.config import UNSAFE_SWITCHES
 
 CLIENT_PORT = 7000
@@ -137,8 +137,11 @@ def lockd_config(cluster: Cluster, node: Node, options: ReferenceOptions) -> str
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def fetch_status(node: Node, *, timeout: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
-    """The node's ``/status`` JSON (role, term, leader), or None if it does not answer."""
+def fetch_status(node: Node, *, timeout: float | None = None) -> dict[str, Any] | None:
+    """The node's ``/status`` JSON (role, term, leader), or None if it does not answer (within
+    ``timeout``; by default 1 s times the node's timeout_scale)."""
+    if timeout is None:
+        timeout = STATUS_TIMEOUT_S * timeout_scale(node)
     url = f"http://{node.address}:{http_port(node)}/status"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -275,7 +278,14 @@ class ReferenceBackend(NodeDaemon):
     ) -> LockClient:
         endpoints = [f"{n.address}:{client_port(n)}" for n in cluster.nodes]
         preferred = f"{node.address}:{client_port(node)}"
-        client: Any = open_reference_client(endpoints, preferred, ttl=ttl, process=process)
+        # slow nodes (software-emulated VMs) get proportionally longer per-request timeouts
+        client: Any = open_reference_client(
+            endpoints,
+            preferred,
+            ttl=ttl,
+            process=process,
+            request_timeout=REQUEST_TIMEOUT_S * timeout_scale(node),
+        )
         if inspect.isawaitable(client):
             client = await client
         return cast(LockClient, client)

@@ -43,6 +43,7 @@ async def open_reference_client(
     ttl: float,
     process: int,
     node_endpoints: Mapping[str, str] | None = None,
+    request_timeout: float = REQUEST_TIMEOUT_S,
 ) -> ReferenceLockClient:
     """Open a session on lockd, trying ``preferred`` (this process's node) first.
 
@@ -50,7 +51,13 @@ async def open_reference_client(
     follower-read workload); without it the names are learned from lockd's member list.
     """
     order = [preferred, *(e for e in endpoints if e != preferred)]
-    client = ReferenceLockClient(order, ttl=ttl, process=process, node_endpoints=node_endpoints)
+    client = ReferenceLockClient(
+        order,
+        ttl=ttl,
+        process=process,
+        node_endpoints=node_endpoints,
+        request_timeout=request_timeout,
+    )
     await client.connect()
     return client
 
@@ -65,8 +72,10 @@ class ReferenceLockClient:
         ttl: float,
         process: int,
         node_endpoints: Mapping[str, str] | None = None,
+        request_timeout: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.endpoints = endpoints
+        self.request_timeout = request_timeout
         self.ttl = ttl
         self.process = process
         self.node_endpoints = dict(node_endpoints or {})
@@ -77,7 +86,7 @@ class ReferenceLockClient:
             lambda: AsyncLockClient.connect(
                 self.endpoints,
                 ttl=self.ttl,
-                timeout=REQUEST_TIMEOUT_S,
+                timeout=self.request_timeout,
                 client_id=f"lockbench-p{self.process}-{uuid.uuid4().hex[:8]}",
             )
         )

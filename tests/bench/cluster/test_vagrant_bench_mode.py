@@ -169,6 +169,7 @@ def test_software_emulated_vms_raise_the_tests_timings_to_the_runtimes_floors(
     config = load_test_config(path)
     assert config.backend_options == {"tick_ms": 250, "fsync": True}
     assert config.op_timeout == 10.0  # raised
+    assert config.ttl == 10.0  # the test file says 1 s
     assert config.recovery_bound == 90  # already above the floor
 
 
