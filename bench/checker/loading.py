@@ -68,6 +68,14 @@ def load_paired_history(path: Path) -> PairedHistory:
     return PairedHistory(ops, validate(ops, lines, source))
 
 
+def is_edn(path: Path) -> bool:
+    """Whether ``path`` is read as EDN (its suffix, or content opening an EDN map or vector)."""
+    if path.suffix == ".edn":
+        return True
+    with path.open("rb") as fh:
+        return _starts_like_edn(fh)
+
+
 def _starts_like_edn(fh: BinaryIO) -> bool:
     """Whether the first non-blank bytes open an EDN map or vector; leaves the file at 0."""
     head = fh.read(4096).lstrip()

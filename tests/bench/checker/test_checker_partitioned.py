@@ -291,3 +291,17 @@ def test_spilled_columns_read_back_in_order(monkeypatch: pytest.MonkeyPatch) -> 
     values = column.values()
     assert list(values) == [value * 3 for value in range(50)]
     assert len(values) == 50
+
+
+def test_edn_content_is_never_partitioned(tmp_path: Path) -> None:
+    """Jepsen EDN in a file named .jsonl is read as EDN in memory, however large."""
+    path = tmp_path / "history.jsonl"
+    path.write_text(
+        "{:index 0 :time 100 :type :invoke :process 0 :f :acquire :value nil}\n"
+        "{:index 1 :time 200 :type :ok :process 0 :f :acquire :value nil}\n",
+        encoding="utf-8",
+    )
+    checked = check_history_file(
+        path, ["linearizable"], {"model": "mutex"}, partition_above_bytes=0
+    )
+    assert _verdicts(checked) == ("valid", {"linearizable": "valid", "stats": "valid"})
