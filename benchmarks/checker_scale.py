@@ -21,6 +21,7 @@ Run big cases at ``nice -n 10`` and delete generated files after (they are not k
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -118,14 +119,18 @@ def generate(
     return index
 
 
-def _child_run(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
+def _child_run(
+    argv: list[str], env: dict[str, str], output: Path | None = None
+) -> tuple[float, float, float, int]:
     """Run a command; (wall seconds, CPU seconds of it and its children, the peak of the RSS
     of it and its children together in MiB, exit code). The sum is sampled every 0.2 s (a
     partitioned check forks workers: the largest single process is not what the machine holds);
     the largest single process's peak (ru_maxrss) is taken if it is larger."""
     started = time.perf_counter()
     # not from a source tree: ``python -m`` puts the working directory first on the path
-    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, cwd="/")
+    with contextlib.ExitStack() as stack:
+        sink = subprocess.DEVNULL if output is None else stack.enter_context(output.open("wb"))
+        child = subprocess.Popen(argv, env=env, stdout=sink, cwd="/")
     peak = [0]
     done = threading.Event()
     sampler = threading.Thread(target=_sample_tree_rss, args=(child.pid, peak, done), daemon=True)
@@ -158,7 +163,15 @@ def _sample_tree_rss(pid: int, peak: list[int], done: threading.Event) -> None:
         peak[0] = max(peak[0], total)
 
 
-def big(path: Path, repeat: int, pure: bool, checkers: list[str], baseline: Path | None) -> None:
+def big(
+    path: Path,
+    repeat: int,
+    pure: bool,
+    checkers: list[str],
+    baseline: Path | None,
+    options: list[str] | None = None,
+    output: Path | None = None,
+) -> None:
     """``lockbench check`` in fresh processes, variants taking turns: this tree, optionally this
     tree without the compiled core, and optionally another install (the Python of a venv with
     an earlier commit installed, for an A/B in one run)."""
@@ -175,7 +188,9 @@ def big(path: Path, repeat: int, pure: bool, checkers: list[str], baseline: Path
     runs: dict[str, list[tuple[float, float, float, int]]] = {label: [] for label, *_ in variants}
     for _ in range(repeat):
         for label, argv, extra in variants:
-            runs[label].append(_child_run(argv, {**os.environ, **extra}))
+            runs[label].append(
+                _child_run([*argv, *(options or [])], {**os.environ, **extra}, output)
+            )
     for label, results in runs.items():
         walls = [r[0] for r in results]
         cpus = [r[1] for r in results]
@@ -363,6 +378,8 @@ def main() -> int:
     b.add_argument("--pure", action="store_true", help="also with the pure-Python search")
     b.add_argument("--checkers", nargs="*", default=[])
     b.add_argument("--baseline", type=Path, help="also check with this Python (a venv's, A/B)")
+    b.add_argument("--time-budget", type=float, help="lockbench check --time-budget S")
+    b.add_argument("--output", type=Path, help="keep the (last) check's results JSON here")
     m = sub.add_parser("many")
     m.add_argument("directory", type=Path)
     m.add_argument("--histories", type=int, default=100)
@@ -385,7 +402,10 @@ def main() -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         print(f"generated {n} records in {time.perf_counter() - started:.1f} s ({peak} MiB)")
     elif args.what == "big":
-        big(args.history, args.repeat, args.pure, args.checkers, args.baseline)
+        options = [] if args.time_budget is None else ["--time-budget", str(args.time_budget)]
+        big(
+            args.history, args.repeat, args.pure, args.checkers, args.baseline, options, args.output
+        )
     elif args.what == "many":
         many(args.directory, args.histories, args.repeat)
     else:
