@@ -119,6 +119,7 @@ class ColumnTimes:
     __slots__ = ("indices", "reached")
 
     def __init__(self, indices: Sequence[int], times: Sequence[int], in_order: bool) -> None:
+        """``times``: the running maximum when ``in_order``, else the records' own times."""
         if not in_order:
             pairs = sorted(zip(indices, times, strict=True))
             indices = [index for index, _ in pairs]
@@ -242,7 +243,8 @@ class _Pass:
     invocations: dict[Any, tuple[int, int]] = field(default_factory=dict)
     next_call: int = 0
     indices: SpilledInts = field(default_factory=SpilledInts)
-    times: SpilledInts = field(default_factory=SpilledInts)
+    reached_times: SpilledInts = field(default_factory=SpilledInts)  # running maximum
+    times: SpilledInts = field(default_factory=SpilledInts)  # for a file out of index order
     in_order: bool = True
     reached: int = -(1 << 63)
     last_index: int = -1
@@ -295,7 +297,8 @@ class _Pass:
         self.indices.extend(indices)
         reached = list(itertools.accumulate((op.time for op in client), max, initial=self.reached))
         self.reached = reached[-1]
-        self.times.extend(reached[1:])
+        self.reached_times.extend(reached[1:])
+        self.times.extend(op.time for op in client)
 
     def _client(self, op: Op, number: int, raw: bytes) -> None:
         invoked = self.validator.add(op, number)
@@ -360,7 +363,8 @@ class _Pass:
             self.expiry_calls.append((seq, Call(invoked, None)))
         self.expiry_calls.sort(key=lambda item: item[0])
         # lease-lost ``since`` needs all client records' times (on disk: read only if needed)
-        columns = ColumnTimes(self.indices.values(), self.times.values(), self.in_order)
+        times = self.reached_times if self.in_order else self.times
+        columns = ColumnTimes(self.indices.values(), times.values(), self.in_order)
         last = self.last
         whole = WholeHistory(
             end_index=0 if last is None else last.index,

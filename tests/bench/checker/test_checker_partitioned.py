@@ -305,3 +305,18 @@ def test_edn_content_is_never_partitioned(tmp_path: Path) -> None:
         path, ["linearizable"], {"model": "mutex"}, partition_above_bytes=0
     )
     assert _verdicts(checked) == ("valid", {"linearizable": "valid", "stats": "valid"})
+
+
+@pytest.mark.parametrize("since_s", [2.55, 3.02, 3.5])
+def test_a_file_out_of_index_order_places_lease_lost_as_in_memory(
+    tmp_path: Path, since_s: float
+) -> None:
+    """Records written out of index order (another tool's file): where ``since`` falls is
+    found among the records sorted by index, as in memory."""
+    ops = _lease_lost_across_keys(since_s, stall=False)
+    grant = next(n for n, op in enumerate(ops) if op.process == 55 and op.type == "ok")
+    assert ops[grant + 1].process == 9
+    ops[grant], ops[grant + 1] = ops[grant + 1], ops[grant]  # file order != index order
+    path = _write(tmp_path / "h.jsonl", ops)
+    memory, parted = _both(path, {"buckets": 2, "max_group_records": 90})
+    assert _verdicts(parted) == _verdicts(memory)
