@@ -10,12 +10,14 @@ back to offset 0 starts them again and removes the state file. Stdlib only: the 
 this source in the command line.
 
 Usage: python3 system_clock_step.py STATE_FILE OFFSET_MS
-Prints one JSON line: offset_ms, stepped_ms, stopped, restarted.
+Prints one JSON line: offset_ms, stepped_ms, by (adjtimex or clock_settime), stopped, restarted.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,6 +31,58 @@ def _systemctl(*args: str) -> int:
         return subprocess.run(["systemctl", *args], capture_output=True, timeout=30).returncode
     except (OSError, subprocess.TimeoutExpired):
         return 1
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+
+class _Timex(ctypes.Structure):
+    """struct timex (linux/timex.h, 64-bit)."""
+
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time", _Timeval),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("padding", ctypes.c_int * 11),
+    ]
+
+
+ADJ_SETOFFSET = 0x0100
+ADJ_NANO = 0x2000
+
+
+def step(seconds: float) -> str:
+    """Add ``seconds`` to CLOCK_REALTIME in one system call (adjtimex ADJ_SETOFFSET, as chrony's
+    makestep does), so no time is lost between reading the clock and setting it; where that is
+    unavailable, read and set (losing the moment in between)."""
+    whole = math.floor(seconds)
+    timex = _Timex(modes=ADJ_SETOFFSET | ADJ_NANO)
+    timex.time.tv_sec = whole
+    timex.time.tv_usec = min(999_999_999, round((seconds - whole) * 1e9))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.adjtimex(ctypes.byref(timex)) >= 0:
+        return "adjtimex"
+    now = time.clock_gettime(time.CLOCK_REALTIME)
+    time.clock_settime(time.CLOCK_REALTIME, now + seconds)
+    return "clock_settime"
 
 
 def main(argv: list[str]) -> int:
@@ -49,9 +103,7 @@ def main(argv: list[str]) -> int:
                 _systemctl("stop", service)
                 state["stopped"].append(service)
     delta_ms = new_ms - float(state["offset_ms"])
-    if delta_ms:
-        now = time.clock_gettime(time.CLOCK_REALTIME)
-        time.clock_settime(time.CLOCK_REALTIME, now + delta_ms / 1000.0)
+    how = step(delta_ms / 1000.0) if delta_ms else "none"
     restarted = []
     if new_ms == 0.0:
         for service in state["stopped"]:
@@ -65,7 +117,7 @@ def main(argv: list[str]) -> int:
         with open(temporary, "w", encoding="utf-8") as fh:
             json.dump(state, fh)
         os.replace(temporary, path)
-    report = {"offset_ms": new_ms, "stepped_ms": delta_ms, "stopped": state["stopped"]}
+    report = {"offset_ms": new_ms, "stepped_ms": delta_ms, "by": how, "stopped": state["stopped"]}
     print(json.dumps({**report, "restarted": restarted}))
     return 0
 

@@ -234,18 +234,16 @@ def test_etcd_on_a_vm_sees_the_vms_clock_step(three_vms: ClusterHandle) -> None:
 
 
 def _vm_test(tmp_path: Path, cluster: ClusterHandle, name: str, **keys: object) -> Path:
-    return write_test_file(
-        tmp_path,
-        name=name,
-        inventory=str(cluster.inventory.cluster_dir / "inventory.yaml"),
-        nodes=len(cluster.nodes),
-        backend="reference",
-        workload="mutex",
-        workload_options={"locks": 2, "hold": 0.05, "think": 0.1, "acquire_timeout": 10},
-        resource_mode="fenced",
-        concurrency=3,
-        **keys,
-    )
+    test: dict[str, object] = {
+        "inventory": str(cluster.inventory.cluster_dir / "inventory.yaml"),
+        "nodes": len(cluster.nodes),
+        "backend": "reference",
+        "workload": "mutex",
+        "workload_options": {"locks": 2, "hold": 0.05, "think": 0.1, "acquire_timeout": 10},
+        "resource_mode": "fenced",
+        "concurrency": 3,
+    }
+    return write_test_file(tmp_path, name=name, **{**test, **keys})
 
 
 CLOCK_JUMP = {"fault": "clock", "mode": "bump", "offset_ms": 20000, "target": "leader"}
@@ -293,7 +291,13 @@ def test_lockds_wallclock_expiry_bug_is_caught_under_a_vm_clock_step(
         "lbm-vm-wallclock",
         time_limit=40,
         backend_options={"unsafe": ["wallclock-expiry"]},
-        nemesis=[{**CLOCK_JUMP, "schedule": {"interval": 10, "duration": 5}}],
+        # one lock held for seconds at a time by four processes: when the leader's clock jumps
+        # past every session's deadline, a holder is almost always inside its critical section
+        # while a waiter, reconnected, is granted the lock; the jump is larger than the ttl
+        # the runtime's floor gives software-emulated VMs (10 s)
+        workload_options={"locks": 1, "hold": 2.0, "think": 0.2, "acquire_timeout": 10},
+        concurrency=4,
+        nemesis=[{**CLOCK_JUMP, "offset_ms": 30000, "schedule": {"interval": 12, "duration": 6}}],
     )
     outcome = run_test(load_test_config(path), RunOptions(store=tmp_path / "store"))
     results = json.loads((outcome.run_dir / "results.json").read_text())
