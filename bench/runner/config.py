@@ -23,7 +23,7 @@ import yaml
 
 from bench.checking import available_checkers, run_checker_options
 from bench.cluster import load_inventory, runtime_capabilities
-from bench.cluster.vagrant import slow_vm_floors
+from bench.cluster.vagrant import TCG_CHECKER_FLOORS, slow_vm_floors
 from bench.runner.components import (
     backend_runtimes,
     create_backend,
@@ -203,6 +203,8 @@ def _slow_vm_timings(config: TestConfig) -> dict[str, Any]:
     if inventory.runtime != "vagrant":
         return {}
     floors, backend_floors = slow_vm_floors(inventory.cluster_dir, config.backend)
+    if not floors:
+        return {}
     changes: dict[str, Any] = {}
     for key, floor in floors.items():
         value = getattr(config, key)
@@ -222,6 +224,15 @@ def _slow_vm_timings(config: TestConfig) -> dict[str, Any]:
             options[key] = floor
     if options != dict(config.backend_options):
         changes["backend_options"] = options
+    checker_options = dict(config.checker_options)
+    for key, floor in TCG_CHECKER_FLOORS.items():
+        value = checker_options.get(key)
+        if not isinstance(value, int | float) or value < floor:
+            log.info(
+                "software-emulated VMs: checker_options.%s -> %s (the runtime's floor)", key, floor
+            )
+            checker_options[key] = floor
+    changes["checker_options"] = checker_options
     return changes
 
 

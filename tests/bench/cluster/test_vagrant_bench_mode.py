@@ -170,6 +170,7 @@ def test_software_emulated_vms_raise_the_tests_timings_to_the_runtimes_floors(
     assert config.backend_options == {"tick_ms": 250, "fsync": True}
     assert config.op_timeout == 10.0  # raised
     assert config.ttl == 10.0  # the test file says 1 s
+    assert config.checker_options["failover"] == 15.0
     assert config.recovery_bound == 90  # already above the floor
 
 
@@ -181,6 +182,7 @@ def test_kvm_vms_keep_the_tests_timings(tmp_path: Path) -> None:
     config = load_test_config(path)
     assert config.op_timeout == 5
     assert "tick_ms" not in config.backend_options
+    assert "failover" not in config.checker_options
 
 
 def test_the_inventory_keeps_a_slow_nodes_timeout_scale(tmp_path: Path) -> None:
