@@ -10,16 +10,19 @@ name and waits until every older key under it is gone. The fencing token is that
 revision: etcd's revision is one counter for the whole store, so a later holder's key is always
 created at a higher revision.
 
-Faults: kill, pause, partition and netem reach etcd. Clock faults do not: etcd is a Go program,
-which reads the clock through the vDSO, not through libc, so libfaketime's preload cannot move
-its clock (MACHINE-NOTES); a clock fault is refused rather than run without effect. On the local
-runtime partitions and netem are refused too: every member must see the same peer URLs, so the
-link proxy (one port per directed link) cannot sit between etcd members.
+Faults: kill, pause, power-loss (its data directory is ``state_dir``), partition and netem reach
+etcd. Clock faults do not on netns: etcd is a Go program, which reads the clock through the vDSO,
+not through libc, so libfaketime's preload cannot move its clock (MACHINE-NOTES); a clock fault
+is refused rather than run without effect (on VMs the nemesis steps the system clock, which
+reaches it). On the local runtime partitions and netem are refused too: every member must see
+the same peer URLs, so the link proxy (one port per directed link) cannot sit between etcd
+members.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -234,7 +237,18 @@ class EtcdBackend(NodeDaemon):
 
     def _clear(self, node: Node) -> None:
         stop_daemon(node, DAEMON)
-        clear_data_dir(node, etcd_data_dir(node))
+        self._empty_data_dir(node)
+
+    @staticmethod
+    def _empty_data_dir(node: Node) -> None:
+        """An empty data directory, there before etcd starts (the power-loss fault mounts its
+        filesystem over it), with the owner-only mode etcd asks for."""
+        clear_data_dir(node, etcd_data_dir(node), recreate=True)
+        node.run(f"chmod 700 {shlex.quote(etcd_data_dir(node))}")
+
+    def state_dir(self, node: Node) -> str:
+        """Where etcd keeps its WAL and snapshots (the power-loss fault's filesystem)."""
+        return etcd_data_dir(node)
 
     def server_argv(self, node: Node) -> list[str]:
         if self._cluster is None:
@@ -247,7 +261,7 @@ class EtcdBackend(NodeDaemon):
     def wipe(self, node: Node) -> None:
         """Kill etcd if it runs and delete its data (it can then join only a new cluster)."""
         kill_daemon(node, DAEMON)
-        clear_data_dir(node, etcd_data_dir(node))
+        self._empty_data_dir(node)
 
     def leader_status(self, cluster: Cluster) -> tuple[str | None, int | None]:
         """(leader, term) from every member's status endpoint; also kept in ``last_term``."""
