@@ -10,8 +10,10 @@ Lock-loss awareness: a holder whose lock was taken over (another process was gra
 while this one had not begun its release) goes on believing it holds the lock until it learns
 otherwise: its client records ``lease-lost``, or one of its ops under that grant fails or ends
 unknown (a refused write, a release that cannot complete). The figure is the time from the
-other's grant to that moment; a holder that never learned (it released without an error) is
-counted as unaware until its release began.
+other's grant to that moment; a ``lease-lost`` record counts from its ``since`` (when the client
+knew its lease may have lapsed), not from when the runner wrote it at the holder's next step, so
+a holder whose lease lapsed before the other's grant was never unaware (0 s). A holder that never
+learned (it released without an error) is counted as unaware until its release began.
 """
 
 from __future__ import annotations
@@ -133,10 +135,10 @@ def _longest_gap_in_faults(
 def _takeovers(calls: Sequence[Call], history: Sequence[Op]) -> list[Takeover]:
     """Every hold of a lock taken over: the first grant of it to another process made before
     the holder began releasing it (later grants during the same stale hold are not counted)."""
-    lease_lost: dict[tuple[int, str], list[float]] = defaultdict(list)
+    lease_lost: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     for op in history:
         if op.f == LEASE_LOST and op.type == "ok" and isinstance(op.process, int) and op.key:
-            lease_lost[(op.process, op.key)].append(op.time / NS_PER_S)
+            lease_lost[(op.process, op.key)].append(lease_lost_times(op))
     by_process: dict[int, list[Call]] = defaultdict(list)
     for call in calls:
         if isinstance(call.invoke.process, int):
@@ -184,6 +186,17 @@ def _takeovers(calls: Sequence[Call], history: Sequence[Op]) -> list[Takeover]:
     return found
 
 
+def lease_lost_times(op: Op) -> tuple[float, float]:
+    """(recorded, since) in seconds of a ``lease-lost`` record: ``since`` is the moment its
+    client knew the lease may have lapsed (docs/history.md), which the runner records only at
+    the holder's next step; the record's own time where it carries no ``since``."""
+    recorded = op.time / NS_PER_S
+    since = op.value.get("since") if isinstance(op.value, dict) else None
+    if isinstance(since, int) and not isinstance(since, bool) and since <= op.time:
+        return recorded, since / NS_PER_S
+    return recorded, recorded
+
+
 def _awareness(
     lock: str,
     holder: int,
@@ -192,10 +205,14 @@ def _awareness(
     held_from: float,
     held_until: float,
     later_calls: Sequence[Call],
-    lease_lost_times: Sequence[float],
+    lease_lost_times: Sequence[tuple[float, float]],
 ) -> Takeover:
     """When the holder learned it had lost ``lock`` (the first sign after its own grant)."""
-    signs: list[tuple[float, str]] = [(t, LEASE_LOST) for t in lease_lost_times if t >= held_from]
+    signs: list[tuple[float, str]] = [
+        (max(since, held_from), LEASE_LOST)
+        for recorded, since in lease_lost_times
+        if recorded >= held_from
+    ]
     for call in later_calls:
         if call.invoke.key != lock or call.invoke.f in NOT_SERVED:
             continue

@@ -37,18 +37,29 @@ class History:
         self.add(t1, process, outcome, f, key, value)
 
 
-def test_a_holder_taken_over_is_unaware_until_its_lease_lost_record() -> None:
+@pytest.mark.parametrize(
+    ("since_s", "unaware_s"),
+    [
+        (2.0, 0.0),  # its lease lapsed before the other's grant: it knew first
+        (3.6, 0.6),  # it knew 0.6 s after the grant, though recorded only at 4.0 s
+        (None, 1.0),  # a record without since counts from its own time
+    ],
+)
+def test_a_holder_taken_over_is_unaware_until_its_lease_lost_since(
+    since_s: float | None, unaware_s: float
+) -> None:
     h = History()
     h.call(0.0, 1.0, 1, "acquire", "L", value=1)
     h.call(1.5, 3.0, 2, "acquire", "L", value=2)  # granted while 1 has not released: a takeover
-    h.call(4.0, 4.0, 1, "lease-lost", "L", value={"since": 2 * S})
+    value = None if since_s is None else {"since": int(since_s * S)}
+    h.call(4.0, 4.0, 1, "lease-lost", "L", value=value)
     h.call(4.1, 5.0, 1, "release", "L", outcome="info")
     h.call(5.0, 5.2, 2, "release", "L")
     perf = run_performance(h.ops)
     assert len(perf.takeovers) == 1
     takeover = perf.takeovers[0]
     assert (takeover.holder, takeover.taker, takeover.how) == (1, 2, "lease-lost")
-    assert takeover.unaware_s == pytest.approx(1.0)
+    assert takeover.unaware_s == pytest.approx(unaware_s)
     assert perf.never_aware == 0
     assert perf.handoffs == 1
 
