@@ -25,6 +25,7 @@ from pathlib import Path
 from bench.cluster.inventory import Inventory, NodeSpec, save_inventory
 from bench.cluster.keys import generate_keypair, known_hosts_line
 from bench.cluster.processes import process_alive, process_name
+from bench.cluster.recorded_setup import set_up_recorded
 from lockbench.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -211,14 +212,7 @@ def netns_up(
             "run `lockbench cluster down` first"
         )
     _preflight(state)
-    cluster_dir.mkdir(parents=True, exist_ok=True)
-    cluster_dir.chmod(0o700)
-    state.save(cluster_dir)
-    try:
-        return _create(cluster_dir, state)
-    except BaseException:
-        netns_down(cluster_dir)
-        raise
+    return set_up_recorded(cluster_dir, state, _create, netns_down)
 
 
 def _create(cluster_dir: Path, state: NetnsState) -> Inventory:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.cluster.processes import process_alive, process_name
+from bench.cluster.recorded_setup import set_up_recorded
 from lockbench.errors import ClusterError
 
 STATE_FILE = "vmhost.json"
@@ -201,14 +202,7 @@ def vm_host_up(
             "run `lockbench cluster down` first"
         )
     _preflight(state)
-    cluster_dir.mkdir(parents=True, exist_ok=True)
-    cluster_dir.chmod(0o700)
-    state.save(cluster_dir)
-    try:
-        return _create(cluster_dir, state)
-    except BaseException:
-        vm_host_down(cluster_dir)
-        raise
+    return set_up_recorded(cluster_dir, state, _create, vm_host_down)
 
 
 def _create(cluster_dir: Path, state: VmHostState) -> VmHostState:
