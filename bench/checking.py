@@ -160,8 +160,9 @@ def check_partitioned(
     workers: int = WORKERS,
 ) -> tuple[Verdict, dict[str, CheckResult]] | None:
     """Check a JSON Lines history without holding it in memory: one pass validates it, feeds
-    the streaming checkers and copies each key's records to a temporary directory; then each
-    group of keys is read back and checked by the per-key checkers (in ``workers`` processes),
+    the streaming checkers and copies each key's records to a temporary directory (two
+    processes reading side by side when ``workers`` > 1); then each group of keys is read back
+    and checked by the per-key checkers (in ``workers`` processes),
     whose results are merged (bench/checker/partition.py). The verdicts are those of
     ``run_checkers`` on the history in memory, except that a key with more than
     ``max_group_records`` records is ``unknown`` for the per-key checkers (it is never loaded).
@@ -193,6 +194,7 @@ def check_partitioned(
                 list(accumulators.values()),
                 max_group_records=max_group_records,
                 buckets=buckets,
+                fork_router=workers > 1,
             )
         except HistoryError as exc:
             raise ConfigError(f"bad history: {exc}") from exc

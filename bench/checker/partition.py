@@ -221,27 +221,155 @@ def _bucket(key: str | None, buckets: int) -> int:
     return 0 if key is None else zlib.crc32(key.encode("utf-8", "surrogatepass")) % buckets
 
 
+# A router hands back records as the lines they were read from, not as ops: an Op is not
+# picklable, and the parent decodes the few it needs again.
+_Line = bytes
+
+
 @dataclass(slots=True)
-class _Pass:
-    """What the streaming pass keeps: at most one record per kind, session and process, the
-    calls session expiries are made of, and the columns of record times (on disk)."""
+class _Routes:
+    """What routing learnt that the key groups need besides their records: each key's record
+    count, the sample of kinds and sessions (``WholeHistory.sample_ops``), the calls session
+    expiries are made of, and the first validation error (source, line, reason), if any."""
+
+    key_records: dict[str | None, int]
+    sample: list[_Line]
+    expiry_calls: list[tuple[int, _Line, _Line | None]]  # (call number, invoke, completion)
+    invalid: tuple[str, int, str] | None
+
+
+@dataclass(slots=True)
+class _Router:
+    """Validates the client records one at a time and copies each to its key's bucket file;
+    keeps at most one record per kind and session, and the calls session expiries are made of.
+    Runs in its own process beside the streaming checkers when it can (``partition_history``)."""
 
     source: str
     workdir: Path
-    accumulators: Sequence[HistoryAccumulator]
     bucket_count: int
     validator: CallValidator = field(init=False)
     buckets: list[IO[bytes] | None] = field(default_factory=list)
     writers: list[Callable[[bytes], object] | None] = field(default_factory=list)
     key_records: dict[str | None, int] = field(default_factory=dict)
     bucket_of: dict[str | None, int] = field(default_factory=dict)
-    sample: list[Op] = field(default_factory=list)
+    sample: list[_Line] = field(default_factory=list)
     seen: set[Any] = field(default_factory=set)
     tokens_seen: bool = False
-    expiry_calls: list[tuple[int, Call]] = field(default_factory=list)
-    # each process's call in flight: (its number in invocation order, its bucket)
-    invocations: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    expiry_calls: list[tuple[int, _Line, _Line | None]] = field(default_factory=list)
+    # each process's call in flight: (its number in invocation order, its bucket, its line)
+    invocations: dict[Any, tuple[int, int, _Line]] = field(default_factory=dict)
     next_call: int = 0
+    invalid: HistoryError | None = None
+
+    def __post_init__(self) -> None:
+        self.validator = CallValidator(self.source)
+        self.buckets = [None] * self.bucket_count
+        self.writers = [None] * self.bucket_count
+
+    def route_all(self, lines: Iterator[tuple[int, bytes, Op]]) -> None:
+        """Every client record of ``lines`` (a line that cannot be read ends the routing: the
+        streaming side reads the same line and reports it)."""
+        route = self.route
+        try:
+            for number, raw, op in lines:
+                if type(op.process) is int:  # is_client, inlined: this loop runs per record
+                    route(number, raw, op)
+        except HistoryError:
+            pass
+
+    def route(self, number: int, raw: bytes, op: Op) -> None:
+        """One client record; the first that is not valid is kept, and routing stops there
+        (the in-memory reader reads every line before it validates: a line that cannot be read
+        later in the file is the error it reports, so the error is raised only at the end)."""
+        if self.invalid is not None:
+            return
+        try:
+            self._route(number, raw, op)
+        except HistoryError as exc:
+            self.invalid = exc
+
+    def _route(self, number: int, raw: bytes, op: Op) -> None:
+        invoked = self.validator.add(op, number)
+        if invoked is None:
+            key = op.key
+            bucket = self.bucket_of.get(key)
+            if bucket is None:
+                bucket = self.bucket_of[key] = _bucket(key, self.bucket_count)
+            self.invocations[op.process] = (self.next_call, bucket, raw)
+            self.next_call += 1
+        else:
+            seq, bucket, invoke_line = self.invocations.pop(op.process)
+            key = invoked.key
+            if op.type == "info" or op.f in _EXPIRY_OPS:
+                self.expiry_calls.append((seq, invoke_line, raw))
+        records = self.key_records
+        records[key] = records.get(key, 0) + 1
+        write = self.writers[bucket]
+        if write is None:
+            write = self._open(bucket)
+        write(raw if raw.endswith(b"\n") else raw + b"\n")
+        kind = (op.f, op.type)
+        if kind not in self.seen or op.session is not None or not self.tokens_seen:
+            self._remember(op, kind, raw)
+
+    def _open(self, bucket: int) -> Callable[[bytes], object]:
+        out = self.buckets[bucket] = bucket_path(self.workdir, bucket).open(
+            "wb", buffering=BUCKET_BUFFER_BYTES
+        )
+        write = self.writers[bucket] = out.write
+        return write
+
+    def _remember(self, op: Op, kind: tuple[str, str], line: _Line) -> None:
+        """Keep ``op`` in the sample if it is the first of its (kind, type) or session, or the
+        first ok acquire with an integer value (see WholeHistory)."""
+        seen = self.seen
+        wanted = kind not in seen
+        if wanted:
+            seen.add(kind)
+        session = op.session
+        if session is not None and ("session", session) not in seen:
+            seen.add(("session", session))
+            wanted = True
+        if (
+            not self.tokens_seen
+            and op.f == "acquire"
+            and op.type == "ok"
+            and isinstance(op.value, int)
+        ):
+            self.tokens_seen = wanted = True
+        if wanted:
+            self.sample.append(line)
+
+    def finish(self) -> _Routes:
+        """Close the bucket files; what the groups need, with the calls still in flight."""
+        for out in self.buckets:
+            if out is not None:
+                out.close()
+        expiry_calls = list(self.expiry_calls)
+        if self.invalid is None:
+            for process in self.validator.pending:
+                seq, _, invoke_line = self.invocations[process]
+                expiry_calls.append((seq, invoke_line, None))
+        expiry_calls.sort(key=lambda item: item[0])
+        invalid = self.invalid
+        return _Routes(
+            self.key_records,
+            self.sample,
+            expiry_calls,
+            None if invalid is None else (invalid.source, invalid.line, invalid.reason),
+        )
+
+
+def bucket_path(workdir: Path, bucket: int) -> Path:
+    return workdir / f"bucket-{bucket:03d}.jsonl"
+
+
+@dataclass(slots=True)
+class _Stream:
+    """What the streaming pass keeps of every record: the streaming checkers' accumulators,
+    the nemesis records, and the columns of client record times (on disk)."""
+
+    accumulators: Sequence[HistoryAccumulator]
     indices: SpilledInts = field(default_factory=SpilledInts)
     reached_times: SpilledInts = field(default_factory=SpilledInts)  # running maximum
     times: SpilledInts = field(default_factory=SpilledInts)  # for a file out of index order
@@ -251,27 +379,21 @@ class _Pass:
     nemesis_ops: list[Op] = field(default_factory=list)
     last: Op | None = None
     records: int = 0
-    invalid: HistoryError | None = None
 
-    def __post_init__(self) -> None:
-        self.validator = CallValidator(self.source)
-        self.buckets = [None] * self.bucket_count
-        self.writers = [None] * self.bucket_count
-
-    def run(self, lines: Iterator[tuple[int, bytes, Op]]) -> None:
+    def run(
+        self,
+        lines: Iterator[tuple[int, bytes, Op]],
+        route: Callable[[int, bytes, Op], None] | None = None,
+    ) -> None:
+        """Every record of ``lines``; each client record also to ``route`` when given (the
+        router in this process)."""
         batch: list[Op] = []
-        client = self._client
         for number, raw, op in lines:
             batch.append(op)
             if type(op.process) is not int:  # is_client, inlined: this loop runs per record
                 self.nemesis_ops.append(op)
-            elif self.invalid is None:
-                try:
-                    client(op, number, raw)
-                except HistoryError as exc:
-                    # the in-memory reader reads every line before it validates: a line that
-                    # cannot be read later in the file is the error it reports
-                    self.invalid = exc
+            elif route is not None:
+                route(number, raw, op)
             if len(batch) >= BATCH:
                 self._feed(batch)
                 batch = []
@@ -300,101 +422,27 @@ class _Pass:
         self.reached_times.extend(reached[1:])
         self.times.extend(op.time for op in client)
 
-    def _client(self, op: Op, number: int, raw: bytes) -> None:
-        invoked = self.validator.add(op, number)
-        if invoked is None:
-            key = op.key
-            bucket = self.bucket_of.get(key)
-            if bucket is None:
-                bucket = self.bucket_of[key] = _bucket(key, self.bucket_count)
-            self.invocations[op.process] = (self.next_call, bucket)
-            self.next_call += 1
-        else:
-            seq, bucket = self.invocations.pop(op.process)
-            key = invoked.key
-            if op.type == "info" or op.f in _EXPIRY_OPS:
-                self.expiry_calls.append((seq, Call(invoked, op)))
-        records = self.key_records
-        records[key] = records.get(key, 0) + 1
-        write = self.writers[bucket]
-        if write is None:
-            write = self._open(bucket)
-        write(raw if raw.endswith(b"\n") else raw + b"\n")
-        kind = (op.f, op.type)
-        if kind not in self.seen or op.session is not None or not self.tokens_seen:
-            self._remember(op, kind)
-
-    def _open(self, bucket: int) -> Callable[[bytes], object]:
-        path = self.workdir / f"bucket-{bucket:03d}.jsonl"
-        out = self.buckets[bucket] = path.open("wb", buffering=BUCKET_BUFFER_BYTES)
-        write = self.writers[bucket] = out.write
-        return write
-
-    def _remember(self, op: Op, kind: tuple[str, str]) -> None:
-        """Keep ``op`` in the sample if it is the first of its (kind, type) or session, or the
-        first ok acquire with an integer value (see WholeHistory)."""
-        seen = self.seen
-        wanted = kind not in seen
-        if wanted:
-            seen.add(kind)
-        session = op.session
-        if session is not None and ("session", session) not in seen:
-            seen.add(("session", session))
-            wanted = True
-        if (
-            not self.tokens_seen
-            and op.f == "acquire"
-            and op.type == "ok"
-            and isinstance(op.value, int)
-        ):
-            self.tokens_seen = wanted = True
-        if wanted:
-            self.sample.append(op)
-
-    def finish(self, max_group_records: int) -> PartitionedHistory:
-        for out in self.buckets:
-            if out is not None:
-                out.close()
-        if self.invalid is not None:
-            raise self.invalid
-        unfinished = self.validator.pending
-        for process, invoked in unfinished.items():
-            seq, _ = self.invocations[process]
-            self.expiry_calls.append((seq, Call(invoked, None)))
-        self.expiry_calls.sort(key=lambda item: item[0])
-        # lease-lost ``since`` needs all client records' times (on disk: read only if needed)
+    def record_times(self) -> ColumnTimes:
+        """lease-lost ``since`` needs all client records' times (on disk: read only if needed)."""
         times = self.reached_times if self.in_order else self.times
-        columns = ColumnTimes(self.indices.values(), times.values(), self.in_order)
-        last = self.last
-        whole = WholeHistory(
-            end_index=0 if last is None else last.index,
-            end_time=0 if last is None else last.time,
-            sample_ops=tuple(self.sample),
-            expiry_calls=tuple(call for _, call in self.expiry_calls),
-            record_times=columns,
-        )
-        return PartitionedHistory(
-            self.source,
-            whole,
-            self.nemesis_ops,
-            self._groups(max_group_records),
-            max_group_records,
-            self.records,
-        )
+        return ColumnTimes(self.indices.values(), times.values(), self.in_order)
 
-    def _groups(self, max_group_records: int) -> list[KeyGroup]:
-        by_bucket: dict[int, list[str | None]] = {}
-        for key in self.key_records:
-            by_bucket.setdefault(_bucket(key, self.bucket_count), []).append(key)
-        groups: list[KeyGroup] = []
-        for bucket, keys in sorted(by_bucket.items()):
-            path = self.workdir / f"bucket-{bucket:03d}.jsonl"
-            total = sum(self.key_records[key] for key in keys)
-            if total <= max_group_records:
-                groups.append(KeyGroup(tuple(keys), total, path))
-            else:
-                groups.extend(_split_bucket(path, keys, self.key_records, max_group_records))
-        return groups
+
+def _groups(
+    workdir: Path, key_records: dict[str | None, int], bucket_count: int, max_group_records: int
+) -> list[KeyGroup]:
+    by_bucket: dict[int, list[str | None]] = {}
+    for key in key_records:
+        by_bucket.setdefault(_bucket(key, bucket_count), []).append(key)
+    groups: list[KeyGroup] = []
+    for bucket, keys in sorted(by_bucket.items()):
+        path = bucket_path(workdir, bucket)
+        total = sum(key_records[key] for key in keys)
+        if total <= max_group_records:
+            groups.append(KeyGroup(tuple(keys), total, path))
+        else:
+            groups.extend(_split_bucket(path, keys, key_records, max_group_records))
+    return groups
 
 
 def _split_bucket(
@@ -447,18 +495,105 @@ def partition_history(
     *,
     max_group_records: int = MAX_GROUP_RECORDS,
     buckets: int = BUCKETS,
+    fork_router: bool = False,
 ) -> PartitionedHistory:
     """Read ``path`` (JSON Lines) once: validate it, feed every record to ``accumulators`` and
     copy each client record to ``workdir`` by its call's key. Raises HistoryError as
-    ``load_paired_history`` does (a torn last line is left out)."""
+    ``load_paired_history`` does (a torn last line is left out).
+
+    With ``fork_router`` (and only in a single-threaded process), the validation and copying
+    run in a forked process that reads the file beside this one, so the pass uses two cores:
+    each side decodes every line, and the pass takes the longer side's time instead of both."""
     source = str(path)
-    work = _Pass(source, workdir, accumulators, buckets)
+    stream = _Stream(accumulators)
+    router = _Router(source, workdir, buckets)
     try:
-        with path.open("rb") as fh:
-            work.run(iter_numbered_lines(fh, source))
+        if fork_router and threading.active_count() == 1:
+            routes = _route_beside(router, path, stream)
+        else:
+            with path.open("rb") as fh:
+                stream.run(iter_numbered_lines(fh, source), router.route)
+            routes = router.finish()
     except OSError as exc:
         raise HistoryError(source, 0, f"cannot read the history: {exc}") from exc
-    return work.finish(max_group_records)
+    if routes.invalid is not None:
+        raise HistoryError(*routes.invalid)
+    last = stream.last
+    whole = WholeHistory(
+        end_index=0 if last is None else last.index,
+        end_time=0 if last is None else last.time,
+        sample_ops=tuple(_decoded(routes.sample, source)),
+        expiry_calls=tuple(_expiry_calls(routes.expiry_calls, source)),
+        record_times=stream.record_times(),
+    )
+    return PartitionedHistory(
+        source,
+        whole,
+        stream.nemesis_ops,
+        _groups(workdir, routes.key_records, buckets, max_group_records),
+        max_group_records,
+        stream.records,
+    )
+
+
+def _decoded(lines: Sequence[bytes], source: str) -> list[Op]:
+    """Lines the pass has read once already, decoded again (so they are known to be valid)."""
+    return [op for _, _, op in iter_numbered_lines(lines, source)]
+
+
+def _expiry_calls(calls: Sequence[tuple[int, bytes, bytes | None]], source: str) -> list[Call]:
+    invokes = _decoded([invoke for _, invoke, _ in calls], source)
+    completed = iter(_decoded([done for _, _, done in calls if done is not None], source))
+    return [
+        Call(invoke, None if done is None else next(completed))
+        for invoke, (_, _, done) in zip(invokes, calls, strict=True)
+    ]
+
+
+def _route_beside(router: _Router, path: Path, stream: _Stream) -> _Routes:
+    """The router in a forked process reading ``path`` while this one streams it; what it
+    learnt comes back through a file in the work directory."""
+    import multiprocessing  # lazily: only long histories need these (start-up time)
+    import pickle
+
+    result = router.workdir / "routes.pickle"
+    child = multiprocessing.get_context("fork").Process(
+        target=_route_in_child, args=(router, path, result), name="lockbench-router"
+    )
+    child.start()
+    try:
+        with path.open("rb") as fh:
+            stream.run(iter_numbered_lines(fh, router.source))
+    except BaseException:
+        child.terminate()
+        child.join()
+        raise
+    child.join()
+    if child.exitcode != 0 or not result.exists():
+        raise OSError(
+            f"the process routing records to {router.workdir} ended with {child.exitcode}"
+        )
+    with result.open("rb") as fh:
+        kind, outcome = pickle.load(fh)  # written by our own child just now
+    result.unlink()
+    if kind == "error":
+        raise OSError(f"routing records to {router.workdir}: {outcome}")
+    routes: _Routes = outcome
+    return routes
+
+
+def _route_in_child(router: _Router, path: Path, result: Path) -> None:
+    import pickle
+
+    outcome: tuple[str, object]
+    try:
+        with path.open("rb") as fh:
+            router.route_all(iter_numbered_lines(fh, router.source))
+        outcome = ("routes", router.finish())
+    except Exception as exc:  # handed to the parent, which raises it
+        outcome = ("error", f"{type(exc).__name__}: {exc}")
+    with result.open("wb") as fh:
+        pickle.dump(outcome, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from bench.checking import check_history_file, check_partitioned
 from bench.commands.check import default_checkers
 from lockbench.checks import CheckResult, Verdict
 from lockbench.errors import ConfigError
-from lockbench.history import Op
+from lockbench.history import HistoryError, Op
 from tests.bench.checker.checker_histories import history
 from tests.bench.checker.test_checker_engine_properties import histories
 from tests.support.histories import lock_history, register_history
@@ -191,6 +191,16 @@ def test_a_torn_last_line_is_read_as_the_prefix(tmp_path: Path) -> None:
 UNPAIRED = '{"index":0,"time":0,"process":99,"type":"ok","f":"acquire","key":"k"}\n'
 
 
+def _with_bad_lines(path: Path, bad: str, later: str) -> Path:
+    """A lock history with ``bad`` as line 51 and ``later`` as line 121."""
+    ops = lock_history(seed=4, ops=200, locks=2)
+    lines = [json.dumps(op.to_json()) + "\n" for op in ops]
+    lines.insert(50, bad)
+    lines.insert(120, later)
+    path.write_text("".join(lines))
+    return path
+
+
 @pytest.mark.parametrize(
     ("bad", "later", "expected"),
     [
@@ -201,12 +211,7 @@ UNPAIRED = '{"index":0,"time":0,"process":99,"type":"ok","f":"acquire","key":"k"
     ],
 )
 def test_a_bad_line_is_the_same_error(tmp_path: Path, bad: str, later: str, expected: str) -> None:
-    ops = lock_history(seed=4, ops=200, locks=2)
-    lines = [json.dumps(op.to_json()) + "\n" for op in ops]
-    lines.insert(50, bad)
-    lines.insert(120, later)
-    path = tmp_path / "h.jsonl"
-    path.write_text("".join(lines))
+    path = _with_bad_lines(tmp_path / "h.jsonl", bad, later)
     errors = []
     checks: list[Callable[[], object]] = [
         lambda: check_history_file(path, ["linearizable"], {}, partition_above_bytes=IN_MEMORY),
@@ -218,6 +223,47 @@ def test_a_bad_line_is_the_same_error(tmp_path: Path, bad: str, later: str, expe
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
     assert expected in errors[0]
+
+
+@pytest.mark.process  # the router runs in a forked process
+@pytest.mark.parametrize(
+    ("bad", "later"),
+    [(UNPAIRED, ""), (UNPAIRED, "still not json\n"), ("not json\n", "")],
+)
+def test_a_forked_router_reports_the_same_bad_line(tmp_path: Path, bad: str, later: str) -> None:
+    path = _with_bad_lines(tmp_path / "h.jsonl", bad, later)
+    errors = []
+    for fork in (False, True):
+        with pytest.raises(HistoryError) as caught:
+            partition_history(path, Path(tempfile.mkdtemp(dir=tmp_path)), fork_router=fork)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.process  # the router runs in a forked process
+def test_a_forked_router_copies_the_same_groups(tmp_path: Path) -> None:
+    """Routing beside the streaming pass (two processes) leaves the same bucket files, counts,
+    sample and session-expiry calls as routing in line."""
+    ops = lock_history(seed=8, ops=3000, locks=5, processes=6, info_rate=0.05, bug_rate=0.01)
+    path = _write(tmp_path / "h.jsonl", ops, tail='{"index":99999,"time":1,"proc')
+    parted = []
+    for fork in (False, True):
+        workdir = tmp_path / f"fork-{fork}"
+        workdir.mkdir()
+        parted.append(partition_history(path, workdir, buckets=4, fork_router=fork))
+    inline, forked = parted
+    assert forked.records == inline.records == len(ops)
+    assert [(g.keys, g.records) for g in forked.groups] == [
+        (g.keys, g.records) for g in inline.groups
+    ]
+    for a, b in zip(inline.groups, forked.groups, strict=True):
+        assert a.path is not None
+        assert b.path is not None
+        assert a.path.read_bytes() == b.path.read_bytes()
+    assert forked.whole.sample_ops == inline.whole.sample_ops
+    assert forked.whole.expiry_calls == inline.whole.expiry_calls
+    assert forked.nemesis_ops == inline.nemesis_ops
+    assert not list((tmp_path / "fork-True").glob("*.pickle"))
 
 
 def test_a_key_too_large_to_load_is_unknown_with_the_reason(tmp_path: Path) -> None:
