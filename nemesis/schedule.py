@@ -255,6 +255,9 @@ class NemesisRunner:
             intent["nodes"] = list(nodes)
         if isinstance(spec.options, PartitionOptions) and f.startswith("start"):
             intent["shape"] = spec.options.shape
+        if nodes is not None and f.startswith("start"):
+            # how many of how many: the liveness checker's quorum outages (docs/history.md)
+            intent["cluster_size"] = len(self.cluster.nodes)
         self._safe_record("invoke", f, intent)
         if isinstance(target, str):
             self._safe_record("info", f, {**intent, "skipped": target})

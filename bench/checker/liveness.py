@@ -8,6 +8,13 @@ A live process that held the lock at that moment (granted before, not yet releas
 only when it releases: the allowance then runs from its release, not from the loss. (A lock
 held for longer than the allowance would otherwise blame every waiter's wait behind a healthy
 holder on whichever queued process happened to die first.)
+
+The allowance does not run while the bench's own faults hold a majority of the nodes down (a
+kill, pause or power loss of more than half the cluster, from the record that started it to the
+one that says it was stopped): without a quorum no lock service can grant, by the test's design,
+and the time such a fault and the restart after it take is the fault's, not a failover's. A
+fault record says how large the cluster is (``cluster_size``, docs/history.md); without it no
+outage is assumed.
 """
 
 from __future__ import annotations
@@ -15,16 +22,18 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lockbench.checks import Anomaly, CheckResult
-from lockbench.history import Call, PairedHistory, Process
+from lockbench.history import NEMESIS, Call, Op, PairedHistory, Process
 from lockbench.options import CheckOptions
 
 NS = 1_000_000_000
 MAX_REPORTED = 20
+# faults that take their nodes out of the service while on (partitions leave them running)
+DOWN_FAULTS = frozenset({"kill", "pause", "power-loss"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +159,73 @@ class KeyHolds:
         return int(end) if end > loss.time else -1
 
 
+def quorum_outages(ops: Sequence[Op]) -> list[tuple[int, int]]:
+    """The (start, end) times in which the bench's kill, pause and power-loss faults together held
+    more than half of the nodes down: from the invoke that started each fault (it may take effect
+    any time after) to the record that it was stopped, or the end of the history. Only faults
+    whose start record gives ``cluster_size`` count; a start the nemesis skipped never began."""
+    changes = _down_changes(ops)
+    down: dict[Any, tuple[str, ...]] = {}  # nemesis index -> its nodes, while on
+    size = max((size for _, _, _, size in changes), default=0)
+    outages: list[tuple[int, int]] = []
+    began: int | None = None
+    for time, index, nodes, _ in changes:
+        if nodes is None:
+            down.pop(index, None)
+        else:
+            down[index] = nodes
+        majority_down = 2 * len({node for on in down.values() for node in on}) > size
+        if majority_down and began is None:
+            began = time
+        elif not majority_down and began is not None:
+            outages.append((began, time))
+            began = None
+    if began is not None:
+        outages.append((began, ops[-1].time))
+    return outages
+
+
+def _down_changes(ops: Sequence[Op]) -> list[tuple[int, Any, tuple[str, ...] | None, int]]:
+    """(time, nemesis index, its nodes on from then or None: off, cluster size) for each start
+    and stop of a node-down fault that says its cluster's size; skipped starts left out."""
+    changes: list[tuple[int, Any, tuple[str, ...] | None, int]] = []
+    started: dict[Any, int] = {}  # nemesis index -> its start's place in ``changes``
+    for op in ops:
+        value = op.value
+        if op.process != NEMESIS or not isinstance(value, Mapping) or "nemesis" not in value:
+            continue
+        phase, _, fault = op.f.partition("-")
+        if fault not in DOWN_FAULTS:
+            continue
+        index = value["nemesis"]
+        size = value.get("cluster_size")
+        if phase == "start" and op.type == "invoke" and isinstance(size, int) and size > 0:
+            started[index] = len(changes)
+            changes.append((op.time, index, tuple(value.get("nodes") or ()), size))
+        elif phase == "start" and "skipped" in value and index in started:
+            changes[started.pop(index)] = (op.time, index, None, 0)  # never began: no change
+        elif phase == "stop" and op.type == "info":
+            started.pop(index, None)
+            changes.append((op.time, index, None, 0))
+    return changes
+
+
+def deadline_outside(start: int, allowance: int, outages: Sequence[tuple[int, int]]) -> int:
+    """The moment ``allowance`` ns after ``start`` when the time inside ``outages`` (sorted,
+    disjoint) does not count."""
+    at, left = start, allowance
+    for begin, end in outages:
+        if left <= 0:
+            break
+        if end <= at:
+            continue
+        if begin >= at + left:
+            break
+        left -= max(0, begin - at)
+        at = end
+    return at + left
+
+
 def _first_grant(granted: Sequence[tuple[int, Process]], loss: HolderLoss) -> int | None:
     """The time of the first grant to another process at or after the loss."""
     i = bisect.bisect_left(granted, loss.time, key=lambda g: g[0])
@@ -181,6 +257,7 @@ class LivenessChecker:
             )
         allowance = int((opts.ttl + opts.failover + opts.margin) * NS)
         end_time = history.end_time
+        outages = quorum_outages(history.ops)
         acquires: dict[str | None, list[Call]] = {}
         grants: dict[str | None, list[tuple[int, Process]]] = {}
         for call in calls:
@@ -203,7 +280,7 @@ class LivenessChecker:
                 unchecked += 1  # a live holder kept the lock to the end: nothing was owed
                 continue
             owed_from = max(loss.time, others_until)
-            deadline = owed_from + allowance
+            deadline = deadline_outside(owed_from, allowance, outages)
             if deadline > end_time:
                 unchecked += 1
                 continue
@@ -227,13 +304,20 @@ class LivenessChecker:
                 if first_grant is None
                 else f"only {(first_grant - loss.time) / NS:.3f} s later"
             )
+            excluded = deadline - owed_from - allowance
+            outage = (
+                f", not counting {excluded / NS:.3f} s with a majority of the nodes down by "
+                "the bench's faults"
+                if excluded
+                else ""
+            )
             anomalies.append(
                 Anomaly(
                     kind="lock-not-granted",
                     explanation=(
                         f"process {loss.process} {loss.cause} holding {loss.key!r} and process "
                         f"{waiter.process} was still waiting {allowance / NS:g} s later "
-                        f"(ttl + failover + margin); the lock was granted {late}"
+                        f"(ttl + failover + margin{outage}); the lock was granted {late}"
                     ),
                     op_indices=(loss.op.invoke.index, waiter.invoke.index),
                     key=loss.key,
@@ -247,6 +331,7 @@ class LivenessChecker:
             "recovered": len(latencies),
             "not_checkable": unchecked,
             "allowance_s": allowance / NS,
+            "quorum_outages_s": round(sum(end - begin for begin, end in outages) / NS, 6),
         }
         if latencies:
             stats["recovery_median_s"] = round(statistics.median(latencies), 6)

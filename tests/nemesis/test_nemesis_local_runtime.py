@@ -130,6 +130,9 @@ def test_kill_pause_and_clock_bump_are_seen_from_outside_and_undone(
 
     infos = {f: v for t, f, v in records if t == "info"}
     assert infos["start-kill"] == {"nemesis": 0, "nodes": ["n1"], "signal": "KILL"}
+    invokes = {f: v for t, f, v in records if t == "invoke"}
+    # the start says how many of how many nodes (the liveness checker's quorum outages)
+    assert invokes["start-kill"] == {"nemesis": 0, "nodes": ["n1"], "cluster_size": 3}
     assert infos["stop-kill"] == {"nemesis": 0, "nodes": ["n1"], "action": "restart"}
     assert infos["start-pause"]["signal"] == "STOP"
     assert infos["stop-pause"]["signal"] == "CONT"

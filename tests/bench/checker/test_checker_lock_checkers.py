@@ -6,8 +6,10 @@ import random
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bench.checker.liveness import Hold, HolderLoss, KeyHolds
+from bench.checker.liveness import Hold, HolderLoss, KeyHolds, deadline_outside, quorum_outages
 from bench.checking import available_checkers, run_checkers
 from lockbench.errors import ConfigError
 from lockbench.history import Op
@@ -267,6 +269,151 @@ def test_liveness_runs_the_allowance_from_the_live_holder_s_release() -> None:
     assert result.verdict == "invalid"
     (anomaly,) = result.anomalies
     assert anomaly.processes == (1, 2)
+
+
+def fault(
+    start_s: float,
+    stop_s: float,
+    nodes: list[str],
+    index: int = 0,
+    kind: str = "power-loss",
+    **extra: Any,
+) -> list[tuple[Any, ...]]:
+    """A nemesis fault on ``nodes`` from its start invoke to its stop info."""
+    start = {"nemesis": index, "nodes": nodes, **extra}
+    return [
+        ("nemesis", "invoke", f"start-{kind}", None, start, {"time": int(start_s * S)}),
+        (
+            "nemesis",
+            "info",
+            f"start-{kind}",
+            None,
+            {"nemesis": index},
+            {"time": int(start_s * S) + MS},
+        ),
+        (
+            "nemesis",
+            "invoke",
+            f"stop-{kind}",
+            None,
+            {"nemesis": index},
+            {"time": int(stop_s * S) - MS},
+        ),
+        ("nemesis", "info", f"stop-{kind}", None, {"nemesis": index}, {"time": int(stop_s * S)}),
+    ]
+
+
+def crashed_holder_with_faults(granted_s: float, *faults: list[tuple[Any, ...]]) -> list[Op]:
+    """Process 0 holds L and dies at 1 s; process 1 waits from 1.5 s and is granted at
+    ``granted_s``; the faults' records are placed by their times."""
+    records = [
+        (0, "invoke", "acquire", "L", None, {"time": 0}),
+        (0, "ok", "acquire", "L", 1, {"time": 1 * MS}),
+        (0, "invoke", "owner", "L", None, {"time": 2 * MS}),
+        (0, "info", "owner", "L", None, {"time": 1 * S}),
+        (1, "invoke", "acquire", "L", None, {"time": int(1.5 * S)}),
+        (1, "ok", "acquire", "L", 2, {"time": int(granted_s * S)}),
+        (2, "invoke", "read", "x", None, {"time": 40 * S}),
+        (2, "ok", "read", "x", None, {"time": 40 * S + 1}),
+    ]
+    for records_of_fault in faults:
+        records += records_of_fault
+    records.sort(key=lambda r: r[-1]["time"])
+    return history(*records)
+
+
+def test_liveness_does_not_count_time_with_a_majority_of_nodes_down() -> None:
+    """A majority power loss 1.2-6 s: 4.8 s of outage added to the 5 s allowance (ttl 3 +
+    failover 1 + margin 1), so a grant at 9 s is in time; the same without cluster_size in the
+    record (an older history) is judged as before."""
+    majority = fault(1.2, 6.0, ["n1", "n2", "n3"], cluster_size=5)
+    result = check(
+        "liveness", crashed_holder_with_faults(9.0, majority), ttl=3, failover=1, margin=1
+    )
+    assert result.verdict == "valid", result.anomalies
+    assert result.stats["quorum_outages_s"] == pytest.approx(4.8)
+    unsized = fault(1.2, 6.0, ["n1", "n2", "n3"])
+    result = check(
+        "liveness", crashed_holder_with_faults(9.0, unsized), ttl=3, failover=1, margin=1
+    )
+    assert result.verdict == "invalid"
+    assert "not counting" not in result.anomalies[0].explanation
+
+
+def test_liveness_still_counts_a_minority_outage() -> None:
+    minority = fault(1.2, 6.0, ["n1", "n2"], kind="kill", cluster_size=5)
+    result = check(
+        "liveness", crashed_holder_with_faults(9.0, minority), ttl=3, failover=1, margin=1
+    )
+    assert result.verdict == "invalid"
+    assert result.stats["quorum_outages_s"] == 0
+
+
+def test_liveness_counts_overlapping_faults_nodes_together() -> None:
+    """A kill of n1 and n2 (2-8 s) and a pause of n3 (4-6 s): a majority is down 4-6 s only; a
+    grant at 9 s needs the 2 s (deadline 1 + 5 + 2 = 8 s is too early), so it is late, and
+    at 7.5 s it is in time. The explanation says what was not counted."""
+    kill = fault(2.0, 8.0, ["n1", "n2"], index=0, kind="kill", cluster_size=5)
+    pause = fault(4.0, 6.0, ["n3"], index=1, kind="pause", cluster_size=5)
+    late = check(
+        "liveness", crashed_holder_with_faults(9.0, kill, pause), ttl=3, failover=1, margin=1
+    )
+    assert late.verdict == "invalid"
+    assert "not counting 2.000 s with a majority of the nodes down" in late.anomalies[0].explanation
+    in_time = check(
+        "liveness", crashed_holder_with_faults(7.5, kill, pause), ttl=3, failover=1, margin=1
+    )
+    assert in_time.verdict == "valid"
+    assert in_time.stats["quorum_outages_s"] == pytest.approx(2.0)
+
+
+def test_a_skipped_fault_is_no_outage() -> None:
+    skipped = [
+        (
+            "nemesis",
+            "invoke",
+            "start-kill",
+            None,
+            {"nemesis": 0, "nodes": ["n1", "n2", "n3"], "cluster_size": 5},
+            {"time": int(1.2 * S)},
+        ),
+        (
+            "nemesis",
+            "info",
+            "start-kill",
+            None,
+            {"nemesis": 0, "skipped": "no leader known"},
+            {"time": int(1.3 * S)},
+        ),
+    ]
+    assert quorum_outages(crashed_holder_with_faults(9.0, skipped)) == []
+
+
+@given(
+    st.integers(0, 100),
+    st.integers(0, 50),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(1, 30)), max_size=6),
+)
+def test_the_deadline_skips_exactly_the_outage_time(
+    start: int, allowance: int, raw: list[tuple[int, int]]
+) -> None:
+    """Against a walk over unit steps: the deadline is the first moment by which ``allowance``
+    units outside the outages have passed."""
+    covered: set[int] = set()
+    for begin, length in raw:
+        covered.update(range(begin, begin + length))
+    outages: list[tuple[int, int]] = []
+    for unit in sorted(covered):  # disjoint, sorted intervals of the union
+        if outages and outages[-1][1] == unit:
+            outages[-1] = (outages[-1][0], unit + 1)
+        else:
+            outages.append((unit, unit + 1))
+    at, left = start, allowance
+    while left:
+        if at not in covered:
+            left -= 1
+        at += 1
+    assert deadline_outside(start, allowance, outages) == at
 
 
 def test_liveness_finds_the_other_holders_by_bisection_as_a_scan_would() -> None:
