@@ -11,6 +11,9 @@ Subcommands (each prints one line per measurement; medians of --repeat):
     python -m benchmarks.checker_scale many DIR [--histories 100]
         writes that many small histories into DIR, then ``lockbench check DIR`` in one process:
         total and per-history seconds, and per-history overhead beyond the search
+    python -m benchmarks.checker_scale pass HISTORY.jsonl [--repeat 3]
+        the partitioned check's streaming pass alone (availability and stats, keys copied to
+        buckets), in this process, with the router in line and in a forked process, in turns
     python -m benchmarks.checker_scale small [--histories 400]
         the WGL search per small history (hundreds of ops, 5 clients, register and lock models),
         compiled core and pure Python in one run, and the whole linearizability check per history
@@ -29,6 +32,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -38,7 +42,10 @@ from typing import IO
 
 from bench.checker import native
 from bench.checker.linearizable import check_linearizable, ops_by_key, resolve_model
+from bench.checker.partition import partition_history
 from bench.checker.wgl import search
+from bench.checking import load_checker
+from lockbench.checks import StreamingChecker
 from lockbench.history import Op, iter_history_lines, read_history
 from lockbench.options import CheckOptions
 
@@ -356,6 +363,29 @@ def many(directory: Path, count: int, repeat: int) -> None:
         )
 
 
+def streaming_pass(history: Path, repeat: int) -> None:
+    """``partition_history`` with the router in line and beside (forked), alternating."""
+    options = CheckOptions()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeat):
+        for fork in (False, True):
+            checkers = [load_checker(name) for name in ("availability", "stats")]
+            accumulators = [
+                c.accumulate(options) for c in checkers if isinstance(c, StreamingChecker)
+            ]
+            with tempfile.TemporaryDirectory() as workdir:
+                started = time.perf_counter()
+                partition_history(history, Path(workdir), accumulators, fork_router=fork)
+                times[fork].append(time.perf_counter() - started)
+    inline, forked = (statistics.median(times[fork]) for fork in (False, True))
+    print(
+        f"pass {history.name}: router in line {inline:.2f} s median "
+        f"({', '.join(f'{t:.2f}' for t in times[False])}), forked {forked:.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in times[True])}): {forked / inline:.2f}x",
+        flush=True,
+    )
+
+
 def _line(op: Op) -> str:
     return json.dumps(op.to_json(), separators=(",", ":")) + "\n"
 
@@ -384,6 +414,9 @@ def main() -> int:
     m.add_argument("directory", type=Path)
     m.add_argument("--histories", type=int, default=100)
     m.add_argument("--repeat", type=int, default=3)
+    p = sub.add_parser("pass")
+    p.add_argument("history", type=Path)
+    p.add_argument("--repeat", type=int, default=3)
     s = sub.add_parser("small")
     s.add_argument("--histories", type=int, default=400)
     s.add_argument("--repeat", type=int, default=3)
@@ -408,6 +441,8 @@ def main() -> int:
         )
     elif args.what == "many":
         many(args.directory, args.histories, args.repeat)
+    elif args.what == "pass":
+        streaming_pass(args.history, args.repeat)
     else:
         small(args.histories, args.repeat)
     return 0

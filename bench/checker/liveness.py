@@ -163,13 +163,14 @@ def quorum_outages(ops: Sequence[Op]) -> list[tuple[int, int]]:
     """The (start, end) times in which the bench's kill, pause and power-loss faults together held
     more than half of the nodes down: from the invoke that started each fault (it may take effect
     any time after) to the record that it was stopped, or the end of the history. Only faults
-    whose start record gives ``cluster_size`` count; a start the nemesis skipped never began."""
-    changes = _down_changes(ops)
+    whose start record gives ``cluster_size`` count; a start the nemesis skipped never began.
+    (Not availability.fault_windows: it starts a window at the start's ``info``, which a power
+    loss writes only when the loss is over.)"""
+    changes, size = _down_changes(ops)
     down: dict[Any, tuple[str, ...]] = {}  # nemesis index -> its nodes, while on
-    size = max((size for _, _, _, size in changes), default=0)
     outages: list[tuple[int, int]] = []
     began: int | None = None
-    for time, index, nodes, _ in changes:
+    for time, index, nodes in changes:
         if nodes is None:
             down.pop(index, None)
         else:
@@ -185,11 +186,15 @@ def quorum_outages(ops: Sequence[Op]) -> list[tuple[int, int]]:
     return outages
 
 
-def _down_changes(ops: Sequence[Op]) -> list[tuple[int, Any, tuple[str, ...] | None, int]]:
-    """(time, nemesis index, its nodes on from then or None: off, cluster size) for each start
-    and stop of a node-down fault that says its cluster's size; skipped starts left out."""
-    changes: list[tuple[int, Any, tuple[str, ...] | None, int]] = []
+DownChange = tuple[int, Any, tuple[str, ...] | None]  # time, nemesis index, its nodes (None: off)
+
+
+def _down_changes(ops: Sequence[Op]) -> tuple[list[DownChange], int]:
+    """Each start and stop of a node-down fault that says its cluster's size (skipped starts
+    left out), and that size."""
+    changes: list[DownChange | None] = []
     started: dict[Any, int] = {}  # nemesis index -> its start's place in ``changes``
+    size = 0
     for op in ops:
         value = op.value
         if op.process != NEMESIS or not isinstance(value, Mapping) or "nemesis" not in value:
@@ -198,16 +203,22 @@ def _down_changes(ops: Sequence[Op]) -> list[tuple[int, Any, tuple[str, ...] | N
         if fault not in DOWN_FAULTS:
             continue
         index = value["nemesis"]
-        size = value.get("cluster_size")
-        if phase == "start" and op.type == "invoke" and isinstance(size, int) and size > 0:
+        cluster_size = value.get("cluster_size")
+        if (
+            phase == "start"
+            and op.type == "invoke"
+            and isinstance(cluster_size, int)
+            and cluster_size > 0
+        ):
+            size = max(size, cluster_size)
             started[index] = len(changes)
-            changes.append((op.time, index, tuple(value.get("nodes") or ()), size))
+            changes.append((op.time, index, tuple(value.get("nodes") or ())))
         elif phase == "start" and "skipped" in value and index in started:
-            changes[started.pop(index)] = (op.time, index, None, 0)  # never began: no change
+            changes[started.pop(index)] = None  # it never began
         elif phase == "stop" and op.type == "info":
             started.pop(index, None)
-            changes.append((op.time, index, None, 0))
-    return changes
+            changes.append((op.time, index, None))
+    return [change for change in changes if change is not None], size
 
 
 def deadline_outside(start: int, allowance: int, outages: Sequence[tuple[int, int]]) -> int:

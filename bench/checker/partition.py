@@ -551,49 +551,34 @@ def _expiry_calls(calls: Sequence[tuple[int, bytes, bytes | None]], source: str)
 
 
 def _route_beside(router: _Router, path: Path, stream: _Stream) -> _Routes:
-    """The router in a forked process reading ``path`` while this one streams it; what it
-    learnt comes back through a file in the work directory."""
-    import multiprocessing  # lazily: only long histories need these (start-up time)
-    import pickle
+    """The router in a forked process reading ``path`` while this one streams it: a pool of one,
+    as the group workers (``check_groups``), so its result and any error come back through the
+    pool and it is stopped if this side fails."""
+    import multiprocessing  # lazily: only long histories need it (start-up time)
 
-    result = router.workdir / "routes.pickle"
-    child = multiprocessing.get_context("fork").Process(
-        target=_route_in_child, args=(router, path, result), name="lockbench-router"
-    )
-    child.start()
+    global _forked_router  # what the forked router inherits
+    _forked_router = router
     try:
-        with path.open("rb") as fh:
-            stream.run(iter_numbered_lines(fh, router.source))
-    except BaseException:
-        child.terminate()
-        child.join()
-        raise
-    child.join()
-    if child.exitcode != 0 or not result.exists():
-        raise OSError(
-            f"the process routing records to {router.workdir} ended with {child.exitcode}"
-        )
-    with result.open("rb") as fh:
-        kind, outcome = pickle.load(fh)  # written by our own child just now
-    result.unlink()
-    if kind == "error":
-        raise OSError(f"routing records to {router.workdir}: {outcome}")
-    routes: _Routes = outcome
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            routed = pool.apply_async(_route_in_child, (path,))
+            with path.open("rb") as fh:
+                stream.run(iter_numbered_lines(fh, router.source))
+            routes: _Routes = routed.get()
+    finally:
+        _forked_router = None
     return routes
 
 
-def _route_in_child(router: _Router, path: Path, result: Path) -> None:
-    import pickle
+# The router a forked process runs: set by _route_beside just before the fork, inherited by it.
+_forked_router: _Router | None = None
 
-    outcome: tuple[str, object]
-    try:
-        with path.open("rb") as fh:
-            router.route_all(iter_numbered_lines(fh, router.source))
-        outcome = ("routes", router.finish())
-    except Exception as exc:  # handed to the parent, which raises it
-        outcome = ("error", f"{type(exc).__name__}: {exc}")
-    with result.open("wb") as fh:
-        pickle.dump(outcome, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+def _route_in_child(path: Path) -> _Routes:
+    router = _forked_router
+    assert router is not None
+    with path.open("rb") as fh:
+        router.route_all(iter_numbered_lines(fh, router.source))
+    return router.finish()
 
 
 # ---------------------------------------------------------------------------------------------

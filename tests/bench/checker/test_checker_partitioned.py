@@ -263,7 +263,9 @@ def test_a_forked_router_copies_the_same_groups(tmp_path: Path) -> None:
     assert forked.whole.sample_ops == inline.whole.sample_ops
     assert forked.whole.expiry_calls == inline.whole.expiry_calls
     assert forked.nemesis_ops == inline.nemesis_ops
-    assert not list((tmp_path / "fork-True").glob("*.pickle"))
+    for part, fork in ((inline, False), (forked, True)):  # only the groups' files are left
+        left = {path.name for path in (tmp_path / f"fork-{fork}").iterdir()}
+        assert left == {g.path.name for g in part.groups if g.path is not None}
 
 
 def test_a_key_too_large_to_load_is_unknown_with_the_reason(tmp_path: Path) -> None:
